@@ -1,0 +1,5 @@
+"""``python -m biomedclip`` runs the CLI."""
+
+from biomedclip.cli import main
+
+main()
