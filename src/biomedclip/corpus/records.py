@@ -1,0 +1,82 @@
+"""The records that flow between corpus stages: an article from a source, and one figure record per figure.
+
+The figure record's JSON form is the contract of ``../shared/DESIGN.md``; ``FigureRecord.to_json`` writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import IO, Any, Protocol
+
+
+@dataclass(frozen=True)
+class ArticleMeta:
+    """What a source knows about an article before its XML is parsed (S3 metadata JSON, file lists)."""
+
+    pmcid: str
+    version: int | None = None
+    license: str | None = None
+    is_retracted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Article:
+    """One article from a source: its JATS XML, its metadata and a way to open its media files by name.
+
+    ``media`` lists the article's media file names (relative, as in its package); ``open_media(name)`` returns
+    a binary file object, after whatever integrity check the source can make (e.g. md5 for S3), and raises
+    ``MediaError`` when the file is missing or corrupt. Sources that already know their figures (labelled
+    image folders) set ``figures`` and leave ``xml`` as None; otherwise figures come from the JATS XML.
+    """
+
+    source: str
+    meta: ArticleMeta
+    xml: bytes | None
+    media: list[str]
+    open_media: Callable[[str], IO[bytes]]
+    figures: list[FigureRecord] | None = None
+
+
+class MediaError(Exception):
+    """A media file that cannot be read: missing, truncated, md5 mismatch, unsafe path or oversized."""
+
+
+@dataclass
+class FigureRecord:
+    """One figure: the DESIGN.md contract, plus ``status`` and ``reason`` for the catalog."""
+
+    pmcid: str
+    fig_id: str
+    label: str
+    caption: str
+    graphic: str
+    source: str = ""
+    version: int | None = None
+    image_path: str = ""
+    license: str | None = None
+    journal: str | None = None
+    year: int | None = None
+    pmid: str | None = None
+    doi: str | None = None
+    split: str | None = None
+    status: str = "accepted"
+    reason: str = ""
+
+    @property
+    def key(self) -> str:
+        """A WebDataset-safe sample key, unique per figure (no dots, which webdataset treats as extensions)."""
+        raw = f"{self.pmcid}_{self.fig_id or self.graphic}"
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in raw)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Source(Protocol):
+    """A source of articles: S3 prefixes, tarballs, folders or labelled image folders."""
+
+    name: str
+
+    def articles(self) -> Iterator[Article]: ...
