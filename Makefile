@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/biomedclip demo --out runs/demo
 
 serve: install
-	$(BIN)/biomedclip serve --model runs/demo/checkpoint --index runs/demo/index
+	$(BIN)/biomedclip serve --model local-dir:runs/demo/train/final --index runs/demo/index
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

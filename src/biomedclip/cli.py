@@ -13,7 +13,17 @@ import click
 from biomedclip import __version__
 
 # name -> "module:attribute" of a click command or group. A group is listed once it does something real.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "classify": "biomedclip.serve.cli:classify",
+    "corpus": "biomedclip.corpus.cli:corpus",
+    "demo": "biomedclip.demo_cli:demo",
+    "embed": "biomedclip.serve.cli:embed",
+    "eval": "biomedclip.evaluate.cli:eval_group",
+    "index": "biomedclip.serve.cli:index",
+    "model": "biomedclip.model.cli:model",
+    "serve": "biomedclip.serve.cli:serve",
+    "train": "biomedclip.train.cli:train",
+}
 
 
 class LazyGroup(click.Group):

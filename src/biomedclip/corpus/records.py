@@ -29,6 +29,8 @@ class Article:
     a binary file object, after whatever integrity check the source can make (e.g. md5 for S3), and raises
     ``MediaError`` when the file is missing or corrupt. Sources that already know their figures (labelled
     image folders) set ``figures`` and leave ``xml`` as None; otherwise figures come from the JATS XML.
+    A source that could not read the article itself (truncated tarball, md5 mismatch on the XML) sets ``error``
+    to the rejection reason and leaves ``xml`` as None, so the article is recorded rather than lost.
     """
 
     source: str
@@ -37,6 +39,7 @@ class Article:
     media: list[str]
     open_media: Callable[[str], IO[bytes]]
     figures: list[FigureRecord] | None = None
+    error: str | None = None
 
 
 class MediaError(Exception):
@@ -45,7 +48,10 @@ class MediaError(Exception):
 
 @dataclass
 class FigureRecord:
-    """One figure: the DESIGN.md contract, plus ``status`` and ``reason`` for the catalog."""
+    """One figure: the DESIGN.md contract, plus ``status`` and ``reason`` for the catalog.
+
+    ``graphic`` is the href the image comes from; ``graphics`` lists every graphic href of the figure.
+    """
 
     pmcid: str
     fig_id: str
@@ -63,6 +69,7 @@ class FigureRecord:
     split: str | None = None
     status: str = "accepted"
     reason: str = ""
+    graphics: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> str:

@@ -1,0 +1,62 @@
+"""The catalog: ``OUT/catalog.parquet``, one row per figure, accepted or rejected with its reason.
+
+Query it with DuckDB (``SELECT reason, count(*) FROM 'OUT/catalog.parquet' GROUP BY 1``) or pyarrow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("pmcid", pa.string()),
+        ("version", pa.int64()),
+        ("fig_id", pa.string()),
+        ("label", pa.string()),
+        ("caption", pa.string()),
+        ("graphic", pa.string()),
+        ("graphics", pa.list_(pa.string())),
+        ("image_path", pa.string()),
+        ("source", pa.string()),
+        ("license", pa.string()),
+        ("journal", pa.string()),
+        ("year", pa.int64()),
+        ("pmid", pa.string()),
+        ("doi", pa.string()),
+        ("split", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("orig_width", pa.int64()),
+        ("orig_height", pa.int64()),
+        ("sha256", pa.string()),
+        ("phash", pa.string()),
+        ("caption_tokens", pa.int64()),
+        ("shard", pa.string()),
+    ]
+)
+
+
+def write_catalog(rows: Iterable[dict[str, Any]], path: Path) -> int:
+    """Write ``rows`` (dicts with the ``SCHEMA`` columns; missing ones become null) atomically; returns the count."""
+    rows = list(rows)
+    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
+    tmp = Path(f"{path}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return len(rows)
+
+
+def read_catalog(path: Path) -> pa.Table:
+    """Read the catalog back as a pyarrow table."""
+    return pq.read_table(path)

@@ -1,0 +1,83 @@
+"""``biomedclip corpus``: turn PMC articles into figure records (``figures``) and a clean corpus (``build``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def corpus() -> None:
+    """Build the PMC figure-caption corpus."""
+
+
+@corpus.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="JSON Lines file, one figure record per line (rejected ones too, with status and reason).",
+)
+@click.option(
+    "--license",
+    "license_class",
+    type=click.Choice(["all", "commercial", "noncommercial"]),
+    default="all",
+    show_default=True,
+    help="Keep articles of this license class.",
+)
+@click.option("--include-retracted", is_flag=True, help="Keep retracted articles (excluded by default).")
+@click.option("--limit", type=int, default=None, help="At most this many articles per input.")
+@click.option(
+    "--endpoint-url",
+    envvar="BIOMEDCLIP_S3_ENDPOINT",
+    default=None,
+    help="S3-compatible endpoint for s3:// inputs (default: AWS).",
+)
+def figures(
+    inputs: tuple[str, ...],
+    out_path: Path,
+    license_class: str,
+    include_retracted: bool,
+    limit: int | None,
+    endpoint_url: str | None,
+) -> None:
+    """Figure records from XML/nxml files, folders, tarballs or s3:// prefixes, without image work.
+
+    Each line holds at least source, pmcid, fig_id, label, caption and graphic.
+    """
+    from biomedclip.corpus.jats import figures_of
+    from biomedclip.corpus.sources import Selection, SourceError, open_source
+
+    selection = Selection(license=license_class, include_retracted=include_retracted, limit=limit)
+    try:
+        sources = [open_source(spec, selection, endpoint_url=endpoint_url) for spec in inputs]
+    except SourceError as error:
+        raise click.UsageError(str(error)) from error
+    start = time.monotonic()
+    articles, reasons = 0, Counter()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as out:
+        for source in sources:
+            for article in source.articles():
+                articles += 1
+                for record in figures_of(article):
+                    reasons[record.reason.split(":")[0] if record.reason else "accepted"] += 1
+                    out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    elapsed = time.monotonic() - start
+    accepted = reasons.pop("accepted", 0)
+    lines = [f"{articles} articles, {accepted} figures accepted, {sum(reasons.values())} rejected in {elapsed:.1f}s"]
+    lines += [f"  rejected {reason}: {count}" for reason, count in sorted(reasons.items())]
+    click.echo("\n".join(lines), file=sys.stderr)
+
+
+from biomedclip.corpus.build_cli import build  # noqa: E402 - the build command lives beside its pipeline
+
+corpus.add_command(build)

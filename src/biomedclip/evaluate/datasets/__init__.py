@@ -1,0 +1,106 @@
+"""Dataset registry: ``load_dataset("NAME:PATH" or PATH, split)`` for every adapter.
+
+| name | layout | task |
+|---|---|---|
+| ``imagefolder`` | ``root/[split/]<class>/<image or .dcm>`` | classification |
+| ``dicom`` | same as imagefolder, DICOM files (windowing: :mod:`.dicom`) | classification |
+| ``csv`` | ``file.csv`` with ``path,label[,split]`` | classification |
+| ``npz`` / ``medmnist`` | MedMNIST ``{split}_images`` / ``{split}_labels`` | classification |
+| ``pcam``, ``lc25000_lung``, ``lc25000_colon``, ``tcga_til``, ``rsna_pneumonia`` | :mod:`.benchmarks` | classif. |
+| ``shards`` | corpus ``{split}-NNNNNN.tar`` WebDataset shards | retrieval |
+| ``vqa_rad``, ``slake`` | see :mod:`.vqa_data` | VQA |
+
+A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-NNNNNN.tar`` -> shards, the VQA-RAD
+JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam, any other folder -> imagefolder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from biomedclip.evaluate.datasets.base import (
+    DatasetError,
+    ImageTextPairs,
+    LabeledImages,
+    VQAQuestions,
+    hash_split,
+    load_image,
+)
+from biomedclip.evaluate.datasets.benchmarks import lc25000_colon, lc25000_lung, pcam, rsna_pneumonia, tcga_til
+from biomedclip.evaluate.datasets.folders import csv_dataset, image_folder
+from biomedclip.evaluate.datasets.npz import npz_dataset
+from biomedclip.evaluate.datasets.shards import corpus_shards
+from biomedclip.evaluate.datasets.vqa_data import VQA_RAD_JSON, slake, vqa_rad
+
+Dataset = LabeledImages | ImageTextPairs | VQAQuestions
+
+DATASETS: dict[str, Callable[[str | Path, str], Dataset]] = {
+    "csv": csv_dataset,
+    "dicom": image_folder,
+    "imagefolder": image_folder,
+    "lc25000_colon": lc25000_colon,
+    "lc25000_lung": lc25000_lung,
+    "medmnist": npz_dataset,
+    "npz": npz_dataset,
+    "pcam": pcam,
+    "rsna_pneumonia": rsna_pneumonia,
+    "shards": corpus_shards,
+    "slake": slake,
+    "tcga_til": tcga_til,
+    "vqa_rad": vqa_rad,
+}
+
+
+def list_datasets() -> list[str]:
+    """Registered adapter names."""
+    return sorted(DATASETS)
+
+
+def detect_adapter(path: Path) -> str:
+    """The adapter for a bare path (see the module docstring)."""
+    if path.suffix.lower() == ".npz":
+        return "npz"
+    if path.suffix.lower() == ".csv":
+        return "csv"
+    if path.is_dir():
+        if any(path.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
+            return "shards"
+        if (path / VQA_RAD_JSON).is_file():
+            return "vqa_rad"
+        if (path / "train.json").is_file() and (path / "imgs").is_dir():
+            return "slake"
+        if any(path.glob("camelyonpatch_level_2_split_*_x.h5")):
+            return "pcam"
+        return "imagefolder"
+    raise DatasetError(f"dataset {path} does not exist or has no known layout (name it as ADAPTER:PATH)")
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, Path]:
+    """``"NAME:PATH"`` -> (NAME, PATH); a bare path -> (detected adapter, PATH)."""
+    name, sep, rest = spec.partition(":")
+    if sep and name in DATASETS:
+        return name, Path(rest)
+    path = Path(spec)
+    return detect_adapter(path), path
+
+
+def load_dataset(spec: str, split: str = "test") -> Dataset:
+    """Load one split of a dataset given as ``NAME:PATH`` or a bare path."""
+    name, path = parse_dataset_spec(spec)
+    return DATASETS[name](path, split)
+
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "ImageTextPairs",
+    "LabeledImages",
+    "VQAQuestions",
+    "hash_split",
+    "list_datasets",
+    "load_dataset",
+    "load_image",
+    "parse_dataset_spec",
+]

@@ -1,0 +1,155 @@
+"""One function per evaluation task: load the split(s), embed (through the cache), score, return the result.
+
+Each returns the result record of :func:`biomedclip.evaluate.results.make_result` (metrics + resolved settings);
+the CLI writes it with :func:`~biomedclip.evaluate.results.write_result`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from biomedclip.evaluate.datasets import DatasetError, ImageTextPairs, LabeledImages, load_dataset
+from biomedclip.evaluate.embeddings import EmbeddingCache, embed_images, embed_texts, transform_fingerprint
+from biomedclip.evaluate.linear_probe import LinearProbeConfig, linear_probe
+from biomedclip.evaluate.models import EvalModel
+from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, PAPER_PROMPTS, PromptSet
+from biomedclip.evaluate.results import make_result
+from biomedclip.evaluate.retrieval import RetrievalConfig, evaluate_retrieval, group_captions
+from biomedclip.evaluate.zeroshot import build_zeroshot_classifier, evaluate_zeroshot
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings shared by every task (batching, device, sub-sampling, cache)."""
+
+    batch_size: int = 64
+    device: str | None = None
+    num_workers: int = 0
+    max_items: int | None = None
+    seed: int = 0
+    cache_dir: str | None = None
+
+
+def _limit(dataset, settings: RunSettings):
+    """A seeded random subset of ``max_items`` items (kept in dataset order), or the dataset itself."""
+    if settings.max_items is None or len(dataset) <= settings.max_items:
+        return dataset
+    rng = np.random.default_rng(settings.seed)
+    return dataset.subset(np.sort(rng.choice(len(dataset), settings.max_items, replace=False)))
+
+
+def image_embeddings(model: EvalModel, dataset: LabeledImages | ImageTextPairs, settings: RunSettings) -> np.ndarray:
+    """Normalised image embeddings of every item, read from / written to the cache when one is configured."""
+
+    def compute() -> np.ndarray:
+        return embed_images(
+            model.model,
+            dataset,
+            model.transform,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            num_workers=settings.num_workers,
+        )
+
+    if settings.cache_dir is None:
+        return compute()
+    cache = EmbeddingCache(settings.cache_dir)
+    transform = transform_fingerprint(model.transform)
+    key = cache.key(model=model.fingerprint, dataset=dataset.identity, transform=transform, kind="image")
+    meta = {"model": model.name, "dataset": dataset.name, "split": dataset.split, "transform": transform}
+    array, _ = cache.get_or_compute(key, compute, meta)
+    return array
+
+
+def resolve_prompts(dataset: LabeledImages, prompts: PromptSet | None) -> PromptSet:
+    """User prompts, else the paper's for a paper benchmark, else the class names with the three paper templates."""
+    if prompts is None:
+        prompts = PAPER_PROMPTS.get(dataset.prompt_key or "") or PromptSet(dataset.classnames, DEFAULT_TEMPLATES)
+    if len(prompts.classnames) != len(dataset.classnames):
+        raise DatasetError(
+            f"{len(prompts.classnames)} prompt class names for {len(dataset.classnames)} classes "
+            f"({', '.join(dataset.classnames)}): list one name per class, in label order"
+        )
+    return prompts
+
+
+def run_zeroshot(
+    model: EvalModel, dataset: str, *, split: str = "test", prompts: PromptSet | None = None, settings: RunSettings
+) -> dict:
+    """Zero-shot classification of one split with prompt-ensembled class vectors."""
+    data = _limit(_labeled(dataset, split), settings)
+    prompt_set = resolve_prompts(data, prompts)
+    classifier = build_zeroshot_classifier(
+        model.model, model.tokenizer, prompt_set.classnames, prompt_set.templates, device=settings.device
+    )
+    metrics = evaluate_zeroshot(image_embeddings(model, data, settings), data.labels, classifier, prompt_set.classnames)
+    resolved = asdict(settings) | {"classnames": list(prompt_set.classnames), "templates": list(prompt_set.templates)}
+    return make_result("zeroshot", model.name, dataset, split, metrics, resolved)
+
+
+def run_linear_probe(
+    model: EvalModel,
+    dataset: str,
+    *,
+    split: str = "test",
+    config: LinearProbeConfig | None = None,
+    settings: RunSettings,
+) -> dict:
+    """Linear probe: features of train (+ val when it exists and is not the evaluated split) and ``split``."""
+    config = config or LinearProbeConfig()
+    train = _limit(_labeled(dataset, "train"), settings)
+    test = _limit(_labeled(dataset, split), settings)
+    val = None
+    if split != "val":
+        try:
+            val = _limit(_labeled(dataset, "val"), settings)
+        except DatasetError:
+            val = None
+    features = {name: image_embeddings(model, d, settings) for name, d in (("train", train), ("test", test))}
+    result = linear_probe(
+        features["train"],
+        train.labels,
+        features["test"],
+        test.labels,
+        len(train.classnames),
+        val_features=None if val is None else image_embeddings(model, val, settings),
+        val_labels=None if val is None else val.labels,
+        config=config,
+    )
+    metrics = {"summary": result["summary"], "runs": result["runs"], "classnames": list(train.classnames)}
+    resolved = asdict(settings) | {
+        "linear_probe": result["config"],
+        "validation": "val split" if val else "20% of train",
+    }
+    return make_result("linear_probe", model.name, dataset, split, metrics, resolved)
+
+
+def run_retrieval(
+    model: EvalModel, dataset: str, *, split: str = "test", config: RetrievalConfig | None = None, settings: RunSettings
+) -> dict:
+    """Image<->text Recall@K over a whole split of image-caption pairs (exact, tiled)."""
+    config = config or RetrievalConfig()
+    data = load_dataset(dataset, split)
+    if not isinstance(data, ImageTextPairs):
+        raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
+    data = _limit(data, settings)
+    texts, text_index = group_captions(data.captions, dedupe=config.dedupe_captions)
+    text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
+    metrics = evaluate_retrieval(
+        image_embeddings(model, data, settings),
+        text_embeddings,
+        text_index,
+        config.ks,
+        query_chunk=config.query_chunk,
+        gallery_chunk=config.gallery_chunk,
+    )
+    return make_result("retrieval", model.name, dataset, split, metrics, asdict(settings) | asdict(config))
+
+
+def _labeled(dataset: str, split: str) -> LabeledImages:
+    data = load_dataset(dataset, split)
+    if not isinstance(data, LabeledImages):
+        raise DatasetError(f"{dataset} is not a labelled image dataset")
+    return data

@@ -1,0 +1,134 @@
+"""Embed the figures of corpus shards and add them to a figure index, one shard at a time.
+
+Building is incremental and resumable: the index folder lists the shards it holds, is saved after every shard,
+and a later build with more shards embeds only the new ones. A figure whose image cannot be decoded is skipped
+and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from braceexpand import braceexpand
+
+from biomedclip.api import Embedder, ImageDecodeError, open_image
+from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig
+from biomedclip.serve.shards import ShardFigure, iter_shard
+
+
+@dataclass
+class BuildReport:
+    """What one build did: shards added or skipped (already indexed), figures added and skipped (bad image)."""
+
+    shards_added: list[str] = field(default_factory=list)
+    shards_skipped: list[str] = field(default_factory=list)
+    figures_added: int = 0
+    figures_skipped: int = 0
+    total: int = 0
+    kind: str = ""
+
+
+def expand_shards(patterns: Iterable[str]) -> list[str]:
+    """Shard paths from folders (every ``*.tar`` inside), globs and brace patterns (``train-{000000..000009}.tar``).
+
+    Raises:
+        FileNotFoundError: a pattern matches no file.
+    """
+    paths: list[str] = []
+    for pattern in patterns:
+        if Path(pattern).is_dir():
+            matches = sorted(str(p) for p in Path(pattern).glob("*.tar"))
+        else:
+            matches = sorted(m for expanded in braceexpand(pattern) for m in glob.glob(expanded))
+        if not matches:
+            raise FileNotFoundError(f"no shard matches {pattern!r}")
+        paths.extend(str(Path(m).resolve()) for m in matches)
+    return list(dict.fromkeys(paths))
+
+
+def _record(figure: ShardFigure) -> dict[str, Any]:
+    return {
+        **figure.record,
+        "key": figure.key,
+        "caption": figure.caption,
+        "shard": figure.shard,
+        "offset": figure.offset,
+        "size": figure.size,
+    }
+
+
+def _embed_shard(embedder: Embedder, shard: str, batch_size: int) -> tuple[np.ndarray, list[dict[str, Any]], int]:
+    vectors, records, skipped = [], [], 0
+    batch_images, batch_records = [], []
+    for figure in iter_shard(shard):
+        try:
+            batch_images.append(open_image(figure.image))
+        except ImageDecodeError:
+            skipped += 1
+            continue
+        batch_records.append(_record(figure))
+        if len(batch_images) == batch_size:
+            vectors.append(embedder.embed_images(batch_images))
+            records += batch_records
+            batch_images, batch_records = [], []
+    if batch_images:
+        vectors.append(embedder.embed_images(batch_images))
+        records += batch_records
+    return (np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)), records, skipped
+
+
+def build_index(
+    embedder: Embedder,
+    shards: Sequence[str],
+    out: str | Path,
+    *,
+    config: IndexConfig | None = None,
+    rebuild: bool = False,
+    batch_size: int = 64,
+    on_shard: Callable[[str, int], None] | None = None,
+) -> BuildReport:
+    """Add the figures of ``shards`` to the index at ``out`` (created when absent), saving after each shard.
+
+    Args:
+        embedder: the model that embeds the figures (its name is recorded; a different model is refused).
+        shards: shard paths; those already in the index are skipped.
+        out: the index folder.
+        config: index settings for a new index (an existing index keeps its own).
+        rebuild: start a new index even if ``out`` holds one.
+        batch_size: images per forward pass.
+        on_shard: called with (shard, figures added) after each shard, for progress display.
+    """
+    out = Path(out)
+    if (out / "meta.json").is_file() and not rebuild:
+        index = FigureIndex.load(out)
+        if index.model and index.model != embedder.name:
+            raise FigureIndexError(
+                f"{out} was built with model {index.model!r}, not {embedder.name!r}; use a new folder or rebuild"
+            )
+    else:
+        index = FigureIndex(embedder.dim, config)  # saving it replaces any older records in ``out``
+    index.model = embedder.name
+    report = BuildReport()
+    for shard in shards:
+        shard = str(Path(shard).resolve())
+        if shard in index.shards:
+            report.shards_skipped.append(shard)
+            continue
+        vectors, records, skipped = _embed_shard(embedder, shard, batch_size)
+        index.add(vectors, records)
+        index.shards.append(shard)
+        index.save(out)
+        report.shards_added.append(shard)
+        report.figures_added += len(records)
+        report.figures_skipped += skipped
+        if on_shard is not None:
+            on_shard(shard, len(records))
+    if not (out / "meta.json").is_file():
+        index.save(out)
+    report.total, report.kind = len(index), index.kind
+    return report

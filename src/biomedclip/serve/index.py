@@ -1,0 +1,288 @@
+"""A FAISS index of figure embeddings with the figure records stored beside it.
+
+Vectors are L2-normalised, so squared L2 distance ``d`` and cosine similarity agree (``cos = 1 - d / 2``) and
+every index kind ranks the same way. The kind is chosen from the collection size unless given:
+
+- ``flat``: exact search, for up to ``IndexConfig.exact_max`` vectors (the default up to 200k).
+- ``ivfpq``: an inverted file over 4-bit product-quantised codes scanned with SIMD ("fast scan"), re-ranked
+  with 8-bit scalar-quantised vectors (faiss ``IVF{nlist},PQ{m}x4fs,Refine(SQ8)``): about 550 bytes per 512-d
+  figure, sub-millisecond search at a million figures, and cheap to train (16 centroids per sub-quantiser).
+- ``hnsw``: a graph index over the full vectors (faster to query, slower to build, 4x the memory).
+
+On disk an index is a folder: ``index.faiss``, ``meta.json`` (dimension, kind, settings, indexed shards) and
+``records/part-NNNNN.parquet`` (one row per vector, in vector order: caption, pmcid, fig_id, license, shard,
+offset, size, ...). ``add`` appends vectors and records; an ``auto`` index that outgrows ``exact_max`` is rebuilt
+as ``ivfpq`` from its own vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+KINDS = ("auto", "flat", "ivfpq", "hnsw")
+# Columns every record row has (missing values become empty strings / -1), in this order.
+RECORD_COLUMNS: dict[str, pa.DataType] = {
+    "key": pa.string(),
+    "pmcid": pa.string(),
+    "fig_id": pa.string(),
+    "label": pa.string(),
+    "caption": pa.string(),
+    "license": pa.string(),
+    "journal": pa.string(),
+    "year": pa.int64(),
+    "split": pa.string(),
+    "shard": pa.string(),
+    "offset": pa.int64(),
+    "size": pa.int64(),
+}
+
+
+class FigureIndexError(ValueError):
+    """An index that cannot be built, read or searched as asked (bad shapes, unknown kind, missing files)."""
+
+
+@dataclass
+class IndexConfig:
+    """How the FAISS index is built and searched; the defaults reach recall@10 >= 0.95 at 1M 512-d vectors."""
+
+    kind: str = "auto"
+    exact_max: int = 200_000
+    nlist: int = 0  # IVF lists; 0 = about sqrt(n), a power of two
+    pq_m: int = 64  # PQ sub-quantisers (4 bits each); lowered to a divisor of the dimension
+    refine: str = "SQ8"  # re-ranking storage for ivfpq ("" = none, "Flat" = exact vectors)
+    nprobe: int = 256
+    k_factor: int = 64  # ivfpq re-ranks k * k_factor candidates
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    train_max: int = 65_536  # vectors sampled to train IVF-PQ
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise FigureIndexError(f"unknown index kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Return float32, C-contiguous, unit-length rows (zero rows stay zero)."""
+    array = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if array.ndim != 2:
+        raise FigureIndexError(f"expected a 2-d array of vectors, got shape {array.shape}")
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.ascontiguousarray(array / np.maximum(norms, 1e-12))
+
+
+def _pq_m(dim: int, wanted: int) -> int:
+    return max(m for m in range(1, min(wanted, dim) + 1) if dim % m == 0)
+
+
+def _nlist(n: int, wanted: int) -> int:
+    if wanted:
+        return max(1, min(wanted, n // 39))
+    return max(1, min(2 ** round(math.log2(max(math.sqrt(n), 1))), n // 39))
+
+
+def _records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    columns: dict[str, list[Any]] = {name: [] for name in RECORD_COLUMNS}
+    for record in records:
+        for name, dtype in RECORD_COLUMNS.items():
+            value = record.get(name)
+            if pa.types.is_integer(dtype):
+                try:
+                    value = int(value) if value not in (None, "") else -1
+                except (TypeError, ValueError):
+                    value = -1
+            else:
+                value = "" if value is None else str(value)
+            columns[name].append(value)
+    return pa.table({name: pa.array(values, type=RECORD_COLUMNS[name]) for name, values in columns.items()})
+
+
+@dataclass
+class Hit:
+    """One search result: the vector's row id, its cosine similarity to the query and its figure record."""
+
+    id: int
+    score: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+class FigureIndex:
+    """Figure embeddings in a FAISS index, with one record per vector."""
+
+    def __init__(self, dim: int, config: IndexConfig | None = None) -> None:
+        if dim <= 0:
+            raise FigureIndexError(f"dimension must be positive, got {dim}")
+        self.dim = dim
+        self.config = config or IndexConfig()
+        self.kind = "flat" if self.config.kind in ("auto", "flat") else self.config.kind
+        self.faiss_index: faiss.Index | None = faiss.IndexFlatL2(dim) if self.kind == "flat" else None
+        self.shards: list[str] = []
+        self.model: str = ""
+        self._parts: list[pa.Table] = []
+        self._saved_parts = 0
+        self._records: pa.Table | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.faiss_index is None else int(self.faiss_index.ntotal)
+
+    # building ---------------------------------------------------------------------------------------------
+
+    def _build_approximate(self, vectors: np.ndarray) -> faiss.Index:
+        n = len(vectors)
+        cfg = self.config
+        if self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, cfg.hnsw_m)
+            index.hnsw.efConstruction = cfg.ef_construction
+        else:
+            if n < 256:
+                raise FigureIndexError(f"an ivfpq index needs at least 256 vectors to train, got {n}; use kind 'flat'")
+            nlist = _nlist(n, cfg.nlist)
+            spec = f"IVF{nlist},PQ{_pq_m(self.dim, cfg.pq_m)}x4fs" + (f",Refine({cfg.refine})" if cfg.refine else "")
+            index = faiss.index_factory(self.dim, spec, faiss.METRIC_L2)
+            rng = np.random.default_rng(cfg.seed)
+            sample = vectors if n <= cfg.train_max else vectors[np.sort(rng.choice(n, cfg.train_max, replace=False))]
+            index.train(sample)
+        self._set_search_parameters(index)
+        return index
+
+    def _set_search_parameters(self, index: faiss.Index) -> None:
+        if self.kind == "ivfpq":
+            faiss.extract_index_ivf(index).nprobe = self.config.nprobe
+            if isinstance(index, faiss.IndexRefine):
+                index.k_factor = self.config.k_factor
+        elif self.kind == "hnsw":
+            faiss.downcast_index(index).hnsw.efSearch = self.config.ef_search
+
+    def add(self, vectors: np.ndarray, records: Sequence[dict[str, Any]] | None = None) -> None:
+        """Append vectors (normalised here) and their records; row ``len(self) + i`` is ``records[i]``."""
+        vectors = normalize(vectors)
+        if vectors.shape[1] != self.dim:
+            raise FigureIndexError(f"vectors have dimension {vectors.shape[1]}, the index has {self.dim}")
+        records = list(records) if records is not None else [{} for _ in range(len(vectors))]
+        if len(records) != len(vectors):
+            raise FigureIndexError(f"{len(vectors)} vectors but {len(records)} records")
+        if not len(vectors):
+            return
+        total = len(self) + len(vectors)
+        if self.faiss_index is None:
+            self.faiss_index = self._build_approximate(vectors)
+        elif self.config.kind == "auto" and self.kind == "flat" and total > self.config.exact_max:
+            if len(self):
+                vectors = np.concatenate([self.faiss_index.reconstruct_n(0, len(self)), vectors])
+            self.kind = "ivfpq"
+            self.faiss_index = self._build_approximate(vectors)
+        self.faiss_index.add(vectors)
+        self._parts.append(_records_table(records))
+        self._records = None
+
+    # querying ---------------------------------------------------------------------------------------------
+
+    @property
+    def records(self) -> pa.Table:
+        """All records, one row per vector, in vector order."""
+        if self._records is None:
+            self._records = (
+                pa.concat_tables(self._parts) if self._parts else _records_table([]).slice(0, 0)
+            ).combine_chunks()
+        return self._records
+
+    def record(self, row: int) -> dict[str, Any]:
+        """The record of one vector; raises ``FigureIndexError`` for an unknown row."""
+        if not 0 <= row < len(self):
+            raise FigureIndexError(f"no figure {row}: the index holds {len(self)}")
+        return self.records.slice(row, 1).to_pylist()[0]
+
+    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: ``(scores, ids)`` arrays of shape (n, k); missing neighbours have id -1."""
+        queries = normalize(queries)
+        if queries.shape[1] != self.dim:
+            raise FigureIndexError(f"queries have dimension {queries.shape[1]}, the index has {self.dim}")
+        if k < 1:
+            raise FigureIndexError(f"k must be at least 1, got {k}")
+        if not len(self):
+            return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+        distances, ids = self.faiss_index.search(queries, min(k, len(self)))
+        return (1.0 - distances / 2.0).astype(np.float32), ids
+
+    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
+        """Nearest figures for each query vector, best first, with their records."""
+        scores, ids = self.search_vectors(queries, k)
+        table = self.records
+        results = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            valid = [(int(i), float(s)) for i, s in zip(row_ids, row_scores, strict=True) if i >= 0]
+            rows = table.take(pa.array([i for i, _ in valid], type=pa.int64())).to_pylist() if valid else []
+            results.append([Hit(id=i, score=s, record=r) for (i, s), r in zip(valid, rows, strict=True)])
+        return results
+
+    # persistence ------------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the index folder; records already on disk are kept and only new parts are written."""
+        folder = Path(folder)
+        (folder / "records").mkdir(parents=True, exist_ok=True)
+        existing = sorted((folder / "records").glob("part-*.parquet"))
+        if len(existing) != self._saved_parts:  # another folder, or a stale one: write every part afresh
+            for path in existing:
+                path.unlink()
+            self._saved_parts = 0
+        for number in range(self._saved_parts, len(self._parts)):
+            _atomic(
+                folder / "records" / f"part-{number:05d}.parquet", lambda p, t=self._parts[number]: pq.write_table(t, p)
+            )
+        self._saved_parts = len(self._parts)
+        if self.faiss_index is not None:
+            _atomic(folder / "index.faiss", lambda p: faiss.write_index(self.faiss_index, str(p)))
+        meta = {
+            "dim": self.dim,
+            "kind": self.kind,
+            "count": len(self),
+            "model": self.model,
+            "shards": self.shards,
+            "parts": len(self._parts),
+            "config": asdict(self.config),
+        }
+        _atomic(folder / "meta.json", lambda p: p.write_text(json.dumps(meta, indent=2)))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, **search_overrides: int) -> FigureIndex:
+        """Read an index folder written by :meth:`save`; ``nprobe=...`` etc. override the search settings."""
+        folder = Path(folder)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            raise FigureIndexError(f"{folder} is not a biomedclip index (no meta.json)")
+        meta = json.loads(meta_path.read_text())
+        config = IndexConfig(**{**meta["config"], **search_overrides})
+        index = cls(meta["dim"], config)
+        index.kind = meta["kind"]
+        index.model = meta.get("model", "")
+        index.shards = list(meta.get("shards", []))
+        faiss_path = folder / "index.faiss"
+        index.faiss_index = faiss.read_index(str(faiss_path)) if faiss_path.is_file() else None
+        if index.faiss_index is not None:
+            index._set_search_parameters(index.faiss_index)
+        parts = [folder / "records" / f"part-{n:05d}.parquet" for n in range(meta["parts"])]
+        index._parts = [pq.read_table(path) for path in parts]
+        index._saved_parts = len(parts)
+        if sum(part.num_rows for part in index._parts) != len(index):
+            raise FigureIndexError(f"{folder}: {len(index)} vectors but a different number of records")
+        return index
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

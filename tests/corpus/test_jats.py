@@ -1,0 +1,153 @@
+"""JATS figure extraction on real PMC articles and on the markup corner cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pubmed_parser
+import pytest
+from lxml import etree
+
+from biomedclip.corpus.jats import JatsError, extract_figures, figures_of
+from biomedclip.corpus.records import Article, ArticleMeta
+
+
+def _xml_files(shared: Path) -> list[Path]:
+    return sorted((shared / "pmc" / "nxml").rglob("*.*xml")) + sorted((shared / "pmc" / "packages").rglob("*.nxml"))
+
+
+def _article(body: str, ns: str = "") -> bytes:
+    xmlns = f' xmlns="{ns}"' if ns else ""
+    return (
+        f'<article{xmlns} xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta>'
+        f'<article-id pub-id-type="pmc">123</article-id></article-meta></front><body>{body}</body></article>'
+    ).encode()
+
+
+def test_every_fig_of_the_real_articles_is_extracted(shared_fixtures):
+    figs_with_graphic = extracted = 0
+    for path in _xml_files(shared_fixtures):
+        tree = etree.parse(str(path))
+        figs = [e for e in tree.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "fig"]
+        figs_with_graphic += sum(
+            any(etree.QName(g).localname == "graphic" for g in f.iter() if isinstance(g.tag, str)) for f in figs
+        )
+        records = extract_figures(path.read_bytes(), source=str(path))
+        assert len(records) == len(figs), path
+        extracted += sum(r.status == "accepted" for r in records)
+        for record in records:
+            assert record.pmcid.startswith("PMC") and record.source == str(path)
+            if record.status == "accepted":
+                assert record.caption and record.graphic and record.caption == " ".join(record.caption.split())
+    assert figs_with_graphic > 100
+    # one real fig (PMC9500000's graphical abstract) has a graphic but no caption: rejected, not lost
+    assert extracted == figs_with_graphic - 1
+
+
+def test_real_article_metadata(shared_fixtures):
+    records = extract_figures((shared_fixtures / "pmc/nxml/pubmed_parser/pone.0000217.nxml").read_bytes())
+    first = records[0]
+    assert (first.pmcid, first.pmid, first.fig_id, first.label) == (
+        "PMC1790863",
+        "17299597",
+        "pone-0000217-g001",
+        "Figure 1",
+    )
+    assert first.graphic == "pone.0000217.g001" and first.journal == "PLoS ONE" and first.year == 2007
+    assert first.license == "CC BY" and first.doi == "10.1371/journal.pone.0000217"
+    assert first.caption.startswith("Fisher's geometric model in two-dimensional phenotypic space. Fitness varies")
+
+
+def test_caption_spacing_around_inline_and_block_markup():
+    xml = _article(
+        '<fig id="f1"><label>Figure 1</label><caption><title>Growth curves</title><p>Cells at 10<sup>4</sup> per '
+        "ml with Ca<sup>2+</sup>, CD4<sup>+</sup> and H<sub>2</sub>O in <italic>E. <bold>coli</bold></italic>"
+        '<sup><xref ref-type="bibr" rid="b1">12</xref></sup>.</p><p>Second&#160;paragraph'
+        '<inline-formula><alternatives><mml:math xmlns:mml="http://www.w3.org/1998/Math/MathML"><mml:mi>x</mml:mi>'
+        "</mml:math><tex-math>x</tex-math></alternatives></inline-formula>.</p></caption>"
+        '<graphic xlink:href="f1"/></fig>'
+    )
+    (record,) = extract_figures(xml)
+    assert record.caption == (
+        "Growth curves. Cells at 10^4 per ml with Ca2+, CD4+ and H2O in E. coli 12. Second paragraphx."
+    )
+
+
+def test_nested_markup_kept_where_pubmed_parser_loses_it(tmp_path):
+    xml = _article(
+        '<fig id="f1"><caption><p>Level of <italic>IL-1<sub>β</sub></italic> rises.</p></caption>'
+        '<graphic xlink:href="f1"/></fig>'
+    )
+    (record,) = extract_figures(xml)
+    assert record.caption == "Level of IL-1β rises."
+    path = tmp_path / "a.xml"
+    path.write_bytes(xml)
+    (theirs,) = pubmed_parser.parse_pubmed_caption(str(path))
+    assert "β" not in theirs["fig_caption"]
+
+
+def test_namespace_wrappers_groups_and_floats():
+    body = (
+        '<fig-group id="g"><caption><p>Shared caption.</p></caption>'
+        '<fig id="a"><graphic xlink:href="a"/></fig><fig id="b"><caption><p>Own.</p></caption>'
+        '<graphic xlink:href="b"/></fig></fig-group>'
+    )
+    inner = _article(body, ns="http://jats.nlm.nih.gov/ns/1.3").decode()
+    inner = inner.replace(
+        "</body>",
+        '</body><floats-group><fig id="c"><caption><p>Float.</p></caption>'
+        '<graphic xlink:href="c"/></fig></floats-group>',
+    )
+    wrapped = f'<OAI-PMH xmlns="http://www.openarchives.org/OAI/2.0/"><GetRecord><record><metadata>{inner}</metadata></record></GetRecord></OAI-PMH>'
+    records = extract_figures(wrapped.encode())
+    assert [(r.fig_id, r.caption, r.graphic, r.pmcid) for r in records] == [
+        ("a", "Shared caption.", "a", "PMC123"),
+        ("b", "Own.", "b", "PMC123"),
+        ("c", "Float.", "c", "PMC123"),
+    ]
+
+
+def test_several_graphics_first_non_thumbnail_wins():
+    xml = _article(
+        '<fig id="f"><caption><p>Panels.</p></caption><graphic xlink:href="f-thumb" specific-use="thumbnail"/>'
+        '<alternatives><graphic xlink:href="f-large"/><graphic xlink:href="f-small"/></alternatives></fig>'
+    )
+    (record,) = extract_figures(xml)
+    assert record.graphic == "f-large" and record.graphics == ["f-thumb", "f-large", "f-small"]
+
+
+def test_figures_without_caption_or_graphic_are_rejected_not_dropped():
+    xml = _article(
+        '<fig><graphic xlink:href="x"/></fig><fig id="n"><caption><p>No image.</p></caption></fig>'
+        '<fig id="e"><caption><title> </title></caption><graphic xlink:href="e"/></fig>'
+    )
+    records = extract_figures(xml)
+    assert [(r.fig_id, r.status, r.reason) for r in records] == [
+        ("", "rejected", "no_caption"),
+        ("n", "rejected", "no_graphic"),
+        ("e", "rejected", "no_caption"),
+    ]
+
+
+@pytest.mark.parametrize("xml", [b"", b"   ", b"<article><fig>", b"not xml at all", b"<html><body/></html>"])
+def test_bad_xml_raises_and_becomes_an_article_rejection(xml):
+    with pytest.raises(JatsError):
+        extract_figures(xml)
+    article = Article("s.xml", ArticleMeta(pmcid="PMC9", version=2), xml, [], lambda name: None)
+    (record,) = figures_of(article)
+    assert record.status == "rejected" and record.reason.startswith("malformed_xml")
+    assert (record.pmcid, record.version, record.source, record.fig_id) == ("PMC9", 2, "s.xml", "")
+
+
+def test_article_without_figures_and_unreadable_article(shared_fixtures):
+    xml = (shared_fixtures / "pmc/nxml/pubmed_parser/6605965a.nxml").read_bytes()
+    (record,) = figures_of(Article("a", ArticleMeta(pmcid="PMC1"), xml, [], lambda name: None))
+    assert record.reason == "no_figures"
+    broken = Article("b", ArticleMeta(pmcid="PMC2"), None, [], lambda name: None, error="md5_mismatch: k")
+    assert [r.reason for r in figures_of(broken)] == ["md5_mismatch: k"]
+
+
+def test_entities_are_not_expanded():
+    xml = b'<!DOCTYPE article [<!ENTITY x SYSTEM "file:///etc/passwd">]><article><body><fig><caption><p>&x;</p></caption></fig></body></article>'
+    records = extract_figures(xml)
+    assert "root:" not in records[0].caption

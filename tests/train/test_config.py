@@ -1,0 +1,68 @@
+"""Config: paper defaults, YAML + ``--key value`` overrides, presets and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from biomedclip.train.config import ConfigError, TrainConfig, load_config, parse_overrides
+
+
+def test_defaults_are_the_paper_recipe() -> None:
+    config = TrainConfig()
+    assert (config.optim.lr, config.optim.beta1, config.optim.beta2, config.optim.eps) == (5e-4, 0.9, 0.98, 1e-6)
+    assert (config.optim.weight_decay, config.optim.warmup_steps, config.optim.epochs) == (0.2, 2000, 32)
+    assert config.optim.batch_size * 16 == 4096
+    assert config.run.precision == "bf16" and config.model.grad_checkpointing and config.loss.local_loss
+
+
+def test_yaml_then_overrides_win(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"lr": 1e-3, "epochs": 4}, "data": {"train": "a.tar"}}))
+    overrides = parse_overrides(["--optim.lr", "2e-5", "--model.lock-image=true", "--eval.zeroshot", "a,b"])
+    config = load_config(path, overrides)
+    assert config.optim.lr == 2e-5 and config.optim.epochs == 4 and config.data.train == "a.tar"
+    assert config.model.lock_image is True and config.eval.zeroshot == ["a", "b"]
+    assert config.optim.grad_clip is None
+    assert load_config(None, parse_overrides(["--optim.grad_clip", "1.0"])).optim.grad_clip == 1.0
+
+
+def test_finetune_preset_lowers_lr_and_yaml_still_overrides(tmp_path) -> None:
+    config = load_config(None, {"preset": "finetune"})
+    assert config.optim.lr == 1e-5 and config.model.patch_dropout == 0.0
+    path = tmp_path / "ft.yaml"
+    path.write_text("preset: finetune\noptim:\n  lr: 3.0e-5\n")
+    assert load_config(path).optim.lr == 3e-5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--optim.lrr", "1"], "unknown config key 'optim.lrr'"),
+        (["--nope.lr", "1"], "unknown config section"),
+        (["--optim.batch_size", "abc"], "optim.batch_size: expected an integer"),
+        (["--optim.batch_size", "0"], "optim.batch_size must be >= 1"),
+        (["--model.lock_text", "maybe"], "expected true/false"),
+        (["--run.precision", "fp8"], "run.precision"),
+        (["--preset", "fast"], "unknown preset"),
+        (["--optim.lr"], "needs a value"),
+        (["optim.lr", "1"], "expected --key value"),
+    ],
+)
+def test_bad_overrides_name_the_key(args: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, parse_overrides(args))
+
+
+def test_cli_prints_resolved_config_and_rejects_bad_keys(run_cli, tmp_path) -> None:
+    out = run_cli("train", "--print-config", "--optim.lr", "1e-4", "--data.train", "x.tar").stdout
+    resolved = yaml.safe_load(out)
+    assert resolved["optim"]["lr"] == 1e-4 and resolved["optim"]["beta2"] == 0.98
+    bad = run_cli("train", "--optim.nope", "1", check=False)
+    assert bad.returncode == 2 and "unknown config key 'optim.nope'" in bad.stderr
+
+
+def test_cli_reports_missing_shards_before_building_anything(run_cli, tmp_path) -> None:
+    proc = run_cli("train", "--data.train", str(tmp_path / "train-{000000..000003}.tar"), check=False)
+    assert proc.returncode == 1 and "4 shard(s) not found" in proc.stderr
+    assert not (tmp_path / "runs").exists()
