@@ -79,8 +79,9 @@ def build_corpus(config: DemoConfig, log: Log) -> dict[str, Any]:
 
 def train_model(config: DemoConfig, log: Log) -> Path:
     """Train the tiny model on the corpus' train shards; returns the exported checkpoint folder."""
+    from biomedclip.shardspec import expand_shards
     from biomedclip.train.config import build_config
-    from biomedclip.train.data import count_samples, expand_shards
+    from biomedclip.train.data import count_samples
     from biomedclip.train.loop import train
 
     shards = config.out / "corpus" / "shards"
@@ -152,10 +153,11 @@ def _headline(metrics: dict[str, Any]) -> str:
 def build_search_index(config: DemoConfig, checkpoint: Path, log: Log) -> Path:
     """Index every accepted figure of the corpus for the search page."""
     from biomedclip.api import load
-    from biomedclip.serve.build import build_index, expand_shards
+    from biomedclip.serve.build import build_index
+    from biomedclip.shardspec import expand_shards
 
     index_dir = config.out / "index"
-    shards = expand_shards([str(config.out / "corpus" / "shards")])
+    shards = expand_shards(str(config.out / "corpus" / "shards"))
     report = build_index(load(f"local-dir:{checkpoint}", device="cpu"), shards, index_dir, rebuild=True)
     log(f"index: {report.total} figures ({report.kind}) in {index_dir}")
     return index_dir

@@ -64,7 +64,7 @@ def test_bad_cli_input_fails_with_a_message(tmp_path, images, model_name):
     result = invoke(
         "index", "build", "--model", model_name, "--shards", tmp_path / "none-*.tar", "--out", tmp_path / "i", ok=False
     )
-    assert result.exit_code == 2 and "no shard matches" in result.output
+    assert result.exit_code == 2 and "no shards match" in result.output
 
 
 def test_index_build_incremental_and_search(tmp_path, shards, figures, model_name):

@@ -8,9 +8,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from biomedclip.serve.build import build_index, expand_shards
+from biomedclip.serve.build import build_index
 from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig, normalize
 from biomedclip.serve.shards import ShardError, iter_shard, read_image_bytes
+from biomedclip.shardspec import expand_shards
 
 
 def exact_neighbours(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -151,5 +152,5 @@ def test_build_refuses_another_model_and_missing_shards(tmp_path, embedder, inde
     other = type(embedder)(embedder.model, embedder.transform, embedder.tokenizer, name="small", device="cpu")
     with pytest.raises(FigureIndexError, match="built with model 'local-dir:"):
         build_index(other, [], index_dir)
-    with pytest.raises(FileNotFoundError, match="no shard matches"):
+    with pytest.raises(FileNotFoundError, match="no shards match"):
         expand_shards([str(tmp_path / "nothing-*.tar")])

@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 
+from biomedclip.shardspec import ShardSpecError, expand_shards
 from biomedclip.train.data import (
     DataError,
     StreamSpec,
     TrainStream,
     count_samples,
-    expand_shards,
     make_train_loader,
     shards_for_pass,
 )
@@ -24,7 +24,7 @@ def test_expand_brace_glob_folder_and_missing(train_shards) -> None:
     assert expand_shards(str(train_shards / "train-*.tar")) == brace
     assert len(expand_shards(f"{train_shards}/train-000000.tar::{train_shards}/val-*.tar")) == 3
     assert expand_shards("s3://bucket/train-{0..1}.tar") == ["s3://bucket/train-0.tar", "s3://bucket/train-1.tar"]
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(ShardSpecError, match="not found"):
         expand_shards(str(train_shards / "train-{000000..000009}.tar"))
     assert count_samples(brace) == 128
 

@@ -52,8 +52,9 @@ def train_tokenizer_command(
     shards: tuple[str, ...], vocab_size: int, min_frequency: int, context_length: int, out: Path
 ) -> None:
     """Train an uncased WordPiece vocabulary on the captions (.txt members) of WebDataset shards."""
-    from biomedclip.model.shards import expand_shards, iter_captions
+    from biomedclip.model.shards import iter_captions
     from biomedclip.model.tokenizer import train_wordpiece
+    from biomedclip.shardspec import expand_shards
 
     start = time.perf_counter()
     try:

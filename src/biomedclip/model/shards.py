@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-
-def expand_shards(specs: Iterable[str]) -> list[Path]:
-    """Shard paths from files, folders (their ``*.tar``), globs and brace ranges (``train-{000000..000009}.tar``)."""
-    from braceexpand import braceexpand
-
-    paths: list[Path] = []
-    for spec in specs:
-        for pattern in braceexpand(str(spec)):
-            path = Path(pattern)
-            if path.is_dir():
-                paths.extend(sorted(path.glob("*.tar")))
-            elif path.is_file():
-                paths.append(path)
-            else:
-                matches = sorted(Path(p) for p in glob.glob(pattern))
-                if not matches:
-                    raise FileNotFoundError(f"no shards match {pattern}")
-                paths.extend(matches)
-    return paths
 
 
 def iter_captions(shards: Iterable[Path]) -> Iterator[str]:

@@ -7,14 +7,12 @@ and counted, never fatal.
 
 from __future__ import annotations
 
-import glob
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from braceexpand import braceexpand
 
 from biomedclip.api import Embedder, ImageDecodeError, open_image
 from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig
@@ -31,24 +29,6 @@ class BuildReport:
     figures_skipped: int = 0
     total: int = 0
     kind: str = ""
-
-
-def expand_shards(patterns: Iterable[str]) -> list[str]:
-    """Shard paths from folders (every ``*.tar`` inside), globs and brace patterns (``train-{000000..000009}.tar``).
-
-    Raises:
-        FileNotFoundError: a pattern matches no file.
-    """
-    paths: list[str] = []
-    for pattern in patterns:
-        if Path(pattern).is_dir():
-            matches = sorted(str(p) for p in Path(pattern).glob("*.tar"))
-        else:
-            matches = sorted(m for expanded in braceexpand(pattern) for m in glob.glob(expanded))
-        if not matches:
-            raise FileNotFoundError(f"no shard matches {pattern!r}")
-        paths.extend(str(Path(m).resolve()) for m in matches)
-    return list(dict.fromkeys(paths))
 
 
 def _record(figure: ShardFigure) -> dict[str, Any]:

@@ -135,9 +135,10 @@ def index_build(
     batch_size: int,
 ):
     """Embed the figures of SHARDS and add them to the index at OUT (only shards it does not hold yet)."""
-    from biomedclip.serve.build import build_index, expand_shards
+    from biomedclip.serve.build import build_index
     from biomedclip.serve.index import FigureIndexError, IndexConfig
     from biomedclip.serve.shards import ShardError
+    from biomedclip.shardspec import expand_shards
 
     try:
         paths = expand_shards(shards)

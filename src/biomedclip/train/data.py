@@ -9,7 +9,6 @@ had already delivered. Augmentation is seeded per sample, so a resumed run sees 
 
 from __future__ import annotations
 
-import glob
 import io
 import os
 import random
@@ -21,7 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-import braceexpand
 import torch
 from PIL import Image
 from webdataset.tariterators import group_by_keys, tar_file_expander
@@ -31,29 +29,6 @@ Sample = dict[str, Any]
 
 class DataError(ValueError):
     """The shard spec or the shards themselves cannot be used."""
-
-
-def expand_shards(spec: str) -> list[str]:
-    """Expand a shard spec: entries joined by ``::``, each a brace pattern, a local glob, a folder or a URL."""
-    urls: list[str] = []
-    for entry in (part.strip() for part in spec.split("::")):
-        if not entry:
-            continue
-        for item in braceexpand.braceexpand(entry):
-            if "://" in item:
-                urls.append(item)
-            elif os.path.isdir(item):
-                urls.extend(sorted(glob.glob(os.path.join(item, "*.tar"))))
-            elif any(ch in item for ch in "*?["):
-                urls.extend(sorted(glob.glob(item)))
-            else:
-                urls.append(item)
-    if not urls:
-        raise DataError(f"no shards match {spec!r}")
-    missing = [u for u in urls if "://" not in u and not os.path.isfile(u)]
-    if missing:
-        raise DataError(f"{len(missing)} shard(s) not found, e.g. {missing[0]}")
-    return urls
 
 
 def open_shard(url: str) -> IO[bytes]:

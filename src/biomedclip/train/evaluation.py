@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from biomedclip.shardspec import expand_shards
 from biomedclip.train.config import TrainConfig
-from biomedclip.train.data import decode_pair, eval_batches, expand_shards, iterate_samples
+from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
 from biomedclip.train.loss import ClipLoss
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
