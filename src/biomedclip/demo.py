@@ -188,7 +188,7 @@ def write_report(config: DemoConfig, corpus: dict[str, Any], results: list[dict]
         "",
         "## Evaluation",
         "",
-        (out / "eval" / "report" / "report.md").read_text().replace("](", "](eval/report/"),
+        _embedded(out / "eval" / "report" / "report.md", "eval/report/"),
         "",
         "## Search",
         "Start the search page with `make serve` and open http://127.0.0.1:8000/.",
@@ -196,6 +196,12 @@ def write_report(config: DemoConfig, corpus: dict[str, Any], results: list[dict]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _embedded(markdown: Path, prefix: str) -> str:
+    """A sub-report without its title, its headings one level down and its links relative to ``OUT``."""
+    lines = markdown.read_text().splitlines()[1:]
+    return "\n".join(("#" + line if line.startswith("#") else line) for line in lines).replace("](", f"]({prefix}")
 
 
 def _plot_training_loss(metrics_file: Path, out: Path) -> Path | None:
