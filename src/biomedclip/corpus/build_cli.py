@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from biomedclip.corpus.cli_options import selection_options
+
+if TYPE_CHECKING:
+    from biomedclip.corpus.sources import Selection
 
 ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported here to keep the CLI light
 
@@ -39,22 +45,7 @@ ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported 
     show_default=True,
     help='Caption for imagefolder: sources, e.g. "a chest X-ray showing {label}".',
 )
-@click.option(
-    "--license",
-    "license_class",
-    type=click.Choice(["all", "commercial", "noncommercial"]),
-    default="all",
-    show_default=True,
-    help="License class of the articles kept.",
-)
-@click.option("--include-retracted", is_flag=True, help="Keep retracted articles (dropped by default).")
-@click.option(
-    "--pmcids",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="File of PMCIDs (one per line) to keep.",
-)
-@click.option("--limit", type=click.IntRange(min=1), help="At most this many articles per source.")
-@click.option("--endpoint-url", help="S3 endpoint (default: AWS, or BIOMEDCLIP_S3_ENDPOINT).")
+@selection_options
 @click.option(
     "--max-short-side",
     type=click.IntRange(min=16),
@@ -74,10 +65,7 @@ def build(
     engine: str,
     workers: int,
     caption_template: str,
-    license_class: str,
-    include_retracted: bool,
-    pmcids: Path | None,
-    limit: int | None,
+    selection: Selection,
     endpoint_url: str | None,
     max_short_side: int,
     shard_size: int,
@@ -93,13 +81,9 @@ def build(
     from biomedclip.corpus.build import BuildConfig
     from biomedclip.corpus.build import build as run_build
     from biomedclip.corpus.images import ImageConfig
-    from biomedclip.corpus.sources import Selection, open_source
+    from biomedclip.corpus.sources import open_source
     from biomedclip.corpus.work import WorkConfig
 
-    wanted = None
-    if pmcids is not None:
-        wanted = frozenset(line.strip().upper() for line in pmcids.read_text().splitlines() if line.strip())
-    selection = Selection(license=license_class, include_retracted=include_retracted, pmcids=wanted, limit=limit)
     opened = []
     for spec in sources:
         try:

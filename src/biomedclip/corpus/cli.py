@@ -7,8 +7,14 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from biomedclip.corpus.cli_options import selection_options
+
+if TYPE_CHECKING:
+    from biomedclip.corpus.sources import Selection
 
 
 @click.group()
@@ -25,28 +31,11 @@ def corpus() -> None:
     required=True,
     help="JSON Lines file, one figure record per line (rejected ones too, with status and reason).",
 )
-@click.option(
-    "--license",
-    "license_class",
-    type=click.Choice(["all", "commercial", "noncommercial"]),
-    default="all",
-    show_default=True,
-    help="Keep articles of this license class.",
-)
-@click.option("--include-retracted", is_flag=True, help="Keep retracted articles (excluded by default).")
-@click.option("--limit", type=int, default=None, help="At most this many articles per input.")
-@click.option(
-    "--endpoint-url",
-    envvar="BIOMEDCLIP_S3_ENDPOINT",
-    default=None,
-    help="S3-compatible endpoint for s3:// inputs (default: AWS).",
-)
+@selection_options
 def figures(
     inputs: tuple[str, ...],
     out_path: Path,
-    license_class: str,
-    include_retracted: bool,
-    limit: int | None,
+    selection: Selection,
     endpoint_url: str | None,
 ) -> None:
     """Figure records from XML/nxml files, folders, tarballs or s3:// prefixes, without image work.
@@ -54,9 +43,8 @@ def figures(
     Each line holds at least source, pmcid, fig_id, label, caption and graphic.
     """
     from biomedclip.corpus.jats import figures_of
-    from biomedclip.corpus.sources import Selection, SourceError, open_source
+    from biomedclip.corpus.sources import SourceError, open_source
 
-    selection = Selection(license=license_class, include_retracted=include_retracted, limit=limit)
     try:
         sources = [open_source(spec, selection, endpoint_url=endpoint_url) for spec in inputs]
     except SourceError as error:
