@@ -201,6 +201,7 @@ def test_pmc_url():
     assert pmc_url("PMC123") == "https://pmc.ncbi.nlm.nih.gov/articles/PMC123/"
     assert pmc_url("123") == "https://pmc.ncbi.nlm.nih.gov/articles/PMC123/"
     assert pmc_url("") == ""
+    assert pmc_url("pneumonia/chest_xray_00101") == ""  # an imagefolder figure has no article
 
 
 def test_concurrent_requests_on_a_real_server_all_succeed_and_agree(live_server, figures):

@@ -80,7 +80,7 @@ def test_save_load_round_trip_and_incremental_save(tmp_path, vectors):
     assert len(loaded) == 150 and loaded.kind == "flat"
     expected = index.search_vectors(queries, 5)
     np.testing.assert_array_equal(loaded.search_vectors(queries, 5)[1], expected[1])
-    assert loaded.record(120)["pmcid"] == "PMC120" and loaded.record(120)["year"] == -1
+    assert loaded.record(120)["pmcid"] == "PMC120" and loaded.record(120)["year"] is None
     assert loaded.record(3)["year"] == 2003
 
 

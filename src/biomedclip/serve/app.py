@@ -57,11 +57,10 @@ class ServeConfig:
 
 
 def pmc_url(pmcid: str) -> str:
-    """The PMC article page of a PMCID (``PMC123`` or ``123``), or ``""`` when there is none."""
-    pmcid = (pmcid or "").strip()
-    if not pmcid:
-        return ""
-    return PMC_ARTICLE_URL.format(pmcid=pmcid if pmcid.upper().startswith("PMC") else f"PMC{pmcid}")
+    """The PMC article page of a PMCID (``PMC123`` or ``123``), or ``""`` when there is none (e.g. the
+    ``class/file`` ids of figures from labelled image folders)."""
+    digits = (pmcid or "").strip().upper().removeprefix("PMC")
+    return PMC_ARTICLE_URL.format(pmcid=f"PMC{digits}") if digits.isdigit() else ""
 
 
 def _hit_json(hit: Hit) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
-# Columns every record row has (missing values become empty strings / -1), in this order.
+# Columns every record row has (missing strings become empty strings, missing numbers null), in this order.
 RECORD_COLUMNS: dict[str, pa.DataType] = {
     "key": pa.string(),
     "pmcid": pa.string(),
@@ -100,9 +100,9 @@ def _records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
             value = record.get(name)
             if pa.types.is_integer(dtype):
                 try:
-                    value = int(value) if value not in (None, "") else -1
+                    value = int(value) if value not in (None, "") else None
                 except (TypeError, ValueError):
-                    value = -1
+                    value = None
             else:
                 value = "" if value is None else str(value)
             columns[name].append(value)
