@@ -16,7 +16,7 @@ import tarfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -50,8 +50,9 @@ def open_shard(url: str) -> IO[bytes]:
     return open(url, "rb")
 
 
-def iterate_samples(urls: list[str]) -> Iterator[Sample]:
-    """Raw samples (``__key__`` plus one bytes value per member extension) of the shards, in order."""
+def iterate_samples(urls: Iterable[str]) -> Iterator[Sample]:
+    """Raw samples (``__key__`` plus one bytes value per member extension) of the shards, in order (lazily, so
+    ``urls`` may be an endless stream of shards)."""
 
     def streams() -> Iterator[dict[str, Any]]:
         for url in urls:
@@ -173,16 +174,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         slot = self.rank * self.num_workers + worker
         num_slots = self.world_size * self.num_workers
         shards = _slot_shards(self.spec.urls, self.spec.seed, slot, num_slots, self.spec.resampled)
-
-        def streams() -> Iterator[dict[str, Any]]:
-            for url in shards:
-                stream = open_shard(url)
-                try:
-                    yield {"url": url, "stream": stream}
-                finally:
-                    stream.close()
-
-        samples = group_by_keys(tar_file_expander(streams()))
+        samples = iterate_samples(shards)
         rng = random.Random(_sample_seed(self.spec.seed, slot, -1))
         return shuffled(samples, self.spec.shuffle_buffer, rng)
 
