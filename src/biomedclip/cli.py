@@ -39,6 +39,17 @@ class LazyGroup(click.Group):
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; a ``BiomedclipError`` becomes one ``Error:`` line and its exit code, no traceback."""
+        from biomedclip.errors import BiomedclipError
+
+        try:
+            return super().invoke(ctx)
+        except BiomedclipError as error:
+            failure = click.ClickException(str(error))
+            failure.exit_code = error.exit_code
+            raise failure from error
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="biomedclip")

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
+from biomedclip.errors import RunError
+
 
 @dataclass(frozen=True)
 class ArticleMeta:
@@ -87,3 +89,18 @@ class Source(Protocol):
     name: str
 
     def articles(self) -> Iterator[Article]: ...
+
+
+class TransientMediaError(MediaError):
+    """A media file that could not be read this time (network fault, throttling, truncated download).
+
+    Unlike a plain ``MediaError`` (a definite verdict on the content), the article is not stored as done:
+    the next run tries it again.
+    """
+
+
+class SourceListingError(RunError):
+    """A source that cannot be listed completely (unreachable endpoint, throttled prefix, unreadable folder).
+
+    A build stops on it (non-zero exit, message naming the source) and leaves the previous output untouched.
+    """
