@@ -170,7 +170,8 @@ def test_image_folder_with_caption_template(shared_fixtures, tmp_path):
     assert [r.caption for r in records] == ["a chest X-ray showing normal"] * 2 + [
         "a chest X-ray showing pleural effusion"
     ]
-    assert records[2].pmcid == f"pleural_effusion/{images[0].stem}" and records[2].graphic == images[0].name
+    assert records[2].pmcid == f"{records[2].split}/pleural_effusion/{images[0].stem}"  # split: labelled_folders
+    assert records[2].split in ("train", "val", "test") and records[2].graphic == images[0].name
     assert articles[2].open_media(images[0].name).read() == images[0].read_bytes()
 
 

@@ -82,14 +82,19 @@ def lc25000_root(tmp_path_factory, shared_fixtures):
 
 @pytest.fixture(scope="session")
 def tcga_til_root(tmp_path_factory, shared_fixtures):
-    root = tmp_path_factory.mktemp("tcga") / "images-tcga-tils" / "pancancer"
+    """Zenodo 6604094 layout: ``TCGA-TILs/images-tcga-tils/<study>/<split>/<class>/``; LUAD has 4 + 2 per split."""
+    root = tmp_path_factory.mktemp("tcga") / "TCGA-TILs"
     images = _bccd(shared_fixtures)
-    for s, split in enumerate(("train", "val", "test")):
-        for c, folder in enumerate(("til-negative", "til-positive")):
-            (root / split / folder).mkdir(parents=True)
-            for i in range(3):
-                _small(images[s * 6 + c * 3 + i], offset=c).save(root / split / folder / f"{split}_{c}_{i}.png")
-    return root.parent
+    for study, per_class in (("luad", (4, 2)), ("pancancer", (2, 2))):
+        for s, split in enumerate(("train", "val", "test")):
+            for c, folder in enumerate(("til-negative", "til-positive")):
+                (root / "images-tcga-tils" / study / split / folder).mkdir(parents=True)
+                for i in range(per_class[c]):
+                    name = f"{study}_{split}_{c}_{i}.png"
+                    _small(images[s * 6 + c * 4 + i], offset=c).save(
+                        root / "images-tcga-tils" / study / split / folder / name
+                    )
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tarfile
 
@@ -10,14 +11,18 @@ import pydicom
 import pytest
 from PIL import Image
 
+from biomedclip.errors import InputError
 from biomedclip.evaluate.datasets import (
     DatasetError,
+    HashSplit,
     ImageTextPairs,
     LabeledImages,
     VQAQuestions,
+    default_split,
     load_dataset,
     parse_dataset_spec,
 )
+from biomedclip.evaluate.datasets.benchmarks import rsna_split
 from biomedclip.evaluate.datasets.dicom import read_dicom
 from biomedclip.evaluate.prompts import PAPER_PROMPTS
 
@@ -47,27 +52,60 @@ def test_npz_matches_the_arrays(shared_fixtures) -> None:
 
 
 def test_image_folder_with_and_without_split_folders(tmp_path, image_paths) -> None:
-    for split in ("train", "test"):
+    for split in ("Training", "Testing"):
         for c in ("cell", "smear"):
             (tmp_path / "split" / split / c).mkdir(parents=True)
     for i, path in enumerate(image_paths[:8]):
-        shutil.copy(path, tmp_path / "split" / ("train" if i < 6 else "test") / ("cell" if i % 2 else "smear"))
+        shutil.copy(path, tmp_path / "split" / ("Training" if i < 6 else "Testing") / ("cell" if i % 2 else "smear"))
     test = load_dataset(str(tmp_path / "split"), "test")
     assert test.classnames == ("cell", "smear") and len(test) == 2 and sorted(test.labels) == [0, 1]
-    assert test[0].size == (640, 480)
-    with pytest.raises(DatasetError, match="no images"):
+    assert test[0].size == (640, 480) and test.found == 8 and test.rule == "split test from folder Testing/"
+    assert all(key.startswith("Testing/") for key in test.keys)
+    with pytest.raises(InputError, match="no val split folder"):
         load_dataset(f"imagefolder:{tmp_path / 'split'}", "val")
+    assert len(load_dataset(f"imagefolder:{tmp_path / 'split'}", "all")) == 8
     for i, path in enumerate(image_paths[:30]):
         (tmp_path / "flat" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
         shutil.copy(path, tmp_path / "flat" / f"c{i % 3}")
-    _assert_partition(_all_splits(f"imagefolder:{tmp_path / 'flat'}"), 30)
+    splits = _all_splits(f"imagefolder:{tmp_path / 'flat'}")
+    _assert_partition(splits, 30)
+    assert splits["test"].rule == "split test by hash 70/10/20" and splits["test"].found == 30
+    assert set(load_dataset(f"imagefolder:{tmp_path / 'flat'}", "all").keys) == set().union(
+        *(d.keys for d in splits.values())
+    )
+    everything_test = load_dataset(f"imagefolder:{tmp_path / 'flat'}", "test", HashSplit(0, 0, 1))
+    assert len(everything_test) == 30  # the ratios reach the hash rule
+
+
+def test_kaggle_testing_only_layout_is_a_test_split_not_a_class(tmp_path, image_paths) -> None:
+    """Issue 13: ``Testing/<class>/`` was read as one class named ``Testing`` (accuracy 1.000)."""
+    for i, path in enumerate(image_paths[:6]):
+        folder = tmp_path / "kaggle" / "Testing" / ("glioma" if i % 2 else "notumor")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder)
+    test = load_dataset(f"imagefolder:{tmp_path / 'kaggle'}", "test")
+    assert test.classnames == ("glioma", "notumor") and len(test) == 6
+    with pytest.raises(InputError, match=r"no train split folder \(found test \(Testing/\)\)"):
+        load_dataset(f"imagefolder:{tmp_path / 'kaggle'}", "train")
+    with pytest.raises(InputError, match="is itself a test split folder"):
+        load_dataset(f"imagefolder:{tmp_path / 'kaggle' / 'Testing'}", "test")
+    assert len(load_dataset(f"imagefolder:{tmp_path / 'kaggle' / 'Testing'}", "all")) == 6
+    (tmp_path / "one" / "Testing" / "glioma").mkdir(parents=True)
+    shutil.copy(image_paths[0], tmp_path / "one" / "Testing" / "glioma")
+    with pytest.raises(InputError, match="only glioma; a labelled folder needs at least 2 classes"):
+        load_dataset(f"imagefolder:{tmp_path / 'one'}", "test")
 
 
 def test_csv_with_split_column_and_bad_header(tmp_path, image_paths) -> None:
     rows = ["path,label,split"] + [f"{p},{i % 2},{'train' if i < 4 else 'test'}" for i, p in enumerate(image_paths[:6])]
     (tmp_path / "data.csv").write_text("\n".join(rows))
     test = load_dataset(str(tmp_path / "data.csv"), "test")
-    assert test.classnames == ("0", "1") and test.labels.tolist() == [0, 1] and len(test) == 2
+    assert test.classnames == ("0", "1") and test.labels.tolist() == [0, 1] and len(test) == 2 and test.found == 6
+    (tmp_path / "aliases.csv").write_text(
+        "path,label,split\n"
+        + "".join(f"{p},{i % 2},{('Training', 'dev', 'TESTING')[i % 3]}\n" for i, p in enumerate(image_paths[:6]))
+    )
+    assert [len(load_dataset(str(tmp_path / "aliases.csv"), s)) for s in SPLITS] == [2, 2, 2]
     (tmp_path / "bad.csv").write_text("file,label\nx.jpg,1\n")
     with pytest.raises(DatasetError, match="'path' and 'label'"):
         load_dataset(str(tmp_path / "bad.csv"))
@@ -118,28 +156,61 @@ def test_lc25000(lc25000_root, name: str, folders: int) -> None:
     splits = _all_splits(f"{name}:{lc25000_root.parent}")
     _assert_partition(splits, 8 * folders)
     for data in splits.values():
-        assert data.classnames == PAPER_PROMPTS[name].classnames
+        assert data.classnames == PAPER_PROMPTS[name].classnames and data.found == 8 * folders
         for key, label in zip(data.keys, data.labels, strict=True):
             folder = key.split("/")[0]
             assert folder.endswith(("aca", "_n", "scc")[label] if folders == 3 else ("aca", "_n")[label])
+    every = load_dataset(f"{name}:{lc25000_root}", "all")  # the paper scores every LC25000 image
+    assert len(every) == 8 * folders and every.rule == "all images"
+    assert default_split(f"{name}:{lc25000_root}", "zeroshot") == "all"
+    assert default_split(f"{name}:{lc25000_root}", "linear_probe") == "test"
 
 
-def test_tcga_til_split_folders(tcga_til_root) -> None:
-    data = load_dataset(f"tcga_til:{tcga_til_root}", "val")
-    assert data.classnames == ("none", "tumor infiltrating lymphocytes") and len(data) == 6
-    assert all(
-        k.split("/")[:2] == ["val", ("til-negative", "til-positive")[lab]]
-        for k, lab in zip(data.keys, data.labels, strict=True)
-    )
+def test_tcga_til_reads_the_luad_study_of_the_release(tcga_til_root) -> None:
+    for root in (tcga_til_root, tcga_til_root / "images-tcga-tils", tcga_til_root / "images-tcga-tils" / "luad"):
+        data = load_dataset(f"tcga_til:{root}", "val")
+        assert data.classnames == ("none", "tumor infiltrating lymphocytes") and len(data) == 6
+        assert sorted(data.labels.tolist()) == [0, 0, 0, 0, 1, 1] and data.found == 18
+        assert all(
+            k.split("/")[:2] == ["val", ("til-negative", "til-positive")[lab]] and "luad_val" in k
+            for k, lab in zip(data.keys, data.labels, strict=True)
+        )
+        assert default_split(f"tcga_til:{root}", "zeroshot") == "test"
+    pancancer = load_dataset(f"tcga_til:{tcga_til_root / 'images-tcga-tils' / 'pancancer'}", "test")
+    assert len(pancancer) == 4 and pancancer.rule == "study pancancer, official split test"
+    with pytest.raises(DatasetError, match="luad"):
+        load_dataset(f"tcga_til:{tcga_til_root.parent}", "test")
 
 
-def test_rsna_labels_are_per_patient(rsna_root) -> None:
+def _rsna_expected(patients: list[str]) -> dict[str, str]:
+    """The documented rule, written out: SHA-256 order, first round(N*18678/26684) train, next round(N*4003/26684)."""
+    order = sorted(patients, key=lambda p: hashlib.sha256(("rsna-v1:" + p).encode()).hexdigest())
+    n_train, n_val = int(len(order) * 18678 / 26684 + 0.5), int(len(order) * 4003 / 26684 + 0.5)
+    return {p: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, p in enumerate(order)}
+
+
+def test_rsna_labels_are_per_patient_and_split_like_the_paper(rsna_root) -> None:
     splits = _all_splits(f"rsna_pneumonia:{rsna_root}")
     _assert_partition(splits, 24)
-    for data in splits.values():
+    expected = _rsna_expected([f"patient-{i:04d}" for i in range(24)])
+    assert [len(splits[s]) for s in SPLITS] == [17, 4, 3]  # 24 * 18678 / 26684 = 16.8, 24 * 4003 / 26684 = 3.6
+    for split, data in splits.items():
+        assert data.found == 24
         for key, label in zip(data.keys, data.labels, strict=True):
-            assert label == (int(key.split("-")[1].split(".")[0]) % 3 == 0)
-    assert splits["train"][0].mode == "RGB"
+            patient = key.split("/")[-1].removesuffix(".dcm")
+            assert label == (int(patient.split("-")[1]) % 3 == 0) and expected[patient] == split
+    assert splits["train"][0].mode == "RGB" and len(load_dataset(f"rsna_pneumonia:{rsna_root}", "all")) == 24
+    full = rsna_split([f"id{i}" for i in range(26_684)])  # the public stage-2 labels: the paper's train and val
+    assert [list(full.values()).count(s) for s in SPLITS] == [18_678, 4_003, 4_003]
+
+
+def test_npz_all_and_counts(shared_fixtures) -> None:
+    path = shared_fixtures / "labeled" / "pneumoniamnist_28_trainval.npz"
+    arrays = np.load(path)
+    every = load_dataset(f"npz:{path}", "all")
+    want = np.concatenate([arrays["train_labels"].ravel(), arrays["val_labels"].ravel()])
+    np.testing.assert_array_equal(every.labels, want)
+    assert every.found == len(want) and load_dataset(f"npz:{path}", "val").found == len(want)
 
 
 def test_shards(shards_root, shared_fixtures) -> None:
@@ -167,8 +238,11 @@ def test_vqa_rad_and_slake(vqa_rad_root, slake_root) -> None:
     assert len(val) == 6 and set(val.answers) == {"yes"}  # Chinese questions dropped
 
 
-def test_unknown_path_is_a_clear_error(tmp_path) -> None:
+def test_unknown_path_is_a_clear_error(tmp_path, image_paths) -> None:
     with pytest.raises(DatasetError, match="no known layout"):
         load_dataset(str(tmp_path / "nothing"))
-    with pytest.raises(DatasetError, match="unknown split"):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        shutil.copy(image_paths[0], tmp_path / c)
+    with pytest.raises(InputError, match="unknown split"):
         load_dataset(str(tmp_path), "dev")

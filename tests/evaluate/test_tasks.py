@@ -88,7 +88,16 @@ def test_linear_probe_uses_the_val_split(toy_eval, tcga_til_root) -> None:
     result = run_linear_probe(toy_eval, f"tcga_til:{tcga_til_root}", config=config, settings=RunSettings())
     assert result["settings"]["validation"] == "val split"
     assert set(result["metrics"]["summary"]) == {"0.5", "1.0"} and len(result["metrics"]["runs"]) == 4
-    assert all(run["n_train"] == (4 if run["fraction"] == 0.5 else 6) for run in result["metrics"]["runs"])
+    assert all(run["n_train"] == (3 if run["fraction"] == 0.5 else 6) for run in result["metrics"]["runs"])
+    assert result["counts"] == {  # LUAD test folder: 4 negative + 2 positive patches
+        "n": 6,
+        "found": 18,
+        "rule": "study luad, official split test",
+        "majority_class": "none",
+        "majority_rate": pytest.approx(4 / 6),
+        "class_counts": {"none": 4, "tumor infiltrating lymphocytes": 2},
+        "train_n": 6,
+    }
 
 
 def test_max_items_subsamples_deterministically(toy_eval, pcam_root) -> None:

@@ -177,9 +177,9 @@ def finalize(out: Path, articles: list[_Seen], store: WorkStore, config: BuildCo
     for cluster in clusters:
         for key in cluster.duplicates:
             by_key[key].update(status="rejected", reason=f"{cluster.kind}_duplicate", duplicate_of=cluster.kept)
-    split_of = assign_splits([r["pmcid"] for r in rows if r["pmcid"]], config.split)
-    for row in rows:
-        row["split"] = split_of.get(row["pmcid"])
+    split_of = assign_splits([r["pmcid"] for r in rows if r["pmcid"] and not r.get("split")], config.split)
+    for row in rows:  # a source that knows the split (a labelled folder's split folders or hash rule) keeps it
+        row["split"] = row.get("split") or split_of.get(row["pmcid"])
     leaks = cross_split_clusters(clusters, {r["key"]: r["split"] for r in rows})
 
     staging = out / ".shards.tmp"

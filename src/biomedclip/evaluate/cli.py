@@ -7,9 +7,20 @@ from pathlib import Path
 
 import click
 
-from biomedclip.evaluate.datasets import DatasetError, list_datasets
+from biomedclip.errors import BiomedclipError, InputError
+from biomedclip.evaluate.datasets import list_datasets
 
-SPLIT = click.Choice(["train", "val", "test"])
+SPLIT = click.Choice(["train", "val", "test", "all"])
+
+
+def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
+    try:
+        ratios = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        ratios = ()
+    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
+        raise click.BadParameter(f"expected three shares TRAIN,VAL,TEST >= 0 such as 0.7,0.1,0.2, got {value!r}")
+    return ratios
 
 
 def _common(function):
@@ -17,7 +28,27 @@ def _common(function):
     options = [
         click.option("--model", "model_spec", required=True, help="Built-in name, local-dir:PATH, hf-hub:ORG/NAME."),
         click.option("--dataset", required=True, help=f"NAME:PATH ({', '.join(list_datasets())}) or a path."),
-        click.option("--split", type=SPLIT, default="test", show_default=True, help="Split to evaluate."),
+        click.option(
+            "--split",
+            type=SPLIT,
+            default=None,
+            help="Split to score; 'all' = every image. Default: all for zero-shot on LC25000 (no official split), "
+            "else test.",
+        ),
+        click.option(
+            "--split-ratios",
+            default="0.7,0.1,0.2",
+            show_default=True,
+            callback=_ratios,
+            help="TRAIN,VAL,TEST shares of the hash split of folders without split folders; use the values given "
+            "to 'corpus build' for the same folder.",
+        ),
+        click.option(
+            "--train-catalog",
+            type=click.Path(exists=True),
+            default=None,
+            help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
+        ),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Result folder."),
         click.option("--batch-size", type=int, default=64, show_default=True),
         click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)."),
@@ -41,25 +72,40 @@ def _settings(kwargs: dict):
         max_items=kwargs["max_items"],
         seed=kwargs["seed"],
         cache_dir=kwargs["cache_dir"],
+        split_ratios=kwargs["split_ratios"],
+        train_catalog=kwargs["train_catalog"],
     )
 
 
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
     from biomedclip.evaluate.models import load_model
-    from biomedclip.evaluate.results import write_result
+    from biomedclip.evaluate.results import counts_line, leakage_warning, write_result
 
     start = time.perf_counter()
+    if kwargs["split"]:  # else each task's default split
+        task_kwargs["split"] = kwargs["split"]
     try:
         model = load_model(kwargs["model_spec"], kwargs["device"])
-        result = task(model, kwargs["dataset"], split=kwargs["split"], settings=_settings(kwargs), **task_kwargs)
-    except (DatasetError, FileNotFoundError, ValueError) as error:
+        result = task(model, kwargs["dataset"], settings=_settings(kwargs), **task_kwargs)
+    except BiomedclipError:
+        raise
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from error
+    except ValueError as error:
         raise click.ClickException(str(error)) from error
     path = write_result(result, kwargs["out_dir"])
     headline = _headline(result)
     click.echo(
         f"{result['task']} {result['dataset']} [{result['split']}]: {headline} ({time.perf_counter() - start:.1f}s)"
     )
+    if counts_line(result):
+        click.echo(f"scored {counts_line(result)}")
+    if leakage_warning(result):
+        click.secho(leakage_warning(result), fg="red", bold=True, err=True)
+    elif result.get("leakage"):
+        leak = result["leakage"]
+        click.echo(f"leakage check: 0 of {leak['checked']} scored images in {leak['catalog']}")
     click.echo(f"wrote {path}")
 
 
@@ -106,10 +152,7 @@ def zeroshot_command(prompts: str | None, **kwargs) -> None:
     from biomedclip.evaluate.prompts import load_prompt_set
     from biomedclip.evaluate.tasks import run_zeroshot
 
-    try:
-        prompt_set = load_prompt_set(prompts) if prompts else None
-    except ValueError as error:
-        raise click.ClickException(str(error)) from error
+    prompt_set = load_prompt_set(prompts) if prompts else None
     _run(run_zeroshot, kwargs, prompts=prompt_set)
 
 

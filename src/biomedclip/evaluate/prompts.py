@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from biomedclip.errors import InputError
+
 THIS_IS = "this is an image of {}"
 PRESENTED = "{} presented in image"
 A_PHOTO = "a photo of {}"
@@ -53,8 +55,11 @@ def load_prompt_set(path: str | Path) -> PromptSet:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"cannot read prompt file {path}: {error}") from error
+        raise InputError(f"cannot read prompt file {path}: {error}") from error
     if not isinstance(data, dict) or not isinstance(data.get("classnames"), list):
-        raise ValueError(f"{path}: expected a mapping with a 'classnames' list (and optional 'templates')")
+        raise InputError(f"{path}: expected a mapping with a 'classnames' list (and optional 'templates')")
     templates = data.get("templates") or list(DEFAULT_TEMPLATES)
-    return PromptSet(tuple(map(str, data["classnames"])), tuple(map(str, templates)))
+    try:
+        return PromptSet(tuple(map(str, data["classnames"])), tuple(map(str, templates)))
+    except ValueError as error:
+        raise InputError(f"{path}: {error}") from error

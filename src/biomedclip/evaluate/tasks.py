@@ -10,12 +10,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from biomedclip.evaluate.datasets import DatasetError, ImageTextPairs, LabeledImages, load_dataset
+from biomedclip.errors import InputError
+from biomedclip.evaluate.datasets import (
+    DatasetError,
+    HashSplit,
+    ImageTextPairs,
+    LabeledImages,
+    default_split,
+    load_dataset,
+)
 from biomedclip.evaluate.embeddings import EmbeddingCache, embed_images, embed_texts, transform_fingerprint
 from biomedclip.evaluate.linear_probe import LinearProbeConfig, linear_probe
 from biomedclip.evaluate.models import EvalModel
 from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, PAPER_PROMPTS, PromptSet
-from biomedclip.evaluate.results import make_result
+from biomedclip.evaluate.results import make_result, prompts_hash
 from biomedclip.evaluate.retrieval import RetrievalConfig, evaluate_retrieval, group_captions
 from biomedclip.evaluate.zeroshot import build_zeroshot_classifier, evaluate_zeroshot
 
@@ -30,6 +38,37 @@ class RunSettings:
     max_items: int | None = None
     seed: int = 0
     cache_dir: str | None = None
+    split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test of the hash rule (unsplit folders)
+    train_catalog: str | None = None  # a corpus catalog: report the scored images that are training images
+
+    @property
+    def hash_split(self) -> HashSplit:
+        return HashSplit(*self.split_ratios)
+
+
+def dataset_counts(data: LabeledImages | ImageTextPairs, found: int | None = None) -> dict:
+    """Items scored (``n``) of found (``found``), how the split was chosen, and for labels the majority class."""
+    counts = {"n": len(data), "found": found if found is not None else getattr(data, "found", None) or len(data)}
+    counts["rule"] = getattr(data, "rule", "") or f"split {data.split}"
+    if isinstance(data, LabeledImages):
+        tally = np.bincount(data.labels, minlength=len(data.classnames))
+        top = int(tally.argmax()) if tally.size else 0
+        counts["majority_class"] = data.classnames[top] if tally.size else None
+        counts["majority_rate"] = float(tally[top] / max(1, len(data))) if tally.size else None
+        counts["class_counts"] = dict(zip(data.classnames, tally.tolist(), strict=True))
+    else:
+        counts["unit"] = "pairs"
+    return counts
+
+
+def _extras(data: LabeledImages | ImageTextPairs, settings: RunSettings, found: int | None = None) -> dict:
+    """The ``counts`` and (with ``train_catalog``) ``leakage`` entries of a result about the scored ``data``."""
+    extras = {"counts": dataset_counts(data, found)}
+    if settings.train_catalog:
+        from biomedclip.evaluate.leakage import check_overlap
+
+        extras["leakage"] = check_overlap(data, settings.train_catalog)
+    return extras
 
 
 def _limit(dataset, settings: RunSettings):
@@ -76,17 +115,27 @@ def resolve_prompts(dataset: LabeledImages, prompts: PromptSet | None) -> Prompt
 
 
 def run_zeroshot(
-    model: EvalModel, dataset: str, *, split: str = "test", prompts: PromptSet | None = None, settings: RunSettings
+    model: EvalModel,
+    dataset: str,
+    *,
+    split: str | None = None,
+    prompts: PromptSet | None = None,
+    settings: RunSettings,
 ) -> dict:
-    """Zero-shot classification of one split with prompt-ensembled class vectors."""
-    data = _limit(_labeled(dataset, split), settings)
+    """Zero-shot classification of one split (default: ``all`` for LC25000, else ``test``)."""
+    split = split or default_split(dataset, "zeroshot")
+    data = _limit(_labeled(dataset, split, settings), settings)
     prompt_set = resolve_prompts(data, prompts)
     classifier = build_zeroshot_classifier(
         model.model, model.tokenizer, prompt_set.classnames, prompt_set.templates, device=settings.device
     )
     metrics = evaluate_zeroshot(image_embeddings(model, data, settings), data.labels, classifier, prompt_set.classnames)
-    resolved = asdict(settings) | {"classnames": list(prompt_set.classnames), "templates": list(prompt_set.templates)}
-    return make_result("zeroshot", model.name, dataset, split, metrics, resolved)
+    resolved = asdict(settings) | {
+        "classnames": list(prompt_set.classnames),
+        "templates": list(prompt_set.templates),
+        "prompts_hash": prompts_hash(prompt_set.classnames, prompt_set.templates),
+    }
+    return make_result("zeroshot", model.name, dataset, split, metrics, resolved, **_extras(data, settings))
 
 
 def run_linear_probe(
@@ -99,13 +148,13 @@ def run_linear_probe(
 ) -> dict:
     """Linear probe: features of train (+ val when it exists and is not the evaluated split) and ``split``."""
     config = config or LinearProbeConfig()
-    train = _limit(_labeled(dataset, "train"), settings)
-    test = _limit(_labeled(dataset, split), settings)
+    train = _limit(_labeled(dataset, "train", settings), settings)
+    test = _limit(_labeled(dataset, split, settings), settings)
     val = None
     if split != "val":
         try:
-            val = _limit(_labeled(dataset, "val"), settings)
-        except DatasetError:
+            val = _limit(_labeled(dataset, "val", settings), settings)
+        except InputError:  # no val split (folder, archive): the probe cuts one from train
             val = None
     features = {name: image_embeddings(model, d, settings) for name, d in (("train", train), ("test", test))}
     result = linear_probe(
@@ -123,7 +172,9 @@ def run_linear_probe(
         "linear_probe": result["config"],
         "validation": "val split" if val else "20% of train",
     }
-    return make_result("linear_probe", model.name, dataset, split, metrics, resolved)
+    extras = _extras(test, settings)
+    extras["counts"]["train_n"] = len(train)
+    return make_result("linear_probe", model.name, dataset, split, metrics, resolved, **extras)
 
 
 def run_retrieval(
@@ -134,6 +185,7 @@ def run_retrieval(
     data = load_dataset(dataset, split)
     if not isinstance(data, ImageTextPairs):
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
+    found = len(data)
     data = _limit(data, settings)
     texts, text_index = group_captions(data.captions, dedupe=config.dedupe_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
@@ -145,11 +197,12 @@ def run_retrieval(
         query_chunk=config.query_chunk,
         gallery_chunk=config.gallery_chunk,
     )
-    return make_result("retrieval", model.name, dataset, split, metrics, asdict(settings) | asdict(config))
+    resolved = asdict(settings) | asdict(config)
+    return make_result("retrieval", model.name, dataset, split, metrics, resolved, **_extras(data, settings, found))
 
 
-def _labeled(dataset: str, split: str) -> LabeledImages:
-    data = load_dataset(dataset, split)
+def _labeled(dataset: str, split: str, settings: RunSettings) -> LabeledImages:
+    data = load_dataset(dataset, split, settings.hash_split)
     if not isinstance(data, LabeledImages):
         raise DatasetError(f"{dataset} is not a labelled image dataset")
     return data

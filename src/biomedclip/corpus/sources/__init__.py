@@ -21,6 +21,7 @@ from biomedclip.corpus.sources.imagefolder import DEFAULT_CAPTION_TEMPLATE, Imag
 from biomedclip.corpus.sources.s3 import S3Source
 from biomedclip.corpus.sources.selection import Selection, license_class
 from biomedclip.corpus.sources.tarball import TarballSource, is_tarball_name
+from biomedclip.labelled_folders import HashSplit
 
 __all__ = [
     "FolderSource",
@@ -55,8 +56,13 @@ def open_source(
     endpoint_url: str | None = None,
     signed: bool = False,
     caption_template: str = DEFAULT_CAPTION_TEMPLATE,
+    imagefolder_split: HashSplit | None = None,
 ) -> Source:
-    """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing."""
+    """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing.
+
+    ``imagefolder_split`` sets the train/val/test ratios of labelled folders without split folders (default
+    70/10/20, the same as ``eval``'s); a folder in neither labelled layout raises ``InputError``.
+    """
     selection = selection or Selection()
     if spec.startswith("s3://"):
         bucket, _, prefix = spec.removeprefix("s3://").partition("/")
@@ -70,7 +76,7 @@ def open_source(
         path = Path(spec.removeprefix("imagefolder:"))
         if not path.is_dir():
             raise SourceError(f"image folder not found: {path}")
-        return ImageFolderSource(path, caption_template, selection)
+        return ImageFolderSource(path, caption_template, selection, imagefolder_split or HashSplit())
     path = Path(spec)
     if path.is_dir():
         return FolderSource(path, selection)

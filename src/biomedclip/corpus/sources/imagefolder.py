@@ -1,9 +1,14 @@
-"""Labelled image folders (``imagefolder:PATH``): ``PATH/<class>/<image>`` becomes one figure per image.
+"""Labelled image folders (``imagefolder:PATH``): one figure per image, read by :mod:`biomedclip.labelled_folders`.
 
-The class is the sub-folder name; the caption is ``caption_template`` formatted with ``label`` = the class
-name with ``_`` and ``-`` read as spaces (``pleural_effusion`` -> ``a chest X-ray showing pleural
-effusion``). Each image is its own article (``pmcid`` = ``<class>/<file stem>``), so the article-level split
-spreads every class over train/valid/test. Images directly under ``PATH`` have no class and are skipped.
+``PATH`` is either ``PATH/<split>/<class>/<image>`` (split folders such as ``Training``/``Testing``) or
+``PATH/<class>/<image>``, whose images go to train/val/test by the shared hash rule (:class:`HashSplit`, the
+ratios of ``split``). ``eval --dataset imagefolder:PATH`` reads the same folder with the same rule, so with the
+same ratios no image scored as ``test`` was written to the training shards. Each image carries its split in its
+figure record (the corpus keeps it instead of the article split) and is its own article, with
+``pmcid`` = ``<split>/<class>/<file stem>``: a change of ratios is a new article, never a stale cached split.
+
+The caption is ``caption_template`` formatted with ``label`` = the class folder name with ``_`` and ``-`` read
+as spaces (``pleural_effusion`` -> ``a chest X-ray showing pleural effusion``).
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord
 from biomedclip.corpus.sources.folder import open_in_folder
-from biomedclip.corpus.sources.local import is_image_name
 from biomedclip.corpus.sources.selection import Selection
+from biomedclip.labelled_folders import HashSplit, LabelledFolder, read_labelled_folder
 
 DEFAULT_CAPTION_TEMPLATE = "{label}"
 
@@ -27,37 +32,44 @@ def class_label(folder_name: str) -> str:
 
 @dataclass
 class ImageFolderSource:
-    """One article per image below ``PATH/<class>/`` (images in nested folders belong to the top class)."""
+    """One article per image of a labelled folder (images in nested folders belong to the top class)."""
 
     path: Path
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     selection: Selection = field(default_factory=Selection)
+    split: HashSplit = field(default_factory=HashSplit)
+    folder: LabelledFolder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.folder = read_labelled_folder(self.path, self.split)  # a bad layout fails here, before any work
 
     @property
     def name(self) -> str:
         return f"imagefolder:{self.path}"
 
     def articles(self) -> Iterator[Article]:
+        folder = self.folder
         count = 0
-        for class_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            label = class_label(class_dir.name)
-            caption = self.caption_template.format(label=label)
-            for image in sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_name(p.name)):
-                if self.selection.limit is not None and count >= self.selection.limit:
-                    return
-                relative = image.relative_to(class_dir).as_posix()
-                pmcid = f"{class_dir.name}/{image.relative_to(class_dir).with_suffix('').as_posix()}"
-                if not self.selection.wants_pmcid(pmcid):
-                    continue
-                figure = FigureRecord(
-                    pmcid=pmcid,
-                    fig_id=image.stem,
-                    label=label,
-                    caption=caption,
-                    graphic=relative,
-                    graphics=[relative],
-                    source=str(image),
-                )
-                opener = partial(open_in_folder, class_dir, frozenset([relative]))
-                count += 1
-                yield Article(str(image), ArticleMeta(pmcid=pmcid), None, [relative], opener, figures=[figure])
+        for image in folder.images:
+            if self.selection.limit is not None and count >= self.selection.limit:
+                return
+            parts = PurePosixPath(image.key).parts[1 if folder.split_folders else 0 :]
+            class_dir = image.path.parents[len(parts) - 2]  # parts = (<class>, ..., <file>)
+            relative = PurePosixPath(*parts[1:]).as_posix()
+            pmcid = PurePosixPath(image.split, *parts).with_suffix("").as_posix()
+            if not self.selection.wants_pmcid(pmcid):
+                continue
+            label = class_label(image.folder)
+            figure = FigureRecord(
+                pmcid=pmcid,
+                fig_id=image.path.stem,
+                label=label,
+                caption=self.caption_template.format(label=label),
+                graphic=relative,
+                graphics=[relative],
+                source=str(image.path),
+                split=image.split,
+            )
+            opener = partial(open_in_folder, class_dir, frozenset([relative]))
+            count += 1
+            yield Article(str(image.path), ArticleMeta(pmcid=pmcid), None, [relative], opener, figures=[figure])

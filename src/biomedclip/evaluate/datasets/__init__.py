@@ -2,7 +2,7 @@
 
 | name | layout | task |
 |---|---|---|
-| ``imagefolder`` | ``root/[split/]<class>/<image or .dcm>`` | classification |
+| ``imagefolder`` | ``root/[split/]<class>/<image or .dcm>`` (:mod:`biomedclip.labelled_folders`) | classification |
 | ``dicom`` | same as imagefolder, DICOM files (windowing: :mod:`.dicom`) | classification |
 | ``csv`` | ``file.csv`` with ``path,label[,split]`` | classification |
 | ``npz`` / ``medmnist`` | MedMNIST ``{split}_images`` / ``{split}_labels`` | classification |
@@ -12,6 +12,10 @@
 
 A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-NNNNNN.tar`` -> shards, the VQA-RAD
 JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam, any other folder -> imagefolder.
+
+Splits: ``train``, ``val``, ``test``, and ``all`` (every image) for every labelled adapter but PCam. Datasets without an
+official split (labelled folders without split folders, CSVs without a split column, LC25000) use the shared
+hash rule whose ratios ``hash_split`` sets; LC25000's zero-shot default is ``all``, as in the paper.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from biomedclip.evaluate.datasets.base import (
     ImageTextPairs,
     LabeledImages,
     VQAQuestions,
-    hash_split,
     load_image,
 )
 from biomedclip.evaluate.datasets.benchmarks import lc25000_colon, lc25000_lung, pcam, rsna_pneumonia, tcga_til
@@ -32,10 +35,11 @@ from biomedclip.evaluate.datasets.folders import csv_dataset, image_folder
 from biomedclip.evaluate.datasets.npz import npz_dataset
 from biomedclip.evaluate.datasets.shards import corpus_shards
 from biomedclip.evaluate.datasets.vqa_data import VQA_RAD_JSON, slake, vqa_rad
+from biomedclip.labelled_folders import HashSplit
 
 Dataset = LabeledImages | ImageTextPairs | VQAQuestions
 
-DATASETS: dict[str, Callable[[str | Path, str], Dataset]] = {
+DATASETS: dict[str, Callable[..., Dataset]] = {
     "csv": csv_dataset,
     "dicom": image_folder,
     "imagefolder": image_folder,
@@ -50,6 +54,11 @@ DATASETS: dict[str, Callable[[str | Path, str], Dataset]] = {
     "tcga_til": tcga_til,
     "vqa_rad": vqa_rad,
 }
+# Adapters that read ``all`` and take the ratios of the shared hash rule (``hash_split=``).
+LABELLED = frozenset({"csv", "dicom", "imagefolder", "lc25000_colon", "lc25000_lung", "medmnist", "npz", "pcam"})
+LABELLED |= {"rsna_pneumonia", "tcga_til"}
+# The paper scores these on every image (no official split); other datasets default to their test split.
+ZEROSHOT_ALL = frozenset({"lc25000_colon", "lc25000_lung"})
 
 
 def list_datasets() -> list[str]:
@@ -85,9 +94,16 @@ def parse_dataset_spec(spec: str) -> tuple[str, Path]:
     return detect_adapter(path), path
 
 
-def load_dataset(spec: str, split: str = "test") -> Dataset:
-    """Load one split of a dataset given as ``NAME:PATH`` or a bare path."""
+def default_split(spec: str, task: str) -> str:
+    """The split a task scores when none is given: ``all`` for zero-shot on LC25000, else ``test``."""
+    return "all" if task == "zeroshot" and parse_dataset_spec(spec)[0] in ZEROSHOT_ALL else "test"
+
+
+def load_dataset(spec: str, split: str = "test", hash_split: HashSplit | None = None) -> Dataset:
+    """Load one split of a dataset given as ``NAME:PATH`` or a bare path (``hash_split``: ratios of the hash rule)."""
     name, path = parse_dataset_spec(spec)
+    if name in LABELLED:
+        return DATASETS[name](path, split, hash_split or HashSplit())
     return DATASETS[name](path, split)
 
 
@@ -95,10 +111,11 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "DatasetError",
+    "HashSplit",
     "ImageTextPairs",
     "LabeledImages",
     "VQAQuestions",
-    "hash_split",
+    "default_split",
     "list_datasets",
     "load_dataset",
     "load_image",

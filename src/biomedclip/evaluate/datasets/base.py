@@ -10,10 +10,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SPLITS = ("train", "val", "test")
+from biomedclip.errors import InputError
+from biomedclip.labelled_folders import SPLITS
+
+__all__ = ["SPLITS", "DatasetError", "ImageTextPairs", "LabeledImages", "VQAQuestions", "fingerprint", "load_image"]
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset that cannot be found or read in the expected layout; the message says what was expected."""
 
 
@@ -40,15 +43,6 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()[:24]
 
 
-def hash_split(key: str, fractions: tuple[float, float] = (0.7, 0.8)) -> str:
-    """Deterministic train/val/test assignment (70/10/20) from a stable hash of an item's key.
-
-    Used for distributions that ship without an official split (LC25000, RSNA, unsplit folders and CSVs).
-    """
-    bucket = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return "train" if bucket < fractions[0] else "val" if bucket < fractions[1] else "test"
-
-
 @dataclass
 class LabeledImages:
     """Images with integer labels in ``[0, len(classnames))``; ``images[i]`` loads the i-th as RGB PIL."""
@@ -61,6 +55,9 @@ class LabeledImages:
     loader: Callable[[int], Image.Image]
     source: str = ""
     prompt_key: str | None = None  # entry of PAPER_PROMPTS used for zero-shot, when the paper covers it
+    found: int | None = None  # images in the whole dataset (every split), when known
+    rule: str = ""  # how this split was chosen: "split test by hash 70/10/20", "official split", "all images"
+    paths: list[Path] | None = None  # the source file of each item, when items are files (for leakage checks)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -85,6 +82,9 @@ class LabeledImages:
             lambda i, base=self.loader, idx=indices: base(idx[i]),
             self.source,
             self.prompt_key,
+            self.found,
+            self.rule,
+            None if self.paths is None else [self.paths[i] for i in indices],
         )
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from biomedclip.evaluate.datasets.base import DatasetError, LabeledImages, fingerprint
 from biomedclip.evaluate.datasets.folders import check_split
+from biomedclip.labelled_folders import SPLITS, HashSplit
 
 # Label names from MedMNIST v2's INFO table, for the files whose name starts with the key.
 MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
@@ -17,21 +18,29 @@ MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
-def npz_dataset(path: str | Path, split: str = "test", classnames: tuple[str, ...] | None = None) -> LabeledImages:
-    """One split of a MedMNIST-style archive; class names from :data:`MEDMNIST_CLASSES` or ``class <i>``."""
+def npz_dataset(
+    path: str | Path,
+    split: str = "test",
+    hash_split: HashSplit | None = None,
+    classnames: tuple[str, ...] | None = None,
+) -> LabeledImages:
+    """One split (or ``all`` present splits) of a MedMNIST-style archive; class names from
+    :data:`MEDMNIST_CLASSES` or ``class <i>``. The archive's own splits are used (``hash_split`` is not)."""
     path = Path(path)
-    check_split(split)
+    check_split(split, allow_all=True)
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DatasetError(f"cannot read {path}: {error}") from error
-    key_images, key_labels = f"{split}_images", f"{split}_labels"
-    if key_images not in archive.files or key_labels not in archive.files:
-        raise DatasetError(f"{path} has no {key_images}/{key_labels} arrays (it holds {', '.join(archive.files)})")
-    images = archive[key_images]
-    labels = archive[key_labels].reshape(len(images), -1)
+    present = [s for s in SPLITS if f"{s}_images" in archive.files and f"{s}_labels" in archive.files]
+    wanted = present if split == "all" else [split]
+    if not present or not set(wanted) <= set(present):
+        arrays = f"{split}_images/{split}_labels" if split != "all" else "<split>_images/<split>_labels"
+        raise DatasetError(f"{path} has no {arrays} arrays (it holds {', '.join(archive.files)})")
+    images = np.concatenate([archive[f"{s}_images"] for s in wanted])
+    labels = np.concatenate([archive[f"{s}_labels"].reshape(len(archive[f"{s}_images"]), -1) for s in wanted])
     if labels.shape[1] != 1:
-        raise DatasetError(f"{path}: multi-label {key_labels} (shape {labels.shape}) is not supported")
+        raise DatasetError(f"{path}: multi-label labels (shape {labels.shape}) are not supported")
     labels = labels[:, 0].astype(np.int64)
     if classnames is None:
         known = next((v for k, v in MEDMNIST_CLASSES.items() if path.name.lower().startswith(k)), None)
@@ -41,9 +50,11 @@ def npz_dataset(path: str | Path, split: str = "test", classnames: tuple[str, ..
     def load(i: int) -> Image.Image:
         return Image.fromarray(images[i]).convert("RGB")
 
-    keys = [f"{split}/{i}" for i in range(len(images))]
+    keys = [f"{s}/{i}" for s in wanted for i in range(len(archive[f"{s}_images"]))]
     source = fingerprint(path.resolve(), path.stat().st_size, path.stat().st_mtime_ns)
-    return LabeledImages("npz", split, tuple(classnames), labels, keys, load, source)
+    found = sum(len(archive[f"{s}_labels"]) for s in present)
+    rule = "all splits of the archive" if split == "all" else f"official split {split}"
+    return LabeledImages("npz", split, tuple(classnames), labels, keys, load, source, None, found, rule)
 
 
 def _max_label(archive) -> int:

@@ -1,0 +1,77 @@
+"""Train/test leakage: which evaluated images are also in a training corpus, compared by SHA-256.
+
+What is compared: the corpus catalog's ``sha256`` is the SHA-256 of each figure's **source image bytes** as read
+from the source (``corpus/images.py`` hashes the bytes before decoding and resizing, not the JPEG written to the
+shards). So the evaluated items are hashed the same way: the bytes of their source files. Items that are not
+files (PCam and MedMNIST arrays, images inside shards) cannot be compared this way and are counted as unchecked.
+The training images are the catalog rows with ``status = accepted`` and ``split = train``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from biomedclip.errors import InputError
+
+COMPARED = "SHA-256 of the source image file bytes (the corpus catalog hashes source bytes, before resizing)"
+
+
+def catalog_path(path: str | Path) -> Path:
+    """The catalog file: ``path`` itself, or ``path/catalog.parquet`` for a corpus folder."""
+    path = Path(path)
+    candidate = path / "catalog.parquet" if path.is_dir() else path
+    if not candidate.is_file():
+        raise InputError(f"no corpus catalog at {candidate} (give OUT/catalog.parquet of 'corpus build' or OUT)")
+    return candidate
+
+
+def training_hashes(catalog: str | Path) -> set[str]:
+    """SHA-256 of every accepted training image of a corpus catalog."""
+    import pyarrow.parquet as pq
+
+    path = catalog_path(catalog)
+    try:
+        table = pq.read_table(path, columns=["sha256", "split", "status"])
+    except Exception as error:  # pyarrow raises several types for a file that is not a catalog
+        raise InputError(f"{path} is not a corpus catalog (needs sha256, split, status): {error}") from error
+    rows = table.to_pydict()
+    return {
+        digest
+        for digest, split, status in zip(rows["sha256"], rows["split"], rows["status"], strict=True)
+        if digest and split == "train" and status == "accepted"
+    }
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_overlap(data, catalog: str | Path, *, examples: int = 5) -> dict:
+    """How many items of ``data`` (a dataset with ``keys`` and optional ``paths``) are training images of ``catalog``.
+
+    Returns a JSON-ready dict: ``catalog``, ``compared``, ``checked``, ``unchecked`` (items that are not files),
+    ``overlap`` and up to ``examples`` overlapping keys. Call it with the exact items that are scored.
+    """
+    hashes = training_hashes(catalog)
+    paths = getattr(data, "paths", None)
+    overlapping: list[str] = []
+    checked = 0
+    if paths is not None:
+        for key, path in zip(data.keys, paths, strict=True):
+            checked += 1
+            if file_sha256(path) in hashes:
+                overlapping.append(key)
+    return {
+        "catalog": str(catalog_path(catalog)),
+        "compared": COMPARED,
+        "training_images": len(hashes),
+        "checked": checked,
+        "unchecked": len(data.keys) - checked,
+        "overlap": len(overlapping),
+        "examples": overlapping[:examples],
+    }

@@ -1,0 +1,184 @@
+"""Labelled image folders: the one reader behind ``imagefolder:`` in ``corpus build``, ``eval`` and training.
+
+Two layouts are understood (folder names compared case-insensitively):
+
+* **split folders**: ``ROOT/<split>/<class>/**/<image>``, where ``<split>`` is one of :data:`SPLIT_ALIASES`
+  (``train``/``training``, ``val``/``valid``/``validation``/``dev``, ``test``/``testing``). The folder is the
+  split; a dataset may ship only some splits (Kaggle's ``Training/`` + ``Testing/``).
+* **class folders only**: ``ROOT/<class>/**/<image>``; each image's split is :meth:`HashSplit.of` its key
+  (its path below ``ROOT``: ``<class>/<file>``), a pure function of that key, the ratios and the salt, so the
+  same folder gives the same split in every command that uses the same ratios (default 70/10/20).
+
+The class of an image is its top class folder's name. Images directly under ``ROOT`` (or ``ROOT/<split>``) have no
+class and are not read. A layout that cannot be read as either is an :class:`~biomedclip.errors.InputError`
+naming the expected layout: class folders that look like split folders (``test_set``, a ``Testing`` folder
+inside ``Training``), split folders mixed with class folders, two folders for one split, fewer than two
+classes, or a hashed split asked of a root that is itself a split folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from biomedclip.errors import InputError
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation", "dev"),
+    "test": ("test", "testing"),
+}
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"})
+LAYOUT = (
+    "ROOT/<class>/<image> (split by hash) or ROOT/<split>/<class>/<image> with split folders named "
+    "train|training, val|valid|validation|dev, test|testing"
+)
+# Names that are not split aliases but still say "this folder is a split, not a class".
+_SPLIT_LIKE = re.compile(r"^(train|training|val|valid|validation|validate|dev|test|testing|eval|evaluation|holdout)")
+
+
+def split_of_folder(name: str) -> str | None:
+    """The split a folder name stands for (``Testing`` -> ``test``), or ``None``."""
+    lowered = name.lower()
+    return next((split for split, aliases in SPLIT_ALIASES.items() if lowered in aliases), None)
+
+
+def looks_like_split(name: str) -> bool:
+    """Whether a folder name reads as a split (``Testing``, ``test_set``, ``TrainingData``), not a class."""
+    return _SPLIT_LIKE.match(re.sub(r"[^a-z]", "", name.lower())) is not None
+
+
+@dataclass(frozen=True)
+class HashSplit:
+    """Train/val/test shares (normalised) and the salt of the hash that assigns an image to a split."""
+
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+    salt: str = "biomedclip-folder-split-v1"
+
+    def __post_init__(self) -> None:
+        shares = (self.train, self.val, self.test)
+        if min(shares) < 0 or sum(shares) <= 0:
+            raise InputError(f"split ratios must be >= 0 and not all 0, got train/val/test = {shares}")
+
+    def of(self, key: str) -> str:
+        """``train``, ``val`` or ``test`` for an image key (a uniform number from SHA-256 of salt and key)."""
+        digest = hashlib.sha256(f"{self.salt}:{key}".encode()).digest()
+        u = int.from_bytes(digest[:8], "big") / 2**64
+        total = self.train + self.val + self.test
+        return "train" if u < self.train / total else "val" if u < (self.train + self.val) / total else "test"
+
+    def describe(self) -> str:
+        total = self.train + self.val + self.test
+        return "/".join(f"{100 * s / total:g}" for s in (self.train, self.val, self.test))
+
+
+DEFAULT_HASH_SPLIT = HashSplit()
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """One image: its file, its class folder name, its split and its key (its path below ``ROOT``, posix)."""
+
+    path: Path
+    folder: str
+    split: str
+    key: str
+
+
+@dataclass(frozen=True)
+class LabelledFolder:
+    """Every image of a labelled folder with its class and split (see the module docstring)."""
+
+    root: Path
+    classes: tuple[str, ...]  # class folder names, sorted
+    images: tuple[LabelledImage, ...]
+    split_folders: dict[str, str]  # split -> folder name, empty for the hashed layout
+    hash_split: HashSplit
+
+    def select(self, split: str) -> list[LabelledImage]:
+        """The images of ``split`` (``train``, ``val``, ``test``) or every image (``all``)."""
+        if split == "all":
+            return list(self.images)
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)} or all")
+        if not self.split_folders and split_of_folder(self.root.name):
+            raise InputError(
+                f"{self.root} is itself a {split_of_folder(self.root.name)} split folder: pass its parent "
+                f"(ROOT/<split>/<class>/) or score every image in it with split 'all'"
+            )
+        if self.split_folders and split not in self.split_folders:
+            found = ", ".join(f"{s} ({f}/)" for s, f in self.split_folders.items())
+            raise InputError(f"{self.root} has no {split} split folder (found {found}); expected {LAYOUT}")
+        return [image for image in self.images if image.split == split]
+
+    def rule(self, split: str) -> str:
+        """How ``split`` was chosen, for results and printed counts: ``split test by hash 70/10/20``."""
+        if split == "all":
+            return "all images"
+        if self.split_folders:
+            return f"split {split} from folder {self.split_folders[split]}/"
+        return f"split {split} by hash {self.hash_split.describe()}"
+
+
+def _dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_labelled_folder(
+    root: str | Path,
+    hash_split: HashSplit = DEFAULT_HASH_SPLIT,
+    *,
+    folders: Mapping[str, str] | None = None,
+    min_classes: int = 2,
+) -> LabelledFolder:
+    """Read ``root`` in either layout; ``folders`` restricts the classes to these folder names (others ignored).
+
+    Raises:
+        InputError: a missing root or a layout that is not one of the two (the message names the expected one).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"labelled image folder {root} does not exist")
+    top = _dirs(root)
+    by_split: dict[str, list[Path]] = {}
+    for folder in top:
+        split = split_of_folder(folder.name)
+        if split:
+            by_split.setdefault(split, []).append(folder)
+    doubled = {s: [f.name for f in fs] for s, fs in by_split.items() if len(fs) > 1}
+    if doubled:
+        raise InputError(f"{root}: more than one folder for one split {doubled}; expected {LAYOUT}")
+    if by_split:
+        others = [f.name for f in top if not split_of_folder(f.name)]
+        if others:
+            raise InputError(f"{root} mixes split folders and other folders {others}; expected {LAYOUT}")
+        groups = [(split, by_split[split][0]) for split in SPLITS if split in by_split]
+    else:
+        groups = [(None, root)]
+    images = []
+    for split, base in groups:
+        for class_dir in _dirs(base):
+            if looks_like_split(class_dir.name):
+                where = f"{base.name}/{class_dir.name}" if split else class_dir.name
+                raise InputError(f"{root}: folder {where}/ looks like a split, not a class; expected {LAYOUT}")
+            if folders is not None and class_dir.name not in folders:
+                continue
+            for path in _images(class_dir):
+                key = path.relative_to(root).as_posix()
+                images.append(LabelledImage(path, class_dir.name, split or hash_split.of(key), key))
+    classes = tuple(sorted({image.folder for image in images}))
+    if len(classes) < min_classes:
+        found = f"only {', '.join(classes)}" if classes else "no class folder with images"
+        raise InputError(f"{root}: {found}; a labelled folder needs at least {min_classes} classes: {LAYOUT}")
+    split_folders = {split: by_split[split][0].name for split, _ in groups if split}
+    return LabelledFolder(root, classes, tuple(images), split_folders, hash_split)
