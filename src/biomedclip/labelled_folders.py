@@ -37,8 +37,9 @@ LAYOUT = (
     "ROOT/<class>/<image> (split by hash) or ROOT/<split>/<class>/<image> with split folders named "
     "train|training, val|valid|validation|dev, test|testing"
 )
-# Names that are not split aliases but still say "this folder is a split, not a class".
-_SPLIT_LIKE = re.compile(r"^(train|training|val|valid|validation|validate|dev|test|testing|eval|evaluation|holdout)")
+# A folder name read as a split, not a class: a split word, optionally followed by one of the filler words.
+_SPLIT_WORDS = frozenset({a for aliases in SPLIT_ALIASES.values() for a in aliases} | {"validate", "eval", "holdout"})
+_FILLER_WORDS = frozenset({"set", "sets", "data", "dataset", "images", "imgs", "img", "split", "folder", "samples"})
 
 
 def split_of_folder(name: str) -> str | None:
@@ -49,7 +50,9 @@ def split_of_folder(name: str) -> str | None:
 
 def looks_like_split(name: str) -> bool:
     """Whether a folder name reads as a split (``Testing``, ``test_set``, ``TrainingData``), not a class."""
-    return _SPLIT_LIKE.match(re.sub(r"[^a-z]", "", name.lower())) is not None
+    words = re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower()
+    first, *rest = re.findall(r"[a-z]+", words) or [""]
+    return first in _SPLIT_WORDS and all(word in _FILLER_WORDS for word in rest)
 
 
 @dataclass(frozen=True)
