@@ -77,6 +77,9 @@ def test_retrieval_on_shards_dedupes_captions(toy_eval, shards_root, pcam_root) 
         toy_eval, str(shards_root), config=RetrievalConfig(dedupe_captions=False), settings=RunSettings()
     )
     assert raw["metrics"]["n_texts"] == 12 and raw["settings"]["dedupe_captions"] is False
+    assert raw["counts"] == {"n": 12, "found": 12, "rule": "split test", "unit": "pairs"}
+    limited = run_retrieval(toy_eval, str(shards_root), settings=RunSettings(max_items=5))
+    assert limited["counts"]["n"] == 5 and limited["counts"]["found"] == 12
     for result in (deduped, raw):
         assert 0 <= result["metrics"]["image_to_text_R@1"] <= result["metrics"]["image_to_text_R@10"] <= 1
     with pytest.raises(DatasetError, match="image-caption"):
@@ -105,3 +108,11 @@ def test_max_items_subsamples_deterministically(toy_eval, pcam_root) -> None:
     a = run_zeroshot(toy_eval, f"pcam:{pcam_root}", settings=settings)
     b = run_zeroshot(toy_eval, f"pcam:{pcam_root}", settings=settings)
     assert a["metrics"]["n"] == 4 and a["metrics"] == b["metrics"] and a["settings"]["max_items"] == 4
+    assert a["counts"]["n"] == 4 and a["counts"]["found"] == 30 and a["counts"]["rule"] == "official split test"
+    labels = load_dataset(f"pcam:{pcam_root}", "test").labels  # 10 patches; the subset's majority, counted here
+    picked = np.sort(np.random.default_rng(3).choice(10, 4, replace=False))
+    tally = np.bincount(labels[picked], minlength=2)
+    assert a["counts"]["majority_rate"] == tally.max() / 4 and a["counts"]["class_counts"] == {
+        "normal lymph node": tally[0],
+        "lymph node metastasis": tally[1],
+    }

@@ -20,6 +20,7 @@ _EXPORTS = {
     "embed_images": "embeddings",
     "embed_texts": "embeddings",
     "select_device": "embeddings",
+    "check_overlap": "leakage",
     "LinearProbeConfig": "linear_probe",
     "linear_probe": "linear_probe",
     "classification_metrics": "metrics",

@@ -1,0 +1,62 @@
+"""``--train-catalog``: evaluated images compared with a corpus catalog by SHA-256 of the source bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import pytest
+
+from biomedclip.corpus.catalog import write_catalog
+from biomedclip.corpus.images import process_image
+from biomedclip.errors import InputError
+from biomedclip.evaluate.datasets import load_dataset
+from biomedclip.evaluate.leakage import check_overlap, training_hashes
+
+
+def test_the_catalog_hashes_source_bytes_not_the_shard_jpeg(image_paths) -> None:
+    """What check_overlap relies on: corpus/images.py's sha256 is of the bytes read from the source."""
+    data = image_paths[0].read_bytes()
+    processed = process_image(data)
+    assert processed.sha256 == hashlib.sha256(data).hexdigest() != hashlib.sha256(processed.jpeg).hexdigest()
+
+
+def test_overlap_counts_accepted_training_images_only(tmp_path, image_paths, shared_fixtures) -> None:
+    for i, path in enumerate(image_paths[:8]):
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "data" / f"c{i % 2}" / path.name)
+    data = load_dataset(f"imagefolder:{tmp_path / 'data'}", "all")
+    digest = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in image_paths[:8]}
+    names = sorted(digest)
+    rows = [
+        {"key": "a", "sha256": digest[names[0]], "split": "train", "status": "accepted"},
+        {"key": "b", "sha256": digest[names[1]], "split": "train", "status": "accepted"},
+        {"key": "c", "sha256": digest[names[2]], "split": "train", "status": "rejected"},  # not in the shards
+        {"key": "d", "sha256": digest[names[3]], "split": "test", "status": "accepted"},  # not trained on
+        {"key": "e", "sha256": None, "split": "train", "status": "rejected"},
+        {"key": "f", "sha256": "0" * 64, "split": "train", "status": "accepted"},
+    ]
+    write_catalog(rows, tmp_path / "catalog.parquet")
+    assert training_hashes(tmp_path) == {digest[names[0]], digest[names[1]], "0" * 64}
+    report = check_overlap(data, tmp_path)
+    assert report["checked"] == 8 and report["unchecked"] == 0 and report["overlap"] == 2
+    assert sorted(key.split("/")[-1] for key in report["examples"]) == names[:2]
+    assert report["catalog"] == str(tmp_path / "catalog.parquet") and "source image file bytes" in report["compared"]
+    arrays = load_dataset(str(shared_fixtures / "labeled" / "breastmnist_28_trainval.npz"), "val")
+    assert check_overlap(arrays, tmp_path / "catalog.parquet") | {"training_images": 0} == {
+        "catalog": str(tmp_path / "catalog.parquet"),
+        "compared": report["compared"],
+        "training_images": 0,
+        "checked": 0,
+        "unchecked": len(arrays),
+        "overlap": 0,
+        "examples": [],
+    }
+
+
+def test_bad_catalogs_are_input_errors(tmp_path) -> None:
+    with pytest.raises(InputError, match="no corpus catalog"):
+        training_hashes(tmp_path)
+    (tmp_path / "catalog.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="is not a corpus catalog"):
+        training_hashes(tmp_path / "catalog.parquet")
