@@ -7,6 +7,7 @@ import pytest
 import torch
 from torchvision import transforms
 
+from biomedclip.errors import InputError
 from biomedclip.evaluate import tasks
 from biomedclip.evaluate.datasets import DatasetError, load_dataset
 from biomedclip.evaluate.linear_probe import LinearProbeConfig
@@ -92,6 +93,9 @@ def test_linear_probe_uses_the_val_split(toy_eval, tcga_til_root) -> None:
     assert result["settings"]["validation"] == "val split"
     assert set(result["metrics"]["summary"]) == {"0.5", "1.0"} and len(result["metrics"]["runs"]) == 4
     assert all(run["n_train"] == (3 if run["fraction"] == 0.5 else 6) for run in result["metrics"]["runs"])
+    for split in ("train", "all"):
+        with pytest.raises(InputError, match="fitted on train"):
+            run_linear_probe(toy_eval, f"tcga_til:{tcga_til_root}", split=split, config=config, settings=RunSettings())
     assert result["counts"] == {  # LUAD test folder: 4 negative + 2 positive patches
         "n": 6,
         "found": 18,

@@ -148,6 +148,8 @@ def run_linear_probe(
 ) -> dict:
     """Linear probe: features of train (+ val when it exists and is not the evaluated split) and ``split``."""
     config = config or LinearProbeConfig()
+    if split in ("train", "all"):
+        raise InputError(f"a linear probe is fitted on train: score it on val or test, not {split!r}")
     train = _limit(_labeled(dataset, "train", settings), settings)
     test = _limit(_labeled(dataset, split, settings), settings)
     val = None
