@@ -29,7 +29,15 @@ PLACEHOLDER_CAPTION = re.compile(
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds of the figure filters (see the module docstring for the reasons behind each default)."""
+    """Thresholds of the figure filters (see the module docstring for the reasons behind each default).
+
+    Attributes:
+        min_caption_chars: captions shorter than this (after whitespace is collapsed) are refused.
+        max_caption_chars: longer captions are refused, already while the XML is read.
+        reject_placeholder_captions: refuse "Figure 1", "Click here for additional data file" and the like.
+        min_side: images whose shorter original side is below this many pixels are refused.
+        max_aspect: images longer than this many times their width (or the reverse) are refused.
+    """
 
     min_caption_chars: int = 10
     max_caption_chars: int = 20_000

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord
 from biomedclip.corpus.sources.folder import open_in_folder
-from biomedclip.corpus.sources.local import is_image_name
+from biomedclip.corpus.sources.package import is_image_name
 from biomedclip.corpus.sources.selection import Selection
 
 DEFAULT_CAPTION_TEMPLATE = "{label}"
