@@ -118,9 +118,11 @@ class _Output(list):
         self.chars = 0
 
     def append(self, text: str) -> None:
-        self.chars += len(text)
-        if self.chars > self.limit:
+        if self.chars + len(text) > self.limit:
+            super().append(text[: self.limit - self.chars])  # keep the head, never the whole text
+            self.chars = self.limit
             raise _CaptionTooLong
+        self.chars += len(text)
         super().append(text)
 
 

@@ -205,7 +205,7 @@ def _zip_kind(info: zipfile.ZipInfo) -> str:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         return "link"
-    return "other" if info.is_dir() or (mode and not stat.S_ISREG(mode)) else "file"
+    return "other" if info.is_dir() or (stat.S_IFMT(mode) and not stat.S_ISREG(mode)) else "file"
 
 
 def _read_zip(path: Path, limits: SourceLimits) -> tuple[_Listing, MediaFiles, Callable[[str], str]]:
