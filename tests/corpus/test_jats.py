@@ -170,8 +170,10 @@ FIG = '<fig id="f1"><caption><p>A stained section of a kidney.</p></caption><gra
     ("ids", "key"),
     [
         ('<article-id pub-id-type="pmc">PMC77</article-id><article-id pub-id-type="doi">10.1/x</article-id>', "PMC77"),
-        ('<article-id pub-id-type="publisher-id">00353</article-id><article-id pub-id-type="doi">10.1/x</article-id>',
-         "doi:10.1/x"),  # fmt: skip
+        (
+            '<article-id pub-id-type="publisher-id">00353</article-id><article-id pub-id-type="doi">10.1/x</article-id>',
+            "doi:10.1/x",
+        ),  # fmt: skip
         ('<article-id pub-id-type="publisher-id">00353</article-id>', "publisher-id:00353"),
         ("", "file:article.xml"),
     ],

@@ -59,7 +59,11 @@ def test_real_elife_zip_is_read_and_keyed_by_its_doi(shared_fixtures):
     with zipfile.ZipFile(path) as archive:
         assert article.open_media("elife-00353-fig1-v1.tif").read() == archive.read("elife-00353-fig1-v1.tif")
     (record,) = figures_of(article)
-    assert (record.pmcid, record.status, record.graphic) == ("doi:10.7554/eLife.00353", "accepted", "elife-00353-fig1-v1")
+    assert (record.pmcid, record.status, record.graphic) == (
+        "doi:10.7554/eLife.00353",
+        "accepted",
+        "elife-00353-fig1-v1",
+    )
 
 
 @pytest.mark.parametrize("zipped", [True, False])
@@ -143,7 +147,11 @@ def test_zip_members_follow_the_tarball_rules(tmp_path):
         archive.writestr("big.jpg", b"x" * 5000)
     (article,) = open_source(str(path), limits=SourceLimits(max_member_bytes=4096)).articles()
     assert article.open_media("good.jpg").read() == b"\xff\xd8good"
-    for name, reason in [("../evil.jpg", "unsafe_member_path"), ("link.jpg", "link_member"), ("big.jpg", "member_too_large")]:
+    for name, reason in [
+        ("../evil.jpg", "unsafe_member_path"),
+        ("link.jpg", "link_member"),
+        ("big.jpg", "member_too_large"),
+    ]:
         with pytest.raises(MediaError, match=f"^{reason}: "):
             article.open_media(name)
 

@@ -190,17 +190,17 @@ def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _read_config(path: Path, settings: list[Setting]) -> dict[str, Any]:
+def _read_config(file: Path, settings: list[Setting]) -> dict[str, Any]:
     import yaml
 
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"cannot read the config {path}: {error}") from error
+        raise InputError(f"cannot read the config {file}: {error}") from error
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise InputError(f"{path}: the top level must be a mapping of settings")
+        raise InputError(f"{file}: the top level must be a mapping of settings")
     known = {s.path: s for s in settings}
     tree: dict[str, Any] = {}
 
@@ -213,7 +213,7 @@ def _read_config(path: Path, settings: list[Setting]) -> dict[str, Any]:
                 walk(value, here)
             else:
                 valid = ", ".join(".".join(p) for p in known)
-                raise InputError(f"{path.name}: unknown setting {'.'.join(here)!r}; valid: {valid}")
+                raise InputError(f"{file.name}: unknown setting {'.'.join(here)!r}; valid: {valid}")
 
     walk(loaded, ())
     return tree
