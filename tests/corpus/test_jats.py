@@ -163,18 +163,18 @@ def _bare_article(ids: str, body: str, permissions: str = "") -> bytes:
     ).encode()
 
 
+PMC_ID = '<article-id pub-id-type="pmc">PMC77</article-id>'
+DOI_ID = '<article-id pub-id-type="doi">10.1/x</article-id>'
+PUBLISHER_ID = '<article-id pub-id-type="publisher-id">00353</article-id>'
 FIG = '<fig id="f1"><caption><p>A stained section of a kidney.</p></caption><graphic xlink:href="g1"/></fig>'
 
 
 @pytest.mark.parametrize(
     ("ids", "key"),
     [
-        ('<article-id pub-id-type="pmc">PMC77</article-id><article-id pub-id-type="doi">10.1/x</article-id>', "PMC77"),
-        (
-            '<article-id pub-id-type="publisher-id">00353</article-id><article-id pub-id-type="doi">10.1/x</article-id>',
-            "doi:10.1/x",
-        ),  # fmt: skip
-        ('<article-id pub-id-type="publisher-id">00353</article-id>', "publisher-id:00353"),
+        (PMC_ID + DOI_ID, "PMC77"),
+        (PUBLISHER_ID + DOI_ID, "doi:10.1/x"),
+        (PUBLISHER_ID, "publisher-id:00353"),
         ("", "file:article.xml"),
     ],
 )

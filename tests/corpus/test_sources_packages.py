@@ -113,7 +113,7 @@ def test_tarball_bomb_reads_only_referenced_members(tmp_path):
     # 10 KiB read of zeros (~1000:1), the same whatever the number or size of the members
     assert peak < 64 * 1024 * 1024
     assert article.open_media("fig.jpg").read() == figure
-    with pytest.raises(MediaError, match="^not_referenced: "):
+    with pytest.raises(MediaError, match=r"^not_referenced: "):
         article.open_media("junk0.jpg")
 
 
@@ -129,9 +129,9 @@ def test_per_member_and_per_article_caps_exactly_at_the_limit(tmp_path):
     article = read_package(path, at_limit)
     assert article.open_media("a.jpg").read() == b"a" * 1000  # exactly the member limit: read
     assert article.open_media("b.jpg").read() == b"b" * 1000  # exactly the article budget: read
-    with pytest.raises(MediaError, match="^article_too_large: "):
+    with pytest.raises(MediaError, match=r"^article_too_large: "):
         article.open_media("c.jpg")
-    with pytest.raises(MediaError, match="^member_too_large: "):
+    with pytest.raises(MediaError, match=r"^member_too_large: "):
         article.open_media("d.jpg")
 
 
