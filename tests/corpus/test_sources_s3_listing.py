@@ -124,7 +124,7 @@ def test_a_throttled_media_get_is_transient_and_retried_next_run(
     write_article(s3_client, empty_bucket, "PMC11", 1, _xml("g2"), {"g2.jpg": media["g2.jpg"]})
     proxy.fail = lambda method, path, query: method == "GET" and path.endswith("/PMC10.1/g1.jpg")
     (article, _) = _source(proxy.endpoint, empty_bucket).articles()
-    with pytest.raises(TransientMediaError, match="^s3_error: "):
+    with pytest.raises(TransientMediaError, match=r"^s3_error: "):
         article.open_media("g1.jpg")
     out = tmp_path / "out"
     first = build([_source(proxy.endpoint, empty_bucket)], out, workers=0)
