@@ -141,3 +141,18 @@ def test_a_damaged_transfer_is_retried_and_never_used(pmc_bucket):
     damaged.clear()
     (article,) = source.articles()
     assert article.xml is None and article.error.startswith("md5_mismatch")
+
+
+def test_member_and_article_byte_caps(s3_client, s3_endpoint, empty_bucket, write_article):
+    from biomedclip.corpus.sources import SourceLimits
+
+    media = {"a.jpg": b"a" * 1000, "b.jpg": b"b" * 1000, "c.jpg": b"c" * 1001}
+    write_article(s3_client, empty_bucket, "PMC9", 1, XML, media)
+    limits = SourceLimits(max_member_bytes=1000, max_article_bytes=1999)
+    source = open_source(f"s3://{empty_bucket}", endpoint_url=s3_endpoint, limits=limits)
+    (article,) = source.articles()
+    with pytest.raises(MediaError, match=r"^member_too_large: "):
+        article.open_media("c.jpg")
+    assert article.open_media("a.jpg").read() == media["a.jpg"]  # exactly the member limit
+    with pytest.raises(MediaError, match=r"^article_too_large: "):
+        article.open_media("b.jpg")  # 1000 + 1000 bytes is one past the article's budget

@@ -54,6 +54,7 @@ import io
 import json
 import re
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -250,15 +251,15 @@ class S3Source:
 
         PMCID numbers and versions are held as two int64 arrays (16 bytes per article version), not as strings.
         """
-        numbers, versions = [], []
+        numbers, versions = array("q"), array("q")
         wanted = self.selection.pmcids
         for key in self._inventory_rows(manifest):
             match = METADATA_KEY.search(key)
             if match and key.startswith(self.prefix) and (wanted is None or f"PMC{match.group(1)}" in wanted):
                 numbers.append(int(match.group(1)))
                 versions.append(int(match.group(2)))
-        number_array, version_array = np.array(numbers, dtype=np.int64), np.array(versions, dtype=np.int64)
-        del numbers, versions
+        number_array = np.frombuffer(numbers, dtype=np.int64) if numbers else np.zeros(0, dtype=np.int64)
+        version_array = np.frombuffer(versions, dtype=np.int64) if versions else np.zeros(0, dtype=np.int64)
         order = np.lexsort((version_array, number_array))
         number_array, version_array = number_array[order], version_array[order]
         last = np.ones(len(number_array), dtype=bool)
