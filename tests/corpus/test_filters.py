@@ -43,3 +43,13 @@ def test_token_counting_is_bounded_by_the_caption_limit() -> None:
     huge = "cardiomyocyte " * 200_000  # 2.8 MB: tokenising it whole would cost seconds and hundreds of MB
     head = huge[: FilterConfig().max_caption_chars]
     assert count_tokens([huge, "a cell"]) == [len(reference.encode(head).ids), len(reference.encode("a cell").ids)]
+
+
+@pytest.mark.parametrize(
+    "values", [{"min_side": -1}, {"max_aspect": 0.5}, {"min_caption_chars": 30, "max_caption_chars": 20}]
+)
+def test_impossible_filter_settings_are_input_errors(values: dict) -> None:
+    from biomedclip.errors import InputError
+
+    with pytest.raises(InputError):
+        FilterConfig(**values)

@@ -45,6 +45,14 @@ class FilterConfig:
     min_side: int = 32
     max_aspect: float = 10.0
 
+    def __post_init__(self) -> None:
+        from biomedclip.errors import InputError
+
+        if min(self.min_caption_chars, self.min_side) < 0 or self.max_caption_chars < self.min_caption_chars:
+            raise InputError(f"filter settings out of range (lengths and sides >= 0, max >= min): {self}")
+        if self.max_aspect < 1:
+            raise InputError(f"max_aspect must be at least 1, not {self.max_aspect}")
+
 
 def caption_reason(caption: str, config: FilterConfig = FilterConfig()) -> str | None:
     """Why ``caption`` is rejected (``caption_too_short``, ``caption_too_long``, ``placeholder_caption``), or None."""
