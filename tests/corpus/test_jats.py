@@ -249,3 +249,16 @@ def test_deeply_nested_caption_costs_that_figure_not_the_article() -> None:
         ("f1", "accepted", ""),
         ("deep", "rejected", "caption_too_deep"),
     ]
+
+
+def test_caption_depth_limit_is_exact() -> None:
+    from biomedclip.corpus.jats import MAX_CAPTION_DEPTH
+
+    def nested(depth: int) -> str:  # <caption> and <p> are two levels, each <bold> one more
+        inner = depth - 2
+        return "<bold>" * inner + "a caption that nests" + "</bold>" * inner
+
+    body = _caption_fig("at", nested(MAX_CAPTION_DEPTH)) + _caption_fig("over", nested(MAX_CAPTION_DEPTH + 1))
+    records = {r.fig_id: r for r in extract_figures(_bare_article("", body))}
+    assert (records["at"].status, records["at"].caption) == ("accepted", "a caption that nests")
+    assert (records["over"].status, records["over"].reason) == ("rejected", "caption_too_deep")
