@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from biomedclip.corpus.build import build
+from biomedclip.corpus.images import resolve_media
 from biomedclip.corpus.jats import figures_of
 from biomedclip.corpus.records import MediaError
 from biomedclip.corpus.sources import SourceLimits, open_source
@@ -162,3 +163,17 @@ def test_truncated_zip_is_an_article_to_retry(shared_fixtures, tmp_path):
     (article,) = open_source(str(cut)).articles()
     assert article.xml is None and article.error.startswith("truncated_archive")
     assert article.meta.pmcid == "file:elife-00353.zip"
+
+
+def test_an_unreadable_full_size_figure_never_falls_back_to_its_thumbnail(tmp_path):
+    path = tmp_path / "PMC7.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        _member(archive, "PMC7/main.nxml", _xml("gr1"))
+        _member(archive, "PMC7/gr1.gif", b"GIF89a thumbnail")
+        _member(archive, "PMC7/gr1.jpg", b"\xff\xd8" + b"x" * 5000)
+    (article,) = open_source(str(path), limits=SourceLimits(max_member_bytes=4096)).articles()
+    (figure,) = figures_of(article)
+    chosen = resolve_media(figure.graphic, article.media)
+    assert chosen == "gr1.jpg"  # the full-size file is listed, so it is the one used, and its refusal stands
+    with pytest.raises(MediaError, match=r"^member_too_large: "):
+        article.open_media(chosen)
