@@ -55,7 +55,9 @@ import json
 import re
 import time
 from array import array
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import groupby
@@ -133,6 +135,7 @@ class S3Source:
     attempts: int = 3
     backoff_s: float = 0.5
     max_attempts: int = 8  # botocore's own retries per request (throttling, 5xx, connection errors)
+    readers: int = 16  # threads fetching metadata and XML ahead of the build
     _client: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -386,14 +389,28 @@ class S3Source:
         return Article(source, meta, xml, sorted(refs), opener)
 
     def articles(self) -> Iterator[Article]:
-        count = 0
-        for pmcid, version, version_prefix in self.latest_versions():
-            if self.selection.limit is not None and count >= self.selection.limit:
-                return
-            article = self.article(pmcid, version, version_prefix)
-            if article is not None:
-                count += 1
-                yield article
+        """Every selected article, in listing order; ``readers`` threads fetch metadata and XML ahead.
+
+        At PMC scale the two GETs per article dominate the listing side, so they overlap: at most
+        ``2 * readers`` articles are in flight or waiting, whatever the bucket's size.
+        """
+        count, limit = 0, self.selection.limit
+        _ = self.client  # created once, before the threads share it (boto3 clients are thread-safe)
+        pool = ThreadPoolExecutor(max(1, self.readers), thread_name_prefix="s3-reader")
+        window: deque[Future[Article | None]] = deque()
+        try:
+            versions = self.latest_versions()
+            while True:
+                while len(window) < 2 * max(1, self.readers) and (item := next(versions, None)) is not None:
+                    window.append(pool.submit(self.article, *item))
+                if not window or (limit is not None and count >= limit):
+                    return
+                article = window.popleft().result()
+                if article is not None:
+                    count += 1
+                    yield article
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _simple_etag(etag: str | None) -> str | None:
