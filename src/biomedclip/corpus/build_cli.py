@@ -53,6 +53,13 @@ SOURCE_SETTINGS = "source"
     show_default=True,
     help='Caption for imagefolder: sources, e.g. "a chest X-ray showing {label}".',
 )
+@click.option(
+    "--s3-listing",
+    type=click.Choice(["auto", "inventory", "prefixes"]),
+    default="auto",
+    show_default=True,
+    help="How s3:// sources are listed: the bucket's daily inventory, its prefixes, or the inventory when present.",
+)
 @selection_options
 @settings_options({"": BuildConfig(), SOURCE_SETTINGS: SourceLimits()})
 def build(
@@ -61,6 +68,7 @@ def build(
     engine: str,
     workers: int | None,
     caption_template: str,
+    s3_listing: str,
     selection: Selection,
     endpoint_url: str | None,
     settings: dict[str, Any],
@@ -79,7 +87,14 @@ def build(
     config = build_settings(BuildConfig, {k: v for k, v in settings.items() if k != SOURCE_SETTINGS})
     limits = build_settings(SourceLimits, settings.get(SOURCE_SETTINGS, {}))
     opened = [
-        open_source(spec, selection, endpoint_url=endpoint_url, caption_template=caption_template, limits=limits)
+        open_source(
+            spec,
+            selection,
+            endpoint_url=endpoint_url,
+            caption_template=caption_template,
+            limits=limits,
+            s3_listing=s3_listing,
+        )
         for spec in sources
     ]
     workers = default_workers() if workers is None else workers

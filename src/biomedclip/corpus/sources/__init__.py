@@ -3,7 +3,8 @@
 Specs:
 
 * ``s3://bucket[/prefix]``: the PMC Open Access layout on S3 (``s3.py``); endpoint from ``endpoint_url``, else
-  ``BIOMEDCLIP_S3_ENDPOINT``, else boto3's own ``AWS_ENDPOINT_URL``; anonymous unless ``signed``.
+  ``BIOMEDCLIP_S3_ENDPOINT``, else boto3's own ``AWS_ENDPOINT_URL``; anonymous unless ``signed``; listed from
+  the bucket's daily inventory or its prefixes (``s3_listing``: ``auto``, ``inventory``, ``prefixes``).
 * ``imagefolder:PATH``: labelled image folders, captions from ``caption_template``.
 * a package: a tarball (``.tar.gz``, ``.tgz``, ``.tar``, or any gzip/tar file; one legacy ``oa_package``) or a
   ``.zip`` (eLife's packages), read by ``package.py``.
@@ -64,6 +65,7 @@ def open_source(
     signed: bool = False,
     caption_template: str = DEFAULT_CAPTION_TEMPLATE,
     limits: SourceLimits | None = None,
+    s3_listing: str = "auto",
 ) -> Source:
     """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing."""
     selection = selection or Selection()
@@ -75,7 +77,9 @@ def open_source(
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         endpoint = endpoint_url or os.environ.get("BIOMEDCLIP_S3_ENDPOINT") or None
-        return S3Source(bucket, prefix, selection, endpoint_url=endpoint, signed=signed, limits=limits)
+        return S3Source(
+            bucket, prefix, selection, endpoint_url=endpoint, signed=signed, limits=limits, listing=s3_listing
+        )
     if spec.startswith("imagefolder:"):
         path = Path(spec.removeprefix("imagefolder:"))
         if not path.is_dir():
