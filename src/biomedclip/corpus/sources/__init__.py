@@ -92,6 +92,10 @@ def open_source(
         raise SourceError(f"source not found: {spec}")
     if path.name.lower().endswith((".xml", ".nxml")):
         return FolderSource(path, selection, limits)
-    if _is_package_file(path):
+    try:
+        is_package = _is_package_file(path)
+    except OSError as error:
+        raise SourceError(f"cannot read {spec}: {error}") from error
+    if is_package:
         return PackageSource(path, selection, limits)
     raise SourceError(f"not a JATS file, tarball, zip, folder, s3:// or imagefolder: spec: {spec}")
