@@ -220,7 +220,10 @@ def _read_zip(path: Path, limits: SourceLimits) -> tuple[_Listing, MediaFiles, C
                 listing.members[info.filename], listing.sizes[info.filename] = problem, info.file_size
                 infos[info.filename] = info
                 if problem is None and is_xml_name(info.filename):
-                    listing.take_xml(info.filename, archive.read(info))
+                    try:
+                        listing.take_xml(info.filename, archive.read(info))
+                    except ZIP_ERRORS as exc:  # a member whose size or CRC lies: that member, not the archive
+                        listing.members[info.filename] = f"corrupt_member: {info.filename!r}: {exc}"
             relative = _relative_to(listing.xml_name, listing.members)
             budget = limits.max_article_bytes - len(listing.xml or b"")
             for name in sorted(_wanted(listing, relative)):
