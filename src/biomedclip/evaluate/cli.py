@@ -14,13 +14,13 @@ SPLIT = click.Choice(["train", "val", "test", "all"])
 
 
 def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
+    from biomedclip.labelled_folders import HashSplit
+
     try:
-        ratios = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        ratios = ()
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise click.BadParameter(f"expected three shares TRAIN,VAL,TEST >= 0 such as 0.7,0.1,0.2, got {value!r}")
-    return ratios
+        split = HashSplit.parse(value)
+    except InputError as error:
+        raise click.BadParameter(str(error)) from error
+    return split.train, split.val, split.test
 
 
 def _common(function):
