@@ -70,14 +70,14 @@ def test_cache_avoids_recomputation_and_keys_on_the_transform(toy_eval, pcam_roo
     assert len(calls) == 3
 
 
-def test_retrieval_on_shards_dedupes_captions(toy_eval, shards_root, pcam_root) -> None:
-    deduped = run_retrieval(toy_eval, str(shards_root), settings=RunSettings())
-    assert deduped["metrics"]["n_images"] == 12 and deduped["metrics"]["n_texts"] == 11
-    raw = run_retrieval(
-        toy_eval, str(shards_root), config=RetrievalConfig(dedupe_captions=False), settings=RunSettings()
+def test_retrieval_on_shards_is_one_to_one_unless_merged(toy_eval, shards_root, pcam_root) -> None:
+    pairs = run_retrieval(toy_eval, str(shards_root), settings=RunSettings())
+    assert pairs["metrics"]["n_images"] == 12 and pairs["metrics"]["n_texts"] == 12
+    merged = run_retrieval(
+        toy_eval, str(shards_root), config=RetrievalConfig(merge_captions=True), settings=RunSettings()
     )
-    assert raw["metrics"]["n_texts"] == 12 and raw["settings"]["dedupe_captions"] is False
-    for result in (deduped, raw):
+    assert merged["metrics"]["n_texts"] == 11 and merged["settings"]["merge_captions"] is True
+    for result in (pairs, merged):
         assert 0 <= result["metrics"]["image_to_text_R@1"] <= result["metrics"]["image_to_text_R@10"] <= 1
     with pytest.raises(DatasetError, match="image-caption"):
         run_retrieval(toy_eval, f"pcam:{pcam_root}", settings=RunSettings())

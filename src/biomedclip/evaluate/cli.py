@@ -60,6 +60,8 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
     click.echo(
         f"{result['task']} {result['dataset']} [{result['split']}]: {headline} ({time.perf_counter() - start:.1f}s)"
     )
+    for warning in result["metrics"].get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {path}")
 
 
@@ -115,14 +117,18 @@ def zeroshot_command(prompts: str | None, **kwargs) -> None:
 
 @eval_group.command("retrieval")
 @_common
-@click.option("--no-dedupe", is_flag=True, help="Keep duplicate captions as separate texts (one-to-one pairs).")
+@click.option(
+    "--merge-captions",
+    is_flag=True,
+    help="Merge identical captions into one text; any image carrying it counts (default: one-to-one, as the paper).",
+)
 @click.option("--chunk", type=int, default=4096, show_default=True, help="Query rows per similarity tile.")
-def retrieval_command(no_dedupe: bool, chunk: int, **kwargs) -> None:
-    """Image->text and text->image Recall@1/5/10 over the whole split (exact search in tiles)."""
+def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
+    """Image->text and text->image Recall@1/5/10 over the whole split, one-to-one (exact search in tiles)."""
     from biomedclip.evaluate.retrieval import RetrievalConfig
     from biomedclip.evaluate.tasks import run_retrieval
 
-    _run(run_retrieval, kwargs, config=RetrievalConfig(dedupe_captions=not no_dedupe, query_chunk=chunk))
+    _run(run_retrieval, kwargs, config=RetrievalConfig(merge_captions=merge_captions, query_chunk=chunk))
 
 
 @eval_group.command("linear-probe")

@@ -135,7 +135,7 @@ def run_retrieval(
     if not isinstance(data, ImageTextPairs):
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
     data = _limit(data, settings)
-    texts, text_index = group_captions(data.captions, dedupe=config.dedupe_captions)
+    texts, text_index = group_captions(data.captions, merge=config.merge_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
     metrics = evaluate_retrieval(
         image_embeddings(model, data, settings),
