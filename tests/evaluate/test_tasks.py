@@ -84,7 +84,7 @@ def test_retrieval_on_shards_is_one_to_one_unless_merged(toy_eval, shards_root, 
 
 
 def test_linear_probe_uses_the_val_split(toy_eval, tcga_til_root) -> None:
-    config = LinearProbeConfig(fractions=(0.5, 1.0), seeds=(0, 1), c_grid=(0.1, 10.0))
+    config = LinearProbeConfig(protocol="logistic", fractions=(0.5, 1.0), seeds=(0, 1), c_grid=(0.1, 10.0))
     result = run_linear_probe(toy_eval, f"tcga_til:{tcga_til_root}", config=config, settings=RunSettings())
     assert result["settings"]["validation"] == "val split"
     assert set(result["metrics"]["summary"]) == {"0.5", "1.0"} and len(result["metrics"]["runs"]) == 4

@@ -135,14 +135,28 @@ def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
 @_common
 @click.option("--fractions", default="0.01,0.1,1.0", show_default=True, help="Training label fractions.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the label subsets.")
-def linear_probe_command(fractions: str, seeds: str, **kwargs) -> None:
-    """Logistic regression on frozen features; C swept on val; 1%/10%/100% labels; mean ± std over seeds."""
+@click.option(
+    "--protocol",
+    type=click.Choice(["elevater", "logistic"]),
+    default="elevater",
+    show_default=True,
+    help="elevater: SGD head, lr x weight-decay search on a 20% class-balanced cut, refit (the paper's); "
+    "logistic: scikit-learn logistic regression, C swept on val (faster).",
+)
+@click.option("--probe-epochs", type=int, default=100, show_default=True, help="SGD epochs per fit (elevater).")
+def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs: int, **kwargs) -> None:
+    """Linear probe on frozen features at 1%/10%/100% of the training labels; mean ± std over seeds."""
+    from biomedclip.evaluate.embeddings import select_device
     from biomedclip.evaluate.linear_probe import LinearProbeConfig
     from biomedclip.evaluate.tasks import run_linear_probe
 
     try:
         config = LinearProbeConfig(
-            fractions=tuple(float(f) for f in fractions.split(",")), seeds=tuple(int(s) for s in seeds.split(","))
+            protocol=protocol,
+            fractions=tuple(float(f) for f in fractions.split(",")),
+            seeds=tuple(int(s) for s in seeds.split(",")),
+            epochs=probe_epochs,
+            device=str(select_device(kwargs["device"])),
         )
     except ValueError as error:
         raise click.BadParameter(f"comma-separated numbers expected ({error})") from error

@@ -102,7 +102,7 @@ def run_linear_probe(
     train = _limit(_labeled(dataset, "train"), settings)
     test = _limit(_labeled(dataset, split), settings)
     val = None
-    if split != "val":
+    if config.protocol == "logistic" and split != "val":
         try:
             val = _limit(_labeled(dataset, "val"), settings)
         except DatasetError:
@@ -121,7 +121,11 @@ def run_linear_probe(
     metrics = {"summary": result["summary"], "runs": result["runs"], "classnames": list(train.classnames)}
     resolved = asdict(settings) | {
         "linear_probe": result["config"],
-        "validation": "val split" if val else "20% of train",
+        "validation": "val split"
+        if val
+        else "class-balanced 20% of each training subset"
+        if config.protocol == "elevater"
+        else "20% of train",
     }
     return make_result("linear_probe", model.name, dataset, split, metrics, resolved)
 
