@@ -51,7 +51,7 @@ def test_every_task_then_the_report(invoke, tmp_path, shared_fixtures, shards_ro
     probe = _one(out, "linear_probe")
     assert probe["settings"]["validation"] == "class-balanced 20% of each training subset"
     assert len(probe["metrics"]["runs"]) == 4
-    invoke("vqa", *common, "--dataset", vqa_rad_root, "--epochs", 1, "--hidden", 32)
+    invoke("vqa", *common, "--dataset", vqa_rad_root, "--epochs", 1, "--hidden", 32, "--layers", 1, "--heads", 2)
     assert _one(out, "vqa")["metrics"]["n"] == 6
 
     report = tmp_path / "report"

@@ -165,15 +165,37 @@ def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs
 
 @eval_group.command("vqa")
 @_common
-@click.option("--epochs", type=int, default=30, show_default=True, help="Fusion training epochs.")
-@click.option("--hidden", type=int, default=256, show_default=True, help="Fusion width.")
-@click.option("--layers", type=int, default=2, show_default=True, help="Co-attention layers.")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-def vqa_command(epochs: int, hidden: int, layers: int, lr: float, **kwargs) -> None:
-    """Train a co-attention fusion on frozen token features (train split); closed/open/overall accuracy."""
+@click.option(
+    "--head",
+    type=click.Choice(["meter", "light"]),
+    default="meter",
+    show_default=True,
+    help="meter: fine-tune both encoders with 6 x 768 co-attention layers, BCE on soft scores (the paper's); "
+    "light: frozen encoders, 2 x 256 layers, cross-entropy (fast).",
+)
+@click.option("--epochs", type=int, default=30, show_default=True, help="Training epochs.")
+@click.option("--hidden", type=int, default=None, help="Fusion width [meter 768, light 256].")
+@click.option("--layers", type=int, default=None, help="Co-attention layers [meter 6, light 2].")
+@click.option("--heads", "attention_heads", type=int, default=None, help="Attention heads [meter 12, light 4].")
+@click.option("--lr", type=float, default=None, help="Learning rate [meter 1e-5 encoders (x10 fusion), light 2e-4].")
+def vqa_command(
+    head: str,
+    epochs: int,
+    hidden: int | None,
+    layers: int | None,
+    attention_heads: int | None,
+    lr: float | None,
+    **kwargs,
+) -> None:
+    """Train a VQA model on the train split; closed/open/overall accuracy on --split."""
     from biomedclip.evaluate.vqa import VQAConfig, run_vqa
 
-    config = VQAConfig(epochs=epochs, hidden=hidden, layers=layers, lr=lr, seed=kwargs["seed"])
+    try:
+        config = VQAConfig.for_head(
+            head, epochs=epochs, hidden=hidden, layers=layers, heads=attention_heads, lr=lr, seed=kwargs["seed"]
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
     _run(run_vqa, kwargs, config=config)
 
 
