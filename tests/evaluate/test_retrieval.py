@@ -147,3 +147,17 @@ def test_cli_prints_the_small_gallery_warning(tmp_path, shards_root) -> None:
     assert "warning: retrieval over 9 images and 9 texts" in result.output
     (path,) = tmp_path.glob("retrieval__*.result.json")
     assert "fewer than 10" in path.read_text()
+
+
+def test_training_validation_is_one_to_one(toy, shards_root) -> None:
+    from types import SimpleNamespace
+
+    from biomedclip.train.evaluation import _retrieval
+
+    model, tokenizer, transform = toy
+    config = SimpleNamespace(
+        data=SimpleNamespace(image_key="jpg", text_key="txt", val_num_samples=None), eval=SimpleNamespace(batch_size=4)
+    )
+    urls = sorted(str(p) for p in shards_root.glob("test-*.tar"))
+    metrics = _retrieval(model, urls, transform, tokenizer, config)
+    assert metrics["val_n_images"] == metrics["val_n_texts"] == 12  # two equal captions stay two texts

@@ -199,6 +199,64 @@ def vqa_command(
     _run(run_vqa, kwargs, config=config)
 
 
+@eval_group.command("paper")
+@click.option("--model", "-m", "model_spec", required=True, help="Built-in name, local-dir:PATH, hf-hub:ORG/NAME.")
+@click.option(
+    "--data-root",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder with pcam/, lc25000/, tcga_til/, rsna_pneumonia/, vqa_rad/, slake/, pmc15m_test/ (any subset).",
+)
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
+@click.option("--tasks", default="zeroshot,linear_probe,retrieval,vqa", show_default=True, help="Tasks to run.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
+@click.option("--workers", "-w", type=int, default=0, show_default=True, help="Image-loading processes.")
+@click.option("--max-items", type=int, default=None, help="Score a seeded random subset of each split (a quick look).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
+@click.option("--probe-epochs", type=int, default=100, show_default=True, help="Linear-probe SGD epochs per fit.")
+@click.option("--probe-seeds", default="0,1,2", show_default=True, help="Seeds of the linear-probe label subsets.")
+@click.option("--vqa-head", type=click.Choice(["meter", "light"]), default="meter", show_default=True)
+@click.option("--vqa-epochs", type=int, default=30, show_default=True)
+@click.option("--vqa-hidden", type=int, default=None, help="VQA fusion width [meter 768, light 256].")
+@click.option("--vqa-layers", type=int, default=None, help="VQA co-attention layers [meter 6, light 2].")
+@click.option("--vqa-heads", type=int, default=None, help="VQA attention heads [meter 12, light 4].")
+def paper_command(
+    model_spec: str, data_root: str, out_dir: str, tasks: str, probe_epochs: int, probe_seeds: str, **kwargs
+) -> None:
+    """Run every paper task whose data is under --data-root; write our numbers beside the paper's."""
+    from biomedclip.errors import InputError
+    from biomedclip.evaluate.embeddings import select_device
+    from biomedclip.evaluate.linear_probe import LinearProbeConfig
+    from biomedclip.evaluate.models import load_model
+    from biomedclip.evaluate.paper import PaperSettings, run_paper
+    from biomedclip.evaluate.vqa import VQAConfig
+
+    try:
+        seeds = tuple(int(s) for s in probe_seeds.split(","))
+    except ValueError as error:
+        raise InputError(f"--probe-seeds: comma-separated integers expected, got {probe_seeds!r}") from error
+    vqa = {k: kwargs.pop(f"vqa_{k}") for k in ("head", "epochs", "hidden", "layers", "heads")}
+    device = str(select_device(kwargs["device"]))
+    settings = PaperSettings(
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+        run=_settings(kwargs),
+        linear_probe=LinearProbeConfig(seeds=seeds, epochs=probe_epochs, device=device),
+        vqa=VQAConfig.for_head(vqa.pop("head"), seed=kwargs["seed"], **vqa),
+    )
+    start = time.perf_counter()
+    report = run_paper(load_model(model_spec, kwargs["device"]), data_root, out_dir, settings)
+    for run in report["runs"]:
+        if run["status"] != "ran":
+            click.echo(f"{run['task']} {run['dataset']}: {run['status']} ({run['reason']})")
+        for warning in run.get("warnings", []):
+            click.echo(f"warning: {run['task']} {run['dataset']}: {warning}", err=True)
+    ran = sum(run["status"] == "ran" for run in report["runs"])
+    click.echo(f"ran {ran} of {len(report['runs'])} paper tasks in {time.perf_counter() - start:.1f}s")
+    click.echo(f"wrote {Path(out_dir) / 'paper_report.md'} and paper_report.json")
+
+
 @eval_group.command("report")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
