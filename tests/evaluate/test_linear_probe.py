@@ -45,6 +45,7 @@ def test_stratified_subset_sizes() -> None:
     assert np.bincount(labels[subset]).tolist() == [15, 4, 1]
     assert np.array_equal(subset, stratified_subset(labels, 0.1, seed=3))
     assert stratified_subset(labels, 1.0, seed=0).tolist() == list(range(193))
+    assert np.bincount(labels[stratified_subset(labels, 0.01, seed=0, minimum=2)]).tolist() == [2, 2, 2]
     with pytest.raises(ValueError, match="fraction"):
         stratified_subset(labels, 0.0, seed=0)
 
@@ -106,7 +107,7 @@ def test_elevater_protocol_fractions_seeds_validation_and_refit() -> None:
     assert [(r["fraction"], r["seed"]) for r in result["runs"]] == [(0.05, 0), (0.05, 1), (1.0, 0), (1.0, 1)]
     counts = np.bincount(y)
     for run in result["runs"]:
-        sizes = [max(1, math.ceil(run["fraction"] * c)) for c in counts]
+        sizes = [max(2, math.ceil(run["fraction"] * c)) for c in counts]  # two per class at least
         assert run["n_train"] == sum(sizes)  # the final fit uses the whole subset: train + validation cut
         assert run["n_val"] == sum(min(math.ceil(0.2 * s), s - 1) for s in sizes)
         assert run["lr"] in config.lrs and run["n"] == 200
@@ -115,6 +116,15 @@ def test_elevater_protocol_fractions_seeds_validation_and_refit() -> None:
     assert result["summary"]["1.0"]["accuracy"]["std"] == pytest.approx(np.std(full))
     assert min(full) > 0.8 and "auroc" not in result["summary"]["1.0"]
     assert result["config"]["protocol"] == "elevater"
+
+
+def test_a_one_percent_subset_of_a_small_set_still_has_a_validation_cut() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 5)), np.arange(20) % 2
+    run = linear_probe(x, y, x, y, 2, config=LinearProbeConfig(fractions=(0.05,), seeds=(0,), epochs=2))["runs"][0]
+    assert run["n_train"] == 4 and run["n_val"] == 2 and 0 <= run["val_accuracy"] <= 1
+    with pytest.raises(ValueError, match="single training image"):
+        linear_probe(x[:2], y[:2], x, y, 2, config=LinearProbeConfig(fractions=(1.0,), seeds=(0,), epochs=1))
 
 
 def test_logistic_protocol_matches_an_independent_sweep() -> None:

@@ -2,7 +2,8 @@
 
 Default protocol ``elevater`` (the paper's: ELEVATER, Li et al. 2022, toolkit ``Elevater_Toolkit_IC``):
 
-* for each label fraction and seed, a stratified subset of the training split (at least one image per class);
+* for each label fraction and seed, a stratified subset of the training split (at least two images per class,
+  the toolkit's rule for 1-shot runs);
 * a class-balanced validation cut of that subset: ``ceil(20% of each class)`` (at least one image per class left
   for training), drawn with the run's seed (the toolkit takes the first images of each class);
 * features standardised with the fit set's mean and variance (the toolkit's ``BatchNorm1d(affine=False)``
@@ -67,15 +68,16 @@ class LinearProbeConfig:
             raise ValueError("wd_points - 1 must be a multiple of wd_coarse - 1 (the coarse points lie on the grid)")
 
 
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of ``ceil(fraction * n_c)`` (at least 1) random examples of every class ``c``."""
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int, minimum: int = 1) -> np.ndarray:
+    """Sorted indices of ``ceil(fraction * n_c)`` (at least ``minimum``, at most n_c) random examples of class c."""
     if not 0 < fraction <= 1:
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
     rng = np.random.default_rng(seed)
     chosen = []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        chosen.append(rng.choice(members, size=max(1, math.ceil(fraction * members.size)), replace=False))
+        size = min(members.size, max(minimum, math.ceil(fraction * members.size)))
+        chosen.append(rng.choice(members, size=size, replace=False))
     return np.sort(np.concatenate(chosen))
 
 
@@ -196,6 +198,8 @@ def elevater_once(
     if np.unique(y).size < 2:
         raise ValueError("the training subset holds a single class: a linear probe needs at least two")
     fit_idx, val_idx = balanced_val_cut(y, config.val_fraction, seed)
+    if val_idx.size == 0:
+        raise ValueError("every class has a single training image: no validation cut for the search is possible")
     fx, vx = standardize(x[fit_idx], x[val_idx])
     fy, vy = torch.from_numpy(y[fit_idx]).long(), torch.from_numpy(y[val_idx]).long()
 
@@ -277,7 +281,8 @@ def linear_probe(
     for fraction in config.fractions:
         per_seed = []
         for seed in config.seeds:
-            subset = stratified_subset(train_labels, fraction, seed)
+            # ELEVATER keeps two images per class at least (its 1-shot rule), so the validation cut holds one.
+            subset = stratified_subset(train_labels, fraction, seed, minimum=2 if config.protocol == "elevater" else 1)
             train = (train_features[subset], train_labels[subset])
             if config.protocol == "elevater":
                 result = elevater_once(train, test, num_classes, config, seed)
