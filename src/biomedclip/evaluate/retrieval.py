@@ -6,14 +6,16 @@ very same caption. Caption merging is opt-in (``merge=True`` / ``--merge-caption
 collapsing whitespace become one text entry, and a text query is then correct when ANY image carrying it is
 retrieved.
 
-Scores: every score is the float64 dot product of the float32 embeddings rounded to float32, the positive's
-score as well as the gallery's, so a score does not depend on the tile it was computed in and identical
-embeddings (duplicate captions, duplicate images) tie exactly. Exact ties are ordered by gallery index, as a
-stable descending sort does: the rank of a query is the number of wrong items scoring higher than its best
+Scores: a score is the float64 dot product of the float32 embeddings rounded to float32, the positive's as
+well as the gallery's, so it does not depend on the tile it was computed in and identical embeddings (duplicate
+captions, duplicate images) tie exactly. Tiles are multiplied in float32; a float32 product can differ from that
+score by at most ``(D + 1) * 2**-24 * |a| * |b|`` (the dot-product rounding bound), so only the gallery items
+within twice that bound of a query's threshold are recomputed exactly. Exact ties are ordered by gallery index,
+as a stable descending sort does: the rank of a query is the number of wrong items scoring higher than its best
 correct item plus the wrong items scoring the same and standing earlier in the gallery. open_clip sorts with
 ``torch.argsort`` (not stable), which orders exact ties this way for short rows and arbitrarily for longer ones.
 
-Memory: the embeddings plus one ``query_chunk x gallery_chunk`` float64 tile (default 4096 x 8192 = 256 MiB).
+Memory: the embeddings plus one ``query_chunk x gallery_chunk`` float32 tile (default 4096 x 16384 = 256 MiB).
 Fewer than 10 pairs (or texts) give Recall@K values that mean little: the result then carries a warning.
 """
 
@@ -35,7 +37,7 @@ class RetrievalConfig:
     ks: tuple[int, ...] = DEFAULT_KS
     merge_captions: bool = False
     query_chunk: int = 4096
-    gallery_chunk: int = 8192
+    gallery_chunk: int = 16384
 
 
 def normalize_caption(caption: str) -> str:
@@ -71,9 +73,31 @@ def _check(image_embeddings: np.ndarray, text_embeddings: np.ndarray, text_index
         raise ValueError("every text must belong to at least one image")
 
 
-def _scores(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-    """float32-rounded float64 dot products: the same value for a pair whatever the tile shape."""
-    return (queries.astype(np.float64) @ gallery.astype(np.float64).T).astype(np.float32)
+EXACT_CHUNK = 65536  # exact recomputations per step (bounds the float64 gather to 65536 x D x 16 bytes)
+
+
+def _exact(images: np.ndarray, texts: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The canonical scores of the pairs (rows[k], cols[k]): float64 dot products rounded to float32."""
+    out = np.empty(rows.size, dtype=np.float32)
+    for start in range(0, rows.size, EXACT_CHUNK):
+        r, c = rows[start : start + EXACT_CHUNK], cols[start : start + EXACT_CHUNK]
+        out[start : start + EXACT_CHUNK] = np.einsum(
+            "nd,nd->n", images[r].astype(np.float64), texts[c].astype(np.float64)
+        ).astype(np.float32)
+    return out
+
+
+def _close_calls(
+    scores: np.ndarray, threshold: np.ndarray, margin: float, exact: tuple[np.ndarray, np.ndarray, int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Entries of a tile surely above ``threshold``, and the (row, col, exact score) of those too close to call.
+
+    ``exact`` is ``(images, texts, q0, g0)``: the embeddings and the tile's first row and column.
+    """
+    images, texts, q0, g0 = exact
+    above = scores > threshold + margin
+    rows, cols = np.nonzero((scores >= threshold - margin) & ~above)
+    return above, rows, cols, _exact(images, texts, q0 + rows, g0 + cols)
 
 
 def retrieval_ranks(
@@ -82,7 +106,7 @@ def retrieval_ranks(
     text_index: np.ndarray | None = None,
     *,
     query_chunk: int = 4096,
-    gallery_chunk: int = 8192,
+    gallery_chunk: int = 16384,
 ) -> tuple[np.ndarray, np.ndarray]:
     """0-based rank of the best correct item for every image query and every text query (exact, tiled).
 
@@ -101,30 +125,35 @@ def retrieval_ranks(
     n = images.shape[0]
     text_index = np.arange(n, dtype=np.int64) if text_index is None else np.asarray(text_index, dtype=np.int64)
     _check(images, texts, text_index)
-    positive = np.einsum("nd,nd->n", images.astype(np.float64), texts[text_index].astype(np.float64))
-    positive = positive.astype(np.float32)
+    positive = _exact(images, texts, np.arange(n), text_index)
     # Each text's best correct image, and the first image (gallery order) reaching that score.
     best = np.full(texts.shape[0], -np.inf, dtype=np.float32)
     np.maximum.at(best, text_index, positive)
     reaching = np.flatnonzero(positive == best[text_index])
     first = np.full(texts.shape[0], n, dtype=np.int64)
     np.minimum.at(first, text_index[reaching], reaching)
+    # Twice the float32 dot-product error bound, so a float32 score beyond it is on the same side as the exact one.
+    norms = [float(np.linalg.norm(x, axis=1).max(initial=0.0)) for x in (images, texts)]
+    margin = 2 * (images.shape[1] + 2) * 2.0**-24 * norms[0] * norms[1]
     image_ranks = np.zeros(n, dtype=np.int64)
     text_ranks = np.zeros(texts.shape[0], dtype=np.int64)
     for q0 in range(0, n, query_chunk):
         q = slice(q0, q0 + query_chunk)
-        rows = np.arange(q0, min(q0 + query_chunk, n))
         for g0 in range(0, texts.shape[0], gallery_chunk):
             g = slice(g0, g0 + gallery_chunk)
-            scores = _scores(images[q], texts[g])
+            scores = images[q] @ texts[g].T
             columns = np.arange(g0, g0 + scores.shape[1])
             # The correct (image, text) pairs never count against either side: mask them out.
-            correct = text_index[q, None] == columns[None, :]
-            scores[correct] = -np.inf
-            pos, tie_before = positive[q, None], columns[None, :] < text_index[q, None]
-            image_ranks[q] += np.count_nonzero((scores > pos) | ((scores == pos) & tie_before), axis=1)
-            top, tie_before = best[None, g], rows[:, None] < first[None, g]
-            text_ranks[g] += np.count_nonzero((scores > top) | ((scores == top) & tie_before), axis=0)
+            scores[text_index[q, None] == columns[None, :]] = -np.inf
+            tile = (images, texts, q0, g0)
+            above, rows, cols, close = _close_calls(scores, positive[q, None], margin, tile)
+            ahead = (close > positive[q0 + rows]) | (
+                (close == positive[q0 + rows]) & (g0 + cols < text_index[q0 + rows])
+            )
+            image_ranks[q] += np.count_nonzero(above, axis=1) + np.bincount(rows[ahead], minlength=above.shape[0])
+            above, rows, cols, close = _close_calls(scores, best[None, g], margin, tile)
+            ahead = (close > best[g0 + cols]) | ((close == best[g0 + cols]) & (q0 + rows < first[g0 + cols]))
+            text_ranks[g] += np.count_nonzero(above, axis=0) + np.bincount(cols[ahead], minlength=above.shape[1])
     return image_ranks, text_ranks
 
 
@@ -152,7 +181,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = DEFAULT_KS,
     *,
     query_chunk: int = 4096,
-    gallery_chunk: int = 8192,
+    gallery_chunk: int = 16384,
 ) -> dict:
     """Image->text and text->image Recall@K, the query counts and any warning, as a JSON-ready dict."""
     image_ranks, text_ranks = retrieval_ranks(
