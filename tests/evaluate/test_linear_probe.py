@@ -14,6 +14,7 @@ from biomedclip.evaluate.linear_probe import (
     balanced_val_cut,
     head_logits,
     linear_probe,
+    per_class_cap,
     probe_once,
     search,
     standardize,
@@ -125,6 +126,16 @@ def test_a_one_percent_subset_of_a_small_set_still_has_a_validation_cut() -> Non
     assert run["n_train"] == 4 and run["n_val"] == 2 and 0 <= run["val_accuracy"] <= 1
     with pytest.raises(ValueError, match="single training image"):
         linear_probe(x[:2], y[:2], x, y, 2, config=LinearProbeConfig(fractions=(1.0,), seeds=(0,), epochs=1))
+
+
+def test_search_cap_draws_at_most_n_per_class_and_refits_on_all() -> None:
+    x, y = _clusters(400, 0)
+    config = LinearProbeConfig(
+        fractions=(1.0,), seeds=(0,), lrs=(0.1,), wd_points=13, epochs=3, search_max_per_class=20
+    )
+    (run,) = linear_probe(x, y, x[:50], y[:50], 3, config=config)["runs"]
+    assert run["n_search"] == 60 and run["n_val"] == 3 * 4 and run["n_train"] == 400
+    assert per_class_cap(np.array([0] * 5 + [1] * 50), 10, seed=0).size == 15
 
 
 def test_logistic_protocol_matches_an_independent_sweep() -> None:

@@ -89,6 +89,9 @@ def test_runs_what_is_found_and_reports_the_rest(one_thread, data_root, tmp_path
     row = next(r for r in report["rows"] if (r["dataset"], r["metric"]) == ("tcga_til", "accuracy@100%"))
     assert row["ours"] == pytest.approx(100 * probe["metrics"]["summary"]["1.0"]["accuracy"]["mean"])
     assert probe["settings"]["linear_probe"]["protocol"] == "elevater"
+    assert probe["settings"]["linear_probe"]["search_max_per_class"] is None
+    pcam_probe = json.loads(Path(status[("linear_probe", "pcam")]["result_file"]).read_text())
+    assert pcam_probe["settings"]["linear_probe"]["search_max_per_class"] == 10_000  # the toolkit's PCam rule
     vqa_rows = [r for r in report["rows"] if r["dataset"] == "vqa_rad"]
     assert {r["metric"] for r in vqa_rows} == {"open_accuracy", "closed_accuracy", "overall_accuracy"}
     retrieval = status[("retrieval", "pmc15m_test")]

@@ -14,6 +14,8 @@ Default protocol ``elevater`` (the paper's: ELEVATER, Li et al. 2022, toolkit ``
   weight decay on a 97-point log grid over [1e-6, 1e6], first its 7 decade-pair points, then around the best
   index at spans 8, 4, 2, 1 (left and right); the score is the last-epoch validation accuracy (the toolkit
   keeps the best epoch, or the last with ``SEARCH_RESULT_ON_LAST_EPOCH``); ties keep the earlier point;
+* ``search_max_per_class`` (off by default; ``eval paper`` sets 10,000 for PCam, as the toolkit does for
+  patch-camelyon at 100%): the search runs on a seeded draw of at most that many images per class;
 * final fit on the whole subset (train + validation cut) with the chosen values; the last epoch's model is
   scored on the evaluation split once (the toolkit reports the best epoch on the test split; we do not select
   on test).
@@ -56,6 +58,7 @@ class LinearProbeConfig:
     epochs: int = 100
     batch_size: int = 32
     momentum: float = 0.9
+    search_max_per_class: int | None = None  # the toolkit searches PCam on a 10,000-per-class draw
     device: str = "cpu"
     # logistic
     c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
@@ -78,6 +81,16 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int, minimum: i
         members = np.flatnonzero(labels == cls)
         size = min(members.size, max(minimum, math.ceil(fraction * members.size)))
         chosen.append(rng.choice(members, size=size, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def per_class_cap(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``cap`` random examples of every class (all of a smaller class)."""
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(members, size=min(cap, members.size), replace=False)
+        for members in (np.flatnonzero(labels == cls) for cls in np.unique(labels))
+    ]
     return np.sort(np.concatenate(chosen))
 
 
@@ -197,7 +210,10 @@ def elevater_once(
     (x, y), (tx, ty) = train, test
     if np.unique(y).size < 2:
         raise ValueError("the training subset holds a single class: a linear probe needs at least two")
-    fit_idx, val_idx = balanced_val_cut(y, config.val_fraction, seed)
+    searched_on = np.arange(y.size)
+    if config.search_max_per_class is not None:
+        searched_on = per_class_cap(y, config.search_max_per_class, seed)
+    fit_idx, val_idx = (searched_on[i] for i in balanced_val_cut(y[searched_on], config.val_fraction, seed))
     if val_idx.size == 0:
         raise ValueError("every class has a single training image: no validation cut for the search is possible")
     fx, vx = standardize(x[fit_idx], x[val_idx])
@@ -219,6 +235,7 @@ def elevater_once(
         "searched": searched,
         "n_train": int(y.size),
         "n_val": int(val_idx.size),
+        "n_search": int(searched_on.size),
     }
 
 

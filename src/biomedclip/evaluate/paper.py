@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ from biomedclip.evaluate.vqa import VQAConfig, run_vqa
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.yaml")
 TASKS = ("zeroshot", "linear_probe", "retrieval", "vqa")
+# The ELEVATER toolkit searches patch-camelyon's hyper-parameters on a 10,000-per-class draw (final fit on all).
+SEARCH_CAPS = {"pcam": 10_000}
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,10 @@ def _run_one(spec: PaperTask, model: EvalModel, dataset: str, settings: PaperSet
     if spec.task == "zeroshot":
         return run_zeroshot(model, dataset, settings=settings.run)
     if spec.task == "linear_probe":
-        return run_linear_probe(model, dataset, config=settings.linear_probe, settings=settings.run)
+        config = settings.linear_probe
+        if spec.dataset in SEARCH_CAPS and config.search_max_per_class is None:
+            config = replace(config, search_max_per_class=SEARCH_CAPS[spec.dataset])
+        return run_linear_probe(model, dataset, config=config, settings=settings.run)
     if spec.task == "retrieval":
         return run_retrieval(model, dataset, config=settings.retrieval, settings=settings.run)
     return run_vqa(model, dataset, config=settings.vqa, settings=settings.run)
