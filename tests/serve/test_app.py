@@ -29,7 +29,7 @@ def png_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
 
 def test_healthz_and_docs(client, figure_index, model_name):
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["model"] == model_name
+    assert health["status"] == "ok" and health["model"] == "local-dir:" + model_name.rstrip("/").rsplit("/", 1)[-1]
     assert health["figures"] == len(figure_index) and health["index_kind"] == "flat"
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
