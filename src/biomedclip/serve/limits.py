@@ -35,7 +35,7 @@ class ServeConfig:
     max_texts: int = 64  # texts + images of one /embed
     max_text_chars: int = 2_000  # characters of a search query or an /embed text
     max_filter_chars: int = 500  # characters of a journal, license or split filter value
-    prompts_per_turn: int = 24  # texts embedded per turn at the inference gate (see serve.gate)
+    prompts_per_turn: int = 8  # texts embedded per model call; small turns keep a search's wait short (serve.gate)
     request_budget_s: float = 30.0  # a request that cannot start its next model call within this gets 503
     max_concurrent_classify: int = 8  # /classify requests in progress at once; more get 429
     stuck_after_s: float = 60.0  # /healthz is 503 while one model call has run longer than this
