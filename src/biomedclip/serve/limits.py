@@ -37,7 +37,7 @@ class ServeConfig:
     max_filter_chars: int = 500  # characters of a journal, license or split filter value
     prompts_per_turn: int = 8  # texts embedded per model call; small turns keep a search's wait short (serve.gate)
     request_budget_s: float = 30.0  # a request that cannot start its next model call within this gets 503
-    max_concurrent_classify: int = 8  # /classify requests in progress at once; more get 429
+    max_concurrent_classify: int = 16  # /classify requests at once (below the 40 worker threads); more get 429
     stuck_after_s: float = 60.0  # /healthz is 503 while one model call has run longer than this
     header_timeout_s: float = 10.0  # a connection whose request headers are incomplete after this is closed
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
