@@ -3,7 +3,10 @@ size bounded (issue 15 items 10 and 11), all against ``biomedclip serve``'s uvic
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import os
 import select
 import socket
 import time
@@ -54,7 +57,17 @@ def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
+def deleted_files_open() -> int:
+    """Open descriptors of this process (the server runs in a thread here) on unlinked files: spooled uploads."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(f"/proc/self/fd/{fd}").endswith("(deleted)")
+    return count
+
+
 def test_a_chunked_upload_is_refused_as_soon_as_it_passes_the_limit(server):
+    spooled_before = deleted_files_open()
     boundary = "b0undary"
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
@@ -90,6 +103,8 @@ def test_a_chunked_upload_is_refused_as_soon_as_it_passes_the_limit(server):
         closed = True
     sock.close()
     assert closed
+    gc.collect()
+    assert deleted_files_open() <= spooled_before  # the partial upload's spool file is gone
 
 
 def test_a_declared_oversize_body_is_refused_before_it_is_sent(server):
