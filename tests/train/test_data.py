@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from biomedclip.shardspec import ShardSpecError, expand_shards
+from biomedclip.shards import ShardSpecError, expand_shards
 from biomedclip.train.data import (
     DataError,
     StreamSpec,
@@ -45,7 +45,7 @@ def test_ranks_and_workers_read_disjoint_samples(train_shards) -> None:
     for rank in range(2):
         stream = TrainStream(spec, lambda im: im, lambda t: t, rank=rank, world_size=2, num_workers=2)
         for worker in range(2):
-            keys.append([s["__key__"] for s in itertools.islice(stream.raw_samples(worker), 32)])
+            keys.append([s.key for s in itertools.islice(stream.raw_samples(worker), 32)])
     flat = list(itertools.chain.from_iterable(keys))
     assert len(flat) == 128 and len(set(flat)) == 128
 
@@ -56,7 +56,7 @@ def test_too_few_shards_is_a_clear_error_unless_resampled(train_shards) -> None:
         TrainStream(spec, lambda im: im, lambda t: t, world_size=2, num_workers=2)
     spec.resampled = True
     stream = TrainStream(spec, lambda im: im, lambda t: t, world_size=2, num_workers=2)
-    assert {s["__key__"][:3] for s in itertools.islice(stream.raw_samples(1), 50)} == {"val"}
+    assert {s.key[:3] for s in itertools.islice(stream.raw_samples(1), 50)} == {"val"}
 
 
 def test_resumed_stream_continues_with_the_same_batches(train_shards) -> None:
@@ -71,7 +71,7 @@ def test_resumed_stream_continues_with_the_same_batches(train_shards) -> None:
 
     def batches(start: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         stream = TrainStream(spec, transform, tokenize, num_workers=2, start_batch=start)
-        return list(itertools.islice(make_train_loader(stream), count))
+        return [(images, tokens) for images, tokens, _ in itertools.islice(make_train_loader(stream), count)]
 
     full = batches(0, 9)
     resumed = batches(5, 4)

@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from biomedclip import __version__
 from biomedclip.api import Embedder, ImageDecodeError
 from biomedclip.serve.index import FigureIndex, FigureIndexError, Hit
-from biomedclip.serve.shards import ShardError, read_image_bytes
+from biomedclip.serve.shards import ShardError, read_image_bytes, shard_location
 
 STATIC = Path(__file__).parent / "static"
 PMC_ARTICLE_URL = "https://pmc.ncbi.nlm.nih.gov/articles/{pmcid}/"
@@ -248,8 +248,9 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
     def figure_image(figure_id: int) -> Response:
         """The figure's image bytes, read from its shard."""
         try:
-            record = require_index().record(figure_id)
-            data = read_image_bytes(record["shard"], record["offset"], record["size"])
+            figures = require_index()
+            record = figures.record(figure_id)
+            data = read_image_bytes(shard_location(figures.folder, record["shard"]), record["offset"], record["size"])
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
         except ShardError as error:

@@ -57,6 +57,7 @@ class ImageFolderSource:
                     graphic=relative,
                     graphics=[relative],
                     source=str(image),
+                    class_name=class_dir.name,
                 )
                 opener = partial(open_in_folder, class_dir, frozenset([relative]))
                 count += 1

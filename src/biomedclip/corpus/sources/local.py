@@ -12,9 +12,10 @@ from typing import IO
 from biomedclip.corpus.jats import JatsError, article_info, articles_in, parse_xml
 from biomedclip.corpus.records import Article, MediaError
 from biomedclip.corpus.sources.selection import Selection
+from biomedclip.shards import IMAGE_EXTENSIONS
 
 XML_SUFFIXES = (".nxml", ".xml")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_SUFFIXES = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 PMCID = re.compile(r"PMC\d+", re.I)
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from biomedclip.evaluate.datasets.base import SPLITS, DatasetError, LabeledImages, hash_split, load_image
+from biomedclip.shards import IMAGE_EXTENSIONS
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"})
+IMAGE_SUFFIXES = frozenset({*(f".{ext}" for ext in IMAGE_EXTENSIONS), ".dcm", ".dicom"})
 SPLIT_ALIASES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "validate"), "test": ("test",)}
 
 
