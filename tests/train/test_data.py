@@ -204,3 +204,32 @@ def test_sizes_json_replaces_counting_and_covers_remote_shards(train_shards, tmp
     assert count_samples(fake) == sum(10 + i for i in range(8))
     with pytest.raises(DataError, match="train_num_samples"):
         count_samples(["s3://bucket-that-is-not-there/train-000000.tar"])
+
+
+def test_skipped_samples_reach_the_training_metrics(shards_with_bad_samples, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from biomedclip.cli import main
+
+    overrides = {
+        "model.name": "tiny",
+        "model.patch_dropout": 0.0,
+        "model.grad_checkpointing": False,
+        "data.train": "::".join(shards_with_bad_samples),
+        "data.workers": 0,
+        "data.shuffle_buffer": 1,
+        "optim.batch_size": 8,
+        "optim.max_steps": 3,
+        "optim.warmup_steps": 1,
+        "run.output_dir": tmp_path / "run",
+        "run.precision": "fp32",
+        "run.device": "cpu",
+        "run.log_every": 3,
+        "run.tensorboard": False,
+    }
+    args = ["train", *(str(item) for key, value in overrides.items() for item in (f"--{key}", value))]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    (record,) = [r for r in records if r["kind"] == "train"]
+    assert (record["step"], record["skipped_samples"], record["skipped_shards"]) == (3, 3, 0)  # 24 of 29 good used
