@@ -157,11 +157,13 @@ def expand_shards(specs: str | Iterable[str]) -> list[str]:
 
 
 @functools.cache
-def _cached_client(endpoint_url: str | None, signed: bool, region: str | None, pid: int) -> Any:
+def _cached_client(endpoint_url: str | None, signed: bool | None, region: str | None, pid: int) -> Any:
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
 
+    if signed is None:
+        signed = boto3.Session().get_credentials() is not None
     config = Config(
         retries={"max_attempts": 8, "mode": "standard"},
         connect_timeout=10,
@@ -177,10 +179,6 @@ def s3_client(endpoint_url: str | None = None, *, signed: bool | None = None, re
     None and no AWS credentials are configured. One client per process and settings.
     """
     endpoint = endpoint_url or os.environ.get("BIOMEDCLIP_S3_ENDPOINT") or None
-    if signed is None:
-        import boto3
-
-        signed = boto3.Session().get_credentials() is not None
     return _cached_client(endpoint, signed, region, os.getpid())
 
 

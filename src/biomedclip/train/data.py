@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from biomedclip import shards
+from biomedclip.errors import InputError
 from biomedclip.shards import IMAGE_EXTENSIONS, Sample, ShardError
 
 BAD_SHARD_POLICIES = ("fail", "skip")
@@ -30,8 +31,8 @@ BAD_SHARD_POLICIES = ("fail", "skip")
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class DataError(ValueError):
-    """The shard spec or the shards themselves cannot be used."""
+class DataError(InputError):
+    """The training data cannot be used as configured (too few shards, no sample count, a sample without a caption)."""
 
 
 def iterate_samples(
