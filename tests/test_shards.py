@@ -99,6 +99,15 @@ def test_writer_counts_samples_per_shard_and_refuses_bad_keys(tmp_path: Path) ->
         ShardWriter(tmp_path, "train", max_samples=0)
 
 
+def test_a_failed_write_leaves_only_finished_shards(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="source failed"), ShardWriter(tmp_path, "train", max_samples=2) as writer:
+        for i in range(3):
+            writer.write(f"k{i}", b"jpeg", "caption", {})
+        raise RuntimeError("source failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]
+    assert writer.paths == [tmp_path / "train-000000.tar"] and writer.sizes == {"train-000000.tar": 2}
+
+
 # --- spec grammar -----------------------------------------------------------------------------------------
 
 

@@ -446,8 +446,20 @@ class ShardWriter:
         self._finish()
         return self.paths
 
+    def abort(self) -> None:
+        """Drop the shard being written (its temporary file); finished shards stay."""
+        if self._tar is None or self._file is None:
+            return
+        self._file.close()
+        os.unlink(self._file.name)
+        self.sizes.pop(self.paths.pop().name, None)
+        self._tar = self._file = None
+
     def __enter__(self) -> ShardWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

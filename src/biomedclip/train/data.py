@@ -161,6 +161,7 @@ def _read_skip_log(path: str | None) -> set[tuple[str, str]]:
 def _log_skip(path: str | None, sample: Sample, error: BaseException) -> None:
     if path is not None:
         line = json.dumps({"url": sample.url, "key": sample.key, "error": f"{type(error).__name__}: {error}"})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a rank on a node without the main rank's folder
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
