@@ -5,6 +5,11 @@ pass over the data reshuffles which slot gets which shard), or drawn with replac
 mode. Each slot's stream is endless and deterministic given the seed, so the data position of a run is just
 the number of global batches consumed: on resume every worker skips, before decoding, exactly the samples it
 had already delivered. Augmentation is seeded per sample, so a resumed run sees the same crops.
+
+Shards are read through :mod:`biomedclip.shards`. A sample whose image cannot be decoded (garbage, truncated,
+a decompression bomb) is skipped, counted in the batch's ``skipped`` counts (``skipped_samples`` in the
+metrics) and written to the stream's skip log, which tells a resumed stream which samples were never
+delivered. A shard that cannot be read stops the run naming it, or is skipped with ``bad_shards="skip"``.
 """
 
 from __future__ import annotations
