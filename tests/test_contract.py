@@ -75,6 +75,15 @@ def test_corpus_build_writes_sizes_json_matching_shards_and_catalog(corpora, cor
     assert {name.split("-")[0] for name in sizes} == {"train", "val", "test"}
 
 
+def test_open_clip_reads_the_sizes_manifest(corpora) -> None:
+    from open_clip_train.data import get_dataset_size
+
+    shards = corpora["labelled"] / "shards"
+    names = sorted(p.name for p in shards.glob("*.tar"))
+    spec = "::".join(str(shards / name) for name in names)
+    assert get_dataset_size(spec) == (sum(_samples_in(shards / name) for name in names), len(names))
+
+
 @pytest.fixture(scope="module")
 def trained(corpora) -> Path:
     """Two CPU steps of the tiny model on the PMC corpus's train shard plus the labelled corpus (a folder, so all
