@@ -37,6 +37,7 @@ def test_brace_and_glob_specs_select_shards(tmp_path: Path) -> None:
     assert isinstance(whole, ImageTextPairs) and len(whole) == 5
     first = load_dataset(f"shards:{tmp_path}/test-{{000000..000000}}.tar", "test")
     assert first.keys == ["test-000000.tar/k0", "test-000000.tar/k1"] and first.captions == whole.captions[:2]
+    assert load_dataset(f"{tmp_path}/test-{{000000..000000}}.tar", "test").keys == first.keys  # detected
     both = load_dataset(f"shards:{tmp_path}/test-000002.tar::{tmp_path}/train-*.tar", "test")
     assert [k.split("/")[1] for k in both.keys] == ["k4", "k0", "k1"]
     assert np.asarray(whole[4]).reshape(-1, 3).tolist()[0] == list(COLORS["green"])  # read by offset
