@@ -11,7 +11,8 @@
 | ``vqa_rad``, ``slake`` | see :mod:`.vqa_data` | VQA |
 
 A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-NNNNNN.tar`` or a ``.tar`` spec
-(brace range, glob) -> shards, the VQA-RAD JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam, any other folder -> imagefolder.
+(brace range, glob) -> shards, the VQA-RAD JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam,
+any other folder -> imagefolder.
 """
 
 from __future__ import annotations
