@@ -204,7 +204,7 @@ def open_url(url: str, *, endpoint_url: str | None = None, byte_range: tuple[int
             headers = {"Range": f"bytes={byte_range[0]}-{sum(byte_range) - 1}"} if byte_range else {}
             response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
             if byte_range and response.status == 200:  # a server that ignores Range sends the whole file
-                response.read(byte_range[0])
+                _discard(response, byte_range[0])
             return response
         handle = open(url.removeprefix("file://"), "rb")  # noqa: SIM115 - the caller closes it
         if byte_range:
@@ -214,12 +214,22 @@ def open_url(url: str, *, endpoint_url: str | None = None, byte_range: tuple[int
         raise ShardError(f"cannot open {url}: {error}") from error
 
 
+def _discard(stream: IO[bytes], count: int, chunk: int = 1 << 20) -> None:
+    while count > 0:
+        data = stream.read(min(chunk, count))
+        if not data:
+            return
+        count -= len(data)
+
+
 def read_member(url: str, offset: int, size: int, *, endpoint_url: str | None = None) -> bytes:
     """``size`` bytes at ``offset`` of a shard (one member's data, e.g. an image, as :class:`Sample` spans give).
 
     Raises:
         ShardError: the shard cannot be read or is shorter than asked.
     """
+    if size == 0:
+        return b""
     with open_url(url, endpoint_url=endpoint_url, byte_range=(offset, size)) as stream:
         try:
             data = stream.read(size)
