@@ -52,6 +52,10 @@ def test_shards_with_a_class_in_every_record_are_labelled(tmp_path: Path) -> Non
     _shards(tmp_path, names)
     data = load_dataset(f"shards:{tmp_path}", "test")
     assert isinstance(data, LabeledImages) and data.classnames == ("blue", "green", "red")
+    assert isinstance(data, ImageTextPairs) and data.captions[1] == "a blue square"  # retrieval works too
+    part = data.subset([4, 0])
+    assert isinstance(part, LabeledImages) and [part.classnames[i] for i in part.labels] == ["blue", "red"]
+    assert np.asarray(part[0])[0, 0].tolist() == list(COLORS["blue"]) and part.identity != data.identity
     assert [data.classnames[i] for i in data.labels] == names
     for i, name in enumerate(names):
         assert np.asarray(data[i])[0, 0].tolist() == list(COLORS[name])

@@ -1,9 +1,10 @@
 """Corpus shards (``{split}-NNNNNN.tar``, read through :mod:`biomedclip.shards`) as an evaluation dataset.
 
 ``shards:DIR`` takes the split's shards of a folder; any other spec uses the shard spec grammar
-(``shards:DIR/test-{000000..000003}.tar``, globs, ``::`` lists). Shards whose every record names a class
-(built from ``imagefolder:``) are a labelled dataset (classes = the sorted class folder names); others are
-image-caption pairs for retrieval. Captions and records are read once; images lazily, by seeking into the tar.
+(``shards:DIR/test-{000000..000003}.tar``, globs, ``::`` lists). Shards whose every record names a class (built
+from ``imagefolder:``) are labelled image-caption pairs, for classification and retrieval alike (classes = the
+sorted class folder names); others are image-caption pairs for retrieval. Captions and records are read once,
+images lazily, by seeking into the tar.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import glob
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,28 @@ from PIL import Image
 from biomedclip.evaluate.datasets.base import DatasetError, ImageTextPairs, LabeledImages, fingerprint
 from biomedclip.evaluate.datasets.folders import check_split
 from biomedclip.shards import ShardError, ShardSpecError, expand_shards, is_url, iter_samples, read_member
+
+
+class LabeledPairs(ImageTextPairs, LabeledImages):
+    """Image-caption pairs whose every image also has a class (shards built from ``imagefolder:``): a dataset for
+    retrieval and for classification alike."""
+
+    def __init__(
+        self,
+        pairs: ImageTextPairs,
+        classnames: tuple[str, ...],
+        labels: np.ndarray,
+    ) -> None:
+        ImageTextPairs.__init__(self, pairs.name, pairs.split, pairs.captions, pairs.keys, pairs.loader, pairs.source)
+        self.classnames, self.labels, self.prompt_key = classnames, labels, None
+
+    @property
+    def identity(self) -> str:
+        return fingerprint(self.name, self.source, self.split, self.keys, self.captions, self.labels.tolist())
+
+    def subset(self, indices: Sequence[int]) -> LabeledPairs:
+        indices = [int(i) for i in indices]
+        return LabeledPairs(ImageTextPairs.subset(self, indices), self.classnames, self.labels[indices])
 
 
 def shard_files(spec: str | Path, split: str) -> list[str]:
@@ -36,8 +60,9 @@ def shard_files(spec: str | Path, split: str) -> list[str]:
 
 
 def corpus_shards(spec: str | Path, split: str = "test") -> ImageTextPairs | LabeledImages:
-    """The split's samples: labelled images when every record has a ``class_name``, else image-caption pairs
-    (samples without an image are skipped; without a caption too, for pairs)."""
+    """The split's samples with an image: :class:`LabeledPairs` when every record has a ``class_name`` and every
+    sample a caption, :class:`LabeledImages` when only the classes are complete, else image-caption pairs (of
+    the samples with a caption)."""
     urls = shard_files(spec, split)
     items: list[tuple[str, str, str | None, str | None, tuple[int, int]]] = []  # url, key, caption, class, span
     for url in urls:
@@ -66,12 +91,15 @@ def corpus_shards(spec: str | Path, split: str = "test") -> ImageTextPairs | Lab
             raise DatasetError(f"cannot read image {items[i][1]} of {url}: {error}") from error
 
     keys = [f"{Path(url).name}/{key}" for url, key, *_ in items]
+    kept = [i for i, item in enumerate(items) if item[2]]
+    pairs = ImageTextPairs("shards", split, [items[i][2] for i in kept], [keys[i] for i in kept], source=source,
+                           loader=lambda j: load(kept[j]))  # fmt: skip
     if all(class_name for *_, class_name, _ in items):
         classnames = tuple(sorted({class_name for *_, class_name, _ in items}))
         labels = np.array([classnames.index(class_name) for *_, class_name, _ in items], dtype=np.int64)
+        if len(kept) == len(items):
+            return LabeledPairs(pairs, classnames, labels)
         return LabeledImages("shards", split, classnames, labels, keys, load, source)
-    kept = [i for i, item in enumerate(items) if item[2]]
     if not kept:
         raise DatasetError(f"the shards of {spec} hold no image+caption samples")
-    captions = [items[i][2] for i in kept]
-    return ImageTextPairs("shards", split, captions, [keys[i] for i in kept], lambda j: load(kept[j]), source)
+    return pairs
