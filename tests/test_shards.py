@@ -7,6 +7,8 @@ import http.server
 import io
 import json
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
 from pathlib import Path
@@ -246,6 +248,12 @@ def test_every_view_of_the_record_comes_from_one_field_list() -> None:
     assert list(RECORD_COLUMNS) == list(INDEX_FIELDS) and RECORD_COLUMNS["offset"] == pa.int64()
     design = {"pmcid", "version", "fig_id", "label", "caption", "graphic", "image_path", "license", "journal", "year"}
     assert design | {"split"} <= set(SHARD_RECORD_FIELDS) <= set(CATALOG_FIELDS)
+
+
+def test_importing_the_module_loads_no_heavy_dependency() -> None:
+    code = "import json, sys, biomedclip.shards; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert not {"braceexpand", "pyarrow", "boto3", "PIL", "torch"} & set(json.loads(loaded))
 
 
 # --- remote shards: S3 (moto on loopback) and HTTP --------------------------------------------------------

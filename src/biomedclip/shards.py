@@ -9,8 +9,8 @@ know sample counts without reading the shards.
 Here: shard specs (:func:`expand_shards`), opening a URL by scheme (:func:`open_url`: local path, ``s3://``,
 ``http(s)://``), the one sample iterator (:func:`iter_samples`), random reads (:func:`read_member`), the one
 writer (:class:`ShardWriter`), the image extensions (:data:`IMAGE_EXTENSIONS`), the figure record schema
-(:data:`FIELDS` and the views derived from it) and the ``sizes.json`` manifest. Importing it loads neither
-pyarrow nor boto3.
+(:data:`FIELDS` and the views derived from it) and the ``sizes.json`` manifest. Importing it needs the standard
+library only (braceexpand, pyarrow and boto3 load when used).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-
-from braceexpand import braceexpand
 
 from biomedclip.errors import InputError, RunError
 
@@ -125,6 +123,8 @@ def expand_shards(specs: str | Iterable[str]) -> list[str]:
     Raises:
         ShardSpecError: an entry matches nothing, or a named local shard is missing.
     """
+    from braceexpand import braceexpand
+
     urls: list[str] = []
     for spec in [specs] if isinstance(specs, str) else specs:
         for entry in filter(None, (part.strip() for part in str(spec).split("::"))):
