@@ -18,6 +18,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The released BiomedCLIP (Zhang et al., 2023): the default of every inference command and of biomedclip.load().
+RELEASED_CHECKPOINT = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -155,7 +158,8 @@ def _registry_dir() -> Path:
 
 
 def list_models() -> list[str]:
-    """Names of the built-in model configs (``biomedclip-base``, ``biomedclip-384``, ``small``, ``tiny``)."""
+    """Names of the built-in architectures (``biomedclip-base``, ``biomedclip-384``, ``small``, ``tiny``): random
+    weights, for training; ``list_pretrained()`` in :mod:`biomedclip.model.pretrained` lists trained models."""
     return sorted(p.stem for p in _registry_dir().glob("*.json"))
 
 
