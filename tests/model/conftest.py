@@ -145,3 +145,40 @@ def local_hub(tmp_path, monkeypatch):
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def cut_network(tmp_path, monkeypatch):
+    """A callable that leaves the process with an empty hub cache, offline mode off, and the hub endpoint on a
+    closed loopback port (connections refused: what a cluster without internet sees). It returns the list of
+    ``hf_hub_download`` calls made afterwards, so a test can check that none went online."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def cut() -> list[dict]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+        endpoint = f"http://127.0.0.1:{port}"
+        cache = tmp_path / "empty-hub-cache"
+        cache.mkdir(exist_ok=True)
+        for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", False), ("ENDPOINT", endpoint)):
+            monkeypatch.setattr(constants, name, value)
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        calls: list[dict] = []
+        real = huggingface_hub.hf_hub_download
+
+        def recording(*args, **kwargs):
+            calls.append({"args": args, **kwargs})
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+        return calls
+
+    return cut

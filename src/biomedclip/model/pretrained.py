@@ -64,14 +64,8 @@ class Resolved:
 
 
 def resolve(name: str, cache_dir: str | None = None) -> Resolved:
-    """Resolve ``name`` (see the module docstring); raises ``ValueError`` with the accepted forms."""
-    if name.startswith(HF_HUB_PREFIX):
-        return _from_hub(name.removeprefix(HF_HUB_PREFIX), cache_dir)
-    if name.startswith(LOCAL_DIR_PREFIX):
-        folder = Path(name.removeprefix(LOCAL_DIR_PREFIX)).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"local-dir not found: {folder}")
-        return _from_folder(folder)
+    """Resolve ``name`` (see the module docstring); raises ``InputError`` (a ``ValueError``) with the accepted
+    forms. A text tower without a config gets one without the network (see :mod:`text_configs`)."""
     if name in list_models():
         return Resolved(get_model_config(name), None, None, name)
     resolved = _resolve_path_or_hub(name, cache_dir)
@@ -80,6 +74,13 @@ def resolve(name: str, cache_dir: str | None = None) -> Resolved:
 
 
 def _resolve_path_or_hub(name: str, cache_dir: str | None) -> Resolved:
+    if name.startswith(HF_HUB_PREFIX):
+        return _from_hub(name.removeprefix(HF_HUB_PREFIX), cache_dir)
+    if name.startswith(LOCAL_DIR_PREFIX):
+        folder = Path(name.removeprefix(LOCAL_DIR_PREFIX)).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"local-dir not found: {folder}")
+        return _from_folder(folder)
     path = Path(name).expanduser()
     if path.is_dir():
         return _from_folder(path)
