@@ -33,15 +33,17 @@ DEFAULT_TEMPLATES: tuple[str, ...] = ("this is an image of {}", "{} presented in
 MAX_LOGIT_SCALE = 100.0  # training clamps the learned temperature here
 
 
-def select_device(device: str | torch.device | None = None) -> torch.device:
+def select_device(device: str | torch.device | None = None, local_rank: int | None = None) -> torch.device:
     """``None``/``"auto"``: CUDA if available, else MPS, else the CPU. An explicit device that is absent
-    (``cuda`` without a GPU, ``cuda:3`` on a 2-GPU machine, ``mps`` off Apple silicon) is an ``InputError``."""
+    (``cuda`` without a GPU, ``cuda:3`` on a 2-GPU machine, ``mps`` off Apple silicon) is an ``InputError``.
+    ``local_rank`` (torchrun) picks the GPU when the device names none."""
     if device in (None, "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
             return torch.device("mps")
-        return torch.device("cpu")
+        else:
+            return torch.device("cpu")
     try:
         chosen = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -50,8 +52,10 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
             raise InputError(f"device {device!r} asked for, but no CUDA GPU is visible (use --device auto or cpu)")
+        if chosen.index is None and local_rank is not None:
+            chosen = torch.device("cuda", local_rank)
         if chosen.index is not None and chosen.index >= count:
-            raise InputError(f"device {device!r} asked for, but only {count} CUDA GPU(s) are visible")
+            raise InputError(f"device {str(chosen)!r} asked for, but only {count} CUDA GPU(s) are visible")
     elif chosen.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"device {device!r} asked for, but MPS is not available here (use --device auto or cpu)")
     elif chosen.type not in ("cpu", "cuda", "mps"):
