@@ -16,13 +16,14 @@ BIOMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 
 @pytest.fixture(scope="session")
 def model_cli():
-    """Run ``biomedclip model ARGS...`` in-process (the subprocess start-up would dominate these tests)."""
+    """Run ``biomedclip model ARGS...`` in-process (the subprocess start-up would dominate these tests), through the
+    top-level group so that library errors become their exit codes."""
     from click.testing import CliRunner
 
-    from biomedclip.model.cli import model
+    from biomedclip.cli import main
 
     def run(*args, expect_ok: bool = True):
-        result = CliRunner().invoke(model, [str(a) for a in args], catch_exceptions=False)
+        result = CliRunner().invoke(main, ["model", *(str(a) for a in args)], catch_exceptions=False)
         if expect_ok:
             assert result.exit_code == 0, result.output
         return result
@@ -50,6 +51,7 @@ class HubCache:
         snapshot = repo / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, Path):
                 shutil.copy(content, snapshot / name)
             else:

@@ -14,14 +14,13 @@ from biomedclip.model.text_configs import KNOWN_TEXT_CONFIGS, text_config_from_s
 
 
 def _released_layout(model, tokenizer, folder, hf_model_name: str):
-    """``folder`` laid out like the hub release: config without our inline BERT config, .bin weights only."""
-    save_pretrained(model, tokenizer, folder)
-    (folder / "model.safetensors").unlink()
-    config_path = folder / "open_clip_config.json"
-    config = json.loads(config_path.read_text())
+    """``folder`` laid out like the hub release: config without any BERT config, .bin weights, tokenizer files."""
+    tokenizer.save(folder)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    config = model.config.to_json_dict()
     del config["biomedclip"]["hf_model_config"]
     config["model_cfg"]["text_cfg"]["hf_model_name"] = hf_model_name
-    config_path.write_text(json.dumps(config))
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
     assert sorted(p.name for p in folder.iterdir()) == [
         "open_clip_config.json", "open_clip_pytorch_model.bin", "special_tokens_map.json", "tokenizer.json",
         "tokenizer_config.json", "vocab.txt",

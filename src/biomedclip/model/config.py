@@ -117,9 +117,13 @@ def parse_config(raw: dict[str, Any]) -> ModelConfig:
     if "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
         raise ValueError("model config needs 'vision_cfg' and 'text_cfg' (open_clip layout)")
     vision = dict(model_cfg["vision_cfg"])
+    text = dict(model_cfg["text_cfg"])
+    # A bundle written by save_pretrained points open_clip at tower configs in the folder; we build from these.
+    for section, key in ((vision, "timm_model_name"), (text, "hf_model_name")):
+        if extras.get(key):
+            section[key] = extras[key]
     if not vision.get("timm_model_name"):
         raise ValueError("only timm image towers are supported: vision_cfg.timm_model_name is missing")
-    text = dict(model_cfg["text_cfg"])
     for old, new in _OLD_TEXT_KEYS.items():
         if old in text:
             text.setdefault(new, text.pop(old))
