@@ -210,7 +210,9 @@ def index_search(
 
 
 @click.command()
-@click.option("--model", "-m", default=None, help=MODEL_HELP + " Default: the index's model, else the released one.")
+@click.option(
+    "--model", "-m", default=None, help=f"{MODEL_HELP} Default: the index's model, else {RELEASED_CHECKPOINT}."
+)
 @click.option("--index", "index_dir", type=click.Path(exists=True, file_okay=False), help="Index folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True)
