@@ -151,23 +151,25 @@ def local_hub(tmp_path, monkeypatch):
 
 @pytest.fixture
 def cut_network(tmp_path, monkeypatch):
-    """A callable that leaves the process with an empty hub cache, offline mode off, and the hub endpoint on a
-    closed loopback port (connections refused: what a cluster without internet sees). It returns the list of
-    ``hf_hub_download`` calls made afterwards, so a test can check that none went online."""
+    """A callable that leaves the process with an empty hub cache (unless ``keep_cache``), offline mode off, and
+    the hub endpoint on a closed loopback port (connections refused: what a cluster without internet sees). It
+    returns the list of ``hf_hub_download`` calls made afterwards, so a test can check that none went online."""
     import socket
 
     import huggingface_hub
     from huggingface_hub import constants
 
-    def cut() -> list[dict]:
+    def cut(keep_cache: bool = False) -> list[dict]:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
         endpoint = f"http://127.0.0.1:{port}"
-        cache = tmp_path / "empty-hub-cache"
-        cache.mkdir(exist_ok=True)
-        for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", False), ("ENDPOINT", endpoint)):
-            monkeypatch.setattr(constants, name, value)
+        if not keep_cache:
+            cache = tmp_path / "empty-hub-cache"
+            cache.mkdir(exist_ok=True)
+            monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
         monkeypatch.setattr(
             constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
         )

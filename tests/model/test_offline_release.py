@@ -44,17 +44,28 @@ def test_text_architecture_from_tensor_shapes(name):
         assert derived[key] == getattr(reference, key), key
 
 
-def test_unknown_text_tower_loads_from_weight_shapes_without_any_hub_call(tiny, tmp_path, cut_network):
+@pytest.mark.parametrize("where", ["local-dir", "hub-cache"])
+def test_unknown_text_tower_loads_from_weight_shapes_without_going_online(
+    tiny, tmp_path, hub_cache, cut_network, where
+):
     model, _, _, tokenizer = tiny
     folder = _released_layout(model, tokenizer, tmp_path / "release", "test-org/unpublished-bert")
-    calls = cut_network()
-    loaded, _, _ = create_model_and_transforms(f"local-dir:{folder}")
-    ids = get_tokenizer(f"local-dir:{folder}")(["renal biopsy, PAS stain", "MRI"])
+    if where == "hub-cache":
+        hub_cache.add("test-org/tiny-release", {p.name: p for p in folder.iterdir()})
+        calls = cut_network(keep_cache=True)  # offline mode off, hub unreachable: the cache must do
+        name = "hf-hub:test-org/tiny-release"
+    else:
+        calls = cut_network()
+        name = f"local-dir:{folder}"
+    loaded, _, _ = create_model_and_transforms(name)
+    ids = get_tokenizer(name)(["renal biopsy, PAS stain", "MRI"])
     pixels = torch.randn(2, 3, model.image_size, model.image_size)
     with torch.no_grad():
         assert torch.equal(loaded.encode_text(ids), model.encode_text(ids))
         assert torch.equal(loaded.encode_image(pixels), model.encode_image(pixels))
-    assert calls == []
+    assert all(call.get("local_files_only") for call in calls)  # never asked the hub
+    if where == "local-dir":
+        assert calls == []
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN_TEXT_CONFIGS))
