@@ -61,6 +61,12 @@ def test_crafted_text_gets_open_clips_ids(tokenizers, text):
     assert torch.equal(ours(text), expected)
 
 
+def test_context_length_argument_cleans_once(tokenizers):
+    ours, theirs = tokenizers
+    text = "H&amp;amp;lt;E&amp;amp;gt; stain"  # unescaped twice gives "H&lt;E&gt;", three times "H<E>"
+    assert torch.equal(ours([text], context_length=16), theirs([text], context_length=16))
+
+
 def test_clean_up_changes_ids_where_it_should(tokenizers):
     """The crafted cases really exercise the clean-up: without it, ids differ from open_clip's."""
     ours, theirs = tokenizers

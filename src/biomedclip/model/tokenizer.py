@@ -41,12 +41,12 @@ class WordPieceTokenizer:
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        texts = [clean_text(t) for t in texts]
+        tokenizer = self
         if context_length is not None and context_length != self.context_length:
-            return WordPieceTokenizer(self.backend, context_length)(texts)  # cleans again: idempotent
+            tokenizer = WordPieceTokenizer(self.backend, context_length)
         if not texts:
-            return torch.zeros(0, self.context_length, dtype=torch.long)
-        encodings = self.backend.encode_batch(texts)
+            return torch.zeros(0, tokenizer.context_length, dtype=torch.long)
+        encodings = tokenizer.backend.encode_batch([clean_text(t) for t in texts])
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
 
     def save(self, out_dir: str | Path) -> Path:
