@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from biomedclip.model.inference import build_zeroshot_classifier, embed_images, embed_texts
+from biomedclip.model.inference import DEFAULT_TEMPLATES, build_zeroshot_classifier, embed_images, embed_texts
 from biomedclip.shardspec import expand_shards
 from biomedclip.train.config import TrainConfig
 from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
@@ -27,7 +27,7 @@ Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
 def load_labelled_folder(folder: str | Path) -> tuple[list[Path], np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Image paths, labels, class names and templates of a labelled folder (see the module docstring)."""
-    from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, load_prompt_set
+    from biomedclip.evaluate.prompts import load_prompt_set
 
     folder = Path(folder)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
