@@ -77,9 +77,11 @@ def test_known_bert_names_build_offline(name, tmp_path, cut_network):
     (tmp_path / "config.json").write_text(json.dumps(config))
     calls = cut_network()
     from biomedclip.model.pretrained import resolve
+    from biomedclip.model.text_configs import with_text_architecture
     from biomedclip.model.towers import build_hf_config
 
-    bert = build_hf_config(resolve(str(tmp_path / "config.json")).config.text)  # what the text tower is built from
+    config = with_text_architecture(resolve(str(tmp_path / "config.json")).config, None)  # as create_model does
+    bert = build_hf_config(config.text)  # what the text tower is built from
     assert (bert.vocab_size, bert.hidden_size, bert.num_hidden_layers, bert.num_attention_heads) == (30522, 768, 12, 12)
     assert calls == []
 

@@ -28,7 +28,6 @@ from biomedclip.model.config import (
     list_models,
     load_config_file,
 )
-from biomedclip.model.text_configs import with_text_architecture
 from biomedclip.model.tokenizer import TOKENIZER_FILES, has_tokenizer_files
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -65,15 +64,7 @@ class Resolved:
 
 def resolve(name: str, cache_dir: str | None = None) -> Resolved:
     """Resolve ``name`` (see the module docstring); raises ``InputError`` (a ``ValueError``) with the accepted
-    forms. A text tower without a config gets one without the network (see :mod:`text_configs`)."""
-    if name in list_models():
-        return Resolved(get_model_config(name), None, None, name)
-    resolved = _resolve_path_or_hub(name, cache_dir)
-    resolved.config = with_text_architecture(resolved.config, resolved.weights)
-    return resolved
-
-
-def _resolve_path_or_hub(name: str, cache_dir: str | None) -> Resolved:
+    forms. The text tower's architecture may still be missing: see :func:`text_configs.with_text_architecture`."""
     if name.startswith(HF_HUB_PREFIX):
         return _from_hub(name.removeprefix(HF_HUB_PREFIX), cache_dir)
     if name.startswith(LOCAL_DIR_PREFIX):
@@ -81,6 +72,8 @@ def _resolve_path_or_hub(name: str, cache_dir: str | None) -> Resolved:
         if not folder.is_dir():
             raise FileNotFoundError(f"local-dir not found: {folder}")
         return _from_folder(folder)
+    if name in list_models():
+        return Resolved(get_model_config(name), None, None, name)
     path = Path(name).expanduser()
     if path.is_dir():
         return _from_folder(path)
