@@ -56,7 +56,7 @@ def build_corpus(config: DemoConfig, log: Log) -> dict[str, Any]:
     from biomedclip.corpus.filters import FilterConfig
     from biomedclip.corpus.sources import open_source
     from biomedclip.corpus.split import SplitConfig
-    from biomedclip.corpus.work import WorkConfig
+    from biomedclip.corpus.articles import WorkConfig
 
     sources = [open_source(str(config.sample / "pmc"))]
     for folder, template in IMAGEFOLDERS.items():

@@ -1,52 +1,55 @@
-"""Build the corpus: sources -> per-article work (phase 1) -> dedup, split, shards, catalog, report (phase 2).
+"""Build the corpus: sources -> work batches (phase 1) -> dedup, split, shards, catalog, report (phase 2).
 
-Phase 1 sends each article to an engine (worker processes or Ray) that runs ``work.read_article`` then
-``work.process_payload`` (an article that cannot be pickled is read here and sent as a payload); the driver
-writes one result file per article version to ``OUT/work/<config hash>/``, atomically.
-Articles already there are skipped, so a build killed at any moment (even ``kill -9``) resumes where it
-stopped, and a later build over a grown source processes only the new articles.
+Phase 1: the driver lists the articles of every source, skips those with a final result in the work store,
+and sends the rest in batches of ``BuildConfig.batch_articles`` to the engine's workers; each worker processes
+its batch and writes the result into OUT itself (``batches.py``); only counts come back. A source that cannot
+be listed completely stops the build (``SourceListingError``) before phase 2, so the previous output stays.
 
-Phase 2 is a deterministic function of the results of the articles the sources list in this run (latest
-version per PMCID): exact and near-duplicate removal, the split by article, WebDataset shards, the Parquet
-catalog and the report. Every output is written under a temporary name and renamed, so a rerun after a
-kill gives byte-identical shards and the same catalog as an uninterrupted run. Nothing is written outside OUT.
+Phase 2 (``assemble.py``) is a deterministic function of the results of the articles listed in this run
+(latest version per article key). It writes everything into ``OUT/.next/`` and, once complete (marker file
+``COMPLETE``), moves it into place; a build killed during that move finishes it when rerun, so shards never
+appear without their catalog. A rerun after a kill (even ``kill -9``) gives byte-identical shards and the same
+catalog as an uninterrupted run; a later build over a grown source processes only the new articles.
+See ``rows.py`` for the OUT layout and the figure row.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import math
 import os
 import pickle
 import shutil
+import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from biomedclip.corpus.catalog import write_catalog
-from biomedclip.corpus.dedup import DedupConfig, Fingerprint, find_duplicates
-from biomedclip.corpus.distributed import run_engine
-from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, Source
-from biomedclip.corpus.report import write_report
-from biomedclip.corpus.shards import ShardWriter
-from biomedclip.corpus.split import SPLITS, SplitConfig, assign_splits, cross_split_clusters
-from biomedclip.corpus.work import (
-    ArticlePayload,
-    ArticleResult,
-    PackedResult,
-    WorkConfig,
-    WorkStore,
-    article_store_name,
-    process_payload,
-    read_article,
-)
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-RECORD_FIELDS = (
-    "pmcid", "version", "fig_id", "label", "caption", "graphic", "graphics", "image_path", "source", "license",
-    "journal", "year", "pmid", "doi", "split", "status", "reason",
-)  # fmt: skip
+from biomedclip.corpus import assemble
+from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
+from biomedclip.corpus.batches import WorkItem, WorkStore
+from biomedclip.corpus.dedup import DedupConfig
+from biomedclip.corpus.distributed import map_units, run_batches
+from biomedclip.corpus.outdir import OutDir, fsync_dir
+from biomedclip.corpus.records import Article, Source, SourceListingError
+from biomedclip.corpus.report import write_report
+from biomedclip.corpus.split import SplitConfig
+from biomedclip.errors import InputError
+
+__all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
+
+RELEASED = ("shards", "catalog", "catalog.parquet", "clusters.parquet", "stats.json", "report.md", "report",
+            "build_config.json")  # fmt: skip
+SINGLE_FILE_ROWS = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,12 @@ class BuildConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shard_size: int = 10_000
+    batch_articles: int = 32  # articles per unit of phase-1 work (one tar + one Parquet file in OUT/work)
 
 
 @dataclass
 class Progress:
-    """Running counts handed to the progress callback after each article."""
+    """Running counts handed to the progress callback after each batch."""
 
     articles: int = 0
     skipped: int = 0
@@ -86,42 +90,40 @@ class BuildSummary:
 
 
 @dataclass
-class _Seen:
-    """An article listed by the sources in this run: its work-store name, or its in-memory result."""
+class _Listing:
+    """The article versions the sources listed in this run (columns, not objects)."""
 
-    pmcid: str
-    version: int
-    name: str
-    result: PackedResult | None = None
+    names: list[str] = field(default_factory=list)
+    articles: list[str] = field(default_factory=list)
+    versions: list[int] = field(default_factory=list)
+
+    def table(self) -> pa.Table:
+        return pa.table({"name": self.names, "article": self.articles, "version": pa.array(self.versions, pa.int64())})
 
 
-def _payloads(
-    sources: Iterable[Source], store: WorkStore, seen: list[_Seen], progress: Progress, errors: list[PackedResult]
-) -> Iterator[Article | ArticlePayload]:
-    names: set[str] = set()
-    for source in sources:
-        ship: bool | None = None  # whether this source's articles can go to workers as they are
+@contextmanager
+def _locked(out: OutDir) -> Iterator[None]:
+    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused."""
+    if out.is_s3:
+        yield
+        return
+    assert out.root is not None
+    out.root.mkdir(parents=True, exist_ok=True)
+    with open(out.root / "build.lock", "a+") as fh:
         try:
-            for article in source.articles():
-                name = article_store_name(article.meta, article.source)
-                if name in names:
-                    continue
-                names.add(name)
-                seen.append(_Seen(article.meta.pmcid or name, article.meta.version or 0, name))
-                if name in store and not article.error:
-                    progress.skipped += 1
-                    continue
-                if ship is None:
-                    ship = _picklable(article)
-                yield article if ship else read_article(article)
-        except Exception as exc:  # a source that fails mid-listing: record it, go on with the next source
-            record = FigureRecord(
-                pmcid="", fig_id="", label="", caption="", graphic="", source=getattr(source, "name", str(source)),
-                status="rejected", reason=f"unreadable_source: {type(exc).__name__}: {exc}",
-            )  # fmt: skip
-            meta = ArticleMeta(pmcid="")
-            payload = ArticlePayload(source=record.source, meta=meta, figures=[record], source_error=True)
-            errors.append(PackedResult.of(process_payload(payload)))
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError(f"another build is writing to {out} ({holder}); wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _picklable(article: Article) -> bool:
@@ -132,124 +134,186 @@ def _picklable(article: Article) -> bool:
     return True
 
 
-def _latest(seen: list[_Seen]) -> list[_Seen]:
-    best: dict[str, _Seen] = {}
-    for item in seen:
-        if item.pmcid not in best or item.version > best[item.pmcid].version:
-            best[item.pmcid] = item  # _Seen.pmcid falls back to the store name, so it is never empty
-    return sorted(best.values(), key=lambda s: (s.pmcid, s.name))
+def _batches(
+    sources: Iterable[Source], done: set[str], listing: _Listing, progress: Progress, size: int
+) -> Iterator[list[WorkItem]]:
+    seen: set[str] = set()
+    batch: list[WorkItem] = []
+    for source in sources:
+        ship: bool | None = None  # whether this source's articles can go to workers as they are
+        try:
+            for article in source.articles():
+                name = article_name(article.meta, article.source)
+                if name in seen:
+                    continue
+                seen.add(name)
+                listing.names.append(name)
+                listing.articles.append(article_key(article.meta, article.source))
+                listing.versions.append(article.meta.version or 0)
+                if name in done and not article.error:
+                    progress.skipped += 1
+                    continue
+                if ship is None:
+                    ship = _picklable(article)
+                batch.append(article if ship else read_article(article))
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        except SourceListingError:
+            raise
+        except Exception as exc:  # a source that fails mid-listing: the build stops, the old output stays
+            name = getattr(source, "name", str(source))
+            raise SourceListingError(f"cannot list source {name}: {type(exc).__name__}: {exc}") from exc
+    if batch:
+        yield batch
 
 
-def _load(item: _Seen, store: WorkStore, *, with_images: bool) -> ArticleResult:
-    if item.result is not None:
-        return ArticleResult.from_bytes(item.name, item.result.data, with_images=with_images)
-    return store.get(item.name, with_images=with_images)
+def _release(root: Path) -> None:
+    """Move a complete ``root/.next`` into place (idempotent: a rerun after a kill here finishes the move)."""
+    stage = root / ".next"
+    if not (stage / "COMPLETE").is_file():
+        return
+    for name in RELEASED:
+        if (stage / name).exists():
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            os.replace(stage / name, target)
+    (root / "clusters.json").unlink(missing_ok=True)  # written by older builds
+    fsync_dir(root)
+    shutil.rmtree(stage)
+
+
+def _upload(stage: Path, out: OutDir) -> None:
+    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones."""
+    names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*")) if p.is_file() and p.name != "COMPLETE"]
+    for name in names:
+        out.put_file(name, stage / name)
+    for folder in ("shards", "catalog", "report"):
+        for old in out.list(folder):
+            if old not in names:
+                out.delete(old)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _record(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: row.get(name) for name in RECORD_FIELDS}
+def finalize(stage: Path, store: WorkStore, listing: pa.Table, config: BuildConfig, engine: str, workers: int) -> dict:
+    """Phase 2 into ``stage``: dedup, split, shards, catalog and report; returns the stats."""
+    batches = store.batches()
+    run = partial(map_units, engine=engine, workers=workers)
+    held = run(assemble.batch_articles, batches, store)
+    held_table = pa.concat_tables(held) if held else pa.table(
+        {"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
+         "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
+    chosen = assemble.choose(listing, held_table)
+    used = sorted(set(chosen.batches.to_pylist()))
+    prints = run(assemble.batch_fingerprints, used, store, chosen)
+    fingerprints = pa.concat_tables(prints) if prints else pa.table(
+        {n: pa.array([], pa.string()) for n in ("key", "article", "sha256", "phash")})  # fmt: skip
 
+    def near_edges(values, units):
+        return run(assemble.near_edges_unit, units, values, config.dedup.max_distance)
 
-def finalize(out: Path, articles: list[_Seen], store: WorkStore, config: BuildConfig) -> list[dict[str, Any]]:
-    """Phase 2: dedup, split, shards, catalog and report from the work store; returns the catalog rows."""
-    rows: list[dict[str, Any]] = []
-    accepted_of: dict[str, list[dict[str, Any]]] = {}
-    used: set[str] = set()
-    for item in articles:
-        loaded = _load(item, store, with_images=False).rows
-        for row in loaded:  # two articles claiming one PMCID in their XML: keep keys unique, deterministically
-            row["stored_key"] = row["key"]
-            if row["key"] in used:
-                row["key"] = f"{row['key']}-{item.name}".replace(".", "_")
-            used.add(row["key"])
-        rows.extend(loaded)
-        accepted_of[item.name] = [r for r in loaded if r["status"] == "accepted"]
-    rows.sort(key=lambda r: (r["pmcid"] or "", r["key"]))
-    candidates = [Fingerprint(r["key"], r["sha256"], r["phash"]) for r in rows if r["status"] == "accepted"]
-    clusters = find_duplicates(candidates, config.dedup)
-    by_key = {r["key"]: r for r in rows}
-    for cluster in clusters:
-        for key in cluster.duplicates:
-            by_key[key].update(status="rejected", reason=f"{cluster.kind}_duplicate", duplicate_of=cluster.kept)
-    split_of = assign_splits([r["pmcid"] for r in rows if r["pmcid"]], config.split)
-    for row in rows:
-        row["split"] = split_of.get(row["pmcid"])
-    leaks = cross_split_clusters(clusters, {r["key"]: r["split"] for r in rows})
-
-    staging = out / ".shards.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    writers = {s: ShardWriter(staging, s, config.shard_size) for s in SPLITS}
-    for item in articles:
-        accepted = [r for r in accepted_of[item.name] if r["status"] == "accepted"]
-        if not accepted:
-            continue
-        images = _load(item, store, with_images=True).images
-        for row in sorted(accepted, key=lambda r: r["key"]):
-            writer = writers[row["split"]]
-            writer.write(row["key"], images[row["stored_key"]], row["caption"], _record(row))
-            row["shard"] = writer.paths[-1].name
-    shard_count = sum(len(w.close()) for w in writers.values())
-    shutil.rmtree(out / "shards", ignore_errors=True)
-    os.replace(staging, out / "shards")
-
-    write_catalog(rows, out / "catalog.parquet")
-    write_report(out, rows, clusters, leaks, shard_count, config.work.tokenizer_file)
-    _write_json(out / "clusters.json", [asdict(c) for c in clusters])
-    return rows
+    dup_keys, dup_of, dup_kind = assemble.dedup_verdicts(fingerprints, config.dedup, near_edges)
+    chosen_articles = pc.unique(pa.array([n.rsplit(".v", 1)[0] for n in chosen.names.to_pylist()], pa.string()))
+    moved = assemble.tiny_corpus_moves(chosen_articles, config.split)
+    survivors = fingerprints.filter(pc.invert(pc.is_in(fingerprints["key"], dup_keys)))
+    survivor_splits = assemble.split_of_articles(survivors["article"].combine_chunks(), moved, config.split)
+    shard_of = assemble.shard_names(survivors["key"].combine_chunks(), survivor_splits, config.shard_size)
+    rejected = chosen.rows - len(survivors)
+    verdicts = assemble.Verdicts(
+        dup_keys=dup_keys, dup_of=dup_of, dup_kind=dup_kind, shard_keys=survivors["key"].combine_chunks(),
+        shard_names=shard_of, moved=moved, split=config.split,
+        rejected_parts=max(1, math.ceil(rejected / assemble.REJECTED_PART_ROWS)),
+    )  # fmt: skip
+    run(assemble.batch_rows, used, store, chosen, verdicts, stage)
+    shard_list = sorted(set(shard_of.to_pylist()))
+    run(assemble.write_shard, [(name, i) for i, name in enumerate(shard_list)], store, stage)
+    rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
+    run(assemble.write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
+    shutil.rmtree(stage / "rows", ignore_errors=True)
+    shutil.rmtree(stage / "tmp", ignore_errors=True)
+    (stage / "shards").mkdir(exist_ok=True)
+    (stage / "catalog").mkdir(exist_ok=True)
+    if chosen.rows <= SINGLE_FILE_ROWS:
+        parts = [pq.read_table(p) for p in sorted((stage / "catalog").glob("part-*.parquet"))]
+        table = pa.concat_tables(parts) if parts else assemble.CATALOG_SCHEMA.empty_table()
+        pq.write_table(table.sort_by([("article", "ascending"), ("key", "ascending")]), stage / "catalog.parquet")
+    clusters = pa.table({"key": dup_keys, "duplicate_of": dup_of, "kind": dup_kind}).sort_by([("key", "ascending")])
+    pq.write_table(clusters, stage / "clusters.parquet")
+    split_of_key = dict(zip(survivors["key"].to_pylist(), survivor_splits.to_pylist(), strict=True))
+    article_of_key = dict(zip(fingerprints["key"].to_pylist(), fingerprints["article"].to_pylist(), strict=True))
+    dup_splits = assemble.split_of_articles(pa.array([article_of_key[k] for k in dup_keys.to_pylist()], pa.string()),
+                                            moved, config.split).to_pylist()  # fmt: skip
+    kept_splits: dict[str, set[str]] = {}
+    kind_of: dict[str, str] = {}
+    for kept, own, kind in zip(dup_of.to_pylist(), dup_splits, dup_kind.to_pylist(), strict=True):
+        kept_splits.setdefault(kept, {split_of_key[kept]}).add(own)
+        kind_of[kept] = kind  # one kind per cluster: "exact" only when every member shares one SHA-256
+    leaks = sum(1 for s in kept_splits.values() if len(s) > 1)
+    cluster_counts = {k: sum(1 for v in kind_of.values() if v == k) for k in ("exact", "near")}
+    split_articles = {
+        s: len({article_of_key[k] for k, sp in split_of_key.items() if sp == s}) for s in ("train", "val", "test")
+    }
+    return write_report(stage, sorted((stage / "catalog").glob("part-*.parquet")), articles=len(chosen_articles),
+                        clusters=cluster_counts, duplicates=len(dup_keys), leaks=leaks, shards=len(shard_list),
+                        split_articles=split_articles, tokenizer=config.work.tokenizer_file)  # fmt: skip
 
 
 def build(
     sources: Iterable[Source],
-    out: Path,
+    out: Path | str,
     config: BuildConfig = BuildConfig(),
     *,
     engine: str = "local",
     workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildSummary:
-    """Build the corpus from ``sources`` into ``out`` (resumable; see the module docstring)."""
+    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring)."""
     start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "build_config.json", asdict(config))
-    store = WorkStore(out / "work" / config.work.digest())
-    seen: list[_Seen] = []
-    errors: list[PackedResult] = []
-    progress = Progress()
-    by_name = {}
-    for result in run_engine(engine, _payloads(sources, store, seen, progress, errors), config.work, workers):
-        if result.persist:
-            store.put(result)
-        else:
-            by_name[result.name] = result
-        progress.articles += 1
-        progress.figures += result.figures
-        progress.accepted += result.accepted
-        if on_progress:
+    outdir = OutDir(out)
+    with _locked(outdir):
+        if outdir.root is not None:
+            _release(outdir.root)  # a previous build killed while releasing its output: finish that first
+        store = WorkStore(outdir, config.work.digest())
+        listing, progress = _Listing(), Progress()
+        done = store.done_articles()
+        batches = _batches(sources, done, listing, progress, config.batch_articles)
+        for counts in run_batches(engine, batches, config.work, store, workers):
+            progress.articles += counts.articles
+            progress.figures += counts.figures
+            progress.accepted += counts.accepted
+            if on_progress:
+                on_progress(progress)
+        if on_progress:  # skipped articles after the last processed one
             on_progress(progress)
-    if on_progress:  # skipped articles after the last processed one
-        on_progress(progress)
-    for item in seen:
-        item.result = by_name.get(item.name)
-    articles = _latest(seen) + [_Seen(f"{e.name}-{i}", 0, e.name, e) for i, e in enumerate(errors)]
-    rows = finalize(out, articles, store, config)
+        with tempfile.TemporaryDirectory(prefix="biomedclip-next-") as tmp:
+            stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True)
+            stats = finalize(stage, store, listing.table(), config, engine, workers)
+            _write_json(stage / "build_config.json", asdict(config))
+            if outdir.root is not None:
+                (stage / "COMPLETE").write_text("")
+                fsync_dir(stage)
+                _release(outdir.root)
+            else:
+                _upload(stage, outdir)
     seconds = time.perf_counter() - start
-    accepted = [r for r in rows if r["status"] == "accepted"]
     return BuildSummary(
-        articles=len(articles),
+        articles=stats["articles"],
         articles_processed=progress.articles,
         articles_skipped=progress.skipped,
-        figures=sum(1 for r in rows if r["fig_id"] or r["graphic"]),
-        accepted=len(accepted),
-        rejected=dict(Counter(r["reason"] for r in rows if r["status"] != "accepted").most_common()),
-        splits=dict(Counter(r["split"] for r in accepted)),
-        shards=len(list((out / "shards").glob("*.tar"))),
+        figures=stats["stages"]["figures_found"],
+        accepted=stats["accepted"],
+        rejected=dict(sorted(stats["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))),
+        splits={s: n for s, n in stats["splits"].items() if n},
+        shards=stats["shards"],
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
     )

@@ -78,11 +78,11 @@ def build(
     """
     from tqdm import tqdm
 
+    from biomedclip.corpus.articles import WorkConfig
     from biomedclip.corpus.build import BuildConfig
     from biomedclip.corpus.build import build as run_build
     from biomedclip.corpus.images import ImageConfig
     from biomedclip.corpus.sources import open_source
-    from biomedclip.corpus.work import WorkConfig
 
     opened = []
     for spec in sources:
