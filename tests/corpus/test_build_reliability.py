@@ -86,7 +86,7 @@ def test_a_listing_failure_fails_the_build_and_keeps_the_previous_output(shared_
     first = build([Articles(items)], out)
     before = _outputs(out)
     assert first.accepted > 0 and list((out / "shards").glob("*.tar"))
-    with pytest.raises(SourceListingError, match="test-source.*endpoint unreachable"):
+    with pytest.raises(SourceListingError, match=r"test-source.*endpoint unreachable"):
         build([Articles(items, fail_after=1)], out)
     assert _outputs(out) == before
 
@@ -143,7 +143,7 @@ def test_workers_die_with_a_killed_driver(shared_fixtures: Path, tmp_path: Path)
     assert len(children) >= 2, "the pool never started"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    gone, alive = psutil.wait_procs(children, timeout=20)
+    _, alive = psutil.wait_procs(children, timeout=20)
     assert not alive, f"workers outlived the driver: {[p.pid for p in alive]}"
 
 
@@ -154,7 +154,7 @@ def test_a_second_build_into_the_same_out_is_refused(shared_fixtures: Path, tmp_
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.write("pid 4242\n")
         held.flush()
-        with pytest.raises(InputError, match="another build is writing to .*pid 4242"):
+        with pytest.raises(InputError, match=r"another build is writing to .*pid 4242"):
             build([Articles([_article(shared_fixtures, "PMC1")])], out)
     assert build([Articles([_article(shared_fixtures, "PMC1")])], out).accepted > 0  # released: builds again
 
@@ -190,10 +190,10 @@ def test_a_huge_caption_is_never_tokenised(shared_fixtures: Path, tmp_path: Path
             graphic="x",
             status="rejected",
             reason="no_graphic",
-        ),  # fmt: skip
+        ),
         FigureRecord(
             pmcid="PMC1", fig_id="F5", label="", caption="a good caption of this figure", graphic=f"{NIHPP}-f0003.jpg"
-        ),  # fmt: skip
+        ),
     ]
     article.figures, article.xml = figures, None
     build([Articles([article])], tmp_path / "out")
