@@ -40,7 +40,40 @@ from PIL import Image
 FIGURES_PER_ARTICLE = 10
 ARTICLES_PER_BATCH = 100
 MAX_DISTANCE = 4
-WORDS = ["the", "of", "and", "in", "a", "to", "with", "was", "were", "cells", "figure", "shows", "panel", "tumor", "expression", "patients", "control", "mean", "error", "bars", "significant", "protein", "images", "scale", "bar", "representative", "analysis", "group", "treated", "n"]  # fmt: skip
+WORDS = tuple(
+    [
+        "the",
+        "of",
+        "and",
+        "in",
+        "a",
+        "to",
+        "with",
+        "was",
+        "were",
+        "cells",
+        "figure",
+        "shows",
+        "panel",
+        "tumor",
+        "expression",
+        "patients",
+        "control",
+        "mean",
+        "error",
+        "bars",
+        "significant",
+        "protein",
+        "images",
+        "scale",
+        "bar",
+        "representative",
+        "analysis",
+        "group",
+        "treated",
+        "n",
+    ]
+)
 
 
 def _tiny_jpeg() -> bytes:
