@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +31,53 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from biomedclip.corpus.batches import WorkStore
-from biomedclip.corpus.dedup import DedupConfig, near_pairs_for_masks
+from biomedclip.corpus.dedup import DedupConfig, cluster_labels, near_pairs_for_masks
 from biomedclip.corpus.outdir import fsync_file
+from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, RECORD_FIELDS, REJECTED
 from biomedclip.corpus.shards import ShardWriter
 from biomedclip.corpus.split import SplitConfig, article_hash, hash_split, moved_articles
 
 REJECTED_PART_ROWS = 100_000
+HEX_DIGITS = np.zeros(256, np.uint64)
+HEX_DIGITS[np.frombuffer(b"0123456789abcdefABCDEF", np.uint8)] = [*range(16), *range(10, 16)]
+FINGERPRINTS = pa.schema([(n, pa.string()) for n in ("key", "article", "sha256", "phash", "batch")])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parts of the build recipe phase 2 uses."""
+
+    dedup: DedupConfig
+    split: SplitConfig
+    shard_size: int
+    tokenizer_file: str | None = None
+    single_file_rows: int = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
 
 
 @dataclass(frozen=True)
 class Chosen:
-    """The article results phase 2 uses: names (``<article>.v<version>``), the batch holding each, row count."""
+    """The article results phase 2 uses: ``name`` (``<article>.v<version>``) and ``batch`` columns, row count."""
 
-    names: pa.Array
-    batches: pa.Array
+    table: pa.Table
     rows: int
+
+    def by_batch(self) -> dict[str, pa.Array]:
+        """The chosen names held by each batch."""
+        return {batch: part["name"].combine_chunks() for batch, part in by_batch(self.table).items()}
+
+
+def by_batch(table: pa.Table) -> dict[str, pa.Table]:
+    """``table`` cut by its ``batch`` column (sorted by batch id), each part sent to one unit of work."""
+    if not len(table):
+        return {}
+    encoded = pc.dictionary_encode(table["batch"]).combine_chunks()
+    codes = encoded.indices.to_numpy()
+    order = np.argsort(codes, kind="stable")
+    table, codes = table.take(pa.array(order)), codes[order]
+    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
+    parts = {encoded.dictionary[codes[lo]].as_py(): table.slice(lo, hi - lo) for lo, hi in pairwise(bounds.tolist())}
+    return dict(sorted(parts.items()))
 
 
 def batch_articles(batch: str, store: WorkStore) -> pa.Table:
@@ -68,24 +101,23 @@ def choose(listing: pa.Table, held: pa.Table) -> Chosen:
     names = held["name"].combine_chunks()
     keep = np.r_[True, pc.not_equal(names[1:], names[:-1]).to_numpy(zero_copy_only=False)] if len(names) else []
     held = held.filter(pa.array(keep, pa.bool_())) if len(names) else held
-    return Chosen(
-        held["name"].combine_chunks(), held["batch"].combine_chunks(), pc.sum(held["final_count"]).as_py() or 0
-    )
+    return Chosen(held.select(["name", "batch"]), pc.sum(held["final_count"]).as_py() or 0)
 
 
-def _chosen_rows(batch: str, store: WorkStore, chosen: Chosen, columns: list[str] | None = None) -> pa.Table:
+def _chosen_rows(batch: str, store: WorkStore, names: pa.Array, columns: list[str] | None = None) -> pa.Table:
     table = store.read_rows(batch, columns)
-    names = pc.binary_join_element_wise(table["article"], pc.cast(pc.fill_null(table["version"], 0), pa.string()),
-                                        ".v")  # fmt: skip
-    mine = chosen.names.filter(pc.equal(chosen.batches, batch))
-    return table.filter(pc.is_in(names, mine))
+    row_names = pc.binary_join_element_wise(
+        table["article"], pc.cast(pc.fill_null(table["version"], 0), pa.string()), ".v"
+    )
+    return table.filter(pc.is_in(row_names, names))
 
 
-def batch_fingerprints(batch: str, store: WorkStore, chosen: Chosen) -> pa.Table:
-    """Stage 2: ``key, sha256, phash`` of the chosen accepted figures of ``batch``."""
-    table = _chosen_rows(batch, store, chosen, ["key", "article", "version", "status", "sha256", "phash"])
+def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore) -> pa.Table:
+    """Stage 2: ``key, article, sha256, phash, batch`` of the chosen accepted figures of one batch."""
+    batch, names = unit
+    table = _chosen_rows(batch, store, names, ["key", "article", "version", "status", "sha256", "phash", "batch"])
     table = table.filter(pc.equal(table["status"], ACCEPTED))
-    return table.select(["key", "article", "sha256", "phash"])
+    return table.select(["key", "article", "sha256", "phash", "batch"])
 
 
 def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,14 +126,9 @@ def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[
 
 
 @dataclass(frozen=True)
-class Verdicts:
-    """Phase 2 decisions by key: duplicates (``dup_keys`` -> ``dup_of``, ``dup_kind``) and shard per survivor."""
+class Decisions:
+    """What phase 2 decided for every batch alike: tiny-corpus split moves and how many rejected parts."""
 
-    dup_keys: pa.Array
-    dup_of: pa.Array
-    dup_kind: pa.Array
-    shard_keys: pa.Array
-    shard_names: pa.Array
     moved: dict[str, str]
     split: SplitConfig
     rejected_parts: int
@@ -139,40 +166,34 @@ def shard_names(keys: pa.Array, splits: pa.Array, shard_size: int) -> pa.Array:
     return pa.array(names, pa.string())
 
 
-def _article_of_key(key_articles: pa.Table, keys: pa.Array) -> pa.Array:
-    index = pc.index_in(keys, key_articles["key"])
-    return key_articles["article"].combine_chunks().take(index)
-
-
-def batch_rows(batch: str, store: WorkStore, chosen: Chosen, verdicts: Verdicts, stage: Path) -> dict[str, int]:
-    """Stage 4: the chosen rows of ``batch`` completed, written per shard / rejected partition into ``stage``."""
-    table = _chosen_rows(batch, store, chosen)
-    idx = pc.index_in(table["key"], verdicts.dup_keys)
-    is_dup = pc.is_valid(idx)
+def batch_rows(unit: tuple[str, pa.Array, pa.Table], store: WorkStore, decisions: Decisions, stage: Path) -> int:
+    """Stage 4 for one batch: its chosen rows completed with ``verdicts`` (``key, duplicate_of, kind, shard`` of
+    its accepted figures) and the split, written per shard / rejected partition into ``stage``."""
+    batch, names, verdicts = unit
+    table = _chosen_rows(batch, store, names)
+    idx = pc.index_in(table["key"], verdicts["key"])
+    dup_of = verdicts["duplicate_of"].combine_chunks().take(idx)
+    is_dup = pc.is_valid(dup_of)
     status = pc.if_else(is_dup, REJECTED, table["status"])
-    reason = pc.if_else(is_dup, pc.binary_join_element_wise(verdicts.dup_kind.take(idx), "_duplicate", ""),
-                        table["reason"])  # fmt: skip
-    detail = pc.if_else(is_dup, "", table["detail"])
+    kind = pc.binary_join_element_wise(verdicts["kind"].combine_chunks().take(idx), "_duplicate", "")
     columns = {
-        "status": status, "reason": reason, "detail": detail, "duplicate_of": verdicts.dup_of.take(idx),
-        "split": split_of_articles(table["article"].combine_chunks(), verdicts.moved, verdicts.split),
-        "shard": verdicts.shard_names.take(pc.index_in(table["key"], verdicts.shard_keys)),
+        "status": status, "reason": pc.if_else(is_dup, kind, table["reason"]),
+        "detail": pc.if_else(is_dup, "", table["detail"]), "duplicate_of": dup_of,
+        "split": split_of_articles(table["article"].combine_chunks(), decisions.moved, decisions.split),
+        "shard": verdicts["shard"].combine_chunks().take(idx),
     }  # fmt: skip
     for name, column in columns.items():
         table = table.set_column(table.schema.get_field_index(name), name, column)
-    counts: dict[str, int] = {}
     shard = table["shard"]
     for name in pc.unique(shard).to_pylist():
         if name is None:
             part = table.filter(pc.is_null(shard))
-            buckets = _bucket(part["article"], verdicts.rejected_parts)
+            buckets = _bucket(part["article"], decisions.rejected_parts)
             for b in pc.unique(buckets).to_pylist():
                 _write(part.filter(pc.equal(buckets, b)), stage / "rows" / f"rejected-{b:05d}" / f"{batch}.parquet")
         else:
-            part = table.filter(pc.equal(shard, name))
-            _write(part, stage / "rows" / name / f"{batch}.parquet")
-        counts[name or "rejected"] = counts.get(name or "rejected", 0) + len(part)
-    return counts
+            _write(table.filter(pc.equal(shard, name)), stage / "rows" / name / f"{batch}.parquet")
+    return len(table)
 
 
 def _bucket(articles: pa.ChunkedArray, parts: int) -> pa.Array:
@@ -228,15 +249,93 @@ def write_rejected_part(unit: tuple[str, int], stage: Path) -> int:
     return len(table)
 
 
-def dedup_verdicts(fingerprints: pa.Table, config: DedupConfig, near_edges: Any) -> tuple[pa.Array, pa.Array, pa.Array]:
-    """``(duplicate keys, kept key of each, kind)`` over every chosen accepted figure."""
-    from biomedclip.corpus.dedup import cluster_labels
+def parse_hex64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """16-hex-digit strings to uint64, vectorised."""
+    if not len(column):
+        return np.zeros(0, np.uint64)
+    text = np.array(column.to_pylist(), dtype="S16").view(np.uint8).reshape(-1, 16)
+    nibbles = HEX_DIGITS[text]
+    shifts = np.arange(60, -1, -4, dtype=np.uint64)
+    return np.bitwise_or.reduce(nibbles << shifts, axis=1)
 
+
+def dedup_verdicts(fingerprints: pa.Table, config: DedupConfig, near_edges: Any) -> pa.Table:
+    """``key, duplicate_of, kind`` for every chosen accepted figure (``duplicate_of`` null for the kept ones)."""
     table = fingerprints.sort_by([("key", "ascending")])
     keys = table["key"].combine_chunks()
     sha = pc.dictionary_encode(table["sha256"].combine_chunks())
-    phash = np.array([int(h, 16) for h in table["phash"].to_pylist()], dtype=np.uint64)
+    phash = parse_hex64(table["phash"])
     kept, exact = cluster_labels(sha.indices.to_numpy().astype(np.int64), phash, config.max_distance, near_edges)
-    dup = np.flatnonzero(kept != np.arange(len(kept)))
-    kind = pa.array(np.where(exact[dup], "exact", "near").tolist(), pa.string())
-    return keys.take(pa.array(dup)), keys.take(pa.array(kept[dup])), kind
+    is_dup = pa.array(kept != np.arange(len(kept)))
+    none = pa.scalar(None, pa.string())
+    kind = pa.array(np.where(exact, "exact", "near").tolist(), pa.string())
+    table = table.select(["key", "article", "batch"])
+    table = table.append_column("duplicate_of", pc.if_else(is_dup, keys.take(pa.array(kept)), none))
+    return table.append_column("kind", pc.if_else(is_dup, kind, none))
+
+
+def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable) -> dict:
+    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units."""
+    held = run(batch_articles, store.batches(), store)
+    empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
+                      "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
+    chosen = choose(listing, pa.concat_tables([empty, *held]))
+    names_of = chosen.by_batch()
+    prints = run(batch_fingerprints, list(names_of.items()), store)
+    fingerprints = pa.concat_tables([FINGERPRINTS.empty_table(), *prints])
+
+    def near_edges(values: np.ndarray, units: list) -> list:
+        return run(near_edges_unit, units, values, settings.dedup.max_distance)
+
+    verdicts = dedup_verdicts(fingerprints, settings.dedup, near_edges)
+    articles = pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
+    moved = tiny_corpus_moves(articles, settings.split)
+    verdicts = verdicts.append_column("split", split_of_articles(verdicts["article"].combine_chunks(), moved,
+                                                                  settings.split))  # fmt: skip
+    survivors = verdicts.filter(pc.is_null(verdicts["duplicate_of"]))
+    shards = shard_names(survivors["key"].combine_chunks(), survivors["split"].combine_chunks(), settings.shard_size)
+    shard_of = shards.take(pc.index_in(verdicts["key"], survivors["key"]))
+    verdicts = verdicts.append_column("shard", shard_of)
+    decisions = Decisions(moved, settings.split, max(1, -(-(chosen.rows - len(survivors)) // REJECTED_PART_ROWS)))
+    by = by_batch(verdicts)
+    empty_verdicts = verdicts.schema.empty_table()
+    run(batch_rows, [(b, names, by.get(b, empty_verdicts)) for b, names in names_of.items()], store, decisions, stage)
+    shard_list = sorted(set(shards.to_pylist()))
+    run(write_shard, [(name, i) for i, name in enumerate(shard_list)], store, stage)
+    rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
+    run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
+    shutil.rmtree(stage / "rows", ignore_errors=True)
+    shutil.rmtree(stage / "tmp", ignore_errors=True)
+    (stage / "shards").mkdir(exist_ok=True)
+    (stage / "catalog").mkdir(exist_ok=True)
+    parts = sorted((stage / "catalog").glob("part-*.parquet"))
+    if chosen.rows <= settings.single_file_rows:
+        table = pa.concat_tables([CATALOG_SCHEMA.empty_table(), *(pq.read_table(p) for p in parts)])
+        _write_durable(table.sort_by([("article", "ascending"), ("key", "ascending")]), stage / "catalog.parquet")
+    dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
+    _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
+                   stage / "clusters.parquet")  # fmt: skip
+    return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
+                        **cluster_counts(verdicts, int(pc.count_distinct(articles).as_py())))  # fmt: skip
+
+
+def cluster_counts(verdicts: pa.Table, articles: int) -> dict[str, Any]:
+    """The report's dedup and split numbers from the verdicts (``key, article, duplicate_of, kind, split``)."""
+    dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
+    kept_split = verdicts["split"].combine_chunks().take(pc.index_in(dups["duplicate_of"], verdicts["key"]))
+    per_cluster = pa.table({"kept": dups["duplicate_of"], "exact": pc.equal(dups["kind"], "exact"),
+                            "leak": pc.not_equal(dups["split"], kept_split)}).group_by("kept").aggregate(
+        [("exact", "all"), ("leak", "any")])  # fmt: skip
+    exact = int(pc.sum(pc.cast(per_cluster["exact_all"], pa.int64())).as_py() or 0)
+    survivors = verdicts.filter(pc.is_null(verdicts["duplicate_of"]))
+    split_articles = {}
+    for split in ("train", "val", "test"):
+        mine = survivors.filter(pc.equal(survivors["split"], split))["article"]
+        split_articles[split] = int(pc.count_distinct(mine).as_py()) if len(mine) else 0
+    return {
+        "articles": articles,
+        "clusters": {"exact": exact, "near": len(per_cluster) - exact},
+        "duplicates": len(dups),
+        "leaks": int(pc.sum(pc.cast(per_cluster["leak_any"], pa.int64())).as_py() or 0),
+        "split_articles": split_articles,
+    }

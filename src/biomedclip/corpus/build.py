@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import pickle
 import shutil
@@ -31,8 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from biomedclip.corpus import assemble
 from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
@@ -41,7 +38,6 @@ from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches
 from biomedclip.corpus.outdir import OutDir, fsync_dir
 from biomedclip.corpus.records import Article, Source, SourceListingError
-from biomedclip.corpus.report import write_report
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.errors import InputError
 
@@ -49,7 +45,6 @@ __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
 
 RELEASED = ("shards", "catalog", "catalog.parquet", "clusters.parquet", "stats.json", "report.md", "report",
             "build_config.json")  # fmt: skip
-SINGLE_FILE_ROWS = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
 
 
 @dataclass(frozen=True)
@@ -202,69 +197,6 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def finalize(stage: Path, store: WorkStore, listing: pa.Table, config: BuildConfig, engine: str, workers: int) -> dict:
-    """Phase 2 into ``stage``: dedup, split, shards, catalog and report; returns the stats."""
-    batches = store.batches()
-    run = partial(map_units, engine=engine, workers=workers)
-    held = run(assemble.batch_articles, batches, store)
-    held_table = pa.concat_tables(held) if held else pa.table(
-        {"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
-         "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
-    chosen = assemble.choose(listing, held_table)
-    used = sorted(set(chosen.batches.to_pylist()))
-    prints = run(assemble.batch_fingerprints, used, store, chosen)
-    fingerprints = pa.concat_tables(prints) if prints else pa.table(
-        {n: pa.array([], pa.string()) for n in ("key", "article", "sha256", "phash")})  # fmt: skip
-
-    def near_edges(values, units):
-        return run(assemble.near_edges_unit, units, values, config.dedup.max_distance)
-
-    dup_keys, dup_of, dup_kind = assemble.dedup_verdicts(fingerprints, config.dedup, near_edges)
-    chosen_articles = pc.unique(pa.array([n.rsplit(".v", 1)[0] for n in chosen.names.to_pylist()], pa.string()))
-    moved = assemble.tiny_corpus_moves(chosen_articles, config.split)
-    survivors = fingerprints.filter(pc.invert(pc.is_in(fingerprints["key"], dup_keys)))
-    survivor_splits = assemble.split_of_articles(survivors["article"].combine_chunks(), moved, config.split)
-    shard_of = assemble.shard_names(survivors["key"].combine_chunks(), survivor_splits, config.shard_size)
-    rejected = chosen.rows - len(survivors)
-    verdicts = assemble.Verdicts(
-        dup_keys=dup_keys, dup_of=dup_of, dup_kind=dup_kind, shard_keys=survivors["key"].combine_chunks(),
-        shard_names=shard_of, moved=moved, split=config.split,
-        rejected_parts=max(1, math.ceil(rejected / assemble.REJECTED_PART_ROWS)),
-    )  # fmt: skip
-    run(assemble.batch_rows, used, store, chosen, verdicts, stage)
-    shard_list = sorted(set(shard_of.to_pylist()))
-    run(assemble.write_shard, [(name, i) for i, name in enumerate(shard_list)], store, stage)
-    rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
-    run(assemble.write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
-    shutil.rmtree(stage / "rows", ignore_errors=True)
-    shutil.rmtree(stage / "tmp", ignore_errors=True)
-    (stage / "shards").mkdir(exist_ok=True)
-    (stage / "catalog").mkdir(exist_ok=True)
-    if chosen.rows <= SINGLE_FILE_ROWS:
-        parts = [pq.read_table(p) for p in sorted((stage / "catalog").glob("part-*.parquet"))]
-        table = pa.concat_tables(parts) if parts else assemble.CATALOG_SCHEMA.empty_table()
-        pq.write_table(table.sort_by([("article", "ascending"), ("key", "ascending")]), stage / "catalog.parquet")
-    clusters = pa.table({"key": dup_keys, "duplicate_of": dup_of, "kind": dup_kind}).sort_by([("key", "ascending")])
-    pq.write_table(clusters, stage / "clusters.parquet")
-    split_of_key = dict(zip(survivors["key"].to_pylist(), survivor_splits.to_pylist(), strict=True))
-    article_of_key = dict(zip(fingerprints["key"].to_pylist(), fingerprints["article"].to_pylist(), strict=True))
-    dup_splits = assemble.split_of_articles(pa.array([article_of_key[k] for k in dup_keys.to_pylist()], pa.string()),
-                                            moved, config.split).to_pylist()  # fmt: skip
-    kept_splits: dict[str, set[str]] = {}
-    kind_of: dict[str, str] = {}
-    for kept, own, kind in zip(dup_of.to_pylist(), dup_splits, dup_kind.to_pylist(), strict=True):
-        kept_splits.setdefault(kept, {split_of_key[kept]}).add(own)
-        kind_of[kept] = kind  # one kind per cluster: "exact" only when every member shares one SHA-256
-    leaks = sum(1 for s in kept_splits.values() if len(s) > 1)
-    cluster_counts = {k: sum(1 for v in kind_of.values() if v == k) for k in ("exact", "near")}
-    split_articles = {
-        s: len({article_of_key[k] for k, sp in split_of_key.items() if sp == s}) for s in ("train", "val", "test")
-    }
-    return write_report(stage, sorted((stage / "catalog").glob("part-*.parquet")), articles=len(chosen_articles),
-                        clusters=cluster_counts, duplicates=len(dup_keys), leaks=leaks, shards=len(shard_list),
-                        split_articles=split_articles, tokenizer=config.work.tokenizer_file)  # fmt: skip
-
-
 def build(
     sources: Iterable[Source],
     out: Path | str,
@@ -296,7 +228,9 @@ def build(
             stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
             shutil.rmtree(stage, ignore_errors=True)
             stage.mkdir(parents=True)
-            stats = finalize(stage, store, listing.table(), config, engine, workers)
+            settings = assemble.Settings(config.dedup, config.split, config.shard_size, config.work.tokenizer_file)
+            run = partial(map_units, engine=engine, workers=workers)
+            stats = assemble.assemble(stage, store, listing.table(), settings, run)
             _write_json(stage / "build_config.json", asdict(config))
             if outdir.root is not None:
                 (stage / "COMPLETE").write_text("")

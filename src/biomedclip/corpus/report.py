@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from biomedclip.corpus.tokens import TOKENIZER_NAME
@@ -40,25 +41,34 @@ class Aggregates:
     sizes: list[tuple[int, int]] = field(default_factory=list)  # the first SCATTER_POINTS accepted, for the plot
 
     def add(self, table: pa.Table) -> None:
-        """Add one catalog part."""
-        rows = table.select(COLUMNS).to_pylist()
-        for r in rows:
-            is_figure = bool(r["fig_id"] or r["graphic"])
-            self.figures += is_figure
-            self.decoded += bool(is_figure and r["sha256"])
-            if r["status"] != "accepted":
-                self.reasons[r["reason"]] += 1
-                continue
-            self.accepted += 1
-            self.splits[r["split"]] += 1
-            if r["caption_tokens"] is not None:
-                self.tokens[r["caption_tokens"]] += 1
-            self.widths[r["orig_width"]] += 1
-            self.heights[r["orig_height"]] += 1
-            self.licenses[str(r["license"])] += 1
-            self.journals[str(r["journal"])] += 1
-            if len(self.sizes) < SCATTER_POINTS:
-                self.sizes.append((r["orig_width"], r["orig_height"]))
+        """Add one catalog part (column-wise)."""
+        is_figure = pc.or_(pc.not_equal(pc.fill_null(table["fig_id"], ""), ""),
+                           pc.not_equal(pc.fill_null(table["graphic"], ""), ""))  # fmt: skip
+        self.figures += _true(is_figure)
+        self.decoded += _true(pc.and_(is_figure, pc.is_valid(table["sha256"])))
+        ok = pc.equal(table["status"], "accepted")
+        self.reasons.update(_counts(table.filter(pc.invert(ok))["reason"]))
+        accepted = table.filter(ok)
+        self.accepted += len(accepted)
+        self.splits.update(_counts(accepted["split"]))
+        self.tokens.update(_counts(pc.drop_null(accepted["caption_tokens"])))
+        self.widths.update(_counts(accepted["orig_width"]))
+        self.heights.update(_counts(accepted["orig_height"]))
+        self.licenses.update({str(k): v for k, v in _counts(accepted["license"]).items()})
+        self.journals.update({str(k): v for k, v in _counts(accepted["journal"]).items()})
+        room = SCATTER_POINTS - len(self.sizes)
+        if room > 0:
+            head = accepted.slice(0, room)
+            self.sizes += list(zip(head["orig_width"].to_pylist(), head["orig_height"].to_pylist(), strict=True))
+
+
+def _true(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def _counts(column: pa.ChunkedArray) -> Counter:
+    counts = pc.value_counts(column)
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)))
 
 
 def _quantiles(counts: Counter) -> dict[str, float]:
