@@ -76,7 +76,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(out)): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and not str(p.relative_to(out)).startswith(("work", "build.lock"))
+        if p.is_file() and not str(p.relative_to(out)).startswith(("work", "build.lock", ".next"))
     }
 
 
@@ -208,3 +208,45 @@ def test_figures_sharing_one_graphic_get_unique_keys_in_linear_time() -> None:
     figures = [FigureRecord(pmcid="PMC1", fig_id="", label="", caption="c", graphic="g.jpg") for _ in range(30_000)]
     keys = unique_keys("PMC1", figures)
     assert keys[:3] == ["PMC1_g_jpg", "PMC1_g_jpg-2", "PMC1_g_jpg-3"] and len(set(keys)) == 30_000
+
+
+def test_a_failure_during_phase_2_keeps_the_previous_output(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    from biomedclip.corpus import assemble
+
+    out = tmp_path / "out"
+    build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    before = _outputs(out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill would stop it: between two shards
+
+    monkeypatch.setattr(assemble, "write_shard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build([Articles([_article(shared_fixtures, "PMC2")])], out)
+    assert _outputs(out) == before
+
+
+def test_a_release_cut_short_is_finished_by_the_next_run(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    from biomedclip.corpus import build as build_module
+
+    reference = tmp_path / "reference"
+    build([Articles([_article(shared_fixtures, "PMC2")])], reference)
+    out = tmp_path / "out"
+    build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    moves: list[str] = []
+    real_replace = os.replace
+
+    def cut(src, dst):
+        if Path(src).parent == out / ".next" and Path(dst).parent == out:
+            moves.append(str(dst))
+        if len(moves) == 2:  # the new shards are in place, the old catalog is not replaced yet
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        build([Articles([_article(shared_fixtures, "PMC2")])], out)
+    monkeypatch.setattr(build_module.os, "replace", real_replace)
+    assert (out / ".next" / "COMPLETE").is_file(), (moves, sorted(p.name for p in out.iterdir()))
+    build([Articles([_article(shared_fixtures, "PMC2")])], out)  # finishes the release, then builds the same
+    assert _outputs(out) == _outputs(reference)

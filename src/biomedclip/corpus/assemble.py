@@ -309,9 +309,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     (stage / "shards").mkdir(exist_ok=True)
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
-    if chosen.rows <= settings.single_file_rows:
-        table = pa.concat_tables([CATALOG_SCHEMA.empty_table(), *(pq.read_table(p) for p in parts)])
-        _write_durable(table.sort_by([("article", "ascending"), ("key", "ascending")]), stage / "catalog.parquet")
+    if chosen.rows <= settings.single_file_rows:  # the parts one after the other, one part in memory at a time
+        with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
+            for part in parts:
+                writer.write_table(pq.read_table(part))
+        fsync_file(stage / "catalog.parquet")
     dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
 import tempfile
 from collections.abc import Iterable
@@ -23,7 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from biomedclip.corpus.articles import ArticlePayload, ArticleResult, WorkConfig, process_article
+from biomedclip.corpus.articles import (
+    ArticlePayload,
+    ArticleResult,
+    WorkConfig,
+    article_key,
+    article_name,
+    process_article,
+)
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article
 from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow
@@ -104,8 +110,6 @@ class WorkStore:
 
 def crashed_result(item: WorkItem, detail: str) -> ArticleResult:
     """The result of an article whose processing killed its worker process (e.g. a decoder's segfault)."""
-    from biomedclip.corpus.articles import article_key, article_name
-
     key = article_key(item.meta, item.source)
     row = FigureRow(key=f"{key}_", article=key, pmcid=item.meta.pmcid or "", fig_id="", label="", caption="",
                     graphic="", source=item.source, version=item.meta.version, license=item.meta.license)  # fmt: skip
@@ -120,8 +124,6 @@ def process_batch(
     killed a worker before and are recorded as ``worker_crashed`` instead of being processed again."""
     results = []
     for item in items:
-        from biomedclip.corpus.articles import article_name
-
         name = article_name(item.meta, item.source)
         results.append(crashed_result(item, "the worker died on this article") if name in crashed
                        else process_article(item, config))  # fmt: skip
@@ -129,7 +131,3 @@ def process_batch(
     store.write(batch, results)
     rows = [row for r in results for row in r.rows]
     return BatchCounts(batch, len(results), len(rows), sum(1 for r in rows if r.status == ACCEPTED))
-
-
-def worker_pid() -> int:
-    return os.getpid()

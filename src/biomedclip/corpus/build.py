@@ -36,7 +36,7 @@ from biomedclip.corpus.articles import WorkConfig, article_key, article_name, re
 from biomedclip.corpus.batches import WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches
-from biomedclip.corpus.outdir import OutDir, fsync_dir
+from biomedclip.corpus.outdir import OutDir, fsync_dir, fsync_file
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.errors import InputError
@@ -233,8 +233,11 @@ def build(
             stats = assemble.assemble(stage, store, listing.table(), settings, run)
             _write_json(stage / "build_config.json", asdict(config))
             if outdir.root is not None:
+                for path in stage.rglob("*"):  # shards and catalog parts are synced already: cheap
+                    if path.is_file():
+                        fsync_file(path)
                 (stage / "COMPLETE").write_text("")
-                fsync_dir(stage)
+                fsync_file(stage / "COMPLETE")
                 _release(outdir.root)
             else:
                 _upload(stage, outdir)

@@ -5,24 +5,26 @@ article into its batch's Parquet file, completed by phase 2 (``split``, ``duplic
 to the catalog. ``status`` is ``accepted`` or ``rejected``; ``reason`` is a short code (``missing_image``,
 ``near_duplicate``...) and ``detail`` says why in words: they are separate fields, never ``"code: detail"``.
 
-OUT layout (``build(sources, OUT)``; OUT is a local folder, or ``s3://bucket/prefix`` for the work store)::
+OUT layout (``build(sources, OUT)``; OUT is a local folder or ``s3://bucket/prefix``)::
 
     OUT/
-      build.lock                      held while a build runs; a second build into OUT is refused
+      build.lock                      held (flock) while a build runs: a second build into OUT is refused
       build_config.json               the resolved BuildConfig
       work/<config hash>/batches/<2 hex>/<batch>.tar      JPEGs of the batch's accepted figures
-      work/<config hash>/batches/<2 hex>/<batch>.parquet  the batch's FigureRows (+ ``final``,
-                                      ``image_offset``, ``image_size``); written last: the batch's done marker
-      shards/{split}-NNNNNN.tar       WebDataset shards: <key>.jpg, <key>.txt, <key>.json (``RECORD_FIELDS``)
-      catalog/part-NNNNN.parquet      the catalog: one logical table, one FigureRow per row (``CATALOG_SCHEMA``)
-      catalog.parquet                 the same table in one file, when it fits one part (small builds)
-      clusters.parquet                duplicate clusters: key, duplicate_of, kind (exact|near)
-      stats.json, report.md, report/  the report, computed from aggregates
-      .next/                          phase 2 output being prepared; moved into place only when complete
+      work/<config hash>/batches/<2 hex>/<batch>.parquet  the batch's rows (``WORK_SCHEMA``); written last,
+                                      it is the batch's done marker
+      shards/{split}-NNNNNN.tar       WebDataset shards: <key>.jpg, <key>.txt, <key>.json (``RECORD_FIELDS``),
+                                      samples in key order within each split
+      catalog/part-NNNNN.parquet      the catalog, one logical table (``pq.read_table("OUT/catalog")``,
+                                      DuckDB ``'OUT/catalog/*.parquet'``): one part per shard, then the rejected rows
+      catalog.parquet                 the same rows in one file, for builds of up to 100,000 rows
+      clusters.parquet                the duplicates: key, duplicate_of (the kept figure), kind (exact|near)
+      stats.json, report.md, report/  the report, computed from aggregates of the catalog
+      .next/                          phase 2 output being prepared; moved into place once complete
 
-Disk: the work batches hold one JPEG per accepted figure; phase 2 reads the shards' images from them, so a
-built corpus holds each processed image twice (work + shards) unless ``BuildConfig.keep_work_images`` is off,
-in which case ... see ``build.py``.
+Disk: the work batches keep one JPEG per accepted figure (they are the source of every later phase 2, so an
+incremental build needs no reprocessing), and the shards hold a second copy of each kept figure.
+With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (no lock on S3).
 """
 
 from __future__ import annotations
