@@ -14,7 +14,7 @@ import hashlib
 import io
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,15 +71,13 @@ class WorkStore:
             return pq.read_table(io.BytesIO(self.out.read_bytes(self.path(batch, ".parquet"))), columns=columns)
         return pq.read_table(self.out.local(self.path(batch, ".parquet")), columns=columns)
 
-    def done_articles(self) -> set[str]:
-        """Names of the articles with a final result in some batch."""
-        done: set[str] = set()
+    def done_articles(self) -> Iterator[str]:
+        """Names of the articles with a final result in some batch (read batch by batch)."""
         for batch in self.batches():
             table = self.read_rows(batch, ["article", "version", "final"])
             table = table.filter(pc.field("final"))
-            for article, version in set(zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)):
-                done.add(f"{article}.v{version or 0}")
-        return done
+            pairs = zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)
+            yield from {f"{article}.v{version or 0}" for article, version in pairs}
 
     def image(self, batch: str, offset: int, size: int) -> bytes:
         return self.out.read_range(self.path(batch, ".tar"), offset, size)

@@ -16,6 +16,7 @@ See ``rows.py`` for the OUT layout and the figure row.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import pickle
@@ -84,16 +85,42 @@ class BuildSummary:
     figures_per_s: float
 
 
-@dataclass
-class _Listing:
-    """The article versions the sources listed in this run (columns, not objects)."""
+class Listing:
+    """The article versions the sources listed in this run, kept as Arrow record batches (about 40 bytes each),
+    and a set of 64-bit hashes of their names to drop an article a second source lists again."""
 
-    names: list[str] = field(default_factory=list)
-    articles: list[str] = field(default_factory=list)
-    versions: list[int] = field(default_factory=list)
+    CHUNK = 50_000
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.RecordBatch] = []
+        self.rows: tuple[list[str], list[str], list[int]] = ([], [], [])
+        self.seen: set[int] = set()
+
+    def add(self, name: str, article: str, version: int) -> bool:
+        """Record ``name``; False when it was listed already."""
+        digest = name_hash(name)
+        if digest in self.seen:
+            return False
+        self.seen.add(digest)
+        for column, value in zip(self.rows, (name, article, version), strict=True):
+            column.append(value)
+        if len(self.rows[0]) >= self.CHUNK:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        names, articles, versions = self.rows
+        self.chunks.append(pa.record_batch({"name": names, "article": articles,
+                                            "version": pa.array(versions, pa.int64())}))  # fmt: skip
+        self.rows = ([], [], [])
 
     def table(self) -> pa.Table:
-        return pa.table({"name": self.names, "article": self.articles, "version": pa.array(self.versions, pa.int64())})
+        self._flush()
+        return pa.Table.from_batches(self.chunks)
+
+
+def name_hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
 @contextmanager
@@ -130,22 +157,17 @@ def _picklable(article: Article) -> bool:
 
 
 def _batches(
-    sources: Iterable[Source], done: set[str], listing: _Listing, progress: Progress, size: int
+    sources: Iterable[Source], done: set[int], listing: Listing, progress: Progress, size: int
 ) -> Iterator[list[WorkItem]]:
-    seen: set[str] = set()
     batch: list[WorkItem] = []
     for source in sources:
         ship: bool | None = None  # whether this source's articles can go to workers as they are
         try:
             for article in source.articles():
                 name = article_name(article.meta, article.source)
-                if name in seen:
+                if not listing.add(name, article_key(article.meta, article.source), article.meta.version or 0):
                     continue
-                seen.add(name)
-                listing.names.append(name)
-                listing.articles.append(article_key(article.meta, article.source))
-                listing.versions.append(article.meta.version or 0)
-                if name in done and not article.error:
+                if name_hash(name) in done and not article.error:
                     progress.skipped += 1
                     continue
                 if ship is None:
@@ -213,8 +235,8 @@ def build(
         if outdir.root is not None:
             _release(outdir.root)  # a previous build killed while releasing its output: finish that first
         store = WorkStore(outdir, config.work.digest())
-        listing, progress = _Listing(), Progress()
-        done = store.done_articles()
+        listing, progress = Listing(), Progress()
+        done = {name_hash(name) for name in store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)
         for counts in run_batches(engine, batches, config.work, store, workers):
             progress.articles += counts.articles
