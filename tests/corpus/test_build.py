@@ -226,3 +226,23 @@ def test_resume_after_kill_9_gives_the_same_output(shared_fixtures: Path, tmp_pa
     resumed = _build_process(corpus, out)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
     assert _outputs(out) == _outputs(tmp_path / "reference")
+
+
+def test_a_worker_killed_mid_build_changes_nothing(shared_fixtures: Path, tmp_path: Path) -> None:
+    import psutil
+
+    corpus = make_corpus(shared_fixtures, tmp_path / "corpus")
+    for i in range(12):
+        shutil.copy(corpus / "PMC7112410.tar.gz", corpus / f"PMC8{i:07d}.tar.gz")
+    reference = _build_process(corpus, tmp_path / "reference", workers=2)
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+    out = tmp_path / "out"
+    running = _build_process(corpus, out, workers=2)
+    deadline = time.monotonic() + 120
+    while _batches_done(out) < 2 and time.monotonic() < deadline and running.poll() is None:
+        time.sleep(0.05)
+    workers = psutil.Process(running.pid).children()
+    assert running.poll() is None and workers, "the build ended before a worker could be killed"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    assert running.wait(timeout=300) == 0, running.stderr.read().decode()
+    assert _outputs(out) == _outputs(tmp_path / "reference")

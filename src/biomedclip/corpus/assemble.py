@@ -38,7 +38,7 @@ from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, RECORD_FIELDS, REJE
 from biomedclip.corpus.shards import ShardWriter
 from biomedclip.corpus.split import SplitConfig, article_hash, hash_split, moved_articles
 
-REJECTED_PART_ROWS = 100_000
+REJECTED_PART_ROWS = 20_000
 HEX_DIGITS = np.zeros(256, np.uint64)
 HEX_DIGITS[np.frombuffer(b"0123456789abcdefABCDEF", np.uint8)] = [*range(16), *range(10, 16)]
 FINGERPRINTS = pa.schema(
