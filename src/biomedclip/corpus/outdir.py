@@ -48,6 +48,8 @@ class OutDir:
 
     def __init__(self, location: str | Path) -> None:
         text = str(location)
+        if text.startswith("s3:/") and not text.startswith("s3://"):  # an s3:// URL that went through Path()
+            text = "s3://" + text[4:]
         self.url = text.rstrip("/")
         self.is_s3 = text.startswith("s3://")
         if self.is_s3:
