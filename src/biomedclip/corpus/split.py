@@ -63,12 +63,3 @@ def assign_splits(pmcids: Iterable[str], config: SplitConfig = SplitConfig()) ->
     smallest = sorted((u, p) for p, u in hashes.items() if result[p] == "train")[:2]
     result.update(moved_articles(len(hashes), set(result.values()), smallest, config))
     return result
-
-
-def cross_split_clusters(clusters: Iterable, split_of_key: dict[str, str]) -> int:
-    """How many duplicate clusters (from ``dedup.find_duplicates``) have members in more than one split.
-
-    Only each cluster's kept figure is accepted, so such clusters never put the same image in two splits;
-    this count says how many cross-split leaks dedup removed.
-    """
-    return sum(1 for c in clusters if len({split_of_key[k] for k in (c.kept, *c.duplicates)}) > 1)
