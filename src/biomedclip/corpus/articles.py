@@ -131,7 +131,7 @@ def unique_keys(base: str, figures: list[FigureRecord]) -> list[str]:
 
 
 def _row(fig: FigureRecord, key: str, article: str) -> FigureRow:
-    reason, detail = split_reason(fig.reason, getattr(fig, "detail", ""))
+    reason, detail = split_reason(fig.reason, fig.detail)
     return FigureRow(
         key=key, article=article, pmcid=fig.pmcid or "", fig_id=fig.fig_id, label=fig.label, caption=fig.caption,
         graphic=fig.graphic, source=fig.source, status=fig.status, reason=reason, detail=detail, version=fig.version,
