@@ -7,7 +7,8 @@ A worker process that dies (a decoder's segfault, the OOM killer) costs one arti
 batches that were in flight are rerun one article at a time, and the article that kills a worker again is
 recorded as ``worker_crashed``.
 
-``map_units`` runs a phase 2 stage (a picklable function over independent units) the same way.
+``map_units`` runs a phase 2 stage (a picklable function over independent units): on the process pool, or as
+a Ray Data pipeline (``map_batches`` over the units, streamed, results in order).
 
 Worker processes die with the driver (``PR_SET_PDEATHSIG`` on Linux), so ``kill -9`` of a build leaves no
 orphans. Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import pickle
 import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -167,14 +169,28 @@ def _run_ray(
 
 
 def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local", workers: int = 0) -> list[Any]:
-    """``[fn(unit, *args) for unit in units]`` in worker processes (or Ray tasks), results in unit order."""
+    """``[fn(unit, *args) for unit in units]`` in worker processes or on Ray Data, results in unit order."""
     if engine == "ray":
-        import ray
-
-        start_ray(workers)
-        task = ray.remote(fn)
-        return ray.get([task.remote(unit, *args) for unit in units])
+        return _map_ray_data(fn, units, args, workers)
     if workers <= 0 or len(units) <= 1:
         return [fn(unit, *args) for unit in units]
     with _pool(workers) as pool:
         return list(pool.map(fn, units, *[[a] * len(units) for a in args]))
+
+
+def _map_ray_data(fn: Callable, units: list[Any], args: tuple, workers: int) -> list[Any]:
+    """A Ray Data pipeline over the unit indices: ``map_batches`` streams them through ``fn`` on the cluster."""
+    import ray
+
+    if not units:
+        return []
+    start_ray(workers)
+    shared = ray.put((fn, units, args))  # once in the object store, not once per unit
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        fn, units, args = ray.get(shared)
+        return {"id": batch["id"], "result": [pickle.dumps(fn(units[i], *args)) for i in batch["id"]]}
+
+    dataset = ray.data.range(len(units), override_num_blocks=len(units)).map_batches(apply, batch_size=1)
+    rows = sorted(dataset.iter_rows(), key=lambda row: row["id"])
+    return [pickle.loads(row["result"]) for row in rows]  # our own stage results, between our own processes
