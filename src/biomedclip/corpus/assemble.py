@@ -73,15 +73,20 @@ class Chosen:
 
 
 def by_batch(table: pa.Table) -> dict[str, pa.Table]:
-    """``table`` cut by its ``batch`` column (sorted by batch id), each part sent to one unit of work."""
+    """``table`` cut by its ``batch`` column (sorted by batch id), each part sent to one unit of work.
+
+    Each part is a compact copy: a pickled slice of an Arrow table would carry the whole table's buffers.
+    """
     if not len(table):
         return {}
     encoded = pc.dictionary_encode(table["batch"]).combine_chunks()
     codes = encoded.indices.to_numpy()
     order = np.argsort(codes, kind="stable")
-    table, codes = table.take(pa.array(order)), codes[order]
-    bounds = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True])
-    parts = {encoded.dictionary[codes[lo]].as_py(): table.slice(lo, hi - lo) for lo, hi in pairwise(bounds.tolist())}
+    bounds = np.flatnonzero(np.r_[True, codes[order][1:] != codes[order][:-1], True])
+    parts = {
+        encoded.dictionary[codes[order[lo]]].as_py(): table.take(pa.array(order[lo:hi]))
+        for lo, hi in pairwise(bounds.tolist())
+    }
     return dict(sorted(parts.items()))
 
 
