@@ -163,8 +163,11 @@ def test_an_absent_device_is_an_input_error_everywhere(args, device, image, tmp_
         ["model", "train-tokenizer", "-s", "{missing}/train-*.tar", "-o", "{tmp}/vocab"],
         ["index", "build", "-m", "tiny", "--device", "cpu", "-s", "{missing}", "-o", "{tmp}/index"],
         ["eval", "zeroshot", "-m", "tiny", "--device", "cpu", "-d", "{missing}", "-o", "{tmp}/out"],
+        ["eval", "report", "{missing}", "-o", "{tmp}/report"],
+        ["embed", "{missing}", "-o", "{tmp}/e.parquet"],
+        ["serve", "--index", "{missing}"],
     ],
-    ids=lambda args: " ".join(args[:2]),
+    ids=lambda args: " ".join(a for a in args[:2] if a[0] not in "{-"),
 )
 def test_a_missing_input_is_exit_2_with_one_line(args, tmp_path):
     missing = tmp_path / "no-such-input"
@@ -188,3 +191,7 @@ def test_a_model_that_names_nothing_is_exit_2_everywhere(args, image, tmp_path):
     filled = [a.format(image=image, tmp=tmp_path) for a in args]
     result = _invoke(*filled, "-m", "no-such-model", *(["--device", "cpu"] if args[0] != "model" else []))
     _assert_one_line_error(result, 2, "no-such-model")
+
+
+def test_a_folder_without_results_is_exit_2(tmp_path):
+    _assert_one_line_error(_invoke("eval", "report", tmp_path, "-o", tmp_path / "report"), 2, "no *.result.json")

@@ -163,7 +163,7 @@ def index_build(
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("query", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image instead of text.")
-@click.option("-k", default=10, show_default=True, help="Number of figures.")
+@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of figures.")
 @model_option(show_default="the model the index was built with", help=MODEL_HELP)
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per hit.")
@@ -175,8 +175,6 @@ def index_search(
 
     if (query is None) == (image is None):
         raise click.UsageError("give either a text QUERY or --image FILE")
-    if k < 1:
-        raise click.UsageError("-k must be at least 1")
     figure_index = _load_index(index_dir)
     embedder = _load(model or figure_index.model, device)
     vector = embedder.embed_images([image]) if image else embedder.embed_texts([query])
