@@ -16,7 +16,7 @@ STEP = "step-00000002"
 
 
 def _train(tiny_args, train_shards: Path, output: Path) -> object:
-    """Run ``biomedclip train`` in process for 2 steps (checkpoint at step 2), resuming from ``output`` if it has one."""
+    """``biomedclip train`` in process for 2 steps (checkpoint at step 2), resuming from ``output`` if it has one."""
     extra = {"optim.max_steps": 2, "run.checkpoint_every": 2, "data.workers": 0, "optim.warmup_steps": 1}
     return CliRunner().invoke(main, ["train", *tiny_args(train_shards, output, **extra)])
 

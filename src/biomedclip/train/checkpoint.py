@@ -168,13 +168,13 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
     try:
         load_model(model, str(weights), strict=True, device=str(map_location))
     except SafetensorError as err:
-        raise RunError(f"checkpoint file {weights} is damaged and cannot be read ({_first_line(err)})") from err
+        raise RunError(f"checkpoint file {weights} is damaged and cannot be read ({_one_line(err)})") from err
     except RuntimeError as err:  # strict loading: other keys or shapes than this model's
-        raise RunError(f"checkpoint file {weights} does not fit the configured model ({_first_line(err)})") from err
+        raise RunError(f"checkpoint file {weights} does not fit the configured model ({_one_line(err)})") from err
     try:
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, pickle.UnpicklingError) as err:
-        raise RunError(f"checkpoint file {state_file} is damaged and cannot be read ({_first_line(err)})") from err
+        raise RunError(f"checkpoint file {state_file} is damaged and cannot be read ({_one_line(err)})") from err
     if not isinstance(raw, dict) or any(key not in raw for key in STATE_KEYS):
         raise RunError(f"checkpoint file {state_file} is damaged: it does not hold {', '.join(STATE_KEYS)}")
     return TrainState(
@@ -186,7 +186,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
     )
 
 
-def _first_line(err: BaseException) -> str:
-    """The start of an error's first line (torch and safetensors add paragraphs of advice), or its type."""
-    text = str(err).strip()
-    return text.splitlines()[0][:160] if text else type(err).__name__
+def _one_line(err: BaseException) -> str:
+    """An error's text on one line, cut at 200 characters (torch adds paragraphs of advice), or its type."""
+    text = " ".join(str(err).split())
+    return text[:200] if text else type(err).__name__
