@@ -139,3 +139,21 @@ def test_files_and_folders_are_fsynced_before_latest_moves(monkeypatch, tmp_path
     assert events.index(("fsync", str(root))) < pointer_moved < len(events) - 1  # rename durable, then pointer
     assert events[-1] == ("fsync", str(root))  # and the pointer's rename made durable too
     assert (root / "latest").read_text() == final.name
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "open_clip_pytorch_model.bin"])
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_damaged_final_weights_are_a_one_line_error(finished_run: Path, tmp_path: Path, name: str, damage: str) -> None:
+    """The run's ``final/`` bundle, loaded as evaluation and serving load it, with one weight file damaged."""
+    bundle = Path(shutil.copytree(finished_run / "final", tmp_path / "final"))
+    for other in {"model.safetensors", "open_clip_pytorch_model.bin"} - {name}:
+        (bundle / other).unlink(missing_ok=True)  # so that the damaged file is the one the loader picks
+    damaged = bundle / name
+    data = damaged.read_bytes()
+    damaged.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+    export = ["model", "export", "-m", f"local-dir:{bundle}", "--format", "open_clip", "-o", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, export)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "Aborted!" not in result.output, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert str(damaged) in line and ("empty" if damage == "empty" else "damaged") in line
