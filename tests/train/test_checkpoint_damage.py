@@ -157,3 +157,38 @@ def test_damaged_final_weights_are_a_one_line_error(finished_run: Path, tmp_path
     assert "Traceback" not in result.output and "Aborted!" not in result.output, result.output
     (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert str(damaged) in line and ("empty" if damage == "empty" else "damaged") in line
+
+
+def test_altered_tensor_bytes_are_caught_by_the_recorded_digest(tiny_args, train_shards: Path, run_copy: Path) -> None:
+    """Zeroed bytes at the end of the tensor data keep a valid safetensors file (it would load silently)."""
+    from safetensors.torch import load_file
+
+    damaged = run_copy / "checkpoints" / STEP / "model.safetensors"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[:-64] + b"\0" * 64)
+    load_file(str(damaged))  # the format itself does not notice
+    line = _single_error_line(_train(tiny_args, train_shards, run_copy))
+    assert str(damaged) in line and "SHA-256" in line
+
+
+def test_damaged_meta_json_is_named(tiny_args, train_shards: Path, run_copy: Path) -> None:
+    meta = run_copy / "checkpoints" / STEP / "meta.json"
+    meta.write_text(meta.read_text()[:40])
+    line = _single_error_line(_train(tiny_args, train_shards, run_copy))
+    assert str(meta) in line and "damaged" in line
+
+
+def test_checkpoint_without_recorded_digests_still_loads(finished_run: Path, tmp_path: Path) -> None:
+    """Checkpoints written before meta.json recorded sizes and digests load unchecked."""
+    import json
+
+    from biomedclip.model import create_model_and_transforms
+    from biomedclip.train.checkpoint import load_checkpoint
+
+    folder = Path(shutil.copytree(finished_run / "checkpoints" / STEP, tmp_path / STEP))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert set(meta["files"]) == {"model.safetensors", "train_state.pt"}
+    del meta["files"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    model = create_model_and_transforms("tiny")[0]
+    assert load_checkpoint(folder, model).step == 2

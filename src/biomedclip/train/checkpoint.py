@@ -2,7 +2,9 @@
 
 Layout of ``OUTPUT/checkpoints/step-00001000/``: ``model.safetensors`` (weights), ``train_state.pt`` (optimizer,
 scheduler, grad scaler, RNG states and the data position, tensors and plain values only: it is loaded with
-``weights_only=True``, so it never unpickles arbitrary objects) and ``meta.json``. A checkpoint is written into
+``weights_only=True``, so it never unpickles arbitrary objects) and ``meta.json`` (the step, the run's config, and
+the byte count and SHA-256 of the two other files, checked before loading: a flipped byte inside the tensor data,
+which the file formats would load silently, is refused too). A checkpoint is written into
 a temporary folder, its files and the folder are fsynced, it is renamed into place and the rename is fsynced; only
 then is ``OUTPUT/checkpoints/latest`` replaced atomically (and fsynced), so a run killed or a machine losing power at
 any moment leaves ``latest`` naming a complete checkpoint.
@@ -13,6 +15,7 @@ not there, is a :class:`~biomedclip.errors.RunError` naming the file (the run ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -31,6 +34,7 @@ CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
 WEIGHTS = "model.safetensors"
 STATE = "train_state.pt"
+META = "meta.json"
 STATE_KEYS = ("step", "optimizer", "scheduler", "scaler", "rng")
 
 
@@ -87,7 +91,8 @@ def save_checkpoint(
         },
         tmp / STATE,
     )
-    (tmp / "meta.json").write_text(json.dumps({"step": state.step, "config": config or {}}, indent=2))
+    files = {name: _fingerprint(tmp / name) for name in (WEIGHTS, STATE)}
+    (tmp / META).write_text(json.dumps({"step": state.step, "files": files, "config": config or {}}, indent=2))
     for path in tmp.iterdir():
         _fsync(path)
     _fsync(tmp)
@@ -102,6 +107,39 @@ def save_checkpoint(
     _fsync(root)
     _prune(root, keep)
     return final
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex digest}`` of a file."""
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}
+
+
+def _verify(folder: Path) -> None:
+    """Check the files of a checkpoint against the sizes and digests its ``meta.json`` recorded (checkpoints
+    written before meta.json held them are not checked)."""
+    meta_file = folder / META
+    if not meta_file.is_file():
+        return
+    try:
+        meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+        if "files" not in meta:
+            return
+        files = meta["files"]
+        recorded = {name: (int(files[name]["bytes"]), str(files[name]["sha256"])) for name in (WEIGHTS, STATE)}
+    except (ValueError, AttributeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise RunError(f"checkpoint file {meta_file} is damaged and cannot be read ({_one_line(err)})") from err
+    for name, (size, digest) in recorded.items():
+        actual = _fingerprint(folder / name)
+        if actual["bytes"] != size:
+            raise RunError(
+                f"checkpoint file {folder / name} is damaged: it has {actual['bytes']} bytes, {size} were written"
+            )
+        if actual["sha256"] != digest:
+            raise RunError(f"checkpoint file {folder / name} is damaged: its SHA-256 differs from the one written")
 
 
 def _fsync(path: Path) -> None:
@@ -155,8 +193,8 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str | torch.device = "cpu") -> TrainState:
     """Load weights into ``model`` (strict) and return the rest of the training state.
 
-    A folder without the two files is an ``InputError``; an empty, truncated or otherwise unreadable file, or
-    weights of another architecture, is a ``RunError`` naming the file.
+    A folder without the two files is an ``InputError``; an empty, truncated, altered (against ``meta.json``) or
+    otherwise unreadable file, or weights of another architecture, is a ``RunError`` naming the file.
     """
     path = Path(path)
     weights, state_file = path / WEIGHTS, path / STATE
@@ -165,6 +203,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
     for file in (weights, state_file):
         if file.stat().st_size == 0:
             raise RunError(f"checkpoint file {file} is empty (0 bytes): the checkpoint is damaged")
+    _verify(path)
     try:
         load_model(model, str(weights), strict=True, device=str(map_location))
     except SafetensorError as err:
