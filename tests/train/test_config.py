@@ -64,5 +64,5 @@ def test_cli_prints_resolved_config_and_rejects_bad_keys(run_cli, tmp_path) -> N
 
 def test_cli_reports_missing_shards_before_building_anything(run_cli, tmp_path) -> None:
     proc = run_cli("train", "--data.train", str(tmp_path / "train-{000000..000003}.tar"), check=False)
-    assert proc.returncode == 1 and "4 shard(s) not found" in proc.stderr
+    assert proc.returncode == 2 and "4 shard(s) not found" in proc.stderr  # a spec naming nothing: docs/CLI.md
     assert not (tmp_path / "runs").exists()

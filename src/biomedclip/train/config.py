@@ -37,6 +37,10 @@ class ModelConfig:
     """Which model is trained and how."""
 
     name: str = "biomedclip-base"  # any loadable model string (config name, local-dir:PATH, plain path)
+    # Tower initialisation for a registry architecture ("" = random weights). The paper starts from PubMedBERT
+    # and an ImageNet ViT-B/16; see biomedclip.train.init for the accepted forms.
+    pretrained_text: str = ""  # a local HF BERT folder, or a hub name such as ORG/NAME
+    pretrained_image: str = ""  # a timm weight file (.safetensors/.pth/.bin), a timm model name, or hf-hub:ORG/NAME
     lock_image: bool = False  # freeze the image tower (fine-tuning)
     lock_text: bool = False  # freeze the text tower (fine-tuning)
     grad_checkpointing: bool = True
@@ -67,6 +71,10 @@ class LossConfig:
     local_loss: bool = True  # each rank scores its own rows against all columns (the paper's sharded loss)
     gather_with_grad: bool = True  # all-gather features with gradient (needed for the exact global gradient)
     max_logit_scale: float = 100.0
+    # Items of a batch whose captions are identical (same token ids) are not negatives of each other: each keeps
+    # its own pair as the positive and the duplicates leave the softmax (see biomedclip.train.loss). Identical to
+    # open_clip's loss when every caption differs; needed for templated corpora (imagefolder: captions).
+    mask_duplicate_captions: bool = True
 
 
 @dataclass
@@ -75,7 +83,11 @@ class EvalConfig:
 
     every: int = 0  # evaluate every this many steps (0 = only at the end when anything is configured)
     retrieval: bool = True  # image-text retrieval R@1/5/10 on the val split
-    zeroshot: list[str] = field(default_factory=list)  # labelled dataset specs for zero-shot accuracy
+    zeroshot: list[str] = field(default_factory=list)  # labelled dataset specs, as `biomedclip eval` takes them
+    zeroshot_split: str = "test"  # the split of each zero-shot dataset that is scored
+    class_names: str = ""  # YAML mapping class folder -> class text, used in the zero-shot prompts
+    prompts: str = ""  # "" = the dataset's prompts (paper or generic), "train" = the training captions' template,
+    # or a prompts YAML ({classnames: [...], templates: [...]})
     batch_size: int = 64
 
 
