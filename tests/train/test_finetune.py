@@ -29,7 +29,7 @@ FOLDERS = ("0_normal", "1_pneumonia")
 CLASS_TEXT = {"0_normal": "normal lungs", "1_pneumonia": "pneumonia"}
 
 
-def mnist(fixtures: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def mnist(fixtures: Path, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     data = np.load(fixtures / "labeled" / "pneumoniamnist_28_trainval.npz")
     return data[f"{split}_images"][:limit], data[f"{split}_labels"].ravel()[:limit]
 
@@ -38,9 +38,10 @@ def templated_shard(fixtures: Path, path: Path, count: int) -> Path:
     """One shard as `corpus build --source imagefolder:DIR --caption-template "a chest X-ray showing {label}"` with
     the class names map writes it: caption = template(class text), the record's label = the class text."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    images, labels = mnist(fixtures, "train", count)
+    images, labels = mnist(fixtures, "train", None)  # sorted by label: take the classes in turn
+    picks = np.stack([np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)], axis=1).ravel()[:count]
     with wds.TarWriter(str(path)) as sink:
-        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        for index, (image, label) in enumerate(zip(images[picks], labels[picks], strict=True)):
             text = CLASS_TEXT[FOLDERS[int(label)]]
             record = {"label": text, "pmcid": f"{FOLDERS[int(label)]}/{index:04d}"}
             png = Image.fromarray(image).convert("RGB")

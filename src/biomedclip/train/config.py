@@ -228,17 +228,28 @@ def build_config(values: dict[str, Any] | None = None, overrides: dict[str, Any]
     return config
 
 
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as nested values; ``base: OTHER.yaml`` (relative to the file) is read first and overridden."""
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: base configs form a loop")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    values = loaded or {}
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    merged = _flatten(_read_yaml(path.parent / str(base), (*chain, path.resolve())))
+    merged.update(_flatten(values))
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Load a YAML config file (optional) and apply dotted overrides on top."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        values = loaded or {}
+    """Load a YAML config file (optional; it may name a ``base:`` file it extends) and apply dotted overrides."""
+    values = _read_yaml(Path(path)) if path is not None else {}
     return build_config(values, overrides)
 
 
