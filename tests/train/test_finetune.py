@@ -228,3 +228,23 @@ def test_one_shard_finetune_with_tiny_cpu_config_then_a_changed_config_is_refuse
 
     again = run_cli(*args, "--optim.max_steps", "4").stdout  # the same run, continued
     assert "done: steps 3 -> 4" in again
+
+
+def test_eval_zeroshot_after_finetune_uses_the_run_template_and_class_names(small_corpus, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from biomedclip.evaluate.cli import eval_group
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(build_config(overrides={"data.train": str(small_corpus["shard"])}), run / "config.yaml")
+    args = ["zeroshot", "--model", "tiny", "--dataset", f"imagefolder:{small_corpus['folder']}", "--device", "cpu"]
+    mapped = [*args, "--class-names", str(small_corpus["names"]), "--prompts-from-run", str(run)]
+    result = CliRunner().invoke(eval_group, [*mapped, "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "out").rglob("*.json")
+    settings = json.loads(written.read_text())["settings"]
+    assert settings["classnames"] == ["normal lungs", "pneumonia"] and settings["templates"] == [TEMPLATE]
+
+    not_a_run = CliRunner().invoke(eval_group, [*args, "--prompts-from-run", str(tmp_path), "--out", str(tmp_path)])
+    assert not_a_run.exit_code != 0 and "is not a training run folder" in not_a_run.output
