@@ -91,7 +91,7 @@ def validation_metrics(
     ):
         image_features = model.encode_image(images.to(device), normalize=True)
         text_features = model.encode_text(texts.to(device), normalize=True)
-        ids = caption_ids(texts) if config.loss.mask_duplicate_captions else None
+        ids = caption_ids(texts.to(device)) if config.loss.mask_duplicate_captions else None
         loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp().float(), ids)
         total += loss.item() * images.shape[0]
         count += images.shape[0]
