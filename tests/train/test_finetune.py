@@ -119,6 +119,22 @@ def test_zeroshot_reads_split_folders_with_mapped_names_and_the_training_templat
     assert task.templates == (TEMPLATE,)
 
 
+def test_in_training_zeroshot_runs_on_split_folders(small_corpus) -> None:
+    from biomedclip.train.evaluation import build_evaluator
+
+    overrides = {
+        "model.name": "tiny",
+        "data.train": str(small_corpus["shard"]),
+        "eval.zeroshot": [str(small_corpus["folder"])],  # a bare folder, detected as imagefolder
+        "eval.class_names": str(small_corpus["names"]),
+    }
+    config = build_config(overrides=overrides)
+    model, _, eval_tf, tokenizer = loop.build_model(config)
+    metrics = build_evaluator(config, eval_tf, tokenizer)(model)
+    assert metrics["zeroshot_xray_n"] == small_corpus["test_images"]
+    assert 0.0 <= metrics["zeroshot_xray_accuracy"] <= 1.0 and 0.0 <= metrics["zeroshot_xray_auroc"] <= 1.0
+
+
 def test_caption_templates_need_a_templated_corpus(small_corpus, shared_fixtures, tmp_path) -> None:
     assert caption_templates([str(small_corpus["shard"])]) == (TEMPLATE,)
     figures = tmp_path / "figures-000000.tar"
