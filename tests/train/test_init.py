@@ -103,3 +103,15 @@ def test_paper_config_is_the_papers_recipe() -> None:
     scratch.model.pretrained_text, scratch.model.pretrained_image = paper.model.pretrained_text, "vit_base_patch16_224"
     scratch.run.output_dir = paper.run.output_dir
     assert scratch == paper  # otherwise the same recipe
+
+
+def test_towers_with_a_trained_model_are_refused(minilm_folder, tmp_path) -> None:
+    from biomedclip.model import create_model, get_tokenizer, save_pretrained
+    from biomedclip.train.config import build_config
+
+    save_pretrained(create_model("tiny"), get_tokenizer("tiny"), tmp_path / "trained")
+    config = build_config(
+        overrides={"model.name": f"local-dir:{tmp_path / 'trained'}", "model.pretrained_text": str(minilm_folder)}
+    )
+    with pytest.raises(InputError, match="is a trained model whose weights would replace them"):
+        loop.build_model(config)

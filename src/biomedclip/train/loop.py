@@ -95,7 +95,15 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, Callable, Callable, Cal
     """Model, train/eval transforms and tokenizer for ``model.name``, its towers started from
     ``model.pretrained_text`` / ``model.pretrained_image`` when set, with the run's locks and speed flags."""
     from biomedclip.model import create_model_and_transforms, get_tokenizer
+    from biomedclip.model.pretrained import resolve
 
+    towers = config.model.pretrained_text or config.model.pretrained_image
+    if towers and resolve(config.model.name).weights is not None:
+        raise InputError(
+            f"model.pretrained_text/pretrained_image start an untrained architecture from pretrained towers, but "
+            f"{config.model.name} is a trained model whose weights would replace them: name an architecture "
+            "(e.g. biomedclip-base) or leave the tower fields empty"
+        )
     text = resolve_text_folder(config.model.pretrained_text) if config.model.pretrained_text else None
     image = resolve_image_weights(config.model.pretrained_image) if config.model.pretrained_image else None
     model, train_tf, eval_tf = create_model_and_transforms(
