@@ -22,7 +22,7 @@ from biomedclip.errors import InputError
 from biomedclip.shardspec import expand_shards
 from biomedclip.train.config import TrainConfig
 from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
-from biomedclip.train.loss import ClipLoss, caption_ids
+from biomedclip.train.loss import ClipLoss
 
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
@@ -82,7 +82,12 @@ def zeroshot_tasks(config: TrainConfig) -> list[ZeroShotTask]:
 def validation_metrics(
     model: torch.nn.Module, urls: list[str], transform: Callable, tokenizer: Callable, *, config: TrainConfig
 ) -> dict[str, Any]:
-    """Mean contrastive loss over val batches of ``eval.batch_size``, plus retrieval recalls on the split."""
+    """Mean contrastive loss over val batches of ``eval.batch_size``, plus retrieval recalls on the split.
+
+    The validation loss is open_clip's (every other item of a batch is a negative, duplicates included) whatever
+    ``loss.mask_duplicate_captions`` says: its value does not depend on how many copies of a caption a batch holds,
+    so it compares across runs, batches and with open_clip's own ``val_loss``.
+    """
     device = next(model.parameters()).device
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=False)
     total, count = 0.0, 0
@@ -91,8 +96,7 @@ def validation_metrics(
     ):
         image_features = model.encode_image(images.to(device), normalize=True)
         text_features = model.encode_text(texts.to(device), normalize=True)
-        ids = caption_ids(texts.to(device)) if config.loss.mask_duplicate_captions else None
-        loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp().float(), ids)
+        loss = loss_fn(image_features.float(), text_features.float(), model.logit_scale.exp().float())
         total += loss.item() * images.shape[0]
         count += images.shape[0]
     metrics: dict[str, Any] = {"val_loss": total / max(count, 1), "val_samples": count}
