@@ -13,7 +13,9 @@ given ``caption_ids``, an image is not contrasted with the other copies of its o
 with the other images that carry it. Each item keeps exactly one positive, its own pair, and its duplicates are
 removed from its softmax (their logits are set to -inf). Without the rule the copies are negatives that can never
 be told apart: the loss cannot fall below ln(copies per caption), whatever the model learns. With all captions
-distinct nothing is masked and the loss is open_clip's ``ClipLoss``, value and gradient.
+distinct nothing is masked and the loss is open_clip's ``ClipLoss``, value and gradient. With duplicates the value
+depends on how many other captions a batch holds (a batch of a single caption scores 0), so the training loss of a
+templated corpus moves with the batch make-up; the validation loss stays open_clip's for comparisons.
 """
 
 from __future__ import annotations
