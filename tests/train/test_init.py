@@ -12,6 +12,7 @@ from biomedclip.errors import InputError
 from biomedclip.train import loop
 from biomedclip.train.config import load_config
 from biomedclip.train.init import resolve_image_weights, resolve_text_folder
+from biomedclip.train.loss import caption_ids
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -51,10 +52,14 @@ def test_a_run_starts_from_the_given_towers(minilm_folder, vit_file, train_shard
         return parts
 
     monkeypatch.setattr(loop, "build_model", capture)
+    hashed = []
+    monkeypatch.setattr(loop, "caption_ids", lambda tokens: hashed.append(tokens.shape) or caption_ids(tokens))
     overrides = parse_overrides(tiny_args(train_shards, tmp_path / "run", **{"optim.max_steps": 1, "data.workers": 0}))
     overrides |= {"model.pretrained_text": str(minilm_folder), "model.pretrained_image": str(vit_file[0])}
+    overrides |= {"loss.mask_duplicate_captions": True}
     result = loop.train(build_config(overrides=overrides))
     assert result.steps == 1
+    assert len(hashed) == 1 and hashed[0][0] == 8  # the loss got the batch's caption ids
 
     (start,) = built
     bert = AutoModel.from_pretrained(minilm_folder, add_pooling_layer=False).state_dict()
