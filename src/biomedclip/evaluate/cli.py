@@ -152,13 +152,45 @@ def eval_group() -> None:
     default=None,
     help="YAML with classnames (label order) and templates; default: the paper's or the class names.",
 )
-def zeroshot_command(prompts: str | None, **kwargs) -> None:
+@click.option(
+    "--class-names",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML mapping class folder names to class text (notumor: no tumor), as given to train / corpus build.",
+)
+@click.option(
+    "--prompts-from-run",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A training run folder: prompt with the caption template its training shards were built with.",
+)
+def zeroshot_command(prompts: str | None, class_names: str | None, prompts_from_run: str | None, **kwargs) -> None:
     """Zero-shot classification with prompt ensembling (accuracy, balanced accuracy, macro-F1, AUROC)."""
     from biomedclip.evaluate.prompts import load_prompt_set
     from biomedclip.evaluate.tasks import run_zeroshot
 
-    prompt_set = load_prompt_set(prompts) if prompts else None
+    try:
+        prompt_set = load_prompt_set(prompts) if prompts else None
+        if class_names or prompts_from_run:
+            prompt_set = _mapped_prompts(kwargs["dataset"], kwargs["split"], class_names, prompts_from_run, prompt_set)
+    except ValueError as error:  # DatasetError and bad class-name or run files: an input error, exit 2
+        raise InputError(str(error)) from error
     _run(run_zeroshot, kwargs, prompts=prompt_set)
+
+
+def _mapped_prompts(dataset: str, split: str, class_names: str | None, run: str | None, given):
+    """Class texts from the dataset's folder names through ``--class-names``, templates from ``--prompts-from-run``
+    (else from ``--prompts``, else the generic ones)."""
+    from biomedclip.classnames import class_texts, load_class_names
+    from biomedclip.evaluate.datasets import default_split, load_dataset
+    from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, PromptSet
+    from biomedclip.train.prompts import run_templates
+
+    folders = load_dataset(dataset, split or default_split(dataset, "zeroshot")).classnames
+    names = load_class_names(class_names) if class_names else None
+    classnames = class_texts(folders, names) if names is not None or given is None else given.classnames
+    templates = run_templates(run) if run else (given.templates if given else DEFAULT_TEMPLATES)
+    return PromptSet(classnames, tuple(templates))
 
 
 @eval_group.command("retrieval")
