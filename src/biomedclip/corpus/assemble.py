@@ -46,6 +46,7 @@ from biomedclip.shards import ShardWriter, shard_record, write_sizes
 
 REJECTED_PART_ROWS = 20_000
 BATCHES_PER_PACK = 256
+CATALOG_BATCH_ROWS = 4096
 LOCATIONS = pa.schema([("batch", pa.string()), ("key", pa.string()), ("file", pa.string()), ("offset", pa.int64()),
                        ("size", pa.int64())])  # fmt: skip
 """Where a released image lies: ``size`` bytes at ``offset`` of ``file`` (a path below OUT)."""
@@ -425,10 +426,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     write_sizes(stage / "shards", dict(zip(shard_list, counts, strict=True)))
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
-    if chosen.rows <= settings.single_file_rows:  # the parts one after the other, one part in memory at a time
+    if chosen.rows <= settings.single_file_rows:  # the parts one after the other, a few thousand rows at a time
         with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
             for part in parts:
-                writer.write_table(pq.read_table(part))
+                for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
+                    writer.write_batch(rows)
         fsync_file(stage / "catalog.parquet")
     dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
