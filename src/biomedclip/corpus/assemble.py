@@ -347,6 +347,16 @@ def write_rejected_part(unit: tuple[str, int], stage: Path) -> int:
     return len(table)
 
 
+def write_single_catalog(parts: list[Path], stage: Path) -> int:
+    """``catalog.parquet``: the catalog parts one after the other, a few thousand rows at a time."""
+    with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
+        for part in parts:
+            for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
+                writer.write_batch(rows)
+    fsync_file(stage / "catalog.parquet")
+    return len(parts)
+
+
 def parse_hex64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Strings of 16 hex digits to uint64, vectorised (no Python object per value)."""
     if not len(column):
@@ -426,12 +436,8 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     write_sizes(stage / "shards", dict(zip(shard_list, counts, strict=True)))
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
-    if chosen.rows <= settings.single_file_rows:  # the parts one after the other, a few thousand rows at a time
-        with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
-            for part in parts:
-                for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
-                    writer.write_batch(rows)
-        fsync_file(stage / "catalog.parquet")
+    if chosen.rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
+        run(write_single_catalog, [parts], stage)
     dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
