@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from biomedclip.durable import fsync_path
 from biomedclip.errors import InputError, RunError
 
 if TYPE_CHECKING:
@@ -383,15 +384,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -454,7 +447,7 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self._file.name, self.paths[-1])
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         self._tar = self._file = None
 
     def close(self) -> list[Path]:

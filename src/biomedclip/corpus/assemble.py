@@ -37,10 +37,10 @@ import pyarrow.parquet as pq
 
 from biomedclip.corpus.batches import WorkStore
 from biomedclip.corpus.dedup import DedupConfig, cluster_labels, near_pairs_for_masks
-from biomedclip.corpus.outdir import fsync_file
 from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, REJECTED
 from biomedclip.corpus.split import SplitConfig, article_hash, hash_split, moved_articles
+from biomedclip.durable import fsync_file
 from biomedclip.errors import RunError
 from biomedclip.shards import ShardWriter, shard_record, write_sizes
 

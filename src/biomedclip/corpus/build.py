@@ -37,9 +37,10 @@ from biomedclip.corpus.articles import WorkConfig, article_key, article_name, re
 from biomedclip.corpus.batches import WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches
-from biomedclip.corpus.outdir import OutDir, fsync_dir, fsync_file
+from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.split import SplitConfig
+from biomedclip.durable import fsync_file, fsync_path
 from biomedclip.errors import InputError
 
 __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
@@ -206,7 +207,7 @@ def _release(root: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, target)
     (root / "clusters.json").unlink(missing_ok=True)  # written by older builds
-    fsync_dir(root)
+    fsync_path(root)
     released = {(stage / name).parent.name for name in images}
     for work in sorted((root / "work").glob("*/batches")):
         if work.parent.name in released:

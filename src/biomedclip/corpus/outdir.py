@@ -13,34 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-def fsync_file(path: Path) -> None:
-    """Flush ``path`` and its folder entry to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from biomedclip.durable import fsync_path
 
 
 def replace_file(tmp: Path, path: Path) -> None:
     """Rename a complete ``tmp`` onto ``path`` durably (fsync the data, rename, fsync the folder)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(tmp)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class OutDir:

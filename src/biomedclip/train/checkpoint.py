@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
+from biomedclip.durable import fsync_path
 from biomedclip.errors import InputError, RunError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -94,17 +95,17 @@ def save_checkpoint(
     files = {name: _fingerprint(tmp / name) for name in (WEIGHTS, STATE)}
     (tmp / META).write_text(json.dumps({"step": state.step, "files": files, "config": config or {}}, indent=2))
     for path in tmp.iterdir():
-        _fsync(path)
-    _fsync(tmp)
+        fsync_path(path)
+    fsync_path(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(root)
+    fsync_path(root)
     latest_tmp = root / f".{LATEST}.tmp"
     latest_tmp.write_text(final.name)
-    _fsync(latest_tmp)
+    fsync_path(latest_tmp)
     os.replace(latest_tmp, root / LATEST)
-    _fsync(root)
+    fsync_path(root)
     _prune(root, keep)
     return final
 
@@ -140,15 +141,6 @@ def _verify(folder: Path) -> None:
             )
         if actual["sha256"] != digest:
             raise RunError(f"checkpoint file {folder / name} is damaged: its SHA-256 differs from the one written")
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's or a folder's entries to disk (a folder's fsync makes the renames inside it durable)."""
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prune(root: Path, keep: int) -> None:
