@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint serve browser clean
+.PHONY: install demo test test-fast lint serve browser clean mutation
 
 install: $(STAMP)
 
@@ -33,5 +33,14 @@ test: install browser lint
 test-fast: install
 	$(BIN)/pytest -m "not slow"
 
+# Mutation testing of the core modules (scope: tools/mutation_score.py, survivors: docs/MUTATION.md). mutmut runs
+# the tests in its mutants/ copy, where ../shared does not resolve, so the real fixtures are named explicitly.
+SHARED ?= $(abspath ../shared)
+MUTATION_CHILDREN ?= 4
+mutation: install
+	BIOMEDCLIP_SHARED=$(SHARED) $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) \
+		$$($(BIN)/python tools/mutation_score.py --patterns)
+	$(BIN)/python tools/mutation_score.py --survivors
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants
