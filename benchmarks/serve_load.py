@@ -1,16 +1,23 @@
-"""Load test of ``/search``: N concurrent clients on loopback for a bounded time against ``biomedclip serve``.
+"""Load test of ``biomedclip serve``: ``/search`` latency alone, then beside hostile ``/classify`` traffic.
 
-    .venv/bin/python benchmarks/serve_load.py                       # 8 clients, 20 s, tiny model, 100k figures
-    .venv/bin/python benchmarks/serve_load.py --clients 32 --seconds 60 --figures 1000000
+    .venv/bin/python benchmarks/serve_load.py --quick                 # 2 search clients, 4 s per phase, 5k figures
+    .venv/bin/python benchmarks/serve_load.py                         # 8 search + 2 hostile clients, 20 s, 100k
+    .venv/bin/python benchmarks/serve_load.py --clients 32 --hostile 4 --seconds 60 --figures 1000000
 
 The server is the real CLI (``python -m biomedclip serve``) in its own process, over a synthetic index (random
-unit vectors with records) and the ``tiny`` model with random weights saved as a checkpoint. Every response is
-checked (status 200 and k results). The baseline is the same work done in-process without HTTP, one query at a
-time (text embedding + index search), measured in the same run: the ratio is served req/s over in-process req/s.
+unit vectors with records) and the ``tiny`` model with random weights saved as a checkpoint. Phase 1 runs only
+search clients; phase 2 runs the same search clients while hostile clients send, back to back: the heaviest
+``/classify`` the limits allow (50 labels x 5 templates), one far over them (50 labels x 20,000 templates, the
+issue's 243 KB request), malformed templates (``{} {x}``) and a chunked upload that never ends. Every search
+response is checked (status 200 and k results). The printed ratio is search p95 with the hostile clients over
+p95 without them (target <= 2x). The in-process baseline (text embedding + index search, sequential, no HTTP)
+is measured in the same run for the served / in-process throughput ratio.
 """
 
 from __future__ import annotations
 
+import collections
+import io
 import os
 import socket
 import subprocess
@@ -18,11 +25,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import httpx
 import numpy as np
+from PIL import Image
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `biomedclip serve` does (see biomedclip.serve.cli)
 WORDS = ("chest", "x-ray", "ct", "mri", "brain", "lung", "liver", "tumor", "lesion", "histology", "cell", "stent")
@@ -59,15 +68,51 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _load(base_url: str, clients: int, seconds: float, k: int) -> tuple[list[float], int, float]:
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _endless_upload() -> Iterator[bytes]:
+    """A multipart body that never ends, sent chunked (no Content-Length)."""
+    yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+    while True:
+        yield bytes(64 * 1024)
+
+
+def _hostile_requests(http: httpx.Client, image: bytes) -> Iterator[tuple[str, object]]:
+    """(kind, status or error name) of hostile /classify requests, round robin, forever."""
+    labels = ",".join(f"finding number {i}" for i in range(50))
+    heavy = {"labels": labels, "templates": "\n".join(f"a figure showing {{}}, view {i}" for i in range(5))}
+    huge = {"labels": labels, "templates": "\n".join(f"{{}} template {i}" for i in range(20_000))}
+    bad = {"labels": "a,b,c", "templates": "{} {x}\n{}{!r}"}
+    files = {"image": ("x.png", image, "image/png")}
+    while True:
+        for kind, data in (("heavy 50x5", heavy), ("huge 50x20000", huge), ("bad template", bad)):
+            yield kind, http.post("/classify", files=files, data=data).status_code
+        try:
+            response = http.post(
+                "/classify", content=_endless_upload(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+            )
+            yield "endless chunked upload", response.status_code
+        except httpx.HTTPError as error:
+            yield "endless chunked upload", type(error).__name__
+
+
+def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) -> tuple[list[float], int, dict]:
+    """Search latencies (ms), search errors and hostile outcomes over ``seconds`` of load."""
     latencies: list[float] = []
     errors = [0]
+    outcomes: collections.Counter = collections.Counter()
     lock = threading.Lock()
     stop = time.monotonic() + seconds
+    image = _png()
 
-    def client(number: int) -> None:
+    def search_client(number: int) -> None:
         queries = _queries(200, number)
-        with httpx.Client(base_url=base_url, timeout=30) as http:
+        with httpx.Client(base_url=base_url, timeout=60) as http:
             count = 0
             while time.monotonic() < stop:
                 start = time.perf_counter()
@@ -84,59 +129,69 @@ def _load(base_url: str, clients: int, seconds: float, k: int) -> tuple[list[flo
                         errors[0] += 1
                 count += 1
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    def hostile_client(number: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=60) as http:
+            for kind, outcome in _hostile_requests(http, image):
+                with lock:
+                    outcomes[(kind, outcome)] += 1
+                if time.monotonic() >= stop:
+                    return
+
+    threads = [threading.Thread(target=search_client, args=(n,)) for n in range(clients)]
+    threads += [threading.Thread(target=hostile_client, args=(n,)) for n in range(hostile)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, errors[0], time.perf_counter() - started
+    return latencies, errors[0], dict(outcomes)
+
+
+def _start_server(name: str, index_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    command = [sys.executable, "-m", "biomedclip", "serve", "--model", name, "--index", str(index_dir)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            httpx.get(base_url + "/healthz", timeout=2).raise_for_status()
+            return server, base_url
+        except httpx.HTTPError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.terminate()
+                message = server.stderr.read().decode() if server.poll() is not None else "timeout"
+                raise click.ClickException(f"server did not start: {message}") from None
+            time.sleep(0.5)
+
+
+def _p(latencies: list[float], q: float) -> float:
+    return float(np.percentile(latencies, q)) if latencies else float("nan")
 
 
 @click.command()
-@click.option("--clients", default=8, show_default=True)
-@click.option("--seconds", default=20.0, show_default=True)
+@click.option("--clients", default=8, show_default=True, help="Search clients.")
+@click.option("--hostile", default=2, show_default=True, help="Hostile /classify clients in phase 2.")
+@click.option("--seconds", default=20.0, show_default=True, help="Length of each phase.")
 @click.option("--figures", default=100_000, show_default=True, help="Synthetic figures in the index.")
 @click.option("-k", default=10, show_default=True)
-def main(clients: int, seconds: float, figures: int, k: int) -> None:
-    """Run the load test and print req/s, p50/p95 latency, errors and the ratio to in-process search."""
+@click.option("--quick", is_flag=True, help="A small run that proves the benchmark works: 2 clients, 4 s, 5k figures.")
+def main(clients: int, hostile: int, seconds: float, figures: int, k: int, quick: bool) -> None:
+    """Run both phases and print search p95 without and with hostile traffic, and their ratio."""
     from biomedclip.api import load
     from biomedclip.serve.index import FigureIndex
 
+    if quick:
+        clients, hostile, seconds, figures = 2, 1, 4.0, 5_000
     with tempfile.TemporaryDirectory() as tmp:
         name, index_dir = _prepare(Path(tmp), figures)
-        port = _free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "biomedclip",
-                "serve",
-                "--model",
-                name,
-                "--index",
-                str(index_dir),
-                "--port",
-                str(port),
-                "--device",
-                "cpu",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        base_url = f"http://127.0.0.1:{port}"
+        server, base_url = _start_server(name, index_dir)
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    httpx.get(base_url + "/healthz", timeout=2).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        message = server.stderr.read().decode() if server.poll() is not None else "timeout"
-                        raise click.ClickException(f"server did not start: {message}") from None
-                    time.sleep(0.5)
-            latencies, errors, elapsed = _load(base_url, clients, seconds, k)
+            _phase(base_url, clients, 0, min(2.0, seconds), k)  # warm-up
+            alone, alone_errors, _ = _phase(base_url, clients, 0, seconds, k)
+            mixed, mixed_errors, outcomes = _phase(base_url, clients, hostile, seconds, k)
+            health = httpx.get(base_url + "/healthz", timeout=10).json()
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -149,16 +204,21 @@ def main(clients: int, seconds: float, figures: int, k: int) -> None:
             done += 1
         baseline_rps = done / (time.perf_counter() - baseline_start)
 
-    served_rps = len(latencies) / elapsed
-    click.echo(f"{clients} clients x {seconds:g} s against /search, {figures:,} figures ({index.kind}), k={k}")
-    click.echo(f"requests ok {len(latencies)}, errors {errors}")
-    click.echo(
-        f"served: {served_rps:.1f} req/s, p50 {np.percentile(latencies, 50):.1f} ms, "
-        f"p95 {np.percentile(latencies, 95):.1f} ms"
-    )
+    click.echo(f"{clients} search clients x {seconds:g} s per phase, {figures:,} figures ({index.kind}), k={k}")
+    for label, latencies, errors in (("search alone", alone, alone_errors), ("with hostile", mixed, mixed_errors)):
+        click.echo(
+            f"{label:>13}: {len(latencies) / seconds:7.1f} req/s, p50 {_p(latencies, 50):7.1f} ms, "
+            f"p95 {_p(latencies, 95):7.1f} ms, errors {errors}"
+        )
+    click.echo(f"hostile /classify clients: {hostile}; outcomes (kind, status: count):")
+    for (kind, outcome), count in sorted(outcomes.items(), key=str):
+        click.echo(f"  {kind:<24} {outcome!s:<18} {count}")
+    click.echo(f"/healthz after the run: {health['status']}, inference busy {health['inference']['busy_s']} s")
     click.echo(f"baseline (in-process, sequential, no HTTP): {baseline_rps:.1f} req/s")
-    click.echo(f"ratio served / in-process: {served_rps / baseline_rps:.2f}x")
-    if errors:
+    click.echo(f"ratio served (alone) / in-process: {len(alone) / seconds / baseline_rps:.2f}x")
+    ratio = _p(mixed, 95) / _p(alone, 95)
+    click.echo(f"ratio search p95 with / without hostile requests: {ratio:.2f}x (target <= 2x)")
+    if alone_errors or mixed_errors:
         raise SystemExit(1)
 
 

@@ -1,7 +1,7 @@
 """The ``biomedclip`` command: one entry point whose command groups live beside the code they drive.
 
-Groups are imported lazily, so ``biomedclip --help`` stays fast and a group's heavy dependencies
-(torch, ray, faiss) load only when that group runs.
+Groups are imported lazily: ``biomedclip --help`` lists them from :data:`SUMMARIES` without importing any, and
+a group's heavy dependencies (torch, ray, faiss) load only when that group runs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,20 @@ COMMANDS: dict[str, str] = {
     "train": "biomedclip.train.cli:train",
 }
 
+# name -> the first line of the command's docstring, shown by ``biomedclip --help`` without importing the
+# command (tests/test_cli.py checks that each one matches its command).
+SUMMARIES: dict[str, str] = {
+    "classify": "Classify IMAGES zero-shot over --labels and print each image's class probabilities.",
+    "corpus": "Build the PMC figure-caption corpus.",
+    "demo": "Corpus -> train -> evaluate -> report -> search index on the bundled real sample, on the CPU.",
+    "embed": "Embed IMAGES (and --text strings) into a Parquet file: columns kind, input, embedding.",
+    "eval": "Evaluate a model on local datasets: zero-shot, retrieval, linear probe, VQA; merge results into a report.",
+    "index": "Build and query a FAISS index of figures from corpus shards.",
+    "model": "The BiomedCLIP model: registry, tokenizer training, export.",
+    "serve": "Run the HTTP service and web page (search, classify, embed; OpenAPI docs at /docs).",
+    "train": "Train BiomedCLIP contrastively on WebDataset shards.",
+}
+
 
 class LazyGroup(click.Group):
     """A click group that imports each subcommand's module only when it is invoked."""
@@ -38,6 +52,22 @@ class LazyGroup(click.Group):
             return None
         module_name, attribute = target.split(":")
         return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their summaries, importing only those that have none in :data:`SUMMARIES`."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            summary = SUMMARIES.get(name)
+            if summary is None:
+                command = self.get_command(ctx, name)
+                summary = command.get_short_help_str(limit) if command is not None else ""
+            rows.append((name, click.Command(name, help=summary).get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the command; a ``BiomedclipError`` becomes one ``Error:`` line and its exit code, no traceback."""

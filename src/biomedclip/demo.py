@@ -134,7 +134,7 @@ def evaluate_model(config: DemoConfig, checkpoint: Path, log: Log) -> list[dict]
         dataset = f"npz:{config.sample / 'labeled' / npz}"
         prompt_set = load_prompt_set(config.sample / "prompts" / prompts)
         results.append(run_zeroshot(model, dataset, split="val", prompts=prompt_set, settings=settings))
-        probe = LinearProbeConfig(fractions=(0.1, 1.0), seeds=(0, 1))
+        probe = LinearProbeConfig(fractions=(0.1, 1.0), seeds=(0, 1), epochs=10)  # ELEVATER search, short schedule
         results.append(run_linear_probe(model, dataset, split="val", config=probe, settings=settings))
     for result in results:
         write_result(result, config.out / "eval")

@@ -69,6 +69,17 @@ class HashSplit:
         if min(shares) < 0 or sum(shares) <= 0:
             raise InputError(f"split ratios must be >= 0 and not all 0, got train/val/test = {shares}")
 
+    @classmethod
+    def parse(cls, text: str) -> HashSplit:
+        """``"0.7,0.1,0.2"`` (TRAIN,VAL,TEST shares, as the CLIs take them) as a ``HashSplit``."""
+        try:
+            shares = [float(v) for v in text.split(",")]
+        except ValueError:
+            shares = []
+        if len(shares) != 3:
+            raise InputError(f"expected three shares TRAIN,VAL,TEST >= 0 such as 0.7,0.1,0.2, got {text!r}")
+        return cls(*shares)
+
     def of(self, key: str) -> str:
         """``train``, ``val`` or ``test`` for an image key (a uniform number from SHA-256 of salt and key)."""
         digest = hashlib.sha256(f"{self.salt}:{key}".encode()).digest()

@@ -163,3 +163,23 @@ def test_truncated_jpeg_is_corrupt(shared_fixtures: Path) -> None:
     with pytest.raises(ImageRejected) as info:
         process_image(data[: len(data) // 3])
     assert info.value.reason == "corrupt_image"
+
+
+def test_the_pixel_limit_is_one_number_exactly_at_120_mpx() -> None:
+    """README and ImageConfig say 120 Mpx; Pillow's own 89.5 Mpx warning must not refuse images below it."""
+    assert ImageConfig().max_pixels == 120_000_000
+    exactly = _encode(Image.new("L", (12_000, 10_000), 128), "JPEG", quality=50)  # 120,000,000 px: allowed
+    processed = process_image(exactly)
+    assert (processed.orig_width, processed.orig_height) == (12_000, 10_000)
+    with pytest.raises(ImageRejected) as info:
+        process_image(_png_header(12_000, 10_001))  # 120,012,000 px, refused from the header alone
+    assert info.value.reason == "decompression_bomb"
+
+
+def test_a_pixel_limit_above_pillows_hard_limit_is_a_bad_setting() -> None:
+    from biomedclip.errors import InputError
+
+    hard = 2 * Image.MAX_IMAGE_PIXELS
+    assert ImageConfig(max_pixels=hard).max_pixels == hard
+    with pytest.raises(InputError, match="hard limit"):
+        ImageConfig(max_pixels=hard + 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
 from pathlib import Path
 
 import pubmed_parser
@@ -10,6 +12,7 @@ from lxml import etree
 
 from biomedclip.corpus.jats import JatsError, extract_figures, figures_of
 from biomedclip.corpus.records import Article, ArticleMeta
+from biomedclip.corpus.sources import open_source
 
 
 def _xml_files(shared: Path) -> list[Path]:
@@ -151,3 +154,111 @@ def test_entities_are_not_expanded():
     xml = b'<!DOCTYPE article [<!ENTITY x SYSTEM "file:///etc/passwd">]><article><body><fig><caption><p>&x;</p></caption></fig></body></article>'
     records = extract_figures(xml)
     assert "root:" not in records[0].caption
+
+
+def _bare_article(ids: str, body: str, permissions: str = "") -> bytes:
+    return (
+        '<article xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:ali="http://www.niso.org/schemas/ali/1.0/">'
+        f"<front><article-meta>{ids}{permissions}</article-meta></front><body>{body}</body></article>"
+    ).encode()
+
+
+PMC_ID = '<article-id pub-id-type="pmc">PMC77</article-id>'
+DOI_ID = '<article-id pub-id-type="doi">10.1/x</article-id>'
+PUBLISHER_ID = '<article-id pub-id-type="publisher-id">00353</article-id>'
+FIG = '<fig id="f1"><caption><p>A stained section of a kidney.</p></caption><graphic xlink:href="g1"/></fig>'
+
+
+@pytest.mark.parametrize(
+    ("ids", "key"),
+    [
+        (PMC_ID + DOI_ID, "PMC77"),
+        (PUBLISHER_ID + DOI_ID, "doi:10.1/x"),
+        (PUBLISHER_ID, "publisher-id:00353"),
+        ("", "file:article.xml"),
+    ],
+)
+def test_an_article_without_pmcid_is_keyed_by_doi_then_publisher_id_then_file_name(ids: str, key: str) -> None:
+    from biomedclip.corpus.sources.selection import with_xml_metadata
+
+    article = Article("some/folder/article.xml", ArticleMeta(pmcid=""), _bare_article(ids, FIG), [], io.BytesIO)
+    keyed = with_xml_metadata(article)
+    assert keyed.meta.pmcid == key
+    assert [r.pmcid for r in figures_of(keyed)] == [key]
+
+
+@pytest.mark.parametrize(
+    ("permissions", "license_code"),
+    [
+        ('<permissions><license license-type="open-access"><ali:license_ref>'
+         "https://creativecommons.org/licenses/by-nc/4.0/</ali:license_ref></license></permissions>", "CC BY-NC"),
+        ('<permissions><license license-type="cc-by-sa"><license-p>Terms.</license-p></license></permissions>',
+         "CC BY-SA"),
+        ("<permissions><license><license-p>Elsevier hereby grants permission to make all its COVID-19-related "
+         "research available.</license-p></license></permissions>", "NO-CC CODE"),
+        ("<permissions><copyright-statement>All rights reserved.</copyright-statement></permissions>", None),
+    ],
+)  # fmt: skip
+def test_license_from_the_xml(permissions: str, license_code: str | None) -> None:
+    xml = _bare_article('<article-id pub-id-type="pmc">1</article-id>', FIG, permissions)
+    assert extract_figures(xml)[0].license == license_code
+
+
+def test_the_lancet_packages_state_a_non_cc_license(shared_fixtures):
+    for name in ("PMC7112410.tar.gz", "PMC7135076.tar.gz"):
+        (article,) = open_source(str(shared_fixtures / "pmc/packages/oa_package_tarballs" / name)).articles()
+        assert article.meta.license == "NO-CC CODE"  # PMC's own code for them in oa_file_list.csv
+        assert {r.license for r in figures_of(article)} == {"NO-CC CODE"}
+
+
+def _caption_fig(fig_id: str, text: str) -> str:
+    return f'<fig id="{fig_id}"><caption><p>{text}</p></caption><graphic xlink:href="{fig_id}"/></fig>'
+
+
+def test_caption_length_is_bounded_during_extraction_exactly_at_the_limit() -> None:
+    limit = 50
+    body = _caption_fig("at", "x" * limit) + _caption_fig("over", "x" * (limit + 1)) + _caption_fig("ok", "fine")
+    records = {r.fig_id: r for r in extract_figures(_bare_article("", body), max_caption_chars=limit)}
+    assert (records["at"].status, records["at"].caption) == ("accepted", "x" * limit)
+    assert (records["over"].status, records["over"].reason) == ("rejected", "caption_too_long")
+    assert records["over"].caption == "x" * limit  # the head is kept for the catalog, never the whole text
+    assert records["ok"].status == "accepted"
+
+
+def test_a_huge_caption_is_refused_without_copying_it() -> None:
+    huge = "word " * 2_000_000  # 10 MB of caption in one text node
+    xml = _bare_article("", _caption_fig("huge", huge) + FIG)
+    tracemalloc.start()
+    try:
+        records = extract_figures(xml)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [(r.fig_id, r.status, r.reason) for r in records] == [
+        ("huge", "rejected", "caption_too_long"),
+        ("f1", "accepted", ""),
+    ]
+    assert len(records[0].caption) <= 20_000
+    assert peak < 24_000_000  # the 10 MB text node once, and no split/join/normalised copies of it
+
+
+def test_deeply_nested_caption_costs_that_figure_not_the_article() -> None:
+    deep = "<italic>" * 700 + "deep" + "</italic>" * 700
+    records = extract_figures(_bare_article("", FIG + _caption_fig("deep", deep)))
+    assert [(r.fig_id, r.status, r.reason) for r in records] == [
+        ("f1", "accepted", ""),
+        ("deep", "rejected", "caption_too_deep"),
+    ]
+
+
+def test_caption_depth_limit_is_exact() -> None:
+    from biomedclip.corpus.jats import MAX_CAPTION_DEPTH
+
+    def nested(depth: int) -> str:  # <caption> and <p> are two levels, each <bold> one more
+        inner = depth - 2
+        return "<bold>" * inner + "a caption that nests" + "</bold>" * inner
+
+    body = _caption_fig("at", nested(MAX_CAPTION_DEPTH)) + _caption_fig("over", nested(MAX_CAPTION_DEPTH + 1))
+    records = {r.fig_id: r for r in extract_figures(_bare_article("", body))}
+    assert (records["at"].status, records["at"].caption) == ("accepted", "a caption that nests")
+    assert (records["over"].status, records["over"].reason) == ("rejected", "caption_too_deep")

@@ -12,7 +12,6 @@ import pytest
 from biomedclip.corpus.jats import figures_of
 from biomedclip.corpus.records import MediaError
 from biomedclip.corpus.sources import FolderSource, S3Source, Selection, open_source
-from biomedclip.corpus.sources.s3_layout import write_article
 
 XML = (
     b'<article xmlns:xlink="http://www.w3.org/1999/xlink"><body><fig id="f1"><caption><p>A cell.</p></caption>'
@@ -49,7 +48,7 @@ def test_source_is_picklable_and_reads_in_another_process_shape(pmc_bucket):
     assert restored.open_media("gr1_lrg.jpg").read(2) == b"\xff\xd8"
 
 
-def test_selection_license_retracted_pmcids_limit(s3_client, s3_endpoint, empty_bucket):
+def test_selection_license_retracted_pmcids_limit(s3_client, s3_endpoint, empty_bucket, write_article):
     for number, (license_code, retracted) in enumerate(
         [("CC BY", False), ("CC0", False), ("CC BY-NC-SA", False), ("CC BY", True), (None, False)], start=1
     ):
@@ -75,14 +74,14 @@ def test_selection_license_retracted_pmcids_limit(s3_client, s3_endpoint, empty_
     assert pmcids(Selection(limit=2)) == ["PMC1", "PMC2"]
 
 
-def test_versions_are_grouped_numerically(s3_client, s3_endpoint, empty_bucket):
+def test_versions_are_grouped_numerically(s3_client, s3_endpoint, empty_bucket, write_article):
     for pmcid, version in [("PMC12", 2), ("PMC12", 10), ("PMC12", 9), ("PMC123", 1)]:
         write_article(s3_client, empty_bucket, pmcid, version, XML, {})
     versions = [(p, v) for p, v, _ in _source(s3_endpoint, empty_bucket).latest_versions()]
     assert versions == [("PMC12", 10), ("PMC123", 1)]
 
 
-def test_md5_mismatch_zero_byte_and_missing_objects(s3_client, s3_endpoint, empty_bucket):
+def test_md5_mismatch_zero_byte_and_missing_objects(s3_client, s3_endpoint, empty_bucket, write_article):
     good = {"f1.jpg": b"\xff\xd8good"}
     write_article(
         s3_client, empty_bucket, "PMC1", 1, XML, good, metadata={"xml_url": "s3://x/PMC1.1/PMC1.1.xml?md5=" + "0" * 32}
@@ -142,3 +141,18 @@ def test_a_damaged_transfer_is_retried_and_never_used(pmc_bucket):
     damaged.clear()
     (article,) = source.articles()
     assert article.xml is None and article.error.startswith("md5_mismatch")
+
+
+def test_member_and_article_byte_caps(s3_client, s3_endpoint, empty_bucket, write_article):
+    from biomedclip.corpus.sources import SourceLimits
+
+    media = {"a.jpg": b"a" * 1000, "b.jpg": b"b" * 1000, "c.jpg": b"c" * 1001}
+    write_article(s3_client, empty_bucket, "PMC9", 1, XML, media)
+    limits = SourceLimits(max_member_bytes=1000, max_article_bytes=1999)
+    source = open_source(f"s3://{empty_bucket}", endpoint_url=s3_endpoint, limits=limits)
+    (article,) = source.articles()
+    with pytest.raises(MediaError, match=r"^member_too_large: "):
+        article.open_media("c.jpg")
+    assert article.open_media("a.jpg").read() == media["a.jpg"]  # exactly the member limit
+    with pytest.raises(MediaError, match=r"^article_too_large: "):
+        article.open_media("b.jpg")  # 1000 + 1000 bytes is one past the article's budget

@@ -50,11 +50,13 @@ def test_every_task_then_the_report(invoke, tmp_path, shared_fixtures, shards_ro
     prompts.write_text("classnames: [benign tissue, metastatic tissue]\ntemplates: ['histology of {}']\n")
     invoke("zeroshot", *common, "--dataset", f"pcam:{pcam_root}", "--prompts", prompts)
     invoke("retrieval", *common, "--dataset", shards_root, "--chunk", 5)
-    assert _one(out, "retrieval")["metrics"]["n_texts"] == 11
-    invoke("linear-probe", *common, "--dataset", npz, "--split", "val", "--fractions", "0.1,1", "--seeds", "0,1")
+    assert _one(out, "retrieval")["metrics"]["n_texts"] == 12  # one-to-one: every caption is its own text
+    probe_args = ["--fractions", "0.1,1", "--seeds", "0,1", "--probe-epochs", 3]
+    invoke("linear-probe", *common, "--dataset", npz, "--split", "val", *probe_args)
     probe = _one(out, "linear_probe")
-    assert probe["settings"]["validation"] == "20% of train" and len(probe["metrics"]["runs"]) == 4
-    invoke("vqa", *common, "--dataset", vqa_rad_root, "--epochs", 1, "--hidden", 32)
+    assert probe["settings"]["validation"] == "class-balanced 20% of each training subset"
+    assert len(probe["metrics"]["runs"]) == 4
+    invoke("vqa", *common, "--dataset", vqa_rad_root, "--epochs", 1, "--hidden", 32, "--layers", 1, "--heads", 2)
     assert _one(out, "vqa")["metrics"]["n"] == 6
 
     report = tmp_path / "report"

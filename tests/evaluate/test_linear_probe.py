@@ -1,19 +1,43 @@
-"""Linear probe against direct scikit-learn fits on features with a known answer."""
+"""Linear probe: the ELEVATER protocol against scikit-learn and a brute-force grid search; the logistic probe."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import torch
 from sklearn.linear_model import LogisticRegression
 
-from biomedclip.evaluate.linear_probe import LinearProbeConfig, linear_probe, probe_once, stratified_subset
+from biomedclip.evaluate.linear_probe import (
+    LinearProbeConfig,
+    balanced_val_cut,
+    head_logits,
+    linear_probe,
+    per_class_cap,
+    probe_once,
+    search,
+    standardize,
+    stratified_subset,
+    train_heads,
+    wd_grid,
+)
 
 
-def _clusters(n: int, seed: int, noise: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrices: one torch thread is much faster on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clusters(n: int, seed: int, noise: float = 0.7, offset: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, n)
     centers = np.eye(3, 10) * 2
-    return centers[labels] + noise * rng.normal(size=(n, 10)), labels
+    return centers[labels] + noise * rng.normal(size=(n, 10)) + offset, labels
 
 
 def test_stratified_subset_sizes() -> None:
@@ -22,31 +46,108 @@ def test_stratified_subset_sizes() -> None:
     assert np.bincount(labels[subset]).tolist() == [15, 4, 1]
     assert np.array_equal(subset, stratified_subset(labels, 0.1, seed=3))
     assert stratified_subset(labels, 1.0, seed=0).tolist() == list(range(193))
+    assert np.bincount(labels[stratified_subset(labels, 0.01, seed=0, minimum=2)]).tolist() == [2, 2, 2]
     with pytest.raises(ValueError, match="fraction"):
         stratified_subset(labels, 0.0, seed=0)
 
 
-def test_probe_once_matches_an_independent_sweep() -> None:
+def test_balanced_val_cut_takes_a_fifth_of_every_class() -> None:
+    labels = np.array([0] * 150 + [1] * 40 + [2] * 3 + [3] * 1 + [4] * 5)
+    train, val = balanced_val_cut(labels, 0.2, seed=0)
+    assert np.bincount(labels[val], minlength=5).tolist() == [30, 8, 1, 0, 1]  # ceil(20%), one always left
+    assert np.bincount(labels[train], minlength=5).tolist() == [120, 32, 2, 1, 4]
+    assert np.intersect1d(train, val).size == 0 and train.size + val.size == labels.size
+    assert not np.array_equal(val, balanced_val_cut(labels, 0.2, seed=1)[1])
+
+
+@pytest.mark.parametrize(("lr", "wd"), [(0.01, 1e-3), (0.05, 1e-2)])
+def test_sgd_head_reaches_scikit_learns_logistic_regression(lr: float, wd: float) -> None:
+    # SGD on mean CE + wd/2 |W|^2 (bias free) has the optimum of LogisticRegression(C = 1 / (wd * n)).
+    (x, y), (tx, ty) = _clusters(300, 0, noise=1.2, offset=5.0), _clusters(300, 1, noise=1.2, offset=5.0)
+    fit, test = standardize(x, tx)
+    weights, biases = train_heads(fit, torch.from_numpy(y), 3, [lr], [wd], LinearProbeConfig(), seed=0)
+    ours = head_logits(weights, biases, test)[0].argmax(-1).numpy()
+    reference = LogisticRegression(C=1 / (wd * len(y)), max_iter=10_000, tol=1e-10).fit(fit.numpy(), y)
+    theirs = reference.predict(test.numpy())
+    # Stated tolerance: test accuracy within 1 point, predictions agree on >= 97% of the images.
+    assert abs(np.mean(ours == ty) - np.mean(theirs == ty)) <= 0.01
+    assert np.mean(ours == theirs) >= 0.97
+    centred = reference.coef_.T - reference.coef_.T.mean(1, keepdims=True)  # softmax weights up to a shift
+    assert np.abs(weights[0].numpy() - weights[0].numpy().mean(1, keepdims=True) - centred).max() < 0.1
+
+
+def test_search_finds_the_brute_force_optimum_of_a_crafted_score() -> None:
+    config = LinearProbeConfig()
+    grid = wd_grid(config)
+    assert grid.size == 97 and grid[0] == pytest.approx(1e-6) and grid[-1] == pytest.approx(1e6)
+
+    def crafted(lr: float, wd: float) -> float:  # unimodal, best at lr 1e-3, wd 10**1.25 (grid index 58)
+        return -((math.log10(wd) - 1.25) ** 2) - (math.log10(lr) + 3) ** 2
+
+    calls = []
+
+    def score(points):
+        calls.append(len(points))
+        return [crafted(lr, wd) for lr, wd in points]
+
+    lr, wd, best, scored = search(score, config.lrs, grid, config.wd_coarse)
+    brute = max(((a, float(b)) for a in config.lrs for b in grid), key=lambda p: crafted(*p))
+    assert (lr, wd) == brute and wd == pytest.approx(10**1.25) and best == pytest.approx(0.0)
+    assert calls[0] == 6 * 7 and len(calls) == 5 and scored == sum(calls) <= 6 * (7 + 8)
+
+
+def test_search_keeps_the_first_of_equal_scores() -> None:
+    lr, wd, best, _ = search(lambda points: [0.5] * len(points), (0.1, 0.01), wd_grid(LinearProbeConfig()), 7)
+    assert (lr, best) == (0.1, 0.5) and wd == pytest.approx(1e-6)
+
+
+def test_elevater_protocol_fractions_seeds_validation_and_refit() -> None:
+    (x, y), (tx, ty) = _clusters(400, 0), _clusters(200, 5)
+    config = LinearProbeConfig(fractions=(0.05, 1.0), seeds=(0, 1), lrs=(0.01, 0.1), wd_points=13, epochs=20)
+    result = linear_probe(x, y, tx, ty, 3, config=config)
+    assert [(r["fraction"], r["seed"]) for r in result["runs"]] == [(0.05, 0), (0.05, 1), (1.0, 0), (1.0, 1)]
+    counts = np.bincount(y)
+    for run in result["runs"]:
+        sizes = [max(2, math.ceil(run["fraction"] * c)) for c in counts]  # two per class at least
+        assert run["n_train"] == sum(sizes)  # the final fit uses the whole subset: train + validation cut
+        assert run["n_val"] == sum(min(math.ceil(0.2 * s), s - 1) for s in sizes)
+        assert run["lr"] in config.lrs and run["n"] == 200
+    full = [r["accuracy"] for r in result["runs"] if r["fraction"] == 1.0]
+    assert result["summary"]["1.0"]["accuracy"]["mean"] == pytest.approx(np.mean(full))
+    assert result["summary"]["1.0"]["accuracy"]["std"] == pytest.approx(np.std(full))
+    assert min(full) > 0.8 and "auroc" not in result["summary"]["1.0"]
+    assert result["config"]["protocol"] == "elevater"
+
+
+def test_a_one_percent_subset_of_a_small_set_still_has_a_validation_cut() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 5)), np.arange(20) % 2
+    run = linear_probe(x, y, x, y, 2, config=LinearProbeConfig(fractions=(0.05,), seeds=(0,), epochs=2))["runs"][0]
+    assert run["n_train"] == 4 and run["n_val"] == 2 and 0 <= run["val_accuracy"] <= 1
+    with pytest.raises(ValueError, match="single training image"):
+        linear_probe(x[:2], y[:2], x, y, 2, config=LinearProbeConfig(fractions=(1.0,), seeds=(0,), epochs=1))
+
+
+def test_search_cap_draws_at_most_n_per_class_and_refits_on_all() -> None:
+    x, y = _clusters(400, 0)
+    config = LinearProbeConfig(
+        fractions=(1.0,), seeds=(0,), lrs=(0.1,), wd_points=13, epochs=3, search_max_per_class=20
+    )
+    (run,) = linear_probe(x, y, x[:50], y[:50], 3, config=config)["runs"]
+    assert run["n_search"] == 60 and run["n_val"] == 3 * 4 and run["n_train"] == 400
+    assert per_class_cap(np.array([0] * 5 + [1] * 50), 10, seed=0).size == 15
+
+
+def test_logistic_protocol_matches_an_independent_sweep() -> None:
     train, val, test = _clusters(300, 0), _clusters(100, 1), _clusters(200, 2)
-    config = LinearProbeConfig(c_grid=(1e-3, 1e-1, 10.0))
+    config = LinearProbeConfig(protocol="logistic", c_grid=(1e-3, 1e-1, 10.0))
     result = probe_once(train, val, test, 3, config)
     accuracies = {c: LogisticRegression(C=c, max_iter=1000).fit(*train).score(*val) for c in config.c_grid}
     best = max(config.c_grid, key=lambda c: (accuracies[c], -c))
     assert result["C"] == best
-    want = LogisticRegression(C=best, max_iter=1000).fit(*train).score(*test)
-    assert result["accuracy"] == pytest.approx(want)
-    assert result["accuracy"] > 0.8
-
-
-def test_linear_probe_fractions_seeds_and_held_out_validation() -> None:
+    assert result["accuracy"] == pytest.approx(LogisticRegression(C=best, max_iter=1000).fit(*train).score(*test))
     (x, y), (tx, ty) = _clusters(400, 0), _clusters(200, 5)
-    config = LinearProbeConfig(fractions=(0.05, 1.0), seeds=(0, 1), c_grid=(0.1, 1.0))
-    result = linear_probe(x, y, tx, ty, 3, config=config)
-    assert [(r["fraction"], r["seed"]) for r in result["runs"]] == [(0.05, 0), (0.05, 1), (1.0, 0), (1.0, 1)]
-    full_runs = [r for r in result["runs"] if r["fraction"] == 1.0]
-    assert [r["n_train"] for r in full_runs] == [320, 320]  # 20% held out for the C sweep
-    accuracies = [r["accuracy"] for r in full_runs]
-    assert result["summary"]["1.0"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
-    assert result["summary"]["1.0"]["accuracy"]["std"] == pytest.approx(np.std(accuracies))
-    assert "auroc" not in result["summary"]["1.0"]  # three classes
-    assert result["summary"]["1.0"]["accuracy"]["mean"] >= result["summary"]["0.05"]["accuracy"]["mean"] - 0.05
+    config = LinearProbeConfig(protocol="logistic", fractions=(1.0,), seeds=(0,), c_grid=(0.1, 1.0))
+    assert linear_probe(x, y, tx, ty, 3, config=config)["runs"][0]["n_train"] == 320  # 20% held out for C
+    with pytest.raises(ValueError, match="protocol"):
+        LinearProbeConfig(protocol="svm")

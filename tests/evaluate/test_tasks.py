@@ -71,24 +71,24 @@ def test_cache_avoids_recomputation_and_keys_on_the_transform(toy_eval, pcam_roo
     assert len(calls) == 3
 
 
-def test_retrieval_on_shards_dedupes_captions(toy_eval, shards_root, pcam_root) -> None:
-    deduped = run_retrieval(toy_eval, str(shards_root), settings=RunSettings())
-    assert deduped["metrics"]["n_images"] == 12 and deduped["metrics"]["n_texts"] == 11
-    raw = run_retrieval(
-        toy_eval, str(shards_root), config=RetrievalConfig(dedupe_captions=False), settings=RunSettings()
+def test_retrieval_on_shards_is_one_to_one_unless_merged(toy_eval, shards_root, pcam_root) -> None:
+    pairs = run_retrieval(toy_eval, str(shards_root), settings=RunSettings())
+    assert pairs["metrics"]["n_images"] == 12 and pairs["metrics"]["n_texts"] == 12
+    merged = run_retrieval(
+        toy_eval, str(shards_root), config=RetrievalConfig(merge_captions=True), settings=RunSettings()
     )
-    assert raw["metrics"]["n_texts"] == 12 and raw["settings"]["dedupe_captions"] is False
-    assert raw["counts"] == {"n": 12, "found": 12, "rule": "split test", "unit": "pairs"}
+    assert merged["metrics"]["n_texts"] == 11 and merged["settings"]["merge_captions"] is True
+    assert pairs["counts"] == {"n": 12, "found": 12, "rule": "split test", "unit": "pairs"}
     limited = run_retrieval(toy_eval, str(shards_root), settings=RunSettings(max_items=5))
     assert limited["counts"]["n"] == 5 and limited["counts"]["found"] == 12
-    for result in (deduped, raw):
+    for result in (pairs, merged):
         assert 0 <= result["metrics"]["image_to_text_R@1"] <= result["metrics"]["image_to_text_R@10"] <= 1
     with pytest.raises(DatasetError, match="image-caption"):
         run_retrieval(toy_eval, f"pcam:{pcam_root}", settings=RunSettings())
 
 
 def test_linear_probe_uses_the_val_split(toy_eval, tcga_til_root) -> None:
-    config = LinearProbeConfig(fractions=(0.5, 1.0), seeds=(0, 1), c_grid=(0.1, 10.0))
+    config = LinearProbeConfig(protocol="logistic", fractions=(0.5, 1.0), seeds=(0, 1), c_grid=(0.1, 10.0))
     result = run_linear_probe(toy_eval, f"tcga_til:{tcga_til_root}", config=config, settings=RunSettings())
     assert result["settings"]["validation"] == "val split"
     assert set(result["metrics"]["summary"]) == {"0.5", "1.0"} and len(result["metrics"]["runs"]) == 4

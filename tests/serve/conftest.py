@@ -7,17 +7,20 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import uvicorn
 import webdataset as wds
+from fastapi import FastAPI
 
 from biomedclip.api import Embedder, load
 from biomedclip.serve.app import ServeConfig, create_app
 from biomedclip.serve.build import build_index
 from biomedclip.serve.index import FigureIndex
+from biomedclip.serve.server import server_config
 
 
 def medicat_figures(shared: Path) -> list[dict]:
@@ -36,10 +39,11 @@ def medicat_figures(shared: Path) -> list[dict]:
             "caption": row["s2_caption"],
             "graphic": row["fig_uri"],
             "image_path": row["fig_uri"],
-            "license": "CC BY",
-            "journal": "Sample J",
-            "year": 2020,
-            "split": "train",
+            # varied metadata, so the search filters have something to select
+            "license": "CC0" if number % 3 == 2 else "CC BY",
+            "journal": ("Radiology Cases", "Gut Images")[number % 2],
+            "year": 2016 + number % 5,
+            "split": "test" if number % 4 == 3 else "train",
         }
         figures.append({"key": f"{pmcid}_{row['fig_key']}", "image": image, "record": record})
     return figures
@@ -114,16 +118,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server(embedder: Embedder, figure_index: FigureIndex) -> Iterator[str]:
-    """A real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    config = uvicorn.Config(
-        create_app(embedder, figure_index, ServeConfig(max_upload_bytes=2 * 2**20)),
-        host="127.0.0.1",
-        port=free_port(),
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
+@contextmanager
+def running(app: FastAPI, config: ServeConfig) -> Iterator[str]:
+    """Serve ``app`` with ``biomedclip serve``'s uvicorn settings on a free loopback port, in a thread."""
+    server = uvicorn.Server(server_config(app, "127.0.0.1", free_port(), config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -131,9 +129,19 @@ def live_server(embedder: Embedder, figure_index: FigureIndex) -> Iterator[str]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{config.port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(embedder: Embedder, figure_index: FigureIndex) -> Iterator[str]:
+    """A real uvicorn server over the test index on a free loopback port; yields its base URL."""
+    config = ServeConfig(max_upload_bytes=2 * 2**20)
+    with running(create_app(embedder, figure_index, config), config) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from biomedclip.serve.app import ServeConfig, create_app, pmc_url
+from biomedclip.serve.app import ServeConfig, create_app, pmc_url, public_model_name
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def png_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
 
 def test_healthz_and_docs(client, figure_index, model_name):
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["model"] == model_name
+    assert health["status"] == "ok" and health["model"] == "local-dir:" + model_name.rstrip("/").rsplit("/", 1)[-1]
     assert health["figures"] == len(figure_index) and health["index_kind"] == "flat"
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
@@ -232,3 +232,42 @@ def test_concurrent_requests_on_a_real_server_all_succeed_and_agree(live_server,
             np.testing.assert_allclose(value, expected_probabilities, atol=1e-5)
         else:
             assert value == expected[name]
+
+
+def test_search_filters_are_applied_by_the_server(client, figures):
+    records = [f["record"] for f in figures]
+    cases = [
+        ({"year_min": 2018}, lambda r: r["year"] >= 2018),  # 2018 itself included
+        ({"year_min": 2017, "year_max": 2017}, lambda r: r["year"] == 2017),
+        ({"journal": "Gut Images", "split": "train"}, lambda r: r["journal"] == "Gut Images" and r["split"] == "train"),
+        ({"license": "CC0"}, lambda r: r["license"] == "CC0"),
+    ]
+    for params, passes in cases:
+        expected = {r["fig_id"] + r["pmcid"] for r in records if passes(r)}
+        body = client.get("/search", params={"q": "a figure", "k": 10, **params}).json()
+        assert {r["fig_id"] + r["pmcid"] for r in body["results"]} == expected, params
+        image = client.post(
+            "/search", files={"image": ("f.png", figures[0]["image"], "image/png")}, data={"k": "10", **params}
+        ).json()
+        assert {r["fig_id"] + r["pmcid"] for r in image["results"]} == expected, params
+    assert client.get("/search", params={"q": "x", "journal": "Nature"}).json()["results"] == []
+    response = client.get("/search", params={"q": "x", "year_min": 2020, "year_max": 2019})
+    assert response.status_code == 400 and "year_min 2020 is after year_max 2019" in response.json()["detail"]
+    response = client.get("/search", params={"q": "x", "journal": "j" * 501})
+    assert response.status_code == 400 and "journal filter is longer than 500" in response.json()["detail"]
+
+
+def test_filters_lists_the_indexed_values(client, figures):
+    records = [f["record"] for f in figures]
+    facets = client.get("/filters").json()
+    years = [r["year"] for r in records]
+    assert (facets["year_min"], facets["year_max"]) == (min(years), max(years))
+    for name in ("journal", "license", "split"):
+        assert sorted(facets[name]) == sorted({r[name] for r in records})
+
+
+def test_public_model_name_hides_server_paths():
+    assert public_model_name("local-dir:/srv/models/final/") == "local-dir:final"
+    assert public_model_name("/srv/models/ckpt.safetensors") == "ckpt.safetensors"
+    assert public_model_name("hf-hub:microsoft/BiomedCLIP") == "hf-hub:microsoft/BiomedCLIP"
+    assert public_model_name("tiny") == "tiny"

@@ -118,3 +118,10 @@ def test_serve_command_binds_loopback_and_answers(index_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("template", ["{} {x}", "{}{!r}", "no placeholder"])
+def test_classify_refuses_a_malformed_template_before_loading_the_model(images, template):
+    args = ("classify", images[0], "--labels", "a,b", "--template", template, "--model", "no-such-model")
+    result = invoke(*args, ok=False)
+    assert result.exit_code == 2 and "exactly one {}" in result.output

@@ -1,19 +1,26 @@
-"""``biomedclip corpus build``: sources to WebDataset shards, catalog and report (registered in ``corpus.cli``)."""
+"""``biomedclip corpus build``: sources to WebDataset shards, catalog and report (registered in ``corpus.cli``).
+
+Every setting of ``BuildConfig`` and of the sources' ``SourceLimits`` is an option (``cli_options``), or a key
+of the ``--config`` file.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from biomedclip.corpus.cli_options import selection_options
+from biomedclip.corpus.build import BuildConfig
+from biomedclip.corpus.cli_options import build_settings, default_workers, selection_options, settings_options
+from biomedclip.corpus.sources.limits import SourceLimits
+from biomedclip.errors import RunError
 
 if TYPE_CHECKING:
     from biomedclip.corpus.sources import Selection
 
 ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported here to keep the CLI light
+SOURCE_SETTINGS = "source"
 
 
 @click.command("build")
@@ -22,9 +29,9 @@ ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported 
     "sources",
     multiple=True,
     required=True,
-    help="s3://bucket[/prefix], a folder, a tarball, a folder of tarballs or imagefolder:PATH (repeatable).",
+    help="s3://bucket[/prefix], a folder, a tarball or zip, a folder of them, or imagefolder:PATH (repeatable).",
 )
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),
@@ -34,9 +41,10 @@ ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported 
 )
 @click.option(
     "--workers",
+    "-w",
     type=click.IntRange(min=0),
-    default=os.cpu_count() or 1,
-    show_default=True,
+    default=None,
+    show_default="the CPUs this process may use",
     help="Worker processes (Ray: CPUs of a local Ray); 0 works in this process.",
 )
 @click.option(
@@ -45,55 +53,61 @@ ENGINES = ("local", "ray")  # as in biomedclip.corpus.distributed, not imported 
     show_default=True,
     help='Caption for imagefolder: sources, e.g. "a chest X-ray showing {label}".',
 )
-@selection_options
 @click.option(
-    "--max-short-side",
-    type=click.IntRange(min=16),
-    default=512,
+    "--split-ratios",
+    default="0.7,0.1,0.2",
     show_default=True,
-    help="Resize images so the shorter side is at most this.",
+    help="TRAIN,VAL,TEST shares of the hash split of imagefolder: sources without split folders (the same rule "
+    "and default as 'eval'); articles are split by --split.train/--split.val/--split.test.",
 )
-@click.option("--shard-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Samples per shard.")
 @click.option(
-    "--tokenizer-file",
-    type=click.Path(dir_okay=False, exists=True),
-    help="tokenizer.json for the report's caption token counts (default: bundled BERT WordPiece).",
+    "--s3-listing",
+    type=click.Choice(["auto", "inventory", "prefixes"]),
+    default="auto",
+    show_default=True,
+    help="How s3:// sources are listed: the bucket's daily inventory, its prefixes, or the inventory when present.",
 )
+@selection_options
+@settings_options({"": BuildConfig(), SOURCE_SETTINGS: SourceLimits()})
 def build(
     sources: tuple[str, ...],
     out: Path,
     engine: str,
-    workers: int,
+    workers: int | None,
     caption_template: str,
+    split_ratios: str,
+    s3_listing: str,
     selection: Selection,
     endpoint_url: str | None,
-    max_short_side: int,
-    shard_size: int,
-    tokenizer_file: str | None,
+    settings: dict[str, Any],
 ) -> None:
     """Build the figure-caption corpus: shards, catalog.parquet, stats.json and report.md under OUT.
 
     Resumable: rerun the same command after an interruption (even kill -9) to finish it; rerun it after
-    adding articles to process only the new ones.
+    adding articles to process only the new ones. Ends with exit 1 when no article is selected or no figure
+    is accepted.
     """
     from tqdm import tqdm
 
-    from biomedclip.corpus.build import BuildConfig
     from biomedclip.corpus.build import build as run_build
-    from biomedclip.corpus.images import ImageConfig
     from biomedclip.corpus.sources import open_source
-    from biomedclip.corpus.work import WorkConfig
+    from biomedclip.labelled_folders import HashSplit
 
-    opened = []
-    for spec in sources:
-        try:
-            opened.append(open_source(spec, selection, endpoint_url=endpoint_url, caption_template=caption_template))
-        except (ValueError, OSError) as exc:
-            raise click.BadParameter(str(exc), param_hint=f"--source {spec}") from exc
-    config = BuildConfig(
-        work=WorkConfig(image=ImageConfig(max_short_side=max_short_side), tokenizer_file=tokenizer_file),
-        shard_size=shard_size,
-    )
+    config = build_settings(BuildConfig, {k: v for k, v in settings.items() if k != SOURCE_SETTINGS})
+    limits = build_settings(SourceLimits, settings.get(SOURCE_SETTINGS, {}))
+    opened = [
+        open_source(
+            spec,
+            selection,
+            endpoint_url=endpoint_url,
+            caption_template=caption_template,
+            limits=limits,
+            s3_listing=s3_listing,
+            imagefolder_split=HashSplit.parse(split_ratios),
+        )
+        for spec in sources
+    ]
+    workers = default_workers() if workers is None else workers
     with tqdm(desc="articles", unit="art", dynamic_ncols=True) as bar:
 
         def on_progress(progress) -> None:
@@ -108,3 +122,33 @@ def build(
         click.echo(f"  rejected {reason}: {count}")
     click.echo(f"time: {summary.seconds:.1f} s, {summary.figures_per_s:.1f} figures/s processed; "
                f"{summary.shards} shards in {out / 'shards'}")  # fmt: skip
+    check_nonempty(summary.articles, summary.accepted, summary.rejected, sources, selection)
+
+
+def check_nonempty(
+    articles: int, accepted: int, rejected: dict[str, int], sources: tuple[str, ...], selection: Selection
+) -> None:
+    """Raise ``RunError`` when no article was selected or no figure accepted, saying what to look at."""
+    where = ", ".join(sources)
+    if articles == 0:
+        chosen = _describe(selection)
+        raise RunError(f"no article selected from {where}" + (f" by {chosen}" if chosen else ""))
+    if accepted == 0:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items(), key=_by_count)[:3])
+        hint = ""
+        if rejected and max(rejected, key=rejected.get) in ("missing_image", "missing_media", "not_referenced"):
+            hint = "; JATS files need their images beside them (an extracted package folder, a tarball or a zip)"
+        raise RunError(f"no figure accepted from {articles} article(s) of {where} (rejected: {reasons}){hint}")
+
+
+def _by_count(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
+def _describe(selection: Selection) -> str:
+    parts = []
+    if selection.pmcids is not None:
+        parts.append(f"--pmcids ({len(selection.pmcids)} PMCIDs)")
+    if selection.license != "all":
+        parts.append(f"--license {selection.license}")
+    return " and ".join(parts)

@@ -26,6 +26,7 @@ def corpus() -> None:
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--out",
+    "-o",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
@@ -38,17 +39,16 @@ def figures(
     selection: Selection,
     endpoint_url: str | None,
 ) -> None:
-    """Figure records from XML/nxml files, folders, tarballs or s3:// prefixes, without image work.
+    """Figure records from XML/nxml files, folders, tarballs, zips or s3:// prefixes, without image work.
 
-    Each line holds at least source, pmcid, fig_id, label, caption and graphic.
+    Each line holds at least source, pmcid, fig_id, label, caption and graphic. Ends with exit 1 when no
+    article is selected or no figure has both a caption and a graphic.
     """
+    from biomedclip.corpus.build_cli import check_nonempty
     from biomedclip.corpus.jats import figures_of
-    from biomedclip.corpus.sources import SourceError, open_source
+    from biomedclip.corpus.sources import open_source
 
-    try:
-        sources = [open_source(spec, selection, endpoint_url=endpoint_url) for spec in inputs]
-    except SourceError as error:
-        raise click.UsageError(str(error)) from error
+    sources = [open_source(spec, selection, endpoint_url=endpoint_url) for spec in inputs]
     start = time.monotonic()
     articles, reasons = 0, Counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +64,7 @@ def figures(
     lines = [f"{articles} articles, {accepted} figures accepted, {sum(reasons.values())} rejected in {elapsed:.1f}s"]
     lines += [f"  rejected {reason}: {count}" for reason, count in sorted(reasons.items())]
     click.echo("\n".join(lines), file=sys.stderr)
+    check_nonempty(articles, accepted, dict(reasons), inputs, selection)
 
 
 from biomedclip.corpus.build_cli import build  # noqa: E402 - the build command lives beside its pipeline

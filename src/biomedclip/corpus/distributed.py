@@ -29,7 +29,7 @@ WorkItem = Article | ArticlePayload
 
 def process_packed(item: WorkItem, config: WorkConfig) -> PackedResult:
     """The per-article function every engine runs."""
-    payload = read_article(item) if isinstance(item, Article) else item
+    payload = read_article(item, config) if isinstance(item, Article) else item
     return PackedResult.of(process_payload(payload, config))
 
 

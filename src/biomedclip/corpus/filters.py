@@ -29,13 +29,29 @@ PLACEHOLDER_CAPTION = re.compile(
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds of the figure filters (see the module docstring for the reasons behind each default)."""
+    """Thresholds of the figure filters (see the module docstring for the reasons behind each default).
+
+    Attributes:
+        min_caption_chars: captions shorter than this (after whitespace is collapsed) are refused.
+        max_caption_chars: longer captions are refused, already while the XML is read.
+        reject_placeholder_captions: refuse "Figure 1", "Click here for additional data file" and the like.
+        min_side: images whose shorter original side is below this many pixels are refused.
+        max_aspect: images longer than this many times their width (or the reverse) are refused.
+    """
 
     min_caption_chars: int = 10
     max_caption_chars: int = 20_000
     reject_placeholder_captions: bool = True
     min_side: int = 32
     max_aspect: float = 10.0
+
+    def __post_init__(self) -> None:
+        from biomedclip.errors import InputError
+
+        if min(self.min_caption_chars, self.min_side) < 0 or self.max_caption_chars < self.min_caption_chars:
+            raise InputError(f"filter settings out of range (lengths and sides >= 0, max >= min): {self}")
+        if self.max_aspect < 1:
+            raise InputError(f"max_aspect must be at least 1, not {self.max_aspect}")
 
 
 def caption_reason(caption: str, config: FilterConfig = FilterConfig()) -> str | None:

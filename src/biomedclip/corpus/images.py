@@ -29,13 +29,25 @@ class ImageConfig:
         max_short_side: resize so the shorter side is at most this (the paper trains at 224 px; 512 keeps
             head-room for random-resized-crop and higher-resolution fine-tuning).
         jpeg_quality: quality of the re-encoded JPEG.
-        max_pixels: images with more pixels than this are refused before decoding (decompression bombs);
-            the largest genuine PMC figures are ~50 Mpx.
+        max_pixels: images with more pixels than this are refused before decoding (``decompression_bomb``);
+            the largest genuine PMC figures are ~50 Mpx. This is the only pixel limit: Pillow's own
+            (``Image.MAX_IMAGE_PIXELS``, 89.5 Mpx, a warning below twice that) is not applied on top of it,
+            except that Pillow refuses outright above twice its limit (179 Mpx), so ``max_pixels`` may not
+            exceed that.
     """
 
     max_short_side: int = 512
     jpeg_quality: int = 90
     max_pixels: int = 120_000_000
+
+    def __post_init__(self) -> None:
+        from biomedclip.errors import InputError
+
+        pillow_hard_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) or None
+        if self.max_short_side < 1 or not 1 <= self.jpeg_quality <= 100 or self.max_pixels < 1:
+            raise InputError(f"image settings out of range: {self}")
+        if pillow_hard_limit is not None and self.max_pixels > pillow_hard_limit:
+            raise InputError(f"max_pixels {self.max_pixels} is above Pillow's hard limit of {pillow_hard_limit}")
 
 
 @dataclass(frozen=True)
@@ -121,12 +133,12 @@ def process_image(data: bytes, config: ImageConfig = ImageConfig()) -> Processed
         raise ImageRejected("empty_file", "zero-byte image file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels is the limit, below
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ImageRejected("not_an_image", f"unknown format, starts with {data[:16]!r}") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("decompression_bomb", str(exc)) from exc
+    except Image.DecompressionBombError as exc:  # above Pillow's hard limit, itself above max_pixels
+        raise ImageRejected("decompression_bomb", f"more than {config.max_pixels} pixels: {exc}") from exc
     except Exception as exc:  # any decoder failure is a corrupt file
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
     orig_w, orig_h = img.size
@@ -137,7 +149,9 @@ def process_image(data: bytes, config: ImageConfig = ImageConfig()) -> Processed
         if img.format == "JPEG" and target != (orig_w, orig_h):
             img.draft("RGB", target)  # let libjpeg decode at 1/2, 1/4 or 1/8 scale: much less work
         img.seek(0)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
         rgb = _to_rgb(img)
         if rgb.size != target:
             rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)

@@ -23,6 +23,17 @@ without an id or a caption):
 * Rejections: a fig without caption text -> reason ``no_caption``; without a graphic -> ``no_graphic``.
   Malformed XML raises ``JatsError``; ``figures_of`` turns that, an article without ``<fig>`` and an article
   the source could not read into one rejected article-level record (``fig_id`` empty).
+* Bounds, so that hostile markup costs one figure, never the article or the machine: a caption longer than
+  ``max_caption_chars`` (``filters.FilterConfig``) is refused as ``caption_too_long`` while it is being
+  rendered (rendering stops once the raw text passes ``RAW_CAPTION_FACTOR`` times the limit, so a 50 MB
+  caption is never joined, normalised or tokenised; the record keeps its first ``max_caption_chars``
+  characters); a caption nested deeper than ``MAX_CAPTION_DEPTH`` elements is refused as ``caption_too_deep``.
+* Article key: the PMCID (``<article-id pub-id-type="pmc">``/``pmcid``); without one, ``doi:<DOI>``, else
+  ``publisher-id:<id>``, else ``file:<name of the source file>`` (``article_key``), so every figure has a
+  non-empty ``pmcid`` field, which names its article and decides its split.
+* License: the ``<license>``'s URL (``xlink:href``, ``ali:license_ref``), else its ``license-type``, else its
+  text, read as a Creative Commons code; a ``<license>`` that states other terms (Elsevier's COVID-19
+  permission) is ``NO-CC CODE``, PMC's own code for it in ``oa_file_list.csv``.
 """
 
 from __future__ import annotations
@@ -39,6 +50,12 @@ REJECT_NO_CAPTION = "no_caption"
 REJECT_NO_GRAPHIC = "no_graphic"
 REJECT_NO_FIGURES = "no_figures"
 REJECT_MALFORMED_XML = "malformed_xml"
+REJECT_CAPTION_TOO_LONG = "caption_too_long"
+REJECT_CAPTION_TOO_DEEP = "caption_too_deep"
+DEFAULT_MAX_CAPTION_CHARS = 20_000  # the default of filters.FilterConfig.max_caption_chars
+RAW_CAPTION_FACTOR = 4  # raw caption text (indentation included) allowed before normalising, per allowed char
+MAX_CAPTION_DEPTH = 100  # real captions nest < 15 elements deep
+NON_CC_LICENSE = "NO-CC CODE"
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 BLOCK_ELEMENTS = frozenset(
@@ -88,6 +105,27 @@ class JatsError(ValueError):
     """XML that cannot be read as an article: empty, malformed, or with no ``<article>`` element."""
 
 
+class _CaptionTooLong(Exception):
+    """Raised by ``_Output`` once a caption's raw text passes its budget."""
+
+
+class _Output(list):
+    """The pieces of a caption being rendered, refusing to grow past ``limit`` characters."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.chars = 0
+
+    def append(self, text: str) -> None:
+        if self.chars + len(text) > self.limit:
+            super().append(text[: self.limit - self.chars])  # keep the head, never the whole text
+            self.chars = self.limit
+            raise _CaptionTooLong
+        self.chars += len(text)
+        super().append(text)
+
+
 @dataclass(frozen=True)
 class ArticleInfo:
     """Article metadata read from the JATS front matter."""
@@ -95,6 +133,7 @@ class ArticleInfo:
     pmcid: str | None = None
     pmid: str | None = None
     doi: str | None = None
+    publisher_id: str | None = None
     journal: str | None = None
     year: int | None = None
     license: str | None = None
@@ -182,8 +221,20 @@ def _license(article_meta: etree._Element) -> tuple[str | None, str | None]:
         ref = next((e for e in license_element.iter() if _local(e) == "license_ref"), None)
         url = _normalise(ref.text or "") if ref is not None else None
     code = license_code(url) or license_code(license_element.get("license-type"))
-    code = code or license_code(_normalise("".join(license_element.itertext())))
-    return code or license_element.get("license-type"), url
+    text = _normalise("".join(license_element.itertext()))
+    code = code or license_code(text)
+    return code or license_element.get("license-type") or (NON_CC_LICENSE if text or url else None), url
+
+
+def article_key(info: ArticleInfo, file_name: str = "") -> str:
+    """The article's PMCID, else ``doi:<DOI>``, else ``publisher-id:<id>``, else ``file:<file_name>``."""
+    if info.pmcid:
+        return info.pmcid
+    if info.doi:
+        return f"doi:{info.doi}"
+    if info.publisher_id:
+        return f"publisher-id:{info.publisher_id}"
+    return f"file:{file_name}" if file_name else ""
 
 
 def article_info(article: etree._Element) -> ArticleInfo:
@@ -207,6 +258,7 @@ def article_info(article: etree._Element) -> ArticleInfo:
         pmcid=pmcid,
         pmid=ids.get("pmid") or None,
         doi=ids.get("doi") or None,
+        publisher_id=ids.get("publisher-id") or None,
         journal=journal or None,
         year=_year(meta),
         license=license_value,
@@ -229,7 +281,7 @@ def _render(element: etree._Element, out: list[str]) -> None:
     if block:
         out.append(" ")
     if name in ("sup", "sub"):
-        inner: list[str] = []
+        inner: list[str] = _Output(out.limit - out.chars) if isinstance(out, _Output) else []
         _render_children(element, inner)
         raw = "".join(inner)
         text = _normalise(raw)
@@ -244,10 +296,19 @@ def _render(element: etree._Element, out: list[str]) -> None:
     if block:
         ends_block = name == "title" or (name == "p" and element.getnext() is not None)
         if ends_block and _local(element.getparent()) == "caption":
-            text = "".join(out).rstrip()
-            if text and text[-1] not in ".:;!?":
+            last = _last_char(out)
+            if last and last not in ".:;!?":
                 out.append(".")
         out.append(" ")
+
+
+def _last_char(out: list[str]) -> str:
+    """The last non-space character rendered so far (without joining everything rendered so far)."""
+    for piece in reversed(out):
+        stripped = piece.rstrip()
+        if stripped:
+            return stripped[-1]
+    return ""
 
 
 def _is_citation(element: etree._Element) -> bool:
@@ -264,13 +325,33 @@ def _render_children(element: etree._Element, out: list[str]) -> None:
             out.append(child.tail)
 
 
-def caption_text(caption: etree._Element | None) -> str:
-    """A ``<caption>`` as one readable line: title, then every paragraph."""
+def caption_text(caption: etree._Element | None, max_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> tuple[str, str]:
+    """A ``<caption>`` as one readable line (title, then every paragraph) and the reason it is refused, if any.
+
+    A refused caption is returned cut to ``max_chars`` characters (``caption_too_long``) or empty
+    (``caption_too_deep``); see the module docstring for the bounds.
+    """
     if caption is None:
-        return ""
-    out: list[str] = []
-    _render(caption, out)
-    return _normalise("".join(out))
+        return "", ""
+    if _depth(caption) > MAX_CAPTION_DEPTH:
+        return "", REJECT_CAPTION_TOO_DEEP
+    out = _Output(max_chars * RAW_CAPTION_FACTOR)
+    try:
+        _render(caption, out)
+    except _CaptionTooLong:
+        return _normalise("".join(out))[:max_chars], REJECT_CAPTION_TOO_LONG
+    text = _normalise("".join(out))
+    return (text[:max_chars], REJECT_CAPTION_TOO_LONG) if len(text) > max_chars else (text, "")
+
+
+def _depth(element: etree._Element) -> int:
+    """How deep elements nest below ``element`` (1 for an element without children), without recursion."""
+    deepest, stack = 0, [(element, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _graphics(fig: etree._Element) -> list[etree._Element]:
@@ -299,17 +380,19 @@ def _is_thumbnail(graphic: etree._Element) -> bool:
     return any(hint in hints for hint in THUMBNAIL_HINTS)
 
 
-def _fig_record(fig: etree._Element, info: ArticleInfo, meta: ArticleMeta | None, source: str) -> FigureRecord:
-    caption = caption_text(_first(fig, "caption"))
+def _fig_record(
+    fig: etree._Element, info: ArticleInfo, meta: ArticleMeta | None, source: str, max_caption_chars: int
+) -> FigureRecord:
+    caption, refused = caption_text(_first(fig, "caption"), max_caption_chars)
     parent = fig.getparent()
-    if not caption and parent is not None and _local(parent) == "fig-group":
-        caption = caption_text(_first(parent, "caption"))
+    if not caption and not refused and parent is not None and _local(parent) == "fig-group":
+        caption, refused = caption_text(_first(parent, "caption"), max_caption_chars)
     label = _first(fig, "label")
     graphics = _graphics(fig)
     hrefs = [h for h in (_href(g) for g in graphics) if h]
     preferred = [_href(g) for g in graphics if _href(g) and not _is_thumbnail(g)]
     record = FigureRecord(
-        pmcid=info.pmcid or (meta.pmcid if meta else ""),
+        pmcid=info.pmcid or (meta.pmcid if meta else "") or article_key(info),
         fig_id=fig.get("id") or "",
         label=_normalise("".join(label.itertext())) if label is not None else "",
         caption=caption,
@@ -323,20 +406,30 @@ def _fig_record(fig: etree._Element, info: ArticleInfo, meta: ArticleMeta | None
         pmid=info.pmid,
         doi=info.doi,
     )
-    if not caption:
+    if refused:
+        record.status, record.reason = "rejected", refused
+    elif not caption:
         record.status, record.reason = "rejected", REJECT_NO_CAPTION
     elif not record.graphic:
         record.status, record.reason = "rejected", REJECT_NO_GRAPHIC
     return record
 
 
-def extract_figures(xml: bytes, *, source: str = "", meta: ArticleMeta | None = None) -> list[FigureRecord]:
+def extract_figures(
+    xml: bytes,
+    *,
+    source: str = "",
+    meta: ArticleMeta | None = None,
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+) -> list[FigureRecord]:
     """Every ``<fig>`` of the document's articles as a record (rejected ones carry a reason).
 
     Args:
         xml: the JATS document (an article, or a wrapper holding articles).
         source: where it came from, copied to each record.
-        meta: what the source knows (version, license); its pmcid is used when the XML has none.
+        meta: what the source knows (version, license); its pmcid is used when the XML has none, and
+            without either the record is keyed by ``article_key``.
+        max_caption_chars: longer captions are refused (``caption_too_long``) while being extracted.
 
     Raises:
         JatsError: the XML is empty, malformed or holds no ``<article>``.
@@ -348,7 +441,7 @@ def extract_figures(xml: bytes, *, source: str = "", meta: ArticleMeta | None = 
     records = []
     for article in articles:
         info = article_info(article)
-        records.extend(_fig_record(e, info, meta, source) for e in article.iter("{*}fig"))
+        records.extend(_fig_record(e, info, meta, source, max_caption_chars) for e in article.iter("{*}fig"))
     return records
 
 
@@ -368,14 +461,16 @@ def article_rejection(article: Article, reason: str) -> FigureRecord:
     )
 
 
-def figures_of(article: Article) -> list[FigureRecord]:
+def figures_of(article: Article, max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> list[FigureRecord]:
     """The figure records of an article; never raises for bad input (it becomes a rejected record)."""
     if article.error:
         return [article_rejection(article, article.error)]
     if article.figures is not None:
         return article.figures or [article_rejection(article, REJECT_NO_FIGURES)]
     try:
-        records = extract_figures(article.xml or b"", source=article.source, meta=article.meta)
+        records = extract_figures(
+            article.xml or b"", source=article.source, meta=article.meta, max_caption_chars=max_caption_chars
+        )
     except JatsError as error:
         return [article_rejection(article, f"{REJECT_MALFORMED_XML}: {error}")]
     return records or [article_rejection(article, REJECT_NO_FIGURES)]

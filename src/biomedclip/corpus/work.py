@@ -20,7 +20,7 @@ from typing import Any
 from biomedclip.corpus.filters import FilterConfig, caption_reason, image_reason
 from biomedclip.corpus.images import ImageConfig, ImageRejected, process_image, resolve_media
 from biomedclip.corpus.jats import figures_of
-from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError
+from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError
 from biomedclip.corpus.tokens import count_tokens
 
 
@@ -129,10 +129,14 @@ def _split_reason(reason: str) -> tuple[str, str]:
     return code.strip(), detail.strip()
 
 
-def read_article(article: Article) -> ArticlePayload:
-    """Reader side: list the figures, resolve each accepted figure's image and read its bytes (never raises)."""
+def read_article(article: Article, config: WorkConfig | None = None) -> ArticlePayload:
+    """Reader side: list the figures, resolve each accepted figure's image and read its bytes (never raises).
+
+    A ``TransientMediaError`` marks the payload like a source error: its result is not stored as done.
+    """
+    max_caption_chars = (config or WorkConfig()).filters.max_caption_chars
     try:
-        figures = figures_of(article)
+        figures = figures_of(article, max_caption_chars)
     except Exception as exc:  # a bug or a source surprise must not stop the run
         figures = [_article_rejection(article, f"unreadable_article: {type(exc).__name__}: {exc}")]
     payload = ArticlePayload(
@@ -154,6 +158,7 @@ def read_article(article: Article) -> ArticlePayload:
                 payload.media[name] = stream.read()
         except MediaError as exc:
             payload.media_errors[name] = str(exc)
+            payload.source_error = payload.source_error or isinstance(exc, TransientMediaError)
         except Exception as exc:  # e.g. a truncated gzip stream behind the media file
             payload.media_errors[name] = f"{type(exc).__name__}: {exc}"
     return payload
@@ -189,7 +194,11 @@ def _process_figure(fig: FigureRecord, payload: ArticlePayload, config: WorkConf
         return {"status": "rejected", "reason": reason}, None
     if fig.image_path in payload.media_errors:
         detail = payload.media_errors[fig.image_path]
-        reason = "unreadable_image" if fig.image_path in payload.media_names else "missing_image"
+        code = detail.split(":", 1)[0]  # sources name the reason first: "member_too_large: ..."
+        if code.isidentifier() and code.islower() and code != "missing_media":
+            reason = code
+        else:
+            reason = "unreadable_image" if fig.image_path in payload.media_names else "missing_image"
         return {"status": "rejected", "reason": reason, "detail": detail}, None
     try:
         image = process_image(payload.media[fig.image_path], config.image)

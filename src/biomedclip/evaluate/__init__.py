@@ -36,6 +36,7 @@ _EXPORTS = {
     "run_linear_probe": "tasks",
     "run_retrieval": "tasks",
     "run_zeroshot": "tasks",
+    "run_paper": "paper",
     "run_vqa": "vqa",
     "VQAConfig": "vqa",
     "build_zeroshot_classifier": "zeroshot",

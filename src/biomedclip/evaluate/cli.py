@@ -14,13 +14,13 @@ SPLIT = click.Choice(["train", "val", "test", "all"])
 
 
 def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
+    from biomedclip.labelled_folders import HashSplit
+
     try:
-        ratios = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        ratios = ()
-    if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-        raise click.BadParameter(f"expected three shares TRAIN,VAL,TEST >= 0 such as 0.7,0.1,0.2, got {value!r}")
-    return ratios
+        split = HashSplit.parse(value)
+    except InputError as error:
+        raise click.BadParameter(str(error)) from error
+    return split.train, split.val, split.test
 
 
 def _common(function):
@@ -72,8 +72,8 @@ def _settings(kwargs: dict):
         max_items=kwargs["max_items"],
         seed=kwargs["seed"],
         cache_dir=kwargs["cache_dir"],
-        split_ratios=kwargs["split_ratios"],
-        train_catalog=kwargs["train_catalog"],
+        split_ratios=kwargs.get("split_ratios", RunSettings.split_ratios),
+        train_catalog=kwargs.get("train_catalog"),
     )
 
 
@@ -106,6 +106,8 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
     elif result.get("leakage"):
         leak = result["leakage"]
         click.echo(f"leakage check: 0 of {leak['checked']} scored images in {leak['catalog']}")
+    for warning in result["metrics"].get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {path}")
 
 
@@ -158,28 +160,52 @@ def zeroshot_command(prompts: str | None, **kwargs) -> None:
 
 @eval_group.command("retrieval")
 @_common
-@click.option("--no-dedupe", is_flag=True, help="Keep duplicate captions as separate texts (one-to-one pairs).")
+@click.option(
+    "--merge-captions",
+    is_flag=True,
+    help="Merge identical captions into one text; any image carrying it counts (default: one-to-one, as the paper).",
+)
 @click.option("--chunk", type=int, default=4096, show_default=True, help="Query rows per similarity tile.")
-def retrieval_command(no_dedupe: bool, chunk: int, **kwargs) -> None:
-    """Image->text and text->image Recall@1/5/10 over the whole split (exact search in tiles)."""
+def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
+    """Image->text and text->image Recall@1/5/10 over the whole split, one-to-one (exact search in tiles)."""
     from biomedclip.evaluate.retrieval import RetrievalConfig
     from biomedclip.evaluate.tasks import run_retrieval
 
-    _run(run_retrieval, kwargs, config=RetrievalConfig(dedupe_captions=not no_dedupe, query_chunk=chunk))
+    _run(run_retrieval, kwargs, config=RetrievalConfig(merge_captions=merge_captions, query_chunk=chunk))
 
 
 @eval_group.command("linear-probe")
 @_common
 @click.option("--fractions", default="0.01,0.1,1.0", show_default=True, help="Training label fractions.")
 @click.option("--seeds", default="0,1,2", show_default=True, help="Seeds of the label subsets.")
-def linear_probe_command(fractions: str, seeds: str, **kwargs) -> None:
-    """Logistic regression on frozen features; C swept on val; 1%/10%/100% labels; mean ± std over seeds."""
+@click.option(
+    "--protocol",
+    type=click.Choice(["elevater", "logistic"]),
+    default="elevater",
+    show_default=True,
+    help="elevater: SGD head, lr x weight-decay search on a 20% class-balanced cut, refit (the paper's); "
+    "logistic: scikit-learn logistic regression, C swept on val (faster).",
+)
+@click.option(
+    "--train-catalog",
+    type=click.Path(exists=True),
+    default=None,
+    help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
+)
+@click.option("--probe-epochs", type=int, default=100, show_default=True, help="SGD epochs per fit (elevater).")
+def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs: int, **kwargs) -> None:
+    """Linear probe on frozen features at 1%/10%/100% of the training labels; mean ± std over seeds."""
+    from biomedclip.evaluate.embeddings import select_device
     from biomedclip.evaluate.linear_probe import LinearProbeConfig
     from biomedclip.evaluate.tasks import run_linear_probe
 
     try:
         config = LinearProbeConfig(
-            fractions=tuple(float(f) for f in fractions.split(",")), seeds=tuple(int(s) for s in seeds.split(","))
+            protocol=protocol,
+            fractions=tuple(float(f) for f in fractions.split(",")),
+            seeds=tuple(int(s) for s in seeds.split(",")),
+            epochs=probe_epochs,
+            device=str(select_device(kwargs["device"])),
         )
     except ValueError as error:
         raise click.BadParameter(f"comma-separated numbers expected ({error})") from error
@@ -188,16 +214,102 @@ def linear_probe_command(fractions: str, seeds: str, **kwargs) -> None:
 
 @eval_group.command("vqa")
 @_common
-@click.option("--epochs", type=int, default=30, show_default=True, help="Fusion training epochs.")
-@click.option("--hidden", type=int, default=256, show_default=True, help="Fusion width.")
-@click.option("--layers", type=int, default=2, show_default=True, help="Co-attention layers.")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-def vqa_command(epochs: int, hidden: int, layers: int, lr: float, **kwargs) -> None:
-    """Train a co-attention fusion on frozen token features (train split); closed/open/overall accuracy."""
+@click.option(
+    "--head",
+    type=click.Choice(["meter", "light"]),
+    default="meter",
+    show_default=True,
+    help="meter: fine-tune both encoders with 6 x 768 co-attention layers, BCE on soft scores (the paper's); "
+    "light: frozen encoders, 2 x 256 layers, cross-entropy (fast).",
+)
+@click.option("--epochs", type=int, default=30, show_default=True, help="Training epochs.")
+@click.option("--hidden", type=int, default=None, help="Fusion width [meter 768, light 256].")
+@click.option("--layers", type=int, default=None, help="Co-attention layers [meter 6, light 2].")
+@click.option("--heads", "attention_heads", type=int, default=None, help="Attention heads [meter 12, light 4].")
+@click.option("--lr", type=float, default=None, help="Learning rate [meter 1e-5 encoders (x10 fusion), light 2e-4].")
+def vqa_command(
+    head: str,
+    epochs: int,
+    hidden: int | None,
+    layers: int | None,
+    attention_heads: int | None,
+    lr: float | None,
+    **kwargs,
+) -> None:
+    """Train a VQA model on the train split; closed/open/overall accuracy on --split."""
     from biomedclip.evaluate.vqa import VQAConfig, run_vqa
 
-    config = VQAConfig(epochs=epochs, hidden=hidden, layers=layers, lr=lr, seed=kwargs["seed"])
+    try:
+        config = VQAConfig.for_head(
+            head, epochs=epochs, hidden=hidden, layers=layers, heads=attention_heads, lr=lr, seed=kwargs["seed"]
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from error
     _run(run_vqa, kwargs, config=config)
+
+
+@eval_group.command("paper")
+@click.option("--model", "-m", "model_spec", required=True, help="Built-in name, local-dir:PATH, hf-hub:ORG/NAME.")
+@click.option(
+    "--data-root",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder with pcam/, lc25000/, tcga_til/, rsna_pneumonia/, vqa_rad/, slake/, pmc15m_test/ (any subset).",
+)
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
+@click.option("--tasks", default="zeroshot,linear_probe,retrieval,vqa", show_default=True, help="Tasks to run.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
+@click.option("--workers", "-w", type=int, default=0, show_default=True, help="Image-loading processes.")
+@click.option("--max-items", type=int, default=None, help="Score a seeded random subset of each split (a quick look).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
+@click.option(
+    "--train-catalog",
+    type=click.Path(exists=True),
+    default=None,
+    help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
+)
+@click.option("--probe-epochs", type=int, default=100, show_default=True, help="Linear-probe SGD epochs per fit.")
+@click.option("--probe-seeds", default="0,1,2", show_default=True, help="Seeds of the linear-probe label subsets.")
+@click.option("--vqa-head", type=click.Choice(["meter", "light"]), default="meter", show_default=True)
+@click.option("--vqa-epochs", type=int, default=30, show_default=True)
+@click.option("--vqa-hidden", type=int, default=None, help="VQA fusion width [meter 768, light 256].")
+@click.option("--vqa-layers", type=int, default=None, help="VQA co-attention layers [meter 6, light 2].")
+@click.option("--vqa-heads", type=int, default=None, help="VQA attention heads [meter 12, light 4].")
+def paper_command(
+    model_spec: str, data_root: str, out_dir: str, tasks: str, probe_epochs: int, probe_seeds: str, **kwargs
+) -> None:
+    """Run every paper task whose data is under --data-root; write our numbers beside the paper's."""
+    from biomedclip.errors import InputError
+    from biomedclip.evaluate.embeddings import select_device
+    from biomedclip.evaluate.linear_probe import LinearProbeConfig
+    from biomedclip.evaluate.models import load_model
+    from biomedclip.evaluate.paper import PaperSettings, run_paper
+    from biomedclip.evaluate.vqa import VQAConfig
+
+    try:
+        seeds = tuple(int(s) for s in probe_seeds.split(","))
+    except ValueError as error:
+        raise InputError(f"--probe-seeds: comma-separated integers expected, got {probe_seeds!r}") from error
+    vqa = {k: kwargs.pop(f"vqa_{k}") for k in ("head", "epochs", "hidden", "layers", "heads")}
+    device = str(select_device(kwargs["device"]))
+    settings = PaperSettings(
+        tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
+        run=_settings(kwargs),
+        linear_probe=LinearProbeConfig(seeds=seeds, epochs=probe_epochs, device=device),
+        vqa=VQAConfig.for_head(vqa.pop("head"), seed=kwargs["seed"], **vqa),
+    )
+    start = time.perf_counter()
+    report = run_paper(load_model(model_spec, kwargs["device"]), data_root, out_dir, settings)
+    for run in report["runs"]:
+        if run["status"] != "ran":
+            click.echo(f"{run['task']} {run['dataset']}: {run['status']} ({run['reason']})")
+        for warning in run.get("warnings", []):
+            click.echo(f"warning: {run['task']} {run['dataset']}: {warning}", err=True)
+    ran = sum(run["status"] == "ran" for run in report["runs"])
+    click.echo(f"ran {ran} of {len(report['runs'])} paper tasks in {time.perf_counter() - start:.1f}s")
+    click.echo(f"wrote {Path(out_dir) / 'paper_report.md'} and paper_report.json")
 
 
 @eval_group.command("report")

@@ -34,7 +34,9 @@ HEADLINE = {
     "vqa": ("closed_accuracy", "open_accuracy", "overall_accuracy"),
 }
 # Settings shown in the table to tell results of one model, dataset and split apart.
-VARIANT_KEYS = ("prompts_hash", "max_items", "seed", "split_ratios", "fractions", "seeds", "dedupe_captions")
+VARIANT_KEYS = (
+    "prompts_hash", "max_items", "seed", "split_ratios", "fractions", "seeds", "merge_captions", "protocol", "head",
+)  # fmt: skip
 CSV_FIELDS = ["identity", "task", "model", "dataset", "split", "n", "found", "majority_rate", "overlap", "variant"]
 CSV_FIELDS += ["metric", "value", "std"]
 

@@ -153,7 +153,7 @@ def run_linear_probe(
     train = _limit(_labeled(dataset, "train", settings), settings)
     test = _limit(_labeled(dataset, split, settings), settings)
     val = None
-    if split != "val":
+    if config.protocol == "logistic" and split != "val":
         try:
             val = _limit(_labeled(dataset, "val", settings), settings)
         except InputError:  # no val split (folder, archive): the probe cuts one from train
@@ -172,7 +172,11 @@ def run_linear_probe(
     metrics = {"summary": result["summary"], "runs": result["runs"], "classnames": list(train.classnames)}
     resolved = asdict(settings) | {
         "linear_probe": result["config"],
-        "validation": "val split" if val else "20% of train",
+        "validation": "val split"
+        if val
+        else "class-balanced 20% of each training subset"
+        if config.protocol == "elevater"
+        else "20% of train",
     }
     extras = _extras(test, settings)
     extras["counts"]["train_n"] = len(train)
@@ -189,7 +193,7 @@ def run_retrieval(
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
     found = len(data)
     data = _limit(data, settings)
-    texts, text_index = group_captions(data.captions, dedupe=config.dedupe_captions)
+    texts, text_index = group_captions(data.captions, merge=config.merge_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
     metrics = evaluate_retrieval(
         image_embeddings(model, data, settings),

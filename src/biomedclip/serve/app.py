@@ -1,20 +1,27 @@
 """The HTTP service: figure search by text or image, zero-shot classification, embeddings and a web page.
 
     app = create_app(biomedclip.load("local-dir:ckpt"), FigureIndex.load("index"))
-    uvicorn.run(app, host="127.0.0.1", port=8000)
+    serve.server.server_config(app, "127.0.0.1", 8000, ServeConfig())   # uvicorn, with connection limits
 
-Routes: ``GET /search?q=...&k=10`` and ``POST /search`` (an image upload), ``POST /classify`` (an image and
-comma-separated labels), ``POST /embed`` (texts and/or images), ``GET /figures/{id}`` and
-``GET /figures/{id}/image`` (served from the shards), ``GET /healthz``, ``GET /docs`` (OpenAPI) and the page
-at ``/``. Every bad request gets a 4xx JSON ``{"detail": "..."}`` saying what is wrong. Inference is serialised
-by the :class:`~biomedclip.api.Embedder`'s lock; uploads are limited in size, pixel count and type.
+Routes: ``GET /search?q=...&k=10`` and ``POST /search`` (an image upload), both filtered by ``year_min``,
+``year_max``, ``journal``, ``license`` and ``split``; ``GET /filters`` (the values those can take);
+``POST /classify`` (an image and comma-separated labels); ``POST /embed`` (texts and/or images);
+``GET /figures/{id}`` and ``GET /figures/{id}/image`` (served from the shards); ``GET /healthz``; ``GET /docs``
+(OpenAPI) and the page at ``/``.
+
+Every bad request gets a 4xx JSON ``{"detail": "..."}`` saying what is wrong, checked against
+:class:`~biomedclip.serve.limits.ServeConfig` before any work. Model calls go through one
+:class:`~biomedclip.serve.gate.InferenceGate` in small turns, so a large ``/classify`` cannot hold up searches;
+a request that cannot get its next turn within its time budget gets 503. Responses never show server paths.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
-from pathlib import Path
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 import numpy as np
@@ -25,10 +32,18 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
 from biomedclip import __version__
-from biomedclip.api import Embedder, ImageDecodeError
-from biomedclip.serve.index import FigureIndex, FigureIndexError, Hit
+from biomedclip.api import Embedder, ImageDecodeError, open_image
+from biomedclip.errors import InputError
+from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES
+from biomedclip.evaluate.zeroshot import zeroshot_probabilities
+from biomedclip.serve.gate import BudgetExceeded, InferenceGate
+from biomedclip.serve.index import FigureFilter, FigureIndex, FigureIndexError, Hit
+from biomedclip.serve.limits import BodyLimit, ServeConfig, parse_labels, parse_templates
 from biomedclip.serve.shards import ShardError, read_image_bytes
 
+__all__ = ["ServeConfig", "create_app", "pmc_url", "public_model_name"]
+
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 PMC_ARTICLE_URL = "https://pmc.ncbi.nlm.nih.gov/articles/{pmcid}/"
 ACCEPTED_CONTENT_TYPES = {
@@ -42,18 +57,7 @@ ACCEPTED_CONTENT_TYPES = {
 }
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO"}
 _MAGIC = ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
-
-
-@dataclass
-class ServeConfig:
-    """Limits of the service."""
-
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    max_k: int = 100
-    max_labels: int = 50
-    max_texts: int = 64
-    max_text_chars: int = 2_000
+RECORD_FIELDS = ("pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split")
 
 
 def pmc_url(pmcid: str) -> str:
@@ -63,12 +67,22 @@ def pmc_url(pmcid: str) -> str:
     return PMC_ARTICLE_URL.format(pmcid=f"PMC{digits}") if digits.isdigit() else ""
 
 
+def public_model_name(name: str) -> str:
+    """The model's name without the server's file paths: ``local-dir:/srv/ckpt/final`` -> ``local-dir:final``,
+    ``/srv/ckpt/model.safetensors`` -> ``model.safetensors``; registry and ``hf-hub:`` names unchanged."""
+    if name.startswith("hf-hub:"):
+        return name
+    prefix = "local-dir:" if name.startswith("local-dir:") else ""
+    path = name.removeprefix(prefix)
+    return prefix + (PurePath(path.rstrip("/\\")).name if "/" in path or "\\" in path else path)
+
+
 def _hit_json(hit: Hit) -> dict[str, Any]:
     record = hit.record
     return {
         "id": hit.id,
         "score": round(hit.score, 6),
-        **{name: record.get(name) for name in ("pmcid", "fig_id", "label", "caption", "license", "journal", "year")},
+        **{name: record.get(name) for name in RECORD_FIELDS},
         "pmc_url": pmc_url(record.get("pmcid", "")),
         "image_url": f"/figures/{hit.id}/image",
     }
@@ -78,14 +92,23 @@ def _image_media_type(data: bytes) -> str:
     return next((media for magic, media in _MAGIC if data.startswith(magic)), "application/octet-stream")
 
 
+def _batches(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[start : start + size]) for start in range(0, len(items), size)]
+
+
 def create_app(embedder: Embedder, index: FigureIndex | None = None, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI application over a loaded model and (optionally) a figure index."""
     config = config or ServeConfig()
+    gate = InferenceGate()
+    classify_slots = threading.BoundedSemaphore(config.max_concurrent_classify)
+    facets = index.facets() if index is not None else FigureIndex(1).facets()
     app = FastAPI(
         title="BiomedCLIP",
         version=__version__,
         description="Search PMC figures by text or image, classify images zero-shot, embed images and texts.",
     )
+    app.state.gate = gate
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -94,13 +117,28 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         ]
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
-            limit_mb = config.max_upload_bytes / 2**20
-            return JSONResponse({"detail": f"request body too large (limit {limit_mb:g} MiB)"}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, error: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error (logged on the server)"}, status_code=500)
+
+    def infer(work, deadline: float):
+        """One model call as a turn at the gate, within the request's deadline."""
+        try:
+            return gate.run(work, deadline)
+        except BudgetExceeded:
+            raise HTTPException(
+                503,
+                f"the service is busy: this request could not finish within {config.request_budget_s:g} s; retry",
+                headers={"Retry-After": "5"},
+            ) from None
+
+    def deadline() -> float:
+        return gate.clock() + config.request_budget_s
 
     def read_upload(upload: UploadFile) -> bytes:
         content_type = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
@@ -125,11 +163,13 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             raise HTTPException(413, f"{upload.filename or 'upload'} has {width}x{height} pixels, over the limit")
         return data
 
-    def embed_upload(data: bytes) -> np.ndarray:
+    def embed_upload(data: bytes, until: float) -> np.ndarray:
+        """Decode outside the gate (it may take a while), embed in one turn."""
         try:
-            return embedder.embed_images([data])
+            image = open_image(data)
         except ImageDecodeError as error:
             raise HTTPException(415, str(error)) from error
+        return infer(lambda: embedder.embed_images([image]), until)
 
     def require_index() -> FigureIndex:
         if index is None or not len(index):
@@ -141,29 +181,53 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             raise HTTPException(400, f"k must be between 1 and {config.max_k}, got {k}")
         return k
 
-    def search_response(vector: np.ndarray, k: int, query: str) -> dict[str, Any]:
+    def figure_filter(
+        year_min: int | None, year_max: int | None, journal: str, license: str, split: str
+    ) -> FigureFilter:
+        values = {"journal": journal.strip(), "license": license.strip(), "split": split.strip()}
+        if long := next((name for name, value in values.items() if len(value) > config.max_filter_chars), None):
+            raise HTTPException(400, f"the {long} filter is longer than {config.max_filter_chars} characters")
+        if year_min is not None and year_max is not None and year_min > year_max:
+            raise HTTPException(400, f"year_min {year_min} is after year_max {year_max}")
+        return FigureFilter(year_min=year_min, year_max=year_max, **values)
+
+    def search_response(vector: np.ndarray, k: int, query: str, where: FigureFilter) -> dict[str, Any]:
         try:
-            hits = require_index().search(vector, check_k(k))[0]
+            hits = require_index().search(vector, k, where)[0]
         except FigureIndexError as error:
             raise HTTPException(400, str(error)) from error
         return {"query": query, "k": k, "results": [_hit_json(hit) for hit in hits]}
 
     @app.get("/healthz", tags=["service"])
-    def healthz() -> dict[str, Any]:
-        """Liveness and what is loaded."""
-        return {
-            "status": "ok",
+    async def healthz() -> JSONResponse:
+        """Liveness, what is loaded, and the inference worker: 503 while one model call has run too long."""
+        busy = gate.held_for()
+        stuck = busy > config.stuck_after_s
+        body = {
+            "status": "stuck" if stuck else "ok",
             "version": __version__,
-            "model": embedder.name,
+            "model": public_model_name(embedder.name),
             "dim": embedder.dim,
             "figures": len(index) if index is not None else 0,
             "index_kind": index.kind if index is not None else None,
+            "inference": {"busy_s": round(busy, 3), "waiting": gate.waiting(), "stuck_after_s": config.stuck_after_s},
         }
+        return JSONResponse(body, status_code=503 if stuck else 200)
+
+    @app.get("/filters", tags=["search"])
+    def filters() -> dict[str, Any]:
+        """The values the search filters can take: the year range and the indexed journals, licenses, splits."""
+        return facets
 
     @app.get("/search", tags=["search"])
     def search_text(
         q: Annotated[str, Query(description="What to look for, e.g. 'chest X-ray with pleural effusion'")],
         k: Annotated[int, Query(description="Number of figures")] = 10,
+        year_min: Annotated[int | None, Query(description="Only figures published in or after this year")] = None,
+        year_max: Annotated[int | None, Query(description="Only figures published in or before this year")] = None,
+        journal: Annotated[str, Query(description="Only figures from this journal (exact name)")] = "",
+        license: Annotated[str, Query(description="Only figures under this license (exact value)")] = "",
+        split: Annotated[str, Query(description="Only figures of this corpus split (train, valid, test)")] = "",
     ) -> dict[str, Any]:
         """Figures whose images best match a text query."""
         q = q.strip()
@@ -172,42 +236,61 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         if len(q) > config.max_text_chars:
             raise HTTPException(400, f"the query is longer than {config.max_text_chars} characters")
         check_k(k)
-        return search_response(embedder.embed_texts([q]), k, q)
+        where = figure_filter(year_min, year_max, journal, license, split)
+        require_index()
+        return search_response(infer(lambda: embedder.embed_texts([q]), deadline()), k, q, where)
 
     @app.post("/search", tags=["search"])
     def search_image(
         image: Annotated[UploadFile, File(description="A figure to find similar figures to")],
         k: Annotated[int, Form()] = 10,
+        year_min: Annotated[int | None, Form()] = None,
+        year_max: Annotated[int | None, Form()] = None,
+        journal: Annotated[str, Form()] = "",
+        license: Annotated[str, Form()] = "",
+        split: Annotated[str, Form()] = "",
     ) -> dict[str, Any]:
-        """Figures whose images are most similar to an uploaded image."""
+        """Figures whose images are most similar to an uploaded image (same filters as ``GET /search``)."""
         check_k(k)
+        where = figure_filter(year_min, year_max, journal, license, split)
         require_index()
-        return search_response(embed_upload(read_upload(image)), k, image.filename or "image")
+        return search_response(embed_upload(read_upload(image), deadline()), k, image.filename or "image", where)
 
     @app.post("/classify", tags=["classify"])
     def classify(
         image: Annotated[UploadFile, File(description="The image to classify")],
         labels: Annotated[str, Form(description="Comma-separated class names, e.g. 'normal lung,pneumonia'")],
-        templates: Annotated[str, Form(description="Optional prompt templates, one per line, each with {}")] = "",
+        templates: Annotated[
+            str, Form(description="Optional prompt templates, one per line, each with one {} for the label")
+        ] = "",
     ) -> dict[str, Any]:
-        """Zero-shot class probabilities of an image over the given labels (prompt-ensembled templates)."""
-        names = [label.strip() for label in labels.split(",") if label.strip()]
-        if not names:
-            raise HTTPException(400, "give at least one label (comma-separated)")
-        if len(names) > config.max_labels:
-            raise HTTPException(400, f"at most {config.max_labels} labels, got {len(names)}")
-        if len(set(names)) != len(names):
-            raise HTTPException(400, "labels must be distinct")
-        template_list = [line.strip() for line in templates.splitlines() if line.strip()] or None
-        if template_list and any(t.count("{}") != 1 for t in template_list):
-            raise HTTPException(400, "each template must contain exactly one {} for the label")
+        """Zero-shot class probabilities of an image over the given labels (prompt-ensembled templates).
+
+        Limits (``ServeConfig``): 50 labels of 200 characters, 20 templates of 300 characters, 256 prompts
+        (labels x templates; without templates the paper's 3 are used).
+        """
+        names = parse_labels(labels, config)
+        template_list = parse_templates(templates, len(names), DEFAULT_TEMPLATES, config)
         data = read_upload(image)
+        if not classify_slots.acquire(blocking=False):
+            raise HTTPException(
+                429,
+                f"{config.max_concurrent_classify} classifications are in progress; retry shortly",
+                headers={"Retry-After": "2"},
+            )
         try:
-            probabilities = embedder.classify([data], names, template_list)[0]
-        except ImageDecodeError as error:
-            raise HTTPException(415, str(error)) from error
-        except ValueError as error:
-            raise HTTPException(400, str(error)) from error
+            until = deadline()
+            image_vector = embed_upload(data, until)
+            per_turn = max(1, config.prompts_per_turn // len(template_list))
+            classifier = np.concatenate(
+                [
+                    infer(lambda chunk=chunk: embedder.classifier(chunk, template_list), until)
+                    for chunk in _batches(names, per_turn)
+                ]
+            )
+        finally:
+            classify_slots.release()
+        probabilities = zeroshot_probabilities(image_vector, classifier, embedder.logit_scale)[0]
         order = np.argsort(-probabilities)
         return {
             "labels": names,
@@ -228,12 +311,18 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             raise HTTPException(400, f"at most {config.max_texts} items per request")
         if any(len(t) > config.max_text_chars for t in texts):
             raise HTTPException(400, f"texts are limited to {config.max_text_chars} characters")
-        image_vectors = np.concatenate([embed_upload(read_upload(upload)) for upload in images]) if images else None
+        uploads = [read_upload(upload) for upload in images]
+        until = deadline()
+        text_vectors = [
+            infer(lambda chunk=chunk: embedder.embed_texts(chunk), until)
+            for chunk in _batches(texts, config.prompts_per_turn)
+        ]
+        image_vectors = [embed_upload(data, until) for data in uploads]
         return {
-            "model": embedder.name,
+            "model": public_model_name(embedder.name),
             "dim": embedder.dim,
-            "texts": embedder.embed_texts(texts).tolist() if texts else [],
-            "images": image_vectors.tolist() if image_vectors is not None else [],
+            "texts": np.concatenate(text_vectors).tolist() if texts else [],
+            "images": np.concatenate(image_vectors).tolist() if images else [],
         }
 
     @app.get("/figures/{figure_id}", tags=["figures"])
@@ -253,7 +342,8 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
         except ShardError as error:
-            raise HTTPException(404, f"figure {figure_id}'s image is unavailable: {error}") from error
+            log.warning("figure %d: %s", figure_id, error)  # the path goes to the log, not to the client
+            raise HTTPException(404, f"figure {figure_id}'s image is unavailable: its shard cannot be read") from error
         return Response(data, media_type=_image_media_type(data), headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/", include_in_schema=False)

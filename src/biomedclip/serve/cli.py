@@ -80,9 +80,13 @@ def classify(
     images: tuple[str, ...], labels: str, templates: tuple[str, ...], model: str, device: str | None, as_json: bool
 ):
     """Classify IMAGES zero-shot over --labels and print each image's class probabilities."""
+    from biomedclip.serve.limits import check_template
+
     names = [label.strip() for label in labels.split(",") if label.strip()]
     if not names:
         raise click.UsageError("--labels needs at least one non-empty label")
+    for template in templates:
+        check_template(template)
     embedder = _load(model, device)
     try:
         probabilities = _fail_on_bad_image(lambda: embedder.classify(list(images), names, list(templates) or None))
@@ -217,6 +221,7 @@ def serve(model: str | None, index_dir: str | None, host: str, port: int, device
 
     from biomedclip.serve.app import ServeConfig, create_app
     from biomedclip.serve.index import FigureIndex, FigureIndexError
+    from biomedclip.serve.server import server_config
 
     try:
         figure_index = FigureIndex.load(index_dir) if index_dir else None
@@ -226,7 +231,8 @@ def serve(model: str | None, index_dir: str | None, host: str, port: int, device
     if not model:
         raise click.UsageError("give --model (or an --index that records its model)")
     embedder = _load(model, device)
-    app = create_app(embedder, figure_index, ServeConfig(max_upload_bytes=int(max_upload_mb * 2**20)))
+    config = ServeConfig(max_upload_bytes=int(max_upload_mb * 2**20))
+    app = create_app(embedder, figure_index, config)
     figures = len(figure_index) if figure_index else 0
     click.echo(f"serving {model} with {figures} figures on http://{host}:{port}/ (API docs at /docs)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(server_config(app, host, port, config)).run()

@@ -13,6 +13,12 @@ On disk an index is a folder: ``index.faiss``, ``meta.json`` (dimension, kind, s
 ``records/part-NNNNN.parquet`` (one row per vector, in vector order: caption, pmcid, fig_id, license, shard,
 offset, size, ...). ``add`` appends vectors and records; an ``auto`` index that outgrows ``exact_max`` is rebuilt
 as ``ivfpq`` from its own vectors.
+
+A search can be restricted to the figures whose records pass a :class:`FigureFilter` (year range, journal,
+license, split): faiss skips the other ids while it searches (an ID selector), so a filtered search returns the k
+best matching figures, not a filtered subset of the k best overall. With ``flat`` this is exact; with ``ivfpq``
+and ``hnsw`` a very selective filter may return fewer than k figures (only the probed lists / visited graph
+nodes are searched).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
@@ -72,6 +79,35 @@ class IndexConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise FigureIndexError(f"unknown index kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+
+@dataclass(frozen=True)
+class FigureFilter:
+    """Which figures a search may return: a year range (inclusive) and exact journal, license and split values.
+
+    Empty fields do not filter. A figure without a year never passes a year bound.
+    """
+
+    year_min: int | None = None
+    year_max: int | None = None
+    journal: str = ""
+    license: str = ""
+    split: str = ""
+
+    def __bool__(self) -> bool:
+        return any(value not in (None, "") for value in asdict(self).values())
+
+    def mask(self, records: pa.Table) -> np.ndarray:
+        """One boolean per record row: whether the figure passes."""
+        keep = pa.array(np.ones(records.num_rows, dtype=bool))
+        if self.year_min is not None:
+            keep = pc.and_(keep, pc.fill_null(pc.greater_equal(records["year"], self.year_min), False))
+        if self.year_max is not None:
+            keep = pc.and_(keep, pc.fill_null(pc.less_equal(records["year"], self.year_max), False))
+        for name in ("journal", "license", "split"):
+            if value := getattr(self, name):
+                keep = pc.and_(keep, pc.equal(records[name], value))
+        return keep.to_numpy(zero_copy_only=False)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -204,8 +240,38 @@ class FigureIndex:
             raise FigureIndexError(f"no figure {row}: the index holds {len(self)}")
         return self.records.slice(row, 1).to_pylist()[0]
 
-    def search_vectors(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Raw search: ``(scores, ids)`` arrays of shape (n, k); missing neighbours have id -1."""
+    def facets(self, max_values: int = 100) -> dict[str, Any]:
+        """What the records hold, for filter menus: the year range and the most frequent journals, licenses and
+        splits (at most ``max_values`` each, most frequent first)."""
+        table = self.records
+        years = pc.min_max(table["year"]).as_py() if table.num_rows else {"min": None, "max": None}
+        facets: dict[str, Any] = {"year_min": years["min"], "year_max": years["max"]}
+        for name in ("journal", "license", "split"):
+            counts = pc.value_counts(table[name]).to_pylist() if table.num_rows else []
+            counts = sorted((c for c in counts if c["values"]), key=lambda c: (-c["counts"], c["values"]))
+            facets[name] = [c["values"] for c in counts[:max_values]]
+        return facets
+
+    def _search_parameters(self, allowed: np.ndarray) -> tuple[faiss.SearchParameters, np.ndarray]:
+        """faiss search parameters that skip the ids not ``allowed`` (and the bitmap they point into)."""
+        bits = np.packbits(np.asarray(allowed, dtype=bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.ef_search), bits
+        if self.kind == "ivfpq":
+            ivf = faiss.SearchParametersIVF(sel=selector, nprobe=self.config.nprobe)
+            if isinstance(self.faiss_index, faiss.IndexRefine):
+                return faiss.IndexRefineSearchParameters(k_factor=self.config.k_factor, base_index_params=ivf), bits
+            return ivf, bits
+        return faiss.SearchParameters(sel=selector), bits
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw search: ``(scores, ids)`` arrays of shape (n, k); missing neighbours have id -1.
+
+        ``where`` restricts the search to the figures whose records pass it.
+        """
         queries = normalize(queries)
         if queries.shape[1] != self.dim:
             raise FigureIndexError(f"queries have dimension {queries.shape[1]}, the index has {self.dim}")
@@ -213,12 +279,19 @@ class FigureIndex:
             raise FigureIndexError(f"k must be at least 1, got {k}")
         if not len(self):
             return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
-        distances, ids = self.faiss_index.search(queries, min(k, len(self)))
+        if where:
+            allowed = where.mask(self.records)
+            if not allowed.any():
+                return np.empty((len(queries), 0), np.float32), np.empty((len(queries), 0), np.int64)
+            params, _bits = self._search_parameters(allowed)  # _bits must outlive the search
+            distances, ids = self.faiss_index.search(queries, min(k, int(allowed.sum())), params=params)
+        else:
+            distances, ids = self.faiss_index.search(queries, min(k, len(self)))
         return (1.0 - distances / 2.0).astype(np.float32), ids
 
-    def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Nearest figures for each query vector, best first, with their records."""
-        scores, ids = self.search_vectors(queries, k)
+    def search(self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None) -> list[list[Hit]]:
+        """Nearest figures for each query vector (among those passing ``where``), best first, with their records."""
+        scores, ids = self.search_vectors(queries, k, where)
         table = self.records
         results = []
         for row_scores, row_ids in zip(scores, ids, strict=True):

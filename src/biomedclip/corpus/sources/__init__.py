@@ -3,10 +3,14 @@
 Specs:
 
 * ``s3://bucket[/prefix]``: the PMC Open Access layout on S3 (``s3.py``); endpoint from ``endpoint_url``, else
-  ``BIOMEDCLIP_S3_ENDPOINT``, else boto3's own ``AWS_ENDPOINT_URL``; anonymous unless ``signed``.
+  ``BIOMEDCLIP_S3_ENDPOINT``, else boto3's own ``AWS_ENDPOINT_URL``; anonymous unless ``signed``; listed from
+  the bucket's daily inventory or its prefixes (``s3_listing``: ``auto``, ``inventory``, ``prefixes``).
 * ``imagefolder:PATH``: labelled image folders, captions from ``caption_template``.
-* a tarball (``.tar.gz``, ``.tgz``, ``.tar``, or any gzip/tar file): one legacy ``oa_package``.
-* a folder: every extracted package, JATS file and tarball below it.
+* a package: a tarball (``.tar.gz``, ``.tgz``, ``.tar``, or any gzip/tar file; one legacy ``oa_package``) or a
+  ``.zip`` (eLife's packages), read by ``package.py``.
+* a folder: every extracted package, JATS file and package file below it.
+
+A spec that names nothing readable raises ``SourceError``, an ``InputError`` (exit 2 on the command line).
 * a ``.xml``/``.nxml`` file: one article.
 """
 
@@ -18,35 +22,40 @@ from pathlib import Path
 from biomedclip.corpus.records import Source
 from biomedclip.corpus.sources.folder import FolderSource
 from biomedclip.corpus.sources.imagefolder import DEFAULT_CAPTION_TEMPLATE, ImageFolderSource
+from biomedclip.corpus.sources.limits import SourceLimits
+from biomedclip.corpus.sources.package import PackageSource, is_package_name
 from biomedclip.corpus.sources.s3 import S3Source
-from biomedclip.corpus.sources.selection import Selection, license_class
-from biomedclip.corpus.sources.tarball import TarballSource, is_tarball_name
+from biomedclip.corpus.sources.selection import Selection, license_class, read_pmcids
+from biomedclip.errors import InputError
 from biomedclip.labelled_folders import HashSplit
 
 __all__ = [
     "FolderSource",
     "ImageFolderSource",
+    "PackageSource",
     "S3Source",
     "Selection",
     "SourceError",
-    "TarballSource",
+    "SourceLimits",
     "license_class",
     "open_source",
+    "read_pmcids",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"
 
 
-class SourceError(ValueError):
+class SourceError(InputError):
     """A source spec that names nothing readable."""
 
 
-def _is_tarball_file(path: Path) -> bool:
-    if is_tarball_name(path.name):
+def _is_package_file(path: Path) -> bool:
+    if is_package_name(path.name):
         return True
     with path.open("rb") as handle:
         head = handle.read(512)
-    return head.startswith(GZIP_MAGIC) or head[257:262] == b"ustar"
+    return head.startswith((GZIP_MAGIC, ZIP_MAGIC)) or head[257:262] == b"ustar"
 
 
 def open_source(
@@ -57,6 +66,8 @@ def open_source(
     signed: bool = False,
     caption_template: str = DEFAULT_CAPTION_TEMPLATE,
     imagefolder_split: HashSplit | None = None,
+    limits: SourceLimits | None = None,
+    s3_listing: str = "auto",
 ) -> Source:
     """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing.
 
@@ -64,6 +75,7 @@ def open_source(
     70/10/20, the same as ``eval``'s); a folder in neither labelled layout raises ``InputError``.
     """
     selection = selection or Selection()
+    limits = limits or SourceLimits()
     if spec.startswith("s3://"):
         bucket, _, prefix = spec.removeprefix("s3://").partition("/")
         if not bucket:
@@ -71,7 +83,9 @@ def open_source(
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         endpoint = endpoint_url or os.environ.get("BIOMEDCLIP_S3_ENDPOINT") or None
-        return S3Source(bucket, prefix, selection, endpoint_url=endpoint, signed=signed)
+        return S3Source(
+            bucket, prefix, selection, endpoint_url=endpoint, signed=signed, limits=limits, listing=s3_listing
+        )
     if spec.startswith("imagefolder:"):
         path = Path(spec.removeprefix("imagefolder:"))
         if not path.is_dir():
@@ -79,11 +93,15 @@ def open_source(
         return ImageFolderSource(path, caption_template, selection, imagefolder_split or HashSplit())
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(path, selection)
+        return FolderSource(path, selection, limits)
     if not path.is_file():
         raise SourceError(f"source not found: {spec}")
     if path.name.lower().endswith((".xml", ".nxml")):
-        return FolderSource(path, selection)
-    if _is_tarball_file(path):
-        return TarballSource(path, selection)
-    raise SourceError(f"not a JATS file, tarball, folder, s3:// or imagefolder: spec: {spec}")
+        return FolderSource(path, selection, limits)
+    try:
+        is_package = _is_package_file(path)
+    except OSError as error:
+        raise SourceError(f"cannot read {spec}: {error}") from error
+    if is_package:
+        return PackageSource(path, selection, limits)
+    raise SourceError(f"not a JATS file, tarball, zip, folder, s3:// or imagefolder: spec: {spec}")

@@ -1,6 +1,6 @@
-"""Local folders: extracted article packages, loose JATS files, and tarballs found inside them.
+"""Local folders: extracted article packages, loose JATS files, and package files (tarballs, zips) inside them.
 
-A folder is walked in sorted order. In each directory:
+A folder is walked in sorted order, without following symbolic links out of it. In each directory:
 
 * a directory holding images and an article XML (``.nxml`` preferred, else one ``.xml``) is one package:
   its images are the media (names relative to that directory);
@@ -9,13 +9,19 @@ A folder is walked in sorted order. In each directory:
   ``<PMCID>_figures_metadata.json`` file found anywhere under the root folder (a list of objects with
   ``figure_id``, ``label``, ``caption``, ``original_file_path``), else it is an article rejected with
   ``no_xml``;
-* tarballs are read by ``TarballSource``.
+* package files are read by ``package.read_package``.
+
+Symbolic links: a link that resolves inside the root folder is read like the file it names; a link that leaves
+it is refused with reason ``symlink_outside_source`` (an image: that figure; an XML or package file, a linked
+directory: an article-level rejection). Linked directories are never walked into. Media files larger than
+``SourceLimits.max_member_bytes`` are refused (``member_too_large``).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,33 +29,56 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError
-from biomedclip.corpus.sources.local import is_image_name, is_xml_name, pmcid_in, select
-from biomedclip.corpus.sources.selection import Selection
-from biomedclip.corpus.sources.tarball import DEFAULT_MAX_MEMBER_BYTES, is_tarball_name, read_package
+from biomedclip.corpus.sources.limits import SourceLimits
+from biomedclip.corpus.sources.package import is_image_name, is_package_name, is_xml_name, pmcid_in, read_package
+from biomedclip.corpus.sources.selection import Selection, select
 
 FIGURE_METADATA_SUFFIX = "_figures_metadata.json"
+OUTSIDE = "symlink_outside_source"
 
 
 def _no_media(name: str) -> IO[bytes]:
-    raise MediaError(f"missing media file {name!r}: the article has no media")
+    raise MediaError(f"missing_media: {name!r}: the article has no media")
 
 
-def open_in_folder(folder: Path, names: frozenset[str], name: str) -> IO[bytes]:
+def outside(path: Path, root: Path) -> bool:
+    """Whether ``path`` (a link, or a path through one) resolves to somewhere outside ``root``."""
+    return not path.resolve().is_relative_to(root.resolve())
+
+
+def open_in_folder(
+    folder: Path, names: frozenset[str], name: str, *, root: Path | None = None, max_bytes: int | None = None
+) -> IO[bytes]:
+    """A media file of ``folder``; refused when unlisted, linked out of ``root`` (default ``folder``) or too big."""
     if name not in names:
-        raise MediaError(f"missing media file {name!r} in {folder}")
+        raise MediaError(f"missing_media: no media file {name!r} in {folder}")
+    path = folder / name
+    if outside(path, root or folder):
+        raise MediaError(f"{OUTSIDE}: {path} links to a file outside {root or folder}")
     try:
-        return (folder / name).open("rb")
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise MediaError(f"member_too_large: {path} has {size} bytes (limit {max_bytes})")
+        return path.open("rb")
     except OSError as error:
-        raise MediaError(f"cannot read {folder / name}: {error}") from error
+        raise MediaError(f"unreadable_media: {path}: {error}") from error
 
 
-def xml_article(path: Path, media_folder: Path | None = None) -> Article:
+def _images(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
+
+
+def xml_article(path: Path, media_folder: Path | None = None, root: Path | None = None, max_bytes: int | None = None):
     """One JATS file as an article; its media are the images beside it when ``media_folder`` is given."""
-    media = (
-        sorted(p.name for p in media_folder.iterdir() if p.is_file() and is_image_name(p.name)) if media_folder else []
+    media = _images(media_folder) if media_folder else []
+    opener = (
+        partial(open_in_folder, media_folder, frozenset(media), root=root, max_bytes=max_bytes)
+        if media_folder
+        else _no_media
     )
-    opener = partial(open_in_folder, media_folder, frozenset(media)) if media_folder else _no_media
     meta = ArticleMeta(pmcid=pmcid_in(path.name) or pmcid_in(path.parent.name) or "")
+    if root is not None and outside(path, root):
+        return Article(str(path), meta, None, media, opener, error=f"{OUTSIDE}: {path} links outside {root}")
     try:
         xml = path.read_bytes()
     except OSError as error:
@@ -58,18 +87,20 @@ def xml_article(path: Path, media_folder: Path | None = None) -> Article:
 
 
 def _figure_metadata(root: Path) -> dict[str, Path]:
-    return {
-        p.name.removesuffix(FIGURE_METADATA_SUFFIX).upper(): p for p in sorted(root.rglob(f"*{FIGURE_METADATA_SUFFIX}"))
-    }
+    found = {}
+    for folder, _, files in os.walk(root):
+        for name in sorted(files):
+            if name.endswith(FIGURE_METADATA_SUFFIX) and not outside(Path(folder) / name, root):
+                found.setdefault(name.removesuffix(FIGURE_METADATA_SUFFIX).upper(), Path(folder) / name)
+    return found
 
 
-def image_only_article(folder: Path, metadata: Path | None) -> Article:
+def image_only_article(folder: Path, metadata: Path | None, root: Path | None = None) -> Article:
     """A package folder without XML; figures from its figure-metadata JSON, else an article-level rejection."""
-    media = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
-    pmcid = pmcid_in(folder.name) or ""
-    article = Article(
-        str(folder), ArticleMeta(pmcid=pmcid), None, media, partial(open_in_folder, folder, frozenset(media))
-    )
+    media = _images(folder)
+    pmcid = pmcid_in(folder.name) or f"file:{folder.name}"
+    opener = partial(open_in_folder, folder, frozenset(media), root=root)
+    article = Article(str(folder), ArticleMeta(pmcid=pmcid), None, media, opener)
     if metadata is None:
         article.error = f"no_xml: {folder} has images but no article XML or figure metadata"
         return article
@@ -101,13 +132,18 @@ def _figure_from_metadata(entry: dict, pmcid: str, source: str) -> FigureRecord:
     return record
 
 
+def _refused(path: Path, root: Path) -> Article:
+    meta = ArticleMeta(pmcid=pmcid_in(path.name) or f"file:{path.name}")
+    return Article(str(path), meta, None, [], _no_media, error=f"{OUTSIDE}: {path} links outside {root}")
+
+
 @dataclass
 class FolderSource:
-    """Every package, JATS file and tarball below a folder (or a single JATS file)."""
+    """Every package, JATS file and package file below a folder (or a single JATS file)."""
 
     path: Path
     selection: Selection = field(default_factory=Selection)
-    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES
+    limits: SourceLimits = field(default_factory=SourceLimits)
 
     @property
     def name(self) -> str:
@@ -117,22 +153,27 @@ class FolderSource:
         if self.path.is_file():
             yield xml_article(self.path)
             return
-        metadata = _figure_metadata(self.path)
-        for folder in sorted([self.path, *(p for p in self.path.rglob("*") if p.is_dir())]):
-            files = sorted(p for p in folder.iterdir() if p.is_file())
+        root, wants = self.path, self.selection.wants_pmcid
+        metadata = _figure_metadata(root)
+        cap = self.limits.max_member_bytes
+        for top, dirs, names in sorted(os.walk(root), key=lambda entry: entry[0]):
+            folder = Path(top)
+            for linked in (folder / d for d in sorted(dirs) if (folder / d).is_symlink()):
+                if outside(linked, root) and wants(pmcid_in(linked.name)):
+                    yield _refused(linked, root)
+            files = sorted(folder / n for n in names if (folder / n).is_file())
             xmls = [p for p in files if is_xml_name(p.name)]
             has_images = any(is_image_name(p.name) for p in files)
             if has_images and xmls:
                 nxml = [p for p in xmls if p.name.lower().endswith(".nxml")]
-                yield xml_article((nxml or xmls)[0], folder)
+                yield xml_article((nxml or xmls)[0], folder, root, cap)
             elif has_images:
-                if self.selection.wants_pmcid(pmcid_in(folder.name)):
-                    yield image_only_article(folder, metadata.get(pmcid_in(folder.name) or ""))
+                if wants(pmcid_in(folder.name)):
+                    yield image_only_article(folder, metadata.get(pmcid_in(folder.name) or ""), root)
             else:
-                yield from (xml_article(p) for p in xmls if self.selection.wants_pmcid(pmcid_in(p.name)))
-            for tarball in (p for p in files if is_tarball_name(p.name)):
-                if self.selection.wants_pmcid(pmcid_in(tarball.name)):
-                    yield read_package(tarball, self.max_member_bytes)
+                yield from (xml_article(p, root=root) for p in xmls if wants(pmcid_in(p.name)))
+            for package in (p for p in files if is_package_name(p.name) and wants(pmcid_in(p.name))):
+                yield _refused(package, root) if outside(package, root) else read_package(package, self.limits)
 
     def articles(self) -> Iterator[Article]:
         return select(self._walk(), self.selection)

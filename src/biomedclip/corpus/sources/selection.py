@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
-from biomedclip.corpus.records import ArticleMeta
+from biomedclip.corpus.jats import JatsError, article_info, article_key, articles_in, parse_xml
+from biomedclip.corpus.records import Article, ArticleMeta
+from biomedclip.errors import InputError
 
 LICENSE_CLASSES = ("all", "commercial", "noncommercial")
 COMMERCIAL_LICENSES = frozenset({"CC BY", "CC0"})
@@ -32,7 +39,7 @@ class Selection:
         license: ``all``; ``commercial`` (CC BY and CC0 only, PMC's ``oa_comm``); ``noncommercial`` (the other
             Creative Commons licenses, PMC's ``oa_noncomm``). Articles of unknown license are only in ``all``.
         include_retracted: keep articles flagged as retracted.
-        pmcids: keep only these PMCIDs (``PMC123`` form); None keeps all.
+        pmcids: keep only these PMCIDs (``PMC123`` form; ``read_pmcids`` reads them from a file); None keeps all.
         limit: stop after this many selected articles; None for no limit.
     """
 
@@ -58,3 +65,91 @@ class Selection:
         if self.license == "all":
             return True
         return license_class(meta.license) == self.license
+
+
+PMCID_VALUE = re.compile(r"(?:PMC)?(\d+)", re.I)
+ACCESSION_COLUMN = "Accession ID"
+
+
+def _pmcid(value: str) -> str | None:
+    match = PMCID_VALUE.fullmatch(value.strip())
+    return f"PMC{int(match.group(1))}" if match else None
+
+
+def read_pmcids(path: Path) -> frozenset[str]:
+    """The PMCIDs a ``--pmcids`` file names, as ``PMC<digits>``.
+
+    Accepted: one ID per line (``PMC123`` or ``123``; blank lines and ``#`` comments skipped), or PMC's
+    ``oa_file_list.csv`` (columns File, Article Citation, Accession ID, Last Updated, PMID, License: the
+    ``Accession ID`` column; without its header row, the first field of each row that reads ``PMC<digits>``).
+    Raises ``InputError`` for a line that is none of these, or a file that names no PMCID.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read the PMCID list {path}: {error}") from error
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    found: set[str] = set()
+    if lines and "," in lines[0]:
+        rows = list(csv.reader(lines))
+        column = next((i for i, name in enumerate(rows[0]) if name.strip() == ACCESSION_COLUMN), None)
+        for number, row in enumerate(rows, start=1):
+            if column is not None and number == 1:
+                continue
+            fields = row[column : column + 1] if column is not None else row
+            candidates = (_pmcid(f) for f in fields if column is not None or f.strip().upper().startswith("PMC"))
+            pmcid = next((p for p in candidates if p), None)
+            if pmcid is None:
+                raise InputError(f"{path}: row {number} has no PMCID: {','.join(row)[:80]!r}")
+            found.add(pmcid)
+    else:
+        for number, line in enumerate(lines, start=1):
+            pmcid = _pmcid(line)
+            if pmcid is None:
+                raise InputError(f"{path}: line {number} is not a PMCID (PMC123 or 123): {line.strip()[:80]!r}")
+            found.add(pmcid)
+    if not found:
+        raise InputError(f"{path} names no PMCID")
+    return frozenset(found)
+
+
+def with_xml_metadata(article: Article) -> Article:
+    """Fill the article's key and license from its XML where the source did not know them.
+
+    The key is the PMCID, else ``jats.article_key`` (DOI, publisher id), else ``file:<source file name>``:
+    never empty.
+    """
+    if article.meta.pmcid and (article.meta.license or article.xml is None):
+        return article
+    info = None
+    if article.xml is not None:
+        try:
+            found = articles_in(parse_xml(article.xml))
+        except JatsError:
+            found = []
+        info = article_info(found[0]) if found else None
+    file_name = PurePosixPath(article.source.replace("\\", "/")).name or article.source
+    key = article.meta.pmcid or (article_key(info, file_name) if info else f"file:{file_name}")
+    meta = dataclasses.replace(article.meta, pmcid=key, license=article.meta.license or (info and info.license))
+    return dataclasses.replace(article, meta=meta)
+
+
+def select(articles: Iterable[Article], selection: Selection) -> Iterator[Article]:
+    """Apply ``selection`` to articles whose metadata may only be known from their XML, up to the limit.
+
+    Every article leaves with a non-empty key (``with_xml_metadata``). Articles a source could not read
+    (``error`` set) are kept unless their PMCID is excluded, so that they are recorded as rejections.
+    """
+    count = 0
+    for article in articles:
+        if selection.limit is not None and count >= selection.limit:
+            return
+        if selection.license != "all" or not article.meta.pmcid:
+            article = with_xml_metadata(article)
+        if article.error:
+            if not selection.wants_pmcid(article.meta.pmcid or None):
+                continue
+        elif not selection.admits(article.meta):
+            continue
+        count += 1
+        yield article

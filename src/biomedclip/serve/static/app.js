@@ -1,7 +1,11 @@
 "use strict";
-// The BiomedCLIP page: text search -> grid of figures; image + labels -> zero-shot bar chart.
+// The BiomedCLIP page: search figures by text or image (with server-side filters), view a figure in full;
+// classify an image zero-shot over typed labels.
 
 const $ = (id) => document.getElementById(id);
+const FILTERS = [["year-min", "year_min"], ["year-max", "year_max"], ["journal", "journal"],
+  ["license", "license"], ["split", "split"]];
+const state = { image: null, imageUrl: null, opener: null, searched: false };
 
 function showMessage(id, text, isError = false) {
   const el = $(id);
@@ -20,59 +24,218 @@ async function callApi(url, options) {
   return body;
 }
 
+// ---- search -------------------------------------------------------------------------------------------
+
+function filterValues() {
+  const values = {};
+  for (const [id, name] of FILTERS) {
+    const value = $(id).value.trim();
+    if (value) values[name] = value;
+  }
+  return values;
+}
+
+function describeFilters(values) {
+  const parts = [];
+  const [from, to] = [values.year_min, values.year_max];
+  if (from && to) parts.push(from === to ? from : `${from}–${to}`);
+  else if (from) parts.push(`from ${from}`);
+  else if (to) parts.push(`to ${to}`);
+  for (const name of ["journal", "license", "split"]) if (values[name]) parts.push(values[name]);
+  return parts.join(" · ");
+}
+
+function figureTitle(hit) {
+  return hit.label || hit.fig_id || `Figure ${hit.id}`;
+}
+
 function figureCard(hit) {
   const card = document.createElement("article");
   card.className = "figure";
+  const open = document.createElement("button");
+  open.type = "button";
+  open.className = "thumb";
+  open.setAttribute("aria-label", `View ${figureTitle(hit)}${hit.journal ? `, ${hit.journal}` : ""} in full`);
   const img = document.createElement("img");
   img.src = hit.image_url;
-  img.alt = hit.label ? `${hit.label} (${hit.pmcid})` : `figure ${hit.id}`;
+  img.alt = "";
   img.loading = "lazy";
+  open.append(img);
+  open.addEventListener("click", () => openViewer(hit, open));
+
   const body = document.createElement("div");
   body.className = "body";
   const meta = document.createElement("div");
   meta.className = "meta";
-  const link = document.createElement(hit.pmc_url ? "a" : "span");
-  if (hit.pmc_url) { link.href = hit.pmc_url; link.target = "_blank"; link.rel = "noopener"; }
-  link.textContent = [hit.pmcid, hit.label || hit.fig_id].filter(Boolean).join(" · ") || `figure ${hit.id}`;
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = figureTitle(hit);
   const score = document.createElement("span");
+  score.className = "score";
   score.textContent = hit.score.toFixed(3);
-  score.title = "cosine similarity";
-  meta.append(link, score);
+  score.title = "cosine similarity to the query";
+  meta.append(title, score);
+  const source = document.createElement("p");
+  source.className = "source";
+  source.textContent = [hit.journal, hit.year].filter(Boolean).join(" · ") || hit.pmcid || "";
   const caption = document.createElement("p");
   caption.className = "caption";
   caption.textContent = hit.caption || "(no caption)";
-  caption.title = "click to expand";
-  caption.addEventListener("click", () => caption.classList.toggle("open"));
-  body.append(meta, caption);
-  if (hit.license) {
-    const license = document.createElement("span");
-    license.className = "license";
-    license.textContent = `license: ${hit.license}`;
-    body.append(license);
-  }
-  card.append(img, body);
+  body.append(meta, source, caption);
+  card.append(open, body);
   return card;
 }
 
-async function search(event) {
-  event.preventDefault();
-  const q = $("query").value.trim();
-  if (!q) return;
-  const button = event.submitter || $("search-form").querySelector("button");
+async function runSearch() {
+  const values = filterValues();
+  const k = $("k").value;
+  let request;
+  let subject;
+  if (state.image) {
+    const form = new FormData();
+    form.append("image", state.image);
+    form.append("k", k);
+    for (const [name, value] of Object.entries(values)) form.append(name, value);
+    request = callApi("/search", { method: "POST", body: form });
+    subject = `like ${state.image.name || "your image"}`;
+  } else {
+    const q = $("query").value.trim();
+    if (!q) {
+      showMessage("search-message", "Type what to look for, or choose an image.", true);
+      $("query").focus();
+      return;
+    }
+    request = callApi(`/search?${new URLSearchParams({ q, k, ...values })}`);
+    subject = `for “${q}”`;
+  }
+  const button = $("search-button");
   button.disabled = true;
+  $("results").setAttribute("aria-busy", "true");
   showMessage("search-message", "Searching…");
   try {
-    const params = new URLSearchParams({ q, k: $("k").value });
-    const data = await callApi(`/search?${params}`);
+    const data = await request;
     $("results").replaceChildren(...data.results.map(figureCard));
-    showMessage("search-message", `${data.results.length} figures for “${data.query}”`);
+    $("examples").hidden = true;
+    state.searched = true;
+    const filters = describeFilters(values);
+    const where = filters ? ` (filters: ${filters})` : "";
+    showMessage("search-message", data.results.length
+      ? `${data.results.length} figures ${subject}${where}`
+      : `No figures ${subject}${where}.${filters ? " Try fewer filters." : ""}`);
   } catch (error) {
     $("results").replaceChildren();
     showMessage("search-message", error.message, true);
   } finally {
     button.disabled = false;
+    $("results").removeAttribute("aria-busy");
   }
 }
+
+function setQueryImage(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    showMessage("search-message", "That is not an image file.", true);
+    return false;
+  }
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.image = file;
+  state.imageUrl = URL.createObjectURL(file);
+  $("query-thumb").src = state.imageUrl;
+  $("query-image-name").textContent = file.name || "image";
+  $("query-image").hidden = false;
+  $("query").hidden = true;
+  return true;
+}
+
+function clearQueryImage() {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.image = state.imageUrl = null;
+  $("search-image").value = "";
+  $("query-image").hidden = true;
+  $("query").hidden = false;
+  $("query").focus();
+}
+
+function updateFilterSummary() {
+  const text = describeFilters(filterValues());
+  $("filter-summary").textContent = text ? `(${text})` : "";
+}
+
+async function loadFilters() {
+  try {
+    const facets = await callApi("/filters");
+    for (const name of ["journal", "license", "split"]) {
+      const select = $(name);
+      for (const value of facets[name]) select.append(new Option(value, value));
+      select.disabled = facets[name].length === 0;
+    }
+    for (const id of ["year-min", "year-max"]) {
+      if (facets.year_min != null) { $(id).min = facets.year_min; $(id).max = facets.year_max; }
+    }
+    if (facets.year_min != null) {
+      $("year-min").placeholder = facets.year_min;
+      $("year-max").placeholder = facets.year_max;
+    }
+  } catch (_) { /* filters stay empty; searching still works */ }
+}
+
+// ---- the full view of one figure ------------------------------------------------------------------------
+
+function fact(list, term, value) {
+  if (value === null || value === undefined || value === "") return;
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  const dd = document.createElement("dd");
+  if (value instanceof Node) dd.append(value); else dd.textContent = value;
+  list.append(dt, dd);
+}
+
+function openViewer(hit, opener) {
+  const viewer = $("viewer");
+  $("viewer-image").src = hit.image_url;
+  $("viewer-image").alt = `${figureTitle(hit)}: ${(hit.caption || "").slice(0, 200)}`;
+  $("viewer-title").textContent = figureTitle(hit);
+  $("viewer-caption").textContent = hit.caption || "(no caption)";
+  const facts = $("viewer-facts");
+  facts.replaceChildren();
+  let article = hit.pmcid || null;
+  if (hit.pmc_url) {
+    article = document.createElement("a");
+    article.href = hit.pmc_url;
+    article.target = "_blank";
+    article.rel = "noopener";
+    article.textContent = hit.pmcid;
+  }
+  fact(facts, "Article", article);
+  fact(facts, "Journal", hit.journal);
+  fact(facts, "Year", hit.year);
+  fact(facts, "License", hit.license || "unknown: check the article");
+  fact(facts, "Split", hit.split);
+  fact(facts, "Similarity", hit.score.toFixed(3));
+  const link = $("viewer-article");
+  link.hidden = !hit.pmc_url;
+  if (hit.pmc_url) link.href = hit.pmc_url;
+  $("viewer-full").href = hit.image_url;
+  $("viewer-similar").onclick = () => findSimilar(hit);
+  state.opener = opener;
+  viewer.showModal();
+  $("viewer-close").focus();
+}
+
+async function findSimilar(hit) {
+  try {
+    const response = await fetch(hit.image_url);
+    if (!response.ok) throw new Error(`${response.status}: the figure's image is unavailable`);
+    const blob = await response.blob();
+    const file = new File([blob], `${figureTitle(hit)}`, { type: blob.type || "image/jpeg" });
+    $("viewer").close();
+    if (setQueryImage(file)) await runSearch();
+  } catch (error) {
+    $("viewer").close();
+    showMessage("search-message", error.message, true);
+  }
+}
+
+// ---- zero-shot classification ---------------------------------------------------------------------------
 
 function setImage(file) {
   const input = $("image");
@@ -143,17 +306,61 @@ async function showStatus() {
   }
 }
 
+// ---- wiring ---------------------------------------------------------------------------------------------
+
+function acceptDrops(zone, onFile) {
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", (event) => {
+    if (!zone.contains(event.relatedTarget)) zone.classList.remove("over");
+  });
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) onFile(event.dataTransfer.files[0]);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
-  $("search-form").addEventListener("submit", search);
+  $("search-form").addEventListener("submit", (event) => { event.preventDefault(); runSearch(); });
+  $("image-button").addEventListener("click", () => $("search-image").click());
+  $("search-image").addEventListener("change", () => {
+    if (setQueryImage($("search-image").files[0])) runSearch();
+  });
+  $("clear-image").addEventListener("click", clearQueryImage);
+  acceptDrops($("search-panel"), (file) => { if (setQueryImage(file)) runSearch(); });
+  document.addEventListener("paste", (event) => {
+    const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
+    if (file && !$("viewer").open && setQueryImage(file)) runSearch();
+  });
+  for (const chip of document.querySelectorAll("#examples .chip")) {
+    chip.addEventListener("click", () => { clearQueryImage(); $("query").value = chip.textContent; runSearch(); });
+  }
+  for (const [id] of FILTERS.concat([["k"]])) {
+    $(id).addEventListener("change", () => { updateFilterSummary(); if (state.searched) runSearch(); });
+  }
+  $("clear-filters").addEventListener("click", () => {
+    for (const [id] of FILTERS) $(id).value = "";
+    updateFilterSummary();
+    if (state.searched) runSearch();
+  });
+  $("filters").open = window.matchMedia("(min-width: 760px)").matches;
+  document.addEventListener("keydown", (event) => {
+    const typing = /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
+    if (event.key === "/" && !typing && !$("viewer").open) { event.preventDefault(); $("query").focus(); }
+  });
+
+  const viewer = $("viewer");
+  $("viewer-close").addEventListener("click", () => viewer.close());
+  viewer.addEventListener("click", (event) => { if (event.target === viewer) viewer.close(); });
+  viewer.addEventListener("close", () => {
+    $("viewer-image").removeAttribute("src");
+    if (state.opener && state.opener.isConnected) state.opener.focus();
+  });
+
   $("classify-form").addEventListener("submit", classify);
   $("image").addEventListener("change", () => setImage());
-  const drop = $("drop");
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    if (event.dataTransfer.files.length) setImage(event.dataTransfer.files[0]);
-  });
+  acceptDrops($("drop"), setImage);
+
   showStatus();
+  loadFilters();
 });
