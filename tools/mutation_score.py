@@ -15,6 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 SCOPE: dict[str, tuple[str, ...]] = {
+    "evaluate/retrieval.py": ("biomedclip.evaluate.retrieval.*",),
     "evaluate/metrics.py": ("biomedclip.evaluate.metrics.*",),
     "zero-shot scoring": (
         "biomedclip.evaluate.zeroshot.x_build_zeroshot_classifier__mutmut_*",

@@ -22,7 +22,7 @@ def unit_rows(rows: list[list[float]]) -> np.ndarray:
 
 
 CLASSIFIER = unit_rows([[1, 0, 0], [0, 1, 0]])
-IMAGES = unit_rows([[1, 0, 0], [-1, -1, 0.2], [0.3, 0.4, 0.5]])  # row 1 is far from every class
+IMAGES = unit_rows([[1, 0, 0], [-1, -1, 0.2], [0.3, 0.4, 0.5], [0.5, 0.51, 0.7]])  # row 1: far from every class
 
 
 def test_logits_default_to_clip_scale_100_in_float32() -> None:
@@ -39,6 +39,7 @@ def test_probabilities_are_the_row_softmax_even_for_far_rows() -> None:
     expected = softmax(100.0 * IMAGES @ CLASSIFIER.T, axis=1)
     got = zeroshot_probabilities(IMAGES, CLASSIFIER)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert 0.7 < got[3, 1] < 0.75  # a close call: the scale decides how sure it is
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(zeroshot_probabilities(IMAGES, CLASSIFIER, 2.0), softmax(2.0 * IMAGES @ CLASSIFIER.T, 1),
                                rtol=1e-5)  # fmt: skip
