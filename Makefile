@@ -38,7 +38,7 @@ test-fast: install
 SHARED ?= $(abspath ../shared)
 MUTATION_CHILDREN ?= 4
 mutation: install
-	BIOMEDCLIP_SHARED=$(SHARED) $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) \
+	set -f; BIOMEDCLIP_SHARED=$(SHARED) $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) \
 		$$($(BIN)/python tools/mutation_score.py --patterns)
 	$(BIN)/python tools/mutation_score.py --survivors
 
