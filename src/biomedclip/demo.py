@@ -79,7 +79,7 @@ def build_corpus(config: DemoConfig, log: Log) -> dict[str, Any]:
 
 def train_model(config: DemoConfig, log: Log) -> Path:
     """Train the tiny model on the corpus' train shards; returns the exported checkpoint folder."""
-    from biomedclip.shardspec import expand_shards
+    from biomedclip.shards import expand_shards
     from biomedclip.train.config import build_config
     from biomedclip.train.data import count_samples
     from biomedclip.train.loop import train
@@ -154,7 +154,7 @@ def build_search_index(config: DemoConfig, checkpoint: Path, log: Log) -> Path:
     """Index every accepted figure of the corpus for the search page."""
     from biomedclip.api import load
     from biomedclip.serve.build import build_index
-    from biomedclip.shardspec import expand_shards
+    from biomedclip.shards import expand_shards
 
     index_dir = config.out / "index"
     shards = expand_shards(str(config.out / "corpus" / "shards"))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biomedclip.errors import InputError
+from biomedclip.shards import IMAGE_EXTENSIONS
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -32,7 +33,7 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "val": ("val", "valid", "validation", "dev"),
     "test": ("test", "testing"),
 }
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".dcm", ".dicom"})
+IMAGE_SUFFIXES = frozenset({*(f".{ext}" for ext in IMAGE_EXTENSIONS), ".dcm", ".dicom"})
 LAYOUT = (
     "ROOT/<class>/<image> (split by hash) or ROOT/<split>/<class>/<image> with split folders named "
     "train|training, val|valid|validation|dev, test|testing"

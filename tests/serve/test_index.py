@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 
 from biomedclip.serve.build import build_index
 from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig, normalize
-from biomedclip.serve.shards import ShardError, iter_shard, read_image_bytes
-from biomedclip.shardspec import expand_shards
+from biomedclip.serve.shards import ShardError, iter_shard, read_image_bytes, shard_location
+from biomedclip.shards import expand_shards
 
 
 def exact_neighbours(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -124,13 +125,27 @@ def test_shard_reader_rejects_a_non_tar(tmp_path):
 
 def test_built_index_holds_every_readable_figure_with_its_record(figure_index, figures, shards):
     assert len(figure_index) == len(figures)  # the undecodable image was skipped
-    assert figure_index.shards == [str(s.resolve()) for s in shards]
+    index_dir = figure_index.folder
+    assert [shard_location(index_dir, name) for name in figure_index.shards] == [str(s.resolve()) for s in shards]
+    assert not any(name.startswith("/") for name in figure_index.shards)  # relative: the index can move
     table = figure_index.records
     assert table.column("pmcid").to_pylist() == [f["record"]["pmcid"] for f in figures]
     assert table.column("caption").to_pylist() == [f["record"]["caption"] for f in figures]
     row = figure_index.record(7)
     assert row["license"] == "CC BY" and row["fig_id"] == figures[7]["record"]["fig_id"]
-    assert read_image_bytes(row["shard"], row["offset"], row["size"]) == figures[7]["image"]
+    assert read_image_bytes(shard_location(index_dir, row["shard"]), row["offset"], row["size"]) == figures[7]["image"]
+
+
+def test_index_moved_with_its_shards_still_reads_images(tmp_path, figure_index, figures, shards):
+    index_dir, shard_dir = figure_index.folder, shards[0].parent
+    moved = tmp_path / "moved"
+    shutil.copytree(index_dir.parent, moved / index_dir.parent.name)  # the index and its corpus move together
+    shutil.copytree(shard_dir, moved / shard_dir.name)
+    loaded = FigureIndex.load(moved / index_dir.parent.name / index_dir.name)
+    row = loaded.record(2)
+    location = shard_location(loaded.folder, row["shard"])
+    assert location == str((moved / shard_dir.name / "train-000000.tar").resolve())
+    assert read_image_bytes(location, row["offset"], row["size"]) == figures[2]["image"]
 
 
 def test_build_is_incremental(tmp_path, embedder, shards, figure_index):

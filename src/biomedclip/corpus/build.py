@@ -30,7 +30,6 @@ from biomedclip.corpus.dedup import DedupConfig, Fingerprint, find_duplicates
 from biomedclip.corpus.distributed import run_engine
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, Source
 from biomedclip.corpus.report import write_report
-from biomedclip.corpus.shards import ShardWriter
 from biomedclip.corpus.split import SPLITS, SplitConfig, assign_splits, cross_split_clusters
 from biomedclip.corpus.work import (
     ArticlePayload,
@@ -42,11 +41,7 @@ from biomedclip.corpus.work import (
     process_payload,
     read_article,
 )
-
-RECORD_FIELDS = (
-    "pmcid", "version", "fig_id", "label", "caption", "graphic", "graphics", "image_path", "source", "license",
-    "journal", "year", "pmid", "doi", "split", "status", "reason",
-)  # fmt: skip
+from biomedclip.shards import ShardWriter, shard_record, write_sizes
 
 
 @dataclass(frozen=True)
@@ -152,10 +147,6 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _record(row: dict[str, Any]) -> dict[str, Any]:
-    return {name: row.get(name) for name in RECORD_FIELDS}
-
-
 def finalize(out: Path, articles: list[_Seen], store: WorkStore, config: BuildConfig) -> list[dict[str, Any]]:
     """Phase 2: dedup, split, shards, catalog and report from the work store; returns the catalog rows."""
     rows: list[dict[str, Any]] = []
@@ -192,9 +183,10 @@ def finalize(out: Path, articles: list[_Seen], store: WorkStore, config: BuildCo
         images = _load(item, store, with_images=True).images
         for row in sorted(accepted, key=lambda r: r["key"]):
             writer = writers[row["split"]]
-            writer.write(row["key"], images[row["stored_key"]], row["caption"], _record(row))
+            writer.write(row["key"], images[row["stored_key"]], row["caption"], shard_record(row))
             row["shard"] = writer.paths[-1].name
     shard_count = sum(len(w.close()) for w in writers.values())
+    write_sizes(staging, {name: n for w in writers.values() for name, n in w.sizes.items()})
     shutil.rmtree(out / "shards", ignore_errors=True)
     os.replace(staging, out / "shards")
 

@@ -13,38 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("pmcid", pa.string()),
-        ("version", pa.int64()),
-        ("fig_id", pa.string()),
-        ("label", pa.string()),
-        ("caption", pa.string()),
-        ("graphic", pa.string()),
-        ("graphics", pa.list_(pa.string())),
-        ("image_path", pa.string()),
-        ("source", pa.string()),
-        ("license", pa.string()),
-        ("journal", pa.string()),
-        ("year", pa.int64()),
-        ("pmid", pa.string()),
-        ("doi", pa.string()),
-        ("split", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("duplicate_of", pa.string()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("orig_width", pa.int64()),
-        ("orig_height", pa.int64()),
-        ("sha256", pa.string()),
-        ("phash", pa.string()),
-        ("caption_tokens", pa.int64()),
-        ("shard", pa.string()),
-    ]
-)
+from biomedclip.shards import CATALOG_FIELDS, arrow_schema
+
+SCHEMA = arrow_schema(CATALOG_FIELDS)
 
 
 def write_catalog(rows: Iterable[dict[str, Any]], path: Path) -> int:

@@ -16,8 +16,10 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from biomedclip.shards import IMAGE_EXTENSIONS
+
 # Full-size formats first; PMC packages put a small ``.gif`` thumbnail beside each full-size ``.jpg``.
-EXTENSION_RANK: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif", ".bmp", ".webp")
+EXTENSION_RANK: tuple[str, ...] = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 THUMBNAIL_EXTENSIONS = frozenset({".gif"})
 
 

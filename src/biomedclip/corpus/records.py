@@ -72,6 +72,7 @@ class FigureRecord:
     status: str = "accepted"
     reason: str = ""
     graphics: list[str] = field(default_factory=list)
+    class_name: str | None = None  # the class folder of an image from a labelled image folder
 
     @property
     def key(self) -> str:

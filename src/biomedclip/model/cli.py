@@ -54,7 +54,7 @@ def train_tokenizer_command(
     """Train an uncased WordPiece vocabulary on the captions (.txt members) of WebDataset shards."""
     from biomedclip.model.shards import iter_captions
     from biomedclip.model.tokenizer import train_wordpiece
-    from biomedclip.shardspec import expand_shards
+    from biomedclip.shards import expand_shards
 
     start = time.perf_counter()
     try:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from biomedclip.shards import iter_samples
 
-def iter_captions(shards: Iterable[Path]) -> Iterator[str]:
-    """Yield the non-empty text of every ``.txt`` member, shard by shard, streaming."""
+
+def iter_captions(shards: Iterable[str | Path]) -> Iterator[str]:
+    """Yield the non-empty caption of every sample, shard by shard, streaming (other members are not read).
+
+    Raises:
+        biomedclip.shards.ShardError: a shard cannot be read (the message names it).
+    """
     for shard in shards:
-        try:
-            with tarfile.open(shard, mode="r|*") as tar:
-                for member in tar:
-                    if member.isfile() and member.name.endswith(".txt"):
-                        handle = tar.extractfile(member)
-                        text = handle.read().decode("utf-8", errors="replace").strip() if handle else ""
-                        if text:
-                            yield text
-        except tarfile.TarError as err:
-            raise ValueError(f"{shard}: not a readable tar shard ({err})") from err
+        for sample in iter_samples(str(shard), read=lambda ext: ext == "txt"):
+            text = (sample.text() or "").strip()
+            if text:
+                yield text

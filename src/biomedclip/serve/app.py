@@ -39,7 +39,7 @@ from biomedclip.evaluate.zeroshot import zeroshot_probabilities
 from biomedclip.serve.gate import BudgetExceeded, InferenceGate
 from biomedclip.serve.index import FigureFilter, FigureIndex, FigureIndexError, Hit
 from biomedclip.serve.limits import BodyLimit, ServeConfig, parse_labels, parse_templates
-from biomedclip.serve.shards import ShardError, read_image_bytes
+from biomedclip.serve.shards import ShardError, read_image_bytes, shard_location
 
 __all__ = ["ServeConfig", "create_app", "pmc_url", "public_model_name"]
 
@@ -337,8 +337,9 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
     def figure_image(figure_id: int) -> Response:
         """The figure's image bytes, read from its shard."""
         try:
-            record = require_index().record(figure_id)
-            data = read_image_bytes(record["shard"], record["offset"], record["size"])
+            figures = require_index()
+            record = figures.record(figure_id)
+            data = read_image_bytes(shard_location(figures.folder, record["shard"]), record["offset"], record["size"])
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
         except ShardError as error:

@@ -16,7 +16,7 @@ import numpy as np
 
 from biomedclip.api import Embedder, ImageDecodeError, open_image
 from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig
-from biomedclip.serve.shards import ShardFigure, iter_shard
+from biomedclip.serve.shards import ShardFigure, iter_shard, shard_location, shard_name
 
 
 @dataclass
@@ -31,18 +31,20 @@ class BuildReport:
     kind: str = ""
 
 
-def _record(figure: ShardFigure) -> dict[str, Any]:
+def _record(figure: ShardFigure, shard: str) -> dict[str, Any]:
     return {
         **figure.record,
         "key": figure.key,
         "caption": figure.caption,
-        "shard": figure.shard,
+        "shard": shard,
         "offset": figure.offset,
         "size": figure.size,
     }
 
 
-def _embed_shard(embedder: Embedder, shard: str, batch_size: int) -> tuple[np.ndarray, list[dict[str, Any]], int]:
+def _embed_shard(
+    embedder: Embedder, shard: str, name: str, batch_size: int
+) -> tuple[np.ndarray, list[dict[str, Any]], int]:
     vectors, records, skipped = [], [], 0
     batch_images, batch_records = [], []
     for figure in iter_shard(shard):
@@ -51,7 +53,7 @@ def _embed_shard(embedder: Embedder, shard: str, batch_size: int) -> tuple[np.nd
         except ImageDecodeError:
             skipped += 1
             continue
-        batch_records.append(_record(figure))
+        batch_records.append(_record(figure, name))
         if len(batch_images) == batch_size:
             vectors.append(embedder.embed_images(batch_images))
             records += batch_records
@@ -76,7 +78,7 @@ def build_index(
 
     Args:
         embedder: the model that embeds the figures (its name is recorded; a different model is refused).
-        shards: shard paths; those already in the index are skipped.
+        shards: shard paths; those already in the index are skipped. The index names them relative to ``out``.
         out: the index folder.
         config: index settings for a new index (an existing index keeps its own).
         rebuild: start a new index even if ``out`` holds one.
@@ -94,14 +96,16 @@ def build_index(
         index = FigureIndex(embedder.dim, config)  # saving it replaces any older records in ``out``
     index.model = embedder.name
     report = BuildReport()
+    held = {shard_location(out, name) for name in index.shards}
     for shard in shards:
-        shard = str(Path(shard).resolve())
-        if shard in index.shards:
+        name = shard_name(out, shard)
+        if shard_location(out, name) in held:
             report.shards_skipped.append(shard)
             continue
-        vectors, records, skipped = _embed_shard(embedder, shard, batch_size)
+        vectors, records, skipped = _embed_shard(embedder, shard, name, batch_size)
         index.add(vectors, records)
-        index.shards.append(shard)
+        index.shards.append(name)
+        held.add(shard_location(out, name))
         index.save(out)
         report.shards_added.append(shard)
         report.figures_added += len(records)

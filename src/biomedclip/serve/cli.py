@@ -142,7 +142,7 @@ def index_build(
     from biomedclip.serve.build import build_index
     from biomedclip.serve.index import FigureIndexError, IndexConfig
     from biomedclip.serve.shards import ShardError
-    from biomedclip.shardspec import expand_shards
+    from biomedclip.shards import expand_shards
 
     try:
         paths = expand_shards(shards)

@@ -37,22 +37,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from biomedclip.shards import INDEX_FIELDS, arrow_schema
+
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
 # Columns every record row has (missing strings become empty strings, missing numbers null), in this order.
-RECORD_COLUMNS: dict[str, pa.DataType] = {
-    "key": pa.string(),
-    "pmcid": pa.string(),
-    "fig_id": pa.string(),
-    "label": pa.string(),
-    "caption": pa.string(),
-    "license": pa.string(),
-    "journal": pa.string(),
-    "year": pa.int64(),
-    "split": pa.string(),
-    "shard": pa.string(),
-    "offset": pa.int64(),
-    "size": pa.int64(),
-}
+RECORD_COLUMNS: dict[str, pa.DataType] = {f.name: f.type for f in arrow_schema(INDEX_FIELDS)}
 
 
 class FigureIndexError(ValueError):
@@ -164,7 +153,8 @@ class FigureIndex:
         self.config = config or IndexConfig()
         self.kind = "flat" if self.config.kind in ("auto", "flat") else self.config.kind
         self.faiss_index: faiss.Index | None = faiss.IndexFlatL2(dim) if self.kind == "flat" else None
-        self.shards: list[str] = []
+        self.shards: list[str] = []  # relative to ``folder`` (see serve.shards.shard_name)
+        self.folder: Path | None = None  # where the index was saved or loaded from
         self.model: str = ""
         self._parts: list[pa.Table] = []
         self._saved_parts = 0
@@ -304,7 +294,7 @@ class FigureIndex:
 
     def save(self, folder: str | Path) -> Path:
         """Write the index folder; records already on disk are kept and only new parts are written."""
-        folder = Path(folder)
+        folder = self.folder = Path(folder)
         (folder / "records").mkdir(parents=True, exist_ok=True)
         existing = sorted((folder / "records").glob("part-*.parquet"))
         if len(existing) != self._saved_parts:  # another folder, or a stale one: write every part afresh
@@ -342,6 +332,7 @@ class FigureIndex:
         index = cls(meta["dim"], config)
         index.kind = meta["kind"]
         index.model = meta.get("model", "")
+        index.folder = folder
         index.shards = list(meta.get("shards", []))
         faiss_path = folder / "index.faiss"
         index.faiss_index = faiss.read_index(str(faiss_path)) if faiss_path.is_file() else None

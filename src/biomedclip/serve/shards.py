@@ -1,27 +1,21 @@
-"""Read figures out of the corpus's WebDataset shards, remembering where each image lies in its tar.
+"""The figures of corpus shards as the figure index sees them: record, caption, and where the image lies.
 
-A shard is a plain tar whose members ``<key>.jpg``, ``<key>.txt`` and ``<key>.json`` sit next to each other
-(the DESIGN.md contract). Reading it with :mod:`tarfile` in stream mode gives each member's data offset, so the
-search service can later serve a figure's image by seeking straight to it, without unpacking the shard.
+Reading goes through :mod:`biomedclip.shards`; this module adds the index's view: each figure carries its
+image's offset and size in the shard, so the service can serve the image by seeking straight to it, and an
+index names its shards relative to its own folder, so an index folder can move together with its corpus.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import tarfile
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
-# webdataset's convention: the key is the member name up to the first dot of its basename.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+from biomedclip.shards import ShardError, is_url, iter_samples, read_member
 
-
-class ShardError(ValueError):
-    """A shard that cannot be read (missing, not a tar, truncated)."""
+__all__ = ["ShardError", "ShardFigure", "iter_shard", "read_image_bytes", "shard_location", "shard_name"]
 
 
 @dataclass
@@ -37,51 +31,37 @@ class ShardFigure:
     caption: str = ""
 
 
-def _finish(key: str, parts: dict[str, Any], shard: str) -> ShardFigure | None:
-    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in parts), None)
-    if image_ext is None:
-        return None
-    offset, size, data = parts[image_ext]
-    record: dict[str, Any] = {}
-    if "json" in parts:
-        try:
-            record = json.loads(parts["json"][2])
-        except ValueError:
-            record = {}
-    caption = parts["txt"][2].decode("utf-8", errors="replace") if "txt" in parts else ""
-    caption = caption or str(record.get("caption", ""))
-    return ShardFigure(key=key, shard=shard, offset=offset, size=size, image=data, record=record, caption=caption)
-
-
 def iter_shard(path: str | Path) -> Iterator[ShardFigure]:
-    """Yield every sample with an image from one shard, in tar order.
+    """Yield every sample with an image from one shard, in tar order (``shard`` is the path as given).
 
     Raises:
-        ShardError: the file is missing, is not a tar, or is truncated.
+        ShardError: the file is missing, is not a tar, is compressed (no offsets) or is truncated.
     """
-    shard = str(Path(path).resolve())
-    current: str | None = None
-    parts: dict[str, Any] = {}
-    try:
-        with tarfile.open(shard, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                match = _KEY_EXT.match(member.name)
-                if match is None:
-                    continue
-                key, ext = match.group(1), match.group(2).lower()
-                if key != current:
-                    if current is not None and (figure := _finish(current, parts, shard)) is not None:
-                        yield figure
-                    current, parts = key, {}
-                handle = tar.extractfile(member)
-                data = handle.read() if handle is not None else b""
-                parts[ext] = (member.offset_data, member.size, data)
-    except (OSError, tarfile.TarError) as error:
-        raise ShardError(f"cannot read shard {shard}: {error}") from error
-    if current is not None and (figure := _finish(current, parts, shard)) is not None:
-        yield figure
+    shard = str(path)
+    for sample in iter_samples(shard):
+        ext = sample.image_extension()
+        if ext is None:
+            continue
+        if ext not in sample.spans:
+            raise ShardError(f"shard {shard} is compressed: the index needs plain .tar shards to seek into")
+        record = sample.record()
+        caption = sample.text() or str(record.get("caption", ""))
+        offset, size = sample.spans[ext]
+        yield ShardFigure(sample.key, shard, offset, size, sample.data[ext], record, caption)
+
+
+def shard_name(index_folder: str | Path, shard: str) -> str:
+    """How an index at ``index_folder`` names ``shard``: relative to the folder (URLs stay as they are)."""
+    if is_url(shard):
+        return shard
+    return Path(os.path.relpath(Path(shard).resolve(), Path(index_folder).resolve())).as_posix()
+
+
+def shard_location(index_folder: str | Path | None, name: str) -> str:
+    """The shard an index's ``name`` refers to (the inverse of :func:`shard_name`; absolute names are kept)."""
+    if is_url(name) or index_folder is None:
+        return name
+    return os.path.normpath(os.path.join(os.path.abspath(index_folder), name))
 
 
 def read_image_bytes(shard: str | Path, offset: int, size: int) -> bytes:
@@ -90,12 +70,4 @@ def read_image_bytes(shard: str | Path, offset: int, size: int) -> bytes:
     Raises:
         ShardError: the shard is missing or shorter than the record says.
     """
-    try:
-        with open(shard, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read(size)
-    except OSError as error:
-        raise ShardError(f"cannot read shard {shard}: {error}") from error
-    if len(data) != size:
-        raise ShardError(f"shard {shard} is shorter than expected (wanted {size} bytes at {offset})")
-    return data
+    return read_member(str(shard), offset, size)

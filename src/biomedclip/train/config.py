@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from biomedclip.shards import IMAGE_EXTENSIONS
+
 
 @dataclass
 class DataConfig:
@@ -28,8 +30,9 @@ class DataConfig:
     resampled: bool = False  # draw shards with replacement per worker instead of splitting them
     shuffle_buffer: int = 5000  # samples held in each worker's shuffle buffer
     workers: int = 4  # DataLoader workers per rank
-    image_key: str = "jpg;png;jpeg;webp"  # tar member extensions tried in order for the image
+    image_key: str = ";".join(IMAGE_EXTENSIONS)  # tar member extensions tried in order for the image
     text_key: str = "txt"
+    bad_shards: str = "fail"  # a shard that cannot be read: "fail" stops the run, "skip" warns and goes on
 
 
 @dataclass
@@ -266,6 +269,7 @@ def validate(config: TrainConfig) -> None:
         (config.run.log_every >= 1, "run.log_every must be >= 1"),
         (config.data.workers >= 0, "data.workers must be >= 0"),
         (config.data.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1"),
+        (config.data.bad_shards in ("fail", "skip"), "data.bad_shards must be fail or skip"),
         (config.loss.max_logit_scale > 0, "loss.max_logit_scale must be > 0"),
     ]
     for ok, message in checks:

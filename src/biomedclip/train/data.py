@@ -5,75 +5,79 @@ pass over the data reshuffles which slot gets which shard), or drawn with replac
 mode. Each slot's stream is endless and deterministic given the seed, so the data position of a run is just
 the number of global batches consumed: on resume every worker skips, before decoding, exactly the samples it
 had already delivered. Augmentation is seeded per sample, so a resumed run sees the same crops.
+
+Shards are read through :mod:`biomedclip.shards`. A sample whose image cannot be decoded (garbage, truncated,
+a decompression bomb) is skipped, counted in the batch's ``skipped`` counts (``skipped_samples`` in the
+metrics) and written to the stream's skip log, which tells a resumed stream which samples were never
+delivered. A shard that cannot be read stops the run naming it, or is skipped with ``bad_shards="skip"``.
 """
 
 from __future__ import annotations
 
 import io
-import os
+import json
 import random
-import tarfile
 import time
-import urllib.request
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from pathlib import Path
 
 import torch
 from PIL import Image
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
-Sample = dict[str, Any]
+from biomedclip import shards
+from biomedclip.errors import InputError
+from biomedclip.shards import IMAGE_EXTENSIONS, Sample, ShardError
+
+BAD_SHARD_POLICIES = ("fail", "skip")
+# What decoding an undecodable image raises: garbage or truncated bytes, a decompression bomb, a broken chunk.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-class DataError(ValueError):
-    """The shard spec or the shards themselves cannot be used."""
+class DataError(InputError):
+    """The training data cannot be used as configured (too few shards, no sample count, a sample without a caption)."""
 
 
-def open_shard(url: str) -> IO[bytes]:
-    """Open one shard for streaming: a local path, ``http(s)://`` or ``s3://bucket/key``.
+def iterate_samples(
+    urls: Iterable[str], *, bad_shards: str = "fail", on_bad_shard: Callable[[ShardError], None] | None = None
+) -> Iterator[Sample]:
+    """The samples of the shards, in order (lazily, so ``urls`` may be an endless stream of shards).
 
-    S3 honours ``BIOMEDCLIP_S3_ENDPOINT`` / ``AWS_ENDPOINT_URL`` and the usual AWS credentials.
+    A shard that cannot be read raises :class:`~biomedclip.shards.ShardError` naming it when ``bad_shards`` is
+    ``"fail"``; with ``"skip"`` a warning is given, ``on_bad_shard`` is called and the next shard follows (the
+    samples read before the fault are kept).
     """
-    if url.startswith(("http://", "https://")):
-        return urllib.request.urlopen(url, timeout=60)
-    if url.startswith("s3://"):
-        import boto3
-
-        bucket, _, key = url[len("s3://") :].partition("/")
-        endpoint = os.environ.get("BIOMEDCLIP_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
-        client = boto3.client("s3", endpoint_url=endpoint)
-        return client.get_object(Bucket=bucket, Key=key)["Body"]
-    if url.startswith("file://"):
-        url = url[len("file://") :]
-    return open(url, "rb")
-
-
-def iterate_samples(urls: Iterable[str]) -> Iterator[Sample]:
-    """Raw samples (``__key__`` plus one bytes value per member extension) of the shards, in order (lazily, so
-    ``urls`` may be an endless stream of shards)."""
-
-    def streams() -> Iterator[dict[str, Any]]:
-        for url in urls:
-            stream = open_shard(url)
-            try:
-                yield {"url": url, "stream": stream}
-            finally:
-                stream.close()
-
-    yield from group_by_keys(tar_file_expander(streams()))
-
-
-def count_samples(urls: list[str]) -> int:
-    """Count samples in local shards by reading tar headers only (remote shards need ``train_num_samples``)."""
-    remote = [u for u in urls if "://" in u and not u.startswith("file://")]
-    if remote:
-        raise DataError("set data.train_num_samples: samples cannot be counted in remote shards")
-    total = 0
+    if bad_shards not in BAD_SHARD_POLICIES:
+        raise DataError(f"bad_shards must be one of {', '.join(BAD_SHARD_POLICIES)}, not {bad_shards!r}")
     for url in urls:
-        with tarfile.open(url.removeprefix("file://"), mode="r|*") as tar:
-            total += len({m.name.split("/")[-1].split(".", 1)[0] for m in tar if m.isreg()})
+        try:
+            yield from shards.iter_samples(url)
+        except ShardError as error:
+            if bad_shards == "fail":
+                raise
+            warnings.warn(f"skipping the rest of a bad shard: {error}", stacklevel=2)
+            if on_bad_shard is not None:
+                on_bad_shard(error)
+
+
+def count_samples(urls: list[str], *, bad_shards: str = "fail") -> int:
+    """Samples in the shards: from the ``sizes.json`` beside them when it lists them, else by reading local tar
+    headers (remote shards without a manifest need ``train_num_samples``)."""
+    total = 0
+    for url, size in shards.shard_sizes(urls).items():
+        if size is not None:
+            total += size
+        elif shards.is_url(url) and not url.startswith("file://"):
+            raise DataError(f"set data.train_num_samples: {url} is remote and no sizes.json beside it lists it")
+        else:
+            try:
+                total += shards.count_samples(url)
+            except ShardError as error:
+                if bad_shards == "fail":
+                    raise
+                warnings.warn(f"not counting a bad shard: {error}", stacklevel=2)
     return total
 
 
@@ -115,28 +119,64 @@ def _sample_seed(seed: int, slot: int, index: int) -> int:
 
 @dataclass
 class StreamSpec:
-    """Everything that determines a stream of training batches."""
+    """Everything that determines a stream of training batches.
+
+    ``skip_log`` is a file (JSON lines) where undecodable samples are recorded as they are skipped; a resumed
+    stream reads it to skip exactly the samples the interrupted run delivered.
+    """
 
     urls: list[str]
     batch_size: int
     seed: int = 0
     resampled: bool = False
     shuffle_buffer: int = 5000
-    image_keys: tuple[str, ...] = ("jpg", "png", "jpeg", "webp")
+    image_keys: tuple[str, ...] = IMAGE_EXTENSIONS
     text_key: str = "txt"
+    bad_shards: str = "fail"
+    skip_log: str | None = None
 
 
 def decode_pair(sample: Sample, image_keys: tuple[str, ...], text_key: str) -> tuple[Image.Image, str]:
-    """The RGB image and caption of a raw sample; raises DataError naming the sample when either is missing."""
-    image_bytes = next((sample[k] for k in image_keys if k in sample), None)
-    if image_bytes is None or text_key not in sample:
-        raise DataError(f"sample {sample.get('__key__')} in {sample.get('__url__')} lacks an image or a caption")
-    image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
-    return image, sample[text_key].decode("utf-8")
+    """The RGB image and caption of a raw sample.
+
+    Raises:
+        DataError: the sample lacks an image or a caption (naming the sample and its shard).
+        OSError, ValueError, SyntaxError, Image.DecompressionBombError: the image cannot be decoded.
+    """
+    ext = sample.image_extension(image_keys)
+    if ext is None or text_key not in sample.data:
+        raise DataError(f"sample {sample.key} in {sample.url} lacks an image or a caption")
+    image = Image.open(io.BytesIO(sample.data[ext])).convert("RGB")
+    return image, sample.data[text_key].decode("utf-8")
+
+
+def _read_skip_log(path: str | None) -> set[tuple[str, str]]:
+    if path is None or not Path(path).is_file():
+        return set()
+    entries = set()
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+            entries.add((entry["url"], entry["key"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    return entries
+
+
+def _log_skip(path: str | None, sample: Sample, error: BaseException) -> None:
+    if path is not None:
+        line = json.dumps({"url": sample.url, "key": sample.key, "error": f"{type(error).__name__}: {error}"})
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # a rank on a node without the main rank's folder
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
 
 
 class TrainStream(torch.utils.data.IterableDataset):
-    """Endless, resumable batches ``(images, token_ids)`` for one rank; each worker builds whole batches."""
+    """Endless, resumable batches ``(images, token_ids, skipped)`` for one rank; each worker builds whole batches.
+
+    ``skipped`` counts what was dropped while building the batch: ``{"samples": undecodable samples,
+    "shards": bad shards}`` (the latter only with ``bad_shards="skip"``).
+    """
 
     def __init__(
         self,
@@ -159,6 +199,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.num_workers = max(num_workers, 1)  # streams (slots) per rank
         self.start_batch = start_batch
         num_slots = world_size * self.num_workers
+        if spec.bad_shards not in BAD_SHARD_POLICIES:
+            raise DataError(f"bad_shards must be one of {', '.join(BAD_SHARD_POLICIES)}, not {spec.bad_shards!r}")
         if not spec.resampled and len(spec.urls) < num_slots:
             raise DataError(
                 f"{len(spec.urls)} shard(s) cannot be split across {world_size} rank(s) x {self.num_workers} "
@@ -169,16 +211,16 @@ class TrainStream(torch.utils.data.IterableDataset):
         """How many batches ``worker`` delivered before ``start_batch`` (the DataLoader visits workers in turn)."""
         return max(0, (self.start_batch - worker + self.num_workers - 1) // self.num_workers)
 
-    def raw_samples(self, worker: int) -> Iterator[Sample]:
+    def raw_samples(self, worker: int, on_bad_shard: Callable[[ShardError], None] | None = None) -> Iterator[Sample]:
         """The shuffled raw sample stream of (this rank, ``worker``)."""
         slot = self.rank * self.num_workers + worker
         num_slots = self.world_size * self.num_workers
-        shards = _slot_shards(self.spec.urls, self.spec.seed, slot, num_slots, self.spec.resampled)
-        samples = iterate_samples(shards)
+        urls = _slot_shards(self.spec.urls, self.spec.seed, slot, num_slots, self.spec.resampled)
+        samples = iterate_samples(urls, bad_shards=self.spec.bad_shards, on_bad_shard=on_bad_shard)
         rng = random.Random(_sample_seed(self.spec.seed, slot, -1))
         return shuffled(samples, self.spec.shuffle_buffer, rng)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, int]]]:
         info = torch.utils.data.get_worker_info()
         if info is not None and info.num_workers != self.num_workers:
             raise DataError(f"stream built for {self.num_workers} workers runs in {info.num_workers}")
@@ -186,16 +228,26 @@ class TrainStream(torch.utils.data.IterableDataset):
         # its worker 0 must play the stream that delivers global batch ``start_batch``.
         worker = ((info.id if info is not None else 0) + self.start_batch) % self.num_workers
         slot = self.rank * self.num_workers + worker
-        skip = self.batches_before(worker) * self.spec.batch_size
+        to_skip = self.batches_before(worker) * self.spec.batch_size
+        skipped_before = _read_skip_log(self.spec.skip_log) if to_skip else set()
+        skipped: Counter[str] = Counter()
         images: list[torch.Tensor] = []
         captions: list[str] = []
-        for index, sample in enumerate(self.raw_samples(worker)):
-            if index < skip:
+
+        def bad_shard(error: ShardError) -> None:
+            if to_skip == 0:  # shards met while fast-forwarding were counted by the interrupted run
+                skipped["shards"] += 1
+
+        for index, sample in enumerate(self.raw_samples(worker, bad_shard)):
+            if to_skip:  # fast-forward without decoding: the samples delivered before are the ones not logged bad
+                to_skip -= (sample.url, sample.key) not in skipped_before
                 continue
             try:
                 image, caption = decode_pair(sample, self.spec.image_keys, self.spec.text_key)
-            except (DataError, OSError, UnicodeDecodeError) as exc:
-                warnings.warn(f"skipping bad sample: {exc}", stacklevel=2)
+            except (DataError, *DECODE_ERRORS) as exc:
+                warnings.warn(f"skipping sample {sample.key} of {sample.url}: {exc}", stacklevel=2)
+                _log_skip(self.spec.skip_log, sample, exc)
+                skipped["samples"] += 1
                 continue
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator alone: torch.manual_seed would also queue lazy CUDA/XPU/MTIA seeding calls,
@@ -204,8 +256,9 @@ class TrainStream(torch.utils.data.IterableDataset):
                 images.append(self.transform(image))
             captions.append(caption)
             if len(images) == self.spec.batch_size:
-                yield torch.stack(images), self.tokenizer(captions)
+                yield torch.stack(images), self.tokenizer(captions), {"samples": 0, "shards": 0, **skipped}
                 images, captions = [], []
+                skipped.clear()
 
 
 def eval_batches(
@@ -215,7 +268,7 @@ def eval_batches(
     *,
     batch_size: int,
     max_samples: int | None = None,
-    image_keys: tuple[str, ...] = ("jpg", "png", "jpeg", "webp"),
+    image_keys: tuple[str, ...] = IMAGE_EXTENSIONS,
     text_key: str = "txt",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One ordered pass over a split (e.g. val) in batches; the last batch may be smaller."""
@@ -235,20 +288,33 @@ def eval_batches(
 
 
 class TimedLoader:
-    """Wraps a batch iterator and accumulates the seconds spent waiting for the next batch."""
+    """Wraps the training batch iterator: yields ``(images, token_ids)``, accumulates the seconds spent waiting
+    for the next batch and the samples and shards the stream skipped (:meth:`take_skipped`)."""
 
-    def __init__(self, iterator: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, iterator: Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, int]]]) -> None:
         self.iterator = iterator
         self.wait_seconds = 0.0
+        self.skipped: Counter[str] = Counter()
 
     def __iter__(self) -> TimedLoader:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         start = time.perf_counter()
-        batch = next(self.iterator)
+        images, tokens, skipped = next(self.iterator)
         self.wait_seconds += time.perf_counter() - start
-        return batch
+        self.skipped.update(skipped)
+        return images, tokens
+
+    def take_skipped(self) -> dict[str, int]:
+        """``{"skipped_samples": n, "skipped_shards": m}`` since the last call, summed over ranks when distributed."""
+        counts = torch.tensor([self.skipped["samples"], self.skipped["shards"]], dtype=torch.long)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_backend() == "nccl":
+                counts = counts.cuda()
+            torch.distributed.all_reduce(counts)
+        self.skipped.clear()
+        return {"skipped_samples": int(counts[0]), "skipped_shards": int(counts[1])}
 
 
 def make_train_loader(

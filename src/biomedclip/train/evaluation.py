@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from biomedclip.shardspec import expand_shards
+from biomedclip.shards import IMAGE_EXTENSIONS, expand_shards
 from biomedclip.train.config import TrainConfig
 from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
 from biomedclip.train.loss import ClipLoss
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+IMAGE_SUFFIXES = {f".{ext}" for ext in IMAGE_EXTENSIONS}
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biomedclip.shardspec import expand_shards
+from biomedclip.shards import expand_shards
 from biomedclip.train.checkpoint import (
     TrainState,
     latest_checkpoint,
@@ -131,7 +131,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
 
     # Data size first (bad paths fail fast), then model, optimiser, schedule.
     urls = expand_shards(config.data.train)
-    num_samples = config.data.train_num_samples or count_samples(urls)
+    num_samples = config.data.train_num_samples or count_samples(urls, bad_shards=config.data.bad_shards)
     global_batch = config.optim.batch_size * info.world_size
     steps_per_epoch = num_samples // global_batch
     if steps_per_epoch < 1:
@@ -178,6 +178,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
             shuffle_buffer=config.data.shuffle_buffer,
             image_keys=tuple(config.data.image_key.split(";")),
             text_key=config.data.text_key,
+            bad_shards=config.data.bad_shards,
+            skip_log=str(output_dir / "skipped_samples.jsonl"),
         ),
         train_tf,
         tokenizer,
@@ -247,6 +249,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
                     "samples_per_s": window_steps * global_batch / elapsed,
                     "data_wait_pct": 100.0 * wait / elapsed,
                     "eta_s": (end_step - step) * elapsed / window_steps,
+                    **batches.take_skipped(),
                 }
                 log(last)
                 loss_sum.zero_()

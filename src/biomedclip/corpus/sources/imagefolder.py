@@ -69,6 +69,7 @@ class ImageFolderSource:
                 graphics=[relative],
                 source=str(image.path),
                 split=image.split,
+                class_name=image.folder,
             )
             opener = partial(open_in_folder, class_dir, frozenset([relative]))
             count += 1

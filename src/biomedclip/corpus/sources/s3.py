@@ -152,17 +152,11 @@ class S3Source:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-            from botocore import UNSIGNED
-            from botocore.config import Config
+            from biomedclip.shards import s3_client
 
-            config = Config(
-                retries={"max_attempts": self.max_attempts, "mode": "standard"},
-                connect_timeout=10,
-                read_timeout=60,
-                **({} if self.signed else {"signature_version": UNSIGNED}),
+            self._client = s3_client(
+                self.endpoint_url, signed=self.signed, region="us-east-1", max_attempts=self.max_attempts
             )
-            self._client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1", config=config)
         return self._client
 
     def _listing_failed(self, what: str, error: Exception) -> SourceListingError:

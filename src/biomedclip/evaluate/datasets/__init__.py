@@ -7,11 +7,12 @@
 | ``csv`` | ``file.csv`` with ``path,label[,split]`` | classification |
 | ``npz`` / ``medmnist`` | MedMNIST ``{split}_images`` / ``{split}_labels`` | classification |
 | ``pcam``, ``lc25000_lung``, ``lc25000_colon``, ``tcga_til``, ``rsna_pneumonia`` | :mod:`.benchmarks` | classif. |
-| ``shards`` | corpus ``{split}-NNNNNN.tar`` WebDataset shards | retrieval |
+| ``shards`` | corpus ``{split}-NNNNNN.tar`` shards or a shard spec (:mod:`.shards`) | retrieval (labelled: classif.) |
 | ``vqa_rad``, ``slake`` | see :mod:`.vqa_data` | VQA |
 
-A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-NNNNNN.tar`` -> shards, the VQA-RAD
-JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam, any other folder -> imagefolder.
+A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-NNNNNN.tar`` or a ``.tar`` spec
+(brace range, glob) -> shards, the VQA-RAD JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam,
+any other folder -> imagefolder.
 
 Splits: ``train``, ``val``, ``test``, and ``all`` (every image) for every labelled adapter but PCam. Datasets without an
 official split (labelled folders without split folders, CSVs without a split column, LC25000) use the shared
@@ -72,6 +73,8 @@ def detect_adapter(path: Path) -> str:
         return "npz"
     if path.suffix.lower() == ".csv":
         return "csv"
+    if path.name.endswith(".tar"):
+        return "shards"
     if path.is_dir():
         if any(path.glob("*-[0-9][0-9][0-9][0-9][0-9][0-9].tar")):
             return "shards"
