@@ -47,6 +47,7 @@ def test_a_superscript_past_the_budget_is_dropped_whole() -> None:
         ("Cited<sub><xref>3</xref></sub>.", "Cited 3."),  # a citation in a subscript is set apart too
         ("x<sup><italic>a</italic></sup>", "xa"),  # markup in a superscript is not a citation
         ("x<sup></sup>y", "xy"),
+        ("10<sup>4</sup> cells", "10^4 cells"),  # an exponent right at the start of the caption
         ("x<sup> <xref>1</xref></sup>", "x 1"),  # leading space kept as one space
         ("x<sup>text<xref>1</xref></sup>", "xtext1"),  # text beside the reference: not a citation
     ],
