@@ -14,6 +14,7 @@ ratio biomedclip / open_clip (>= 1.0 means biomedclip is at least as fast).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -35,22 +36,13 @@ def captions() -> list[str]:
 
 
 def open_clip_twin(model, folder: Path):
-    """open_clip's CustomTextCLIP with ``model``'s architecture and weights."""
+    """open_clip's CustomTextCLIP with ``model``'s architecture and weights, loaded from our bundle as open_clip
+    users would: from inside the folder (it resolves the bundled tower configs against the working directory)."""
     import open_clip
-    import timm
 
     bundle = save_pretrained(model, None, folder, bin_copy=False)
-    text_dir = bundle / "text_config"
-    model.text.transformer.config.save_pretrained(text_dir)  # open_clip reads the BERT config from a folder
-    config = json.loads((bundle / "open_clip_config.json").read_text())
-    config["model_cfg"]["text_cfg"]["hf_model_name"] = str(text_dir)
-    (bundle / "open_clip_config.json").write_text(json.dumps(config))
-    twin = open_clip.create_model(f"local-dir:{bundle}", load_weights=False, pretrained_text=False)
-    vision = model.config.vision
-    if vision.timm_model_kwargs:  # open_clip cannot pass timm arguments: give it the same timm trunk
-        twin.visual.trunk = timm.create_model(vision.timm_model_name, num_classes=0, **vision.timm_model_kwargs)
-    twin.load_state_dict(model.state_dict(), strict=True)
-    return twin
+    with contextlib.chdir(bundle):
+        return open_clip.create_model("local-dir:.")
 
 
 def throughput(fn, batch, items: int, iters: int) -> float:

@@ -34,7 +34,7 @@ SUMMARIES: dict[str, str] = {
     "embed": "Embed IMAGES (and --text strings) into a Parquet file: columns kind, input, embedding.",
     "eval": "Evaluate a model on local datasets: zero-shot, retrieval, linear probe, VQA; merge results into a report.",
     "index": "Build and query a FAISS index of figures from corpus shards.",
-    "model": "The BiomedCLIP model: registry, tokenizer training, export.",
+    "model": "The BiomedCLIP model: trained checkpoints and architectures, tokenizer training, export.",
     "serve": "Run the HTTP service and web page (search, classify, embed; OpenAPI docs at /docs).",
     "train": "Train BiomedCLIP contrastively on WebDataset shards.",
 }

@@ -16,13 +16,14 @@ BIOMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 
 @pytest.fixture(scope="session")
 def model_cli():
-    """Run ``biomedclip model ARGS...`` in-process (the subprocess start-up would dominate these tests)."""
+    """Run ``biomedclip model ARGS...`` in-process (the subprocess start-up would dominate these tests), through the
+    top-level group so that library errors become their exit codes."""
     from click.testing import CliRunner
 
-    from biomedclip.model.cli import model
+    from biomedclip.cli import main
 
     def run(*args, expect_ok: bool = True):
-        result = CliRunner().invoke(model, [str(a) for a in args], catch_exceptions=False)
+        result = CliRunner().invoke(main, ["model", *(str(a) for a in args)], catch_exceptions=False)
         if expect_ok:
             assert result.exit_code == 0, result.output
         return result
@@ -50,6 +51,7 @@ class HubCache:
         snapshot = repo / "snapshots" / commit
         snapshot.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, Path):
                 shutil.copy(content, snapshot / name)
             else:
@@ -145,3 +147,42 @@ def local_hub(tmp_path, monkeypatch):
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@pytest.fixture
+def cut_network(tmp_path, monkeypatch):
+    """A callable that leaves the process with an empty hub cache (unless ``keep_cache``), offline mode off, and
+    the hub endpoint on a closed loopback port (connections refused: what a cluster without internet sees). It
+    returns the list of ``hf_hub_download`` calls made afterwards, so a test can check that none went online."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    def cut(keep_cache: bool = False) -> list[dict]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]  # closed again when the block ends: nothing listens there
+        endpoint = f"http://127.0.0.1:{port}"
+        if not keep_cache:
+            cache = tmp_path / "empty-hub-cache"
+            cache.mkdir(exist_ok=True)
+            monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        calls: list[dict] = []
+        real = huggingface_hub.hf_hub_download
+
+        def recording(*args, **kwargs):
+            calls.append({"args": args, **kwargs})
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+        return calls
+
+    return cut

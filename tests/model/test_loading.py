@@ -26,7 +26,11 @@ def tiny_folder(tiny, tmp_path):
 
 @pytest.mark.parametrize("name", ["hf-hub:test-org/tiny-biomedclip", "test-org/tiny-biomedclip"])
 def test_hub_repo_with_and_without_prefix(tiny, tiny_folder, hub_cache, name):
-    files = {p.name: p for p in tiny_folder.iterdir() if p.name != "model.safetensors"}  # like the release: .bin
+    files = {  # like the release: .bin weights
+        str(p.relative_to(tiny_folder)): p
+        for p in tiny_folder.rglob("*")
+        if p.is_file() and p.name != "model.safetensors"
+    }
     hub_cache.add("test-org/tiny-biomedclip", files)
     loaded, _, _ = create_model_and_transforms(name)
     tokenizer = get_tokenizer(name)

@@ -1,11 +1,13 @@
-"""The full-size model against open_clip's own, built from the released config with random weights."""
+"""The full-size model against open_clip's own, built from the released config with random weights, laid out
+exactly as the hub release (config + .bin + tokenizer files, no BERT config.json) and loaded with an empty hub
+cache and the hub unreachable."""
 
 import json
 
 import pytest
 import torch
 
-from biomedclip.model import create_model_and_transforms
+from biomedclip.model import create_model_and_transforms, get_tokenizer
 
 # open_clip_config.json of microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 (as released).
 RELEASED_CONFIG = {
@@ -34,22 +36,32 @@ RELEASED_CONFIG = {
 
 
 @pytest.mark.slow
-def test_released_layout_gives_open_clip_embeddings(biomedbert_in_cache, tmp_path):
+def test_released_layout_gives_open_clip_embeddings(biomedbert_in_cache, tmp_path, cut_network):
     import open_clip
+    from open_clip.tokenizer import HFTokenizer
+
+    from biomedclip.model.pretrained import builtin_tokenizer_dir
 
     folder = tmp_path / "released"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps(RELEASED_CONFIG))
     torch.manual_seed(0)
-    reference, _, their_eval = open_clip.create_model_and_transforms(
+    reference, _, their_eval = open_clip.create_model_and_transforms(  # needs BiomedBERT's config from the cache
         f"local-dir:{folder}", load_weights=False, pretrained_text=False
     )
     reference.eval()
     state = reference.state_dict()
     state["text.transformer.embeddings.position_ids"] = torch.arange(512).unsqueeze(0)  # as in the release
     torch.save(state, folder / "open_clip_pytorch_model.bin")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).write_bytes((builtin_tokenizer_dir("pmc-fixtures-wordpiece") / name).read_bytes())
 
+    calls = cut_network()  # from here on: empty hub cache, hub unreachable
     model, _, eval_tf = create_model_and_transforms(f"local-dir:{folder}")
+    tokenizer = get_tokenizer(f"local-dir:{folder}")
+    assert calls == []
+    captions = ["H&amp;E stain of the “liver”", "Ｘ-ray of the chest", "x " * 300]
+    assert torch.equal(tokenizer(captions), HFTokenizer(str(folder), context_length=256)(captions))
     assert set(model.state_dict()) == set(reference.state_dict())
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(196e6, rel=0.01)
 

@@ -22,7 +22,7 @@ def image_paths(shared_fixtures):
 def test_import_is_light_and_load_is_exported():
     code = "import sys, biomedclip; assert 'torch' not in sys.modules; print(biomedclip.load.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "biomedclip.api"
+    assert out.strip() == "biomedclip.model.inference"
 
 
 def test_embed_images_accepts_paths_bytes_and_pil_alike(embedder, image_paths):

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from biomedclip.errors import InputError
+from biomedclip.model.inference import DEFAULT_TEMPLATES
 
 THIS_IS = "this is an image of {}"
 PRESENTED = "{} presented in image"
@@ -46,8 +47,7 @@ PAPER_PROMPTS: dict[str, PromptSet] = {
     "rsna_pneumonia": PromptSet(("normal lung", "pneumonia"), (PRESENTED, A_PHOTO)),
 }
 
-# Used for datasets the paper does not cover (user folders, MedMNIST) when no YAML is given.
-DEFAULT_TEMPLATES: tuple[str, ...] = (THIS_IS, PRESENTED, A_PHOTO)
+# DEFAULT_TEMPLATES (the three above) is used for datasets the paper does not cover when no YAML is given.
 
 
 def load_prompt_set(path: str | Path) -> PromptSet:

@@ -1,51 +1,15 @@
-"""Zero-shot classification: prompt-ensembled text classifiers and their evaluation on image embeddings."""
+"""Zero-shot evaluation on image embeddings; the prompt-ensembled classifiers are built by
+:mod:`biomedclip.model.inference` (re-exported here)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from biomedclip.evaluate.embeddings import embed_texts
-from biomedclip.evaluate.prompts import PromptSet
+from biomedclip.model.inference import build_zeroshot_classifier, zeroshot_logits, zeroshot_probabilities
 
-
-def build_zeroshot_classifier(
-    model: Any,
-    tokenizer: Callable[[list[str]], torch.Tensor],
-    classnames: Sequence[str],
-    templates: Sequence[str],
-    *,
-    batch_size: int = 256,
-    device: str | None = None,
-) -> np.ndarray:
-    """One unit vector per class: the renormalised mean of the normalised embeddings of every filled template.
-
-    Returns:
-        (C, D) float32, row ``c`` for ``classnames[c]``.
-    """
-    prompt_set = PromptSet(tuple(classnames), tuple(templates))  # validates the templates
-    prompts = [prompt for classname in prompt_set.classnames for prompt in prompt_set.prompts(classname)]
-    embeddings = embed_texts(model, tokenizer, prompts, batch_size=batch_size, device=device)
-    per_class = embeddings.reshape(len(classnames), len(templates), -1).mean(axis=1)
-    return (per_class / np.linalg.norm(per_class, axis=1, keepdims=True)).astype(np.float32)
-
-
-def zeroshot_logits(image_embeddings: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0) -> np.ndarray:
-    """(N, C) scaled cosine similarities between normalised images and class vectors."""
-    return logit_scale * np.asarray(image_embeddings, dtype=np.float32) @ np.asarray(classifier, dtype=np.float32).T
-
-
-def zeroshot_probabilities(
-    image_embeddings: np.ndarray, classifier: np.ndarray, logit_scale: float = 100.0
-) -> np.ndarray:
-    """(N, C) softmax over classes of :func:`zeroshot_logits`."""
-    logits = zeroshot_logits(image_embeddings, classifier, logit_scale)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+__all__ = ["build_zeroshot_classifier", "evaluate_zeroshot", "zeroshot_logits", "zeroshot_probabilities"]
 
 
 def evaluate_zeroshot(

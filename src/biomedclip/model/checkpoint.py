@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 CONFIG_NAME = "open_clip_config.json"
+TEXT_CONFIG_DIR = "text"  # the text tower's transformers config.json inside a bundle
+VISION_CONFIG_DIR = "vision"  # timm's local-dir config.json, for image trunks with extra timm arguments
 SAFETENSORS_NAME = "model.safetensors"
 BIN_NAME = "open_clip_pytorch_model.bin"
 # Weight file names looked for in a folder or hub repo, best first.
@@ -92,8 +94,13 @@ def find_weights(folder: str | Path) -> Path | None:
 
 
 def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, bin_copy: bool = True) -> Path:
-    """Write ``open_clip_config.json``, ``model.safetensors`` (+ ``open_clip_pytorch_model.bin`` when
-    ``bin_copy``) and the tokenizer files into ``out_dir``: loadable by biomedclip (``local-dir:``) and open_clip.
+    """Write a self-contained bundle into ``out_dir``: ``open_clip_config.json``, ``model.safetensors``
+    (+ ``open_clip_pytorch_model.bin`` when ``bin_copy``), the tokenizer files, the text tower's transformers
+    config (``text/config.json``) and, for image trunks with extra timm arguments, timm's ``vision/config.json``.
+
+    biomedclip loads it from anywhere (``local-dir:PATH``); open_clip 3.x loads it offline with no hub cache as
+    ``local-dir:.`` from inside the folder (it resolves the ``./text`` and ``local-dir:./vision`` names of
+    ``model_cfg`` against the working directory). No absolute path is written.
     """
     from safetensors.torch import save_file
 
@@ -111,8 +118,38 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, bin_copy: 
         torch.save(state, out / BIN_NAME)
     if tokenizer is not None:
         tokenizer.save(out)
-    (out / CONFIG_NAME).write_text(json.dumps(config.to_json_dict(), indent=2) + "\n", encoding="utf-8")
+    raw = _with_bundled_towers(config.to_json_dict(), model, out)
+    (out / CONFIG_NAME).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _is_local_path(name: str) -> bool:
+    return Path(name).expanduser().is_absolute() or Path(name).expanduser().exists()
+
+
+def _with_bundled_towers(raw: dict, model: nn.Module, out: Path) -> dict:
+    """Point open_clip's ``model_cfg`` at tower configs written inside ``out``; the names biomedclip builds from
+    go to the ``biomedclip`` section (open_clip ignores it). Local folder names (e.g. a PubMedBERT folder the
+    run started from) are not kept: the bundle must not depend on the machine it was written on."""
+    extras = raw.setdefault("biomedclip", {})
+    vision, text = raw["model_cfg"]["vision_cfg"], raw["model_cfg"]["text_cfg"]
+    model.text.transformer.config.save_pretrained(out / TEXT_CONFIG_DIR)
+    bundled_text = f"./{TEXT_CONFIG_DIR}"
+    extras["hf_model_name"] = bundled_text if _is_local_path(text["hf_model_name"]) else text["hf_model_name"]
+    text["hf_model_name"] = bundled_text
+    if _is_local_path(text["hf_tokenizer_name"]):
+        text["hf_tokenizer_name"] = "./"
+    if extras.get("timm_model_kwargs"):
+        (out / VISION_CONFIG_DIR).mkdir(exist_ok=True)
+        timm_config = {
+            "architecture": vision["timm_model_name"],
+            "model_args": extras["timm_model_kwargs"],
+            "pretrained_cfg": {},
+        }
+        (out / VISION_CONFIG_DIR / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n", encoding="utf-8")
+        extras["timm_model_name"] = vision["timm_model_name"]
+        vision["timm_model_name"] = f"local-dir:./{VISION_CONFIG_DIR}"
+    return raw
 
 
 def _text_config_dict(model: nn.Module) -> dict:

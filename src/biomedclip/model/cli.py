@@ -1,4 +1,4 @@
-"""``biomedclip model ...``: list the registry, train a vocabulary, export a model."""
+"""``biomedclip model ...``: list trained checkpoints and architectures, train a vocabulary, export a model."""
 
 from __future__ import annotations
 
@@ -8,46 +8,53 @@ from pathlib import Path
 
 import click
 
+from biomedclip.errors import InputError, RunError
+
+MODEL_HELP = "Model: hf-hub:ORG/NAME, local-dir:PATH, a checkpoint folder or weight file, or a registry architecture."
+
 
 @click.group()
 def model() -> None:
-    """The BiomedCLIP model: registry, tokenizer training, export."""
+    """The BiomedCLIP model: trained checkpoints and architectures, tokenizer training, export."""
 
 
 @model.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list with each model's main sizes.")
 def list_command(as_json: bool) -> None:
-    """List the built-in model configs."""
-    from biomedclip.model.config import get_model_config, list_models
+    """List trained checkpoints (for inference) and the built-in architectures (random weights, for training)."""
+    from biomedclip.model.config import RELEASED_CHECKPOINT, get_model_config, list_models
 
-    rows = []
-    for name in list_models():
-        cfg = get_model_config(name)
-        rows.append(
-            {
-                "name": name,
-                "image": f"{cfg.vision.timm_model_name} @ {cfg.vision.image_size}px",
-                "text": cfg.text.hf_model_name,
-                "embed_dim": cfg.embed_dim,
-                "context_length": cfg.text.context_length,
-            }
-        )
+    def row(name: str, architecture: str, trained: bool) -> dict:
+        cfg = get_model_config(architecture)
+        return {
+            "name": name,
+            "trained": trained,
+            "image": f"{cfg.vision.timm_model_name} @ {cfg.vision.image_size}px",
+            "text": cfg.text.hf_model_name,
+            "embed_dim": cfg.embed_dim,
+            "context_length": cfg.text.context_length,
+        }
+
+    # The released checkpoint is the biomedclip-base architecture with the paper's trained weights.
+    rows = [row(RELEASED_CHECKPOINT, "biomedclip-base", True), *(row(n, n, False) for n in list_models())]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(
-            f"{row['name']:<16} image={row['image']:<34} embed_dim={row['embed_dim']:<4} "
-            f"context={row['context_length']:<4} text={row['text']}"
-        )
+    for trained, title in ((True, "Trained checkpoints (inference):"), (False, "Untrained architectures (training):")):
+        click.echo(title)
+        for entry in (r for r in rows if r["trained"] is trained):
+            click.echo(
+                f"  {entry['name']:<16} image={entry['image']:<34} embed_dim={entry['embed_dim']:<4} "
+                f"context={entry['context_length']:<4} text={entry['text']}"
+            )
 
 
 @model.command("train-tokenizer")
-@click.option("--shards", multiple=True, required=True, help="Shard files, folders, globs or {a..b} ranges.")
+@click.option("--shards", "-s", multiple=True, required=True, help="Shard spec: files, folders, globs, {a..b} ranges.")
 @click.option("--vocab-size", default=30522, show_default=True, help="Target vocabulary size.")
 @click.option("--min-frequency", default=2, show_default=True, help="Minimum count of a merged token.")
 @click.option("--context-length", default=256, show_default=True, help="Context length stored with the tokenizer.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def train_tokenizer_command(
     shards: tuple[str, ...], vocab_size: int, min_frequency: int, context_length: int, out: Path
 ) -> None:
@@ -60,7 +67,7 @@ def train_tokenizer_command(
     try:
         paths = expand_shards(shards)
     except FileNotFoundError as err:
-        raise click.ClickException(str(err)) from err
+        raise InputError(str(err)) from err
     counter = {"captions": 0}
 
     def counted():
@@ -71,9 +78,9 @@ def train_tokenizer_command(
     try:
         tokenizer = train_wordpiece(counted(), vocab_size, min_frequency, context_length)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise RunError(str(err)) from err
     if counter["captions"] == 0:
-        raise click.ClickException(f"no captions (.txt members) found in {len(paths)} shard(s)")
+        raise RunError(f"no captions (.txt members) found in {len(paths)} shard(s)")
     tokenizer.save(out)
     summary = {
         "shards": len(paths),
@@ -85,16 +92,21 @@ def train_tokenizer_command(
     (out / "train_tokenizer.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     click.echo(
         f"trained vocabulary of {summary['vocab_size']} tokens on {summary['captions']} captions from "
-        f"{summary['shards']} shard(s) in {summary['seconds']} s -> {out}"
+        f"{summary['shards']} shard(s) in {summary['seconds']} s -> {out}\n"
+        f"next: set text_cfg.hf_tokenizer_name to {out} in a model config, or pass it to get_tokenizer()"
     )
 
 
 @model.command("export")
-@click.argument("model_name")
+@click.option("--model", "-m", "model_name", required=True, help=MODEL_HELP)
 @click.option("--format", "fmt", type=click.Choice(["open_clip", "onnx"]), required=True, help="Export format.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def export_command(model_name: str, fmt: str, out: Path) -> None:
-    """Export MODEL_NAME (built-in name, hf-hub:, local-dir:, folder or weight file) to FORMAT in OUT."""
+    """Export a model as a self-contained open_clip folder or as ONNX image and text encoders.
+
+    The open_clip folder carries the text tower's config and tokenizer (and timm's config for small image
+    trunks): open_clip 3.x loads it offline from inside the folder, as ``local-dir:.``.
+    """
     from biomedclip.model.export import export_onnx, export_open_clip
     from biomedclip.model.factory import create_model, get_tokenizer
 
@@ -102,8 +114,11 @@ def export_command(model_name: str, fmt: str, out: Path) -> None:
     try:
         net = create_model(model_name)
         tokenizer = get_tokenizer(model_name)
-        (export_open_clip if fmt == "open_clip" else export_onnx)(net, tokenizer, out)
     except (ValueError, FileNotFoundError) as err:
-        raise click.ClickException(str(err)) from err
+        raise InputError(f"cannot load model {model_name!r}: {err}") from err
+    (export_open_clip if fmt == "open_clip" else export_onnx)(net, tokenizer, out)
     files = sorted(p.name for p in out.iterdir())
     click.echo(f"exported {model_name} as {fmt} in {time.perf_counter() - start:.1f} s -> {out}: {', '.join(files)}")
+    if fmt == "open_clip":
+        code = "import open_clip; open_clip.create_model_and_transforms('local-dir:.')"
+        click.echo(f'open_clip (offline): cd {out} && python -c "{code}"')

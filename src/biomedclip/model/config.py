@@ -18,6 +18,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The released BiomedCLIP (Zhang et al., 2023): the default of every inference command and of biomedclip.load().
+RELEASED_CHECKPOINT = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -114,9 +117,13 @@ def parse_config(raw: dict[str, Any]) -> ModelConfig:
     if "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
         raise ValueError("model config needs 'vision_cfg' and 'text_cfg' (open_clip layout)")
     vision = dict(model_cfg["vision_cfg"])
+    text = dict(model_cfg["text_cfg"])
+    # A bundle written by save_pretrained points open_clip at tower configs in the folder; we build from these.
+    for section, key in ((vision, "timm_model_name"), (text, "hf_model_name")):
+        if extras.get(key):
+            section[key] = extras[key]
     if not vision.get("timm_model_name"):
         raise ValueError("only timm image towers are supported: vision_cfg.timm_model_name is missing")
-    text = dict(model_cfg["text_cfg"])
     for old, new in _OLD_TEXT_KEYS.items():
         if old in text:
             text.setdefault(new, text.pop(old))
@@ -155,7 +162,8 @@ def _registry_dir() -> Path:
 
 
 def list_models() -> list[str]:
-    """Names of the built-in model configs (``biomedclip-base``, ``biomedclip-384``, ``small``, ``tiny``)."""
+    """Names of the built-in architectures (``biomedclip-base``, ``biomedclip-384``, ``small``, ``tiny``): random
+    weights, for training; ``list_pretrained()`` in :mod:`biomedclip.model.pretrained` lists trained models."""
     return sorted(p.stem for p in _registry_dir().glob("*.json"))
 
 

@@ -11,22 +11,12 @@ from torch import nn
 
 from biomedclip.model.checkpoint import save_pretrained
 from biomedclip.model.clip import BiomedCLIP
+from biomedclip.model.config import PreprocessConfig
 
 
 def export_open_clip(model: BiomedCLIP, tokenizer, out_dir: str | Path) -> Path:
-    """Write the open_clip layout. open_clip builds its text tower from ``hf_model_name`` (a hub id, read from
-    the network or the hub cache, as for the released checkpoint) and cannot pass extra timm arguments, so
-    models whose towers open_clip cannot build are refused with the reason."""
-    config = model.config
-    if config.vision.timm_model_kwargs:
-        raise ValueError(
-            f"open_clip cannot build this image tower: timm arguments {config.vision.timm_model_kwargs} are not "
-            "expressible in an open_clip config (use a plain timm model name, or export to onnx)"
-        )
-    if "/" not in config.text.hf_model_name and not Path(config.text.hf_model_name).is_dir():
-        raise ValueError(
-            f"open_clip cannot build the text tower: hf_model_name {config.text.hf_model_name!r} is not a hub id"
-        )
+    """Write the self-contained open_clip bundle of :func:`save_pretrained` (every registry model, ``tiny`` and
+    ``small`` included: their timm arguments travel as timm's ``vision/config.json``)."""
     return save_pretrained(model, tokenizer, out_dir)
 
 
@@ -48,10 +38,31 @@ class _TextEncoder(nn.Module):
         return self.model.encode_text(token_ids)
 
 
+def preprocess_steps(image_size: int, preprocess: PreprocessConfig) -> list[dict]:
+    """The eval transform as data, in order, for runtimes without torchvision (what ``image_transform`` does)."""
+    if preprocess.resize_mode != "shortest":
+        raise ValueError(f"resize_mode {preprocess.resize_mode!r} cannot be exported (only 'shortest')")
+    return [
+        {"op": "convert", "mode": "RGB"},
+        # long edge = floor(image_size * long / short), resampled as PIL's Image.resize does
+        {
+            "op": "resize",
+            "shortest_edge": image_size,
+            "long_edge_rounding": "floor",
+            "interpolation": preprocess.interpolation,
+        },
+        # offset = round_half_even((edge - size) / 2) on each axis
+        {"op": "center_crop", "size": [image_size, image_size], "offset_rounding": "half_even"},
+        {"op": "to_float", "scale": 1 / 255, "layout": "CHW"},
+        {"op": "normalize", "mean": list(preprocess.mean), "std": list(preprocess.std)},
+    ]
+
+
 def export_onnx(model: BiomedCLIP, tokenizer, out_dir: str | Path, opset: int = 18) -> Path:
     """Write ``image_encoder.onnx`` (input ``pixels [N,3,S,S]``) and ``text_encoder.onnx`` (input
     ``token_ids [N,context_length]`` int64), both with a dynamic batch and unnormalised ``embeddings``
-    output, plus ``onnx_config.json`` and the tokenizer files."""
+    output, plus ``onnx_config.json`` (sizes, temperature and the whole image preprocessing as ``preprocess``
+    steps) and the tokenizer files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = model.eval().float()
@@ -70,13 +81,15 @@ def export_onnx(model: BiomedCLIP, tokenizer, out_dir: str | Path, opset: int = 
             output_names=["embeddings"], dynamic_axes={"token_ids": {0: "batch"}, "embeddings": {0: "batch"}},
             opset_version=opset, dynamo=False,
         )  # fmt: skip
+    preprocess = model.config.preprocess
     meta = {
         "image_size": size,
         "context_length": context,
         "embed_dim": model.embed_dim,
         "logit_scale": model.logit_scale.exp().item(),
-        "mean": list(model.config.preprocess.mean),
-        "std": list(model.config.preprocess.std),
+        "mean": list(preprocess.mean),
+        "std": list(preprocess.std),
+        "preprocess": preprocess_steps(size, preprocess),
     }
     (out / "onnx_config.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     if tokenizer is not None:

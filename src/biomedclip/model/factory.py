@@ -13,6 +13,7 @@ from biomedclip.model.checkpoint import CONFIG_NAME
 from biomedclip.model.clip import BiomedCLIP
 from biomedclip.model.config import ModelConfig, TextConfig
 from biomedclip.model.pretrained import LOCAL_DIR_PREFIX, resolve, tokenizer_dir_for
+from biomedclip.model.text_configs import with_text_architecture
 from biomedclip.model.tokenizer import WordPieceTokenizer, has_tokenizer_files, load_tokenizer
 from biomedclip.model.tower_init import load_image_trunk, with_text_from_folder
 from biomedclip.model.transforms import image_transform
@@ -58,13 +59,13 @@ def create_model(
         **overrides: config fields to change (``embed_dim``, ``vision={...}``, ``text={...}``, ...).
     """
     resolved = resolve(name_or_pretrained, cache_dir)
-    config = _apply_overrides(resolved.config, dict(overrides))
+    weights = pretrained or resolved.weights
+    config = with_text_architecture(_apply_overrides(resolved.config, dict(overrides)), weights)
     if pretrained_text is not None:
         config = with_text_from_folder(config, pretrained_text)
     model = BiomedCLIP(config, output_dict=output_dict)
     if pretrained_image is not None:
         load_image_trunk(model.visual.trunk, pretrained_image)
-    weights = pretrained or resolved.weights
     if weights is not None:
         from biomedclip.model.checkpoint import load_weights
 

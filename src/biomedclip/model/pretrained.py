@@ -1,7 +1,7 @@
 """Resolve a model string to a config, a weight file and a tokenizer folder, in one place.
 
 Accepted strings:
-  * ``tiny``, ``biomedclip-base`` ...     a built-in config (random weights)
+  * ``tiny``, ``biomedclip-base`` ...     a built-in architecture (random weights: for training, not inference)
   * ``hf-hub:ORG/NAME``                   an open_clip repo on the Hugging Face hub (or its local cache)
   * ``ORG/NAME``                          the same, when no local path or built-in name matches
   * ``local-dir:PATH`` or ``PATH``        a folder in open_clip layout (config + weights + tokenizer)
@@ -11,19 +11,45 @@ Accepted strings:
 
 from __future__ import annotations
 
+import functools
 import re
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from biomedclip.errors import InputError
 from biomedclip.model.checkpoint import CONFIG_NAME, WEIGHT_NAMES, find_weights
-from biomedclip.model.config import ModelConfig, get_model_config, list_models, load_config_file
+from biomedclip.model.config import (
+    RELEASED_CHECKPOINT,
+    ModelConfig,
+    get_model_config,
+    list_models,
+    load_config_file,
+)
 from biomedclip.model.tokenizer import TOKENIZER_FILES, has_tokenizer_files
 
 HF_HUB_PREFIX = "hf-hub:"
 LOCAL_DIR_PREFIX = "local-dir:"
 BUILTIN_PREFIX = "builtin:"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+PROBE_TIMEOUT_S = 2.0
+BUNDLE_ADVICE = (
+    "To use it without network, bundle the model once on a machine that has network: "
+    "`biomedclip model export -m MODEL --format open_clip -o DIR` (save_pretrained writes config, weights, "
+    "text-tower config and tokenizer into DIR), copy DIR over and load 'local-dir:DIR'."
+)
+
+
+def list_pretrained() -> list[str]:
+    """Model strings with trained weights (timm's ``list_pretrained``); :func:`list_models` lists architectures."""
+    return [RELEASED_CHECKPOINT]
+
+
+class UntrainedModelWarning(UserWarning):
+    """A registry architecture (random weights) was loaded for inference."""
 
 
 @dataclass
@@ -37,7 +63,8 @@ class Resolved:
 
 
 def resolve(name: str, cache_dir: str | None = None) -> Resolved:
-    """Resolve ``name`` (see the module docstring); raises ``ValueError`` with the accepted forms."""
+    """Resolve ``name`` (see the module docstring); raises ``InputError`` (a ``ValueError``) with the accepted
+    forms. The text tower's architecture may still be missing: see :func:`text_configs.with_text_architecture`."""
     if name.startswith(HF_HUB_PREFIX):
         return _from_hub(name.removeprefix(HF_HUB_PREFIX), cache_dir)
     if name.startswith(LOCAL_DIR_PREFIX):
@@ -60,7 +87,7 @@ def resolve(name: str, cache_dir: str | None = None) -> Resolved:
         return Resolved(load_config_file(config_path), path, tokenizer_dir, str(path))
     if _REPO_ID.match(name):
         return _from_hub(name, cache_dir)
-    raise ValueError(
+    raise InputError(
         f"unknown model {name!r}: use one of {', '.join(list_models())}, 'hf-hub:ORG/NAME', "
         "'local-dir:PATH', a folder in open_clip layout or a weight file"
     )
@@ -77,12 +104,31 @@ def _from_folder(folder: Path) -> Resolved:
     return Resolved(load_config_file(config_path), weights, tokenizer_dir, f"{LOCAL_DIR_PREFIX}{folder}")
 
 
+@functools.lru_cache(maxsize=8)
+def _reachable(endpoint: str) -> bool:
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def hub_online() -> bool:
+    """False in offline mode or when the hub endpoint does not accept a connection within 2 s: then no request
+    is sent at all (huggingface_hub would retry each one for about 25 s before giving up)."""
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and _reachable(constants.ENDPOINT)
+
+
 class _HubReader:
-    """Fetches files of one hub repo: from the local cache first, then from the hub, and stops going online
-    after the first network failure (huggingface_hub retries each request for about half a minute)."""
+    """Fetches files of one hub repo: from the local cache first, then from the hub when it is reachable, and
+    stops going online after the first network failure."""
 
     def __init__(self, repo_id: str, cache_dir: str | None) -> None:
-        self.repo_id, self.cache_dir, self.online = repo_id, cache_dir, True
+        self.repo_id, self.cache_dir, self.online = repo_id, cache_dir, None
 
     def get(self, filename: str) -> Path | None:
         """The local path of ``filename``, or ``None`` when the repo (or the cache, offline) lacks it."""
@@ -92,8 +138,11 @@ class _HubReader:
         try:
             return Path(hf_hub_download(self.repo_id, filename, cache_dir=self.cache_dir, local_files_only=True))
         except EntryNotFoundError:
-            if not self.online:
-                return None
+            pass
+        if self.online is None:
+            self.online = hub_online()
+        if not self.online:
+            return None
         try:
             return Path(hf_hub_download(self.repo_id, filename, cache_dir=self.cache_dir))
         except LocalEntryNotFoundError:  # offline mode or no connection: not in the cache either
@@ -107,10 +156,8 @@ def _from_hub(repo_id: str, cache_dir: str | None) -> Resolved:
     hub = _HubReader(repo_id, cache_dir)
     config_path = hub.get(CONFIG_NAME)
     if config_path is None:
-        raise FileNotFoundError(
-            f"hf-hub:{repo_id}: no {CONFIG_NAME} on the hub or in the local hub cache (offline, or not an open_clip "
-            "repo?); for offline use download the repo once and load it with 'local-dir:PATH'"
-        )
+        where = "on the hub or in the local hub cache" if hub.online else "in the local hub cache (hub unreachable)"
+        raise FileNotFoundError(f"hf-hub:{repo_id}: {CONFIG_NAME} not found {where}. {BUNDLE_ADVICE}")
     weights = next((p for n in WEIGHT_NAMES if (p := hub.get(n)) is not None), None)
     if weights is None:
         raise FileNotFoundError(f"hf-hub:{repo_id} has no weights (looked for {', '.join(WEIGHT_NAMES)})")
@@ -135,16 +182,25 @@ def tokenizer_dir_for(config: ModelConfig, cache_dir: str | None = None) -> Path
         return builtin_tokenizer_dir(name.removeprefix(BUILTIN_PREFIX))
     if Path(name).expanduser().is_dir():
         return Path(name).expanduser()
-    advice = (
-        "Offline (set HF_HUB_OFFLINE=1 to skip network retries), load a model folder that carries its tokenizer "
-        "('local-dir:PATH'), pre-fill the Hugging Face cache, or train a vocabulary with "
-        "`biomedclip model train-tokenizer`."
-    )
+    advice = f"{BUNDLE_ADVICE} Or train a vocabulary with `biomedclip model train-tokenizer`."
     try:
         hub = _HubReader(name, cache_dir)
         found = [p for n in TOKENIZER_FILES if (p := hub.get(n)) is not None]
     except Exception as err:  # unknown repo, no network, offline mode: all end in the same advice
         raise FileNotFoundError(f"tokenizer {name!r} is not available ({type(err).__name__}: {err}). {advice}") from err
     if not found:
-        raise FileNotFoundError(f"tokenizer {name!r}: no tokenizer files on the hub or in its local cache. {advice}")
+        raise FileNotFoundError(
+            f"tokenizer {name!r}: no {' / '.join(TOKENIZER_FILES[:2])} on the hub or in its local cache. {advice}"
+        )
     return found[0].parent
+
+
+def hub_config_dir(repo_id: str, cache_dir: str | None = None) -> Path:
+    """The folder holding ``config.json`` of a HF model repo (cache first, the hub only when reachable)."""
+    path = _HubReader(repo_id, cache_dir).get("config.json")
+    if path is None:
+        raise FileNotFoundError(
+            f"config.json of the text tower {repo_id!r} is not in the local hub cache and the hub is not reachable. "
+            + BUNDLE_ADVICE
+        )
+    return path.parent

@@ -1,9 +1,14 @@
 """WordPiece tokenizer (HF ``tokenizers``): BERT-style uncased ids, ``[CLS] ... [SEP]``, padded with id 0
 and truncated to the context length. Saved and loaded in the HF folder layout, so transformers'
-``AutoTokenizer.from_pretrained(dir)`` (and thus open_clip) reads the same files."""
+``AutoTokenizer.from_pretrained(dir)`` (and thus open_clip) reads the same files.
+
+Text is cleaned first exactly as open_clip's ``HFTokenizer`` does (``clean="whitespace"``): ``ftfy.fix_text``
+(curly quotes, full-width letters, mojibake), ``html.unescape`` twice, then runs of whitespace to one space.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,12 +41,12 @@ class WordPieceTokenizer:
     def __call__(self, texts: str | list[str], context_length: int | None = None) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        texts = [" ".join(t.split()) for t in texts]
+        tokenizer = self
         if context_length is not None and context_length != self.context_length:
-            return WordPieceTokenizer(self.backend, context_length)(texts)
+            tokenizer = WordPieceTokenizer(self.backend, context_length)
         if not texts:
-            return torch.zeros(0, self.context_length, dtype=torch.long)
-        encodings = self.backend.encode_batch(texts)
+            return torch.zeros(0, tokenizer.context_length, dtype=torch.long)
+        encodings = tokenizer.backend.encode_batch([clean_text(t) for t in texts])
         return torch.tensor([e.ids for e in encodings], dtype=torch.long)
 
     def save(self, out_dir: str | Path) -> Path:
@@ -66,6 +71,13 @@ class WordPieceTokenizer:
         special = {name: config[name] for name in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")}
         (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
         return out
+
+
+def clean_text(text: str) -> str:
+    """open_clip's ``HFTokenizer`` clean-up: ftfy, HTML entities (unescaped twice), whitespace collapsed."""
+    import ftfy
+
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
 
 
 def has_tokenizer_files(folder: str | Path) -> bool:

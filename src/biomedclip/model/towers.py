@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -43,13 +44,19 @@ class TimmVisionTower(nn.Module):
 
 
 def build_hf_config(cfg: TextConfig):
-    """The transformers config of the text encoder: inline (offline) when given, else ``from_pretrained``."""
+    """The transformers config of the text encoder: inline when given, else the ``config.json`` of a local folder
+    or of a hub repo (read from the hub cache; the hub is asked only when it is reachable)."""
     from transformers import AutoConfig
+
+    from biomedclip.model.pretrained import hub_config_dir
 
     if cfg.hf_model_config:
         values = dict(cfg.hf_model_config)
         return AutoConfig.for_model(values.pop("model_type", "bert"), **values)
-    return AutoConfig.from_pretrained(cfg.hf_model_name)
+    folder = Path(cfg.hf_model_name).expanduser()
+    return AutoConfig.from_pretrained(
+        folder if (folder / "config.json").is_file() else hub_config_dir(cfg.hf_model_name)
+    )
 
 
 def _is_exporting() -> bool:

@@ -32,10 +32,14 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
 from biomedclip import __version__
-from biomedclip.api import Embedder, ImageDecodeError, open_image
 from biomedclip.errors import InputError
-from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES
-from biomedclip.evaluate.zeroshot import zeroshot_probabilities
+from biomedclip.model.inference import (
+    DEFAULT_TEMPLATES,
+    Embedder,
+    ImageDecodeError,
+    open_image,
+    zeroshot_probabilities,
+)
 from biomedclip.serve.gate import BudgetExceeded, InferenceGate
 from biomedclip.serve.index import FigureFilter, FigureIndex, FigureIndexError, Hit
 from biomedclip.serve.limits import BodyLimit, ServeConfig, parse_labels, parse_templates

@@ -9,12 +9,17 @@ from pathlib import Path
 
 import click
 
+from biomedclip.model.config import RELEASED_CHECKPOINT
+
 # torch and faiss each keep an OpenMP thread team; with the default (active) wait policy the idle team spins and
 # starves the other on a small CPU: measured here, a tiny-model text embedding after a faiss search took 350 ms
 # instead of 15 ms. Set before torch or faiss is imported (these commands import them lazily).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-MODEL_HELP = "Model: a registry name (tiny, biomedclip-base), local-dir:PATH, hf-hub:ORG/NAME or a checkpoint folder."
+MODEL_HELP = (
+    "Model: local-dir:PATH, hf-hub:ORG/NAME, a checkpoint folder or weight file (registry names such as tiny are "
+    "untrained architectures)."
+)
 
 
 def _load(model: str, device: str | None):
@@ -37,7 +42,7 @@ def _fail_on_bad_image(action):
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "-m", default="biomedclip-base", show_default=True, help=MODEL_HELP)
+@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--text", "texts", multiple=True, help="Also embed this text (repeatable).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
@@ -73,7 +78,7 @@ def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...],
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "-l", required=True, help='Comma-separated class names, e.g. "normal lung,pneumonia".')
 @click.option("--template", "templates", multiple=True, help="Prompt template with {} (repeatable; default: paper's).")
-@click.option("--model", "-m", default="biomedclip-base", show_default=True, help=MODEL_HELP)
+@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
 @click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image instead of a table.")
 def classify(
@@ -108,7 +113,7 @@ def index() -> None:
 
 
 @index.command("build")
-@click.option("--model", "-m", required=True, help=MODEL_HELP)
+@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
 @click.option(
     "--shards",
     "-s",
@@ -209,7 +214,9 @@ def index_search(
 
 
 @click.command()
-@click.option("--model", "-m", default=None, help=MODEL_HELP + " Default: the index's model.")
+@click.option(
+    "--model", "-m", default=None, help=f"{MODEL_HELP} Default: the index's model, else {RELEASED_CHECKPOINT}."
+)
 @click.option("--index", "index_dir", type=click.Path(exists=True, file_okay=False), help="Index folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True)
@@ -227,9 +234,7 @@ def serve(model: str | None, index_dir: str | None, host: str, port: int, device
         figure_index = FigureIndex.load(index_dir) if index_dir else None
     except FigureIndexError as error:
         raise click.ClickException(str(error)) from error
-    model = model or (figure_index.model if figure_index else None)
-    if not model:
-        raise click.UsageError("give --model (or an --index that records its model)")
+    model = model or (figure_index.model if figure_index else RELEASED_CHECKPOINT)
     embedder = _load(model, device)
     config = ServeConfig(max_upload_bytes=int(max_upload_mb * 2**20))
     app = create_app(embedder, figure_index, config)

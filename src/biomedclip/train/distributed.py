@@ -33,17 +33,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def select_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is available, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("run.device is cuda but no GPU is visible")
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
-
-
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group torchrun describes (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``); a no-op otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

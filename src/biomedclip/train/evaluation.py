@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from biomedclip.model.inference import DEFAULT_TEMPLATES, build_zeroshot_classifier, embed_images, embed_texts
 from biomedclip.shards import IMAGE_EXTENSIONS, expand_shards
 from biomedclip.train.config import TrainConfig
 from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
@@ -26,7 +27,7 @@ Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
 def load_labelled_folder(folder: str | Path) -> tuple[list[Path], np.ndarray, tuple[str, ...], tuple[str, ...]]:
     """Image paths, labels, class names and templates of a labelled folder (see the module docstring)."""
-    from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, load_prompt_set
+    from biomedclip.evaluate.prompts import load_prompt_set
 
     folder = Path(folder)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -69,7 +70,6 @@ def validation_metrics(
 
 
 def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[str, Any]:
-    from biomedclip.evaluate.embeddings import embed_images, embed_texts
     from biomedclip.evaluate.retrieval import evaluate_retrieval, group_captions
 
     images, captions = [], []
@@ -90,8 +90,7 @@ def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[s
 @torch.no_grad()
 def zeroshot_metrics(model: torch.nn.Module, folder: str, transform: Callable, tokenizer: Callable) -> dict[str, Any]:
     """Zero-shot accuracy (and AUROC for two classes) on a labelled folder."""
-    from biomedclip.evaluate.embeddings import embed_images
-    from biomedclip.evaluate.zeroshot import build_zeroshot_classifier, evaluate_zeroshot
+    from biomedclip.evaluate.zeroshot import evaluate_zeroshot
 
     paths, labels, classnames, templates = load_labelled_folder(folder)
     images = [Image.open(p).convert("RGB") for p in paths]

@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biomedclip.model.inference import select_device
 from biomedclip.shards import expand_shards
 from biomedclip.train.checkpoint import (
     TrainState,
@@ -37,7 +38,7 @@ from biomedclip.train.checkpoint import (
 )
 from biomedclip.train.config import TrainConfig, config_to_dict, save_config
 from biomedclip.train.data import StreamSpec, TimedLoader, TrainStream, count_samples, make_train_loader
-from biomedclip.train.distributed import DistInfo, barrier, init_distributed, select_device, shutdown
+from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from biomedclip.train.evaluation import build_evaluator
 from biomedclip.train.loss import ClipLoss
 from biomedclip.train.metrics import MetricsWriter
