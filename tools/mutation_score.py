@@ -22,10 +22,11 @@ SCOPE: dict[str, tuple[str, ...]] = {
     "evaluate/retrieval.py": ("biomedclip.evaluate.retrieval.*",),
     "evaluate/metrics.py": ("biomedclip.evaluate.metrics.*",),
     "zero-shot scoring": (
-        "biomedclip.evaluate.zeroshot.x_build_zeroshot_classifier__mutmut_*",
-        "biomedclip.evaluate.zeroshot.x_zeroshot_*",
+        "biomedclip.model.inference.x_build_zeroshot_classifier__mutmut_*",
+        "biomedclip.model.inference.x_zeroshot_*",
         "biomedclip.evaluate.zeroshot.x_evaluate_zeroshot__mutmut_*",
     ),
+    "model/tokenizer.py": ("biomedclip.model.tokenizer.*",),
 }
 KILLED = {"killed", "timeout", "caught by type check"}  # mutmut's own score counts a timeout as killed
 
