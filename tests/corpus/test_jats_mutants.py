@@ -48,6 +48,9 @@ def test_a_superscript_past_the_budget_is_dropped_whole() -> None:
         ("x<sup><italic>a</italic></sup>", "xa"),  # markup in a superscript is not a citation
         ("x<sup></sup>y", "xy"),
         ("10<sup>4</sup> cells", "10^4 cells"),  # an exponent right at the start of the caption
+        ("x<sup>2 </sup>y", "x2 y"),  # one trailing space inside is kept
+        ("<p>First finding</p><p>Second</p>", "First finding. Second"),  # a paragraph followed by another
+        ("<list><list-item>one</list-item></list><p>two</p>", "one two"),  # only titles and paragraphs end so
         ("x<sup> <xref>1</xref></sup>", "x 1"),  # leading space kept as one space
         ("x<sup>text<xref>1</xref></sup>", "xtext1"),  # text beside the reference: not a citation
     ],
