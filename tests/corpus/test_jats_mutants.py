@@ -62,3 +62,8 @@ def test_inline_markup(inner: str, text: str) -> None:
 def test_no_period_after_a_title_ending_in_punctuation_then_space() -> None:
     assert caption("<title>Growth curves. </title><p>Body</p>") == ("Growth curves. Body", "")
     assert caption("<title>Growth curves</title><p>Body</p>") == ("Growth curves. Body", "")
+    assert caption("<title>Panel X</title><p>Body</p>") == ("Panel X. Body", "")
+
+
+def test_a_too_deep_caption_is_refused_empty() -> None:
+    assert caption("<bold>" * 120 + "deep" + "</bold>" * 120) == ("", "caption_too_deep")
