@@ -94,3 +94,17 @@ def test_a_vocabulary_without_special_tokens_is_refused() -> None:
 
     with pytest.raises(ValueError, match="no \\[PAD\\] token"):
         WordPieceTokenizer(Tokenizer(models.WordPiece({"a": 0, "[UNK]": 1}, unk_token="[UNK]")))
+
+
+def test_training_defaults_keep_pairs_seen_twice_and_the_papers_context() -> None:
+    tokenizer = train_wordpiece(["alpha beta", "alpha gamma delta"], vocab_size=60)
+    vocab = tokenizer.backend.get_vocab()
+    assert "alpha" in vocab and "gamma" not in vocab  # min_frequency 2: alpha occurs twice, gamma once
+    assert tokenizer.context_length == 256  # BiomedCLIP's text context
+    ids = tokenizer(["alpha ж"])[0].tolist()
+    assert ids[:4] == [vocab["[CLS]"], vocab["alpha"], vocab["[UNK]"], vocab["[SEP]"]]  # unseen character
+
+
+def test_save_creates_missing_parent_folders(tmp_path, trained: WordPieceTokenizer) -> None:
+    out = trained.save(tmp_path / "run" / "tokenizer")
+    assert has_tokenizer_files(out) and load_tokenizer(out).vocab_size == trained.vocab_size
