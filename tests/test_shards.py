@@ -241,7 +241,7 @@ def test_sizes_manifest_round_trip_and_lookup(tmp_path: Path) -> None:
 def test_every_view_of_the_record_comes_from_one_field_list() -> None:
     import pyarrow as pa
 
-    from biomedclip.corpus.catalog import SCHEMA
+    from biomedclip.corpus.rows import CATALOG_SCHEMA as SCHEMA
     from biomedclip.serve.index import RECORD_COLUMNS
 
     assert arrow_schema(CATALOG_FIELDS) == SCHEMA and SCHEMA.field("graphics").type == pa.list_(pa.string())

@@ -52,11 +52,11 @@ class DemoConfig:
 
 def build_corpus(config: DemoConfig, log: Log) -> dict[str, Any]:
     """Build the figure-caption corpus of the sample into ``OUT/corpus``."""
+    from biomedclip.corpus.articles import WorkConfig
     from biomedclip.corpus.build import BuildConfig, build
     from biomedclip.corpus.filters import FilterConfig
     from biomedclip.corpus.sources import open_source
     from biomedclip.corpus.split import SplitConfig
-    from biomedclip.corpus.work import WorkConfig
 
     sources = [open_source(str(config.sample / "pmc"))]
     for folder, template in IMAGEFOLDERS.items():

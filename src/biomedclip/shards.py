@@ -42,6 +42,7 @@ _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_
 # The figure record: every field any stage stores, with its Arrow type, in catalog column order.
 FIELDS: dict[str, str] = {
     "key": "string",
+    "article": "string",  # the article's key: its PMCID, else the source's fallback (DOI, publisher id, file name)
     "pmcid": "string",
     "version": "int64",
     "fig_id": "string",

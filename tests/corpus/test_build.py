@@ -112,7 +112,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def _outputs(out: Path) -> dict[str, bytes]:
     """Every output except the work store and the plots (PNG metadata aside, they are derived from stats)."""
-    return {k: v for k, v in _files(out).items() if not k.startswith(("work", "report/"))}
+    return {k: v for k, v in _files(out).items() if not k.startswith(("work", "report/", "build.lock"))}
 
 
 def test_every_bad_input_is_a_rejection_with_a_reason(built: Path) -> None:
@@ -196,29 +196,60 @@ def test_new_articles_are_processed_alone(shared_fixtures: Path, tmp_path: Path)
     assert {r["pmcid"] for r in _catalog(tmp_path / "out")} == {"PMC7112410", "PMC7135076"}
 
 
-def _cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "biomedclip", "corpus", "build", *args],
+BUILD_SCRIPT = """
+import sys
+from biomedclip.corpus.build import BuildConfig, build
+from biomedclip.corpus.sources import open_source
+build([open_source(sys.argv[1])], sys.argv[2], BuildConfig(shard_size=7, batch_articles=2), workers=int(sys.argv[3]))
+"""
+
+
+def _build_process(corpus: Path, out: Path, workers: int = 1) -> subprocess.Popen:
+    """A build in its own process (and process group), small batches so that it can be killed half-way."""
+    return subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(corpus), str(out), str(workers)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+def _batches_done(out: Path) -> int:
+    return len(list(out.glob("work/*/batches/*/*.parquet")))
 
 
 def test_resume_after_kill_9_gives_the_same_output(shared_fixtures: Path, tmp_path: Path) -> None:
     corpus = make_corpus(shared_fixtures, tmp_path / "corpus")
     for i in range(12):
         shutil.copy(corpus / "PMC7112410.tar.gz", corpus / f"PMC8{i:07d}.tar.gz")
-    args = ["--source", str(corpus), "--workers", "1", "--shard-size", "7"]
-    reference = _cli(*args, "--out", str(tmp_path / "reference"))
+    reference = _build_process(corpus, tmp_path / "reference")
     assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
 
     out = tmp_path / "killed"
-    victim = _cli(*args, "--out", str(out))
+    victim = _build_process(corpus, out)
     deadline = time.monotonic() + 120
-    while len(list(out.glob("work/*/*/*.tar"))) < 4 and time.monotonic() < deadline and victim.poll() is None:
+    while _batches_done(out) < 3 and time.monotonic() < deadline and victim.poll() is None:
         time.sleep(0.05)
     assert victim.poll() is None, "the build ended before it could be killed"
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
-    done = len(list(out.glob("work/*/*/*.tar")))
-    assert 0 < done < 20
-    resumed = _cli(*args, "--out", str(out))
+    assert 0 < _batches_done(out) < 12
+    resumed = _build_process(corpus, out)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()
+    assert _outputs(out) == _outputs(tmp_path / "reference")
+
+
+def test_a_worker_killed_mid_build_changes_nothing(shared_fixtures: Path, tmp_path: Path) -> None:
+    import psutil
+
+    corpus = make_corpus(shared_fixtures, tmp_path / "corpus")
+    for i in range(12):
+        shutil.copy(corpus / "PMC7112410.tar.gz", corpus / f"PMC8{i:07d}.tar.gz")
+    reference = _build_process(corpus, tmp_path / "reference", workers=2)
+    assert reference.wait(timeout=300) == 0, reference.stderr.read().decode()
+    out = tmp_path / "out"
+    running = _build_process(corpus, out, workers=2)
+    deadline = time.monotonic() + 120
+    while _batches_done(out) < 2 and time.monotonic() < deadline and running.poll() is None:
+        time.sleep(0.05)
+    workers = psutil.Process(running.pid).children()
+    assert running.poll() is None and workers, "the build ended before a worker could be killed"
+    os.kill(workers[0].pid, signal.SIGKILL)
+    assert running.wait(timeout=300) == 0, running.stderr.read().decode()
     assert _outputs(out) == _outputs(tmp_path / "reference")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from biomedclip.corpus.dedup import Cluster
-from biomedclip.corpus.split import SplitConfig, article_hash, assign_splits, cross_split_clusters
+from biomedclip.corpus.split import SplitConfig, article_hash, assign_splits
 
 
 def test_deterministic_and_order_free() -> None:
@@ -49,6 +48,31 @@ def test_salt_changes_the_split() -> None:
     assert assign_splits(ids) != assign_splits(ids, SplitConfig(salt="other"))
 
 
-def test_cross_split_clusters_are_counted() -> None:
-    clusters = [Cluster("a", ("b",), "near"), Cluster("c", ("d",), "exact")]
-    assert cross_split_clusters(clusters, {"a": "train", "b": "test", "c": "val", "d": "val"}) == 1
+def test_the_build_splits_like_assign_splits_from_aggregates() -> None:
+    import pyarrow as pa
+
+    from biomedclip.corpus.assemble import split_of_articles, tiny_corpus_moves
+
+    for ids in (["PMC1"], ["PMC1", "PMC2"], [f"PMC{i}" for i in range(5)], [f"PMC{i}" for i in range(3_000)]):
+        for config in (SplitConfig(), SplitConfig(train=0.8, val=0.1, test=0.1), SplitConfig(val=0.0)):
+            keys = pa.array(ids)
+            moved = tiny_corpus_moves(keys, config)
+            assert dict(zip(ids, split_of_articles(keys, moved, config).to_pylist(), strict=True)) == assign_splits(
+                ids, config
+            )
+
+
+def test_duplicate_clusters_spanning_splits_are_counted() -> None:
+    import pyarrow as pa
+
+    from biomedclip.corpus.assemble import cluster_counts
+
+    verdicts = pa.table({
+        "key": ["a", "b", "c", "d", "e"], "article": ["A", "B", "C", "D", "D"],
+        "duplicate_of": [None, "a", None, "c", "c"], "kind": [None, "exact", None, "exact", "near"],
+        "split": ["train", "test", "val", "val", "val"],
+    })  # fmt: skip
+    counts = cluster_counts(verdicts, articles=4)
+    assert counts["clusters"] == {"exact": 1, "near": 1} and counts["duplicates"] == 3
+    assert counts["leaks"] == 1  # a (train) and b (test); c, d, e all val
+    assert counts["split_articles"] == {"train": 1, "val": 1, "test": 0}

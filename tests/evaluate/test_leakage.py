@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from biomedclip.corpus.catalog import write_catalog
 from biomedclip.corpus.images import process_image
+from biomedclip.corpus.rows import CATALOG_SCHEMA
 from biomedclip.errors import InputError
 from biomedclip.evaluate.datasets import load_dataset
 from biomedclip.evaluate.leakage import check_overlap, training_hashes
@@ -36,7 +38,7 @@ def test_overlap_counts_accepted_training_images_only(tmp_path, image_paths, sha
         {"key": "e", "sha256": None, "split": "train", "status": "rejected"},
         {"key": "f", "sha256": "0" * 64, "split": "train", "status": "accepted"},
     ]
-    write_catalog(rows, tmp_path / "catalog.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=CATALOG_SCHEMA), tmp_path / "catalog.parquet")
     assert training_hashes(tmp_path) == {digest[names[0]], digest[names[1]], "0" * 64}
     report = check_overlap(data, tmp_path)
     assert report["checked"] == 8 and report["unchecked"] == 0 and report["overlap"] == 2

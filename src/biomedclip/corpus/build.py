@@ -1,47 +1,51 @@
-"""Build the corpus: sources -> per-article work (phase 1) -> dedup, split, shards, catalog, report (phase 2).
+"""Build the corpus: sources -> work batches (phase 1) -> dedup, split, shards, catalog, report (phase 2).
 
-Phase 1 sends each article to an engine (worker processes or Ray) that runs ``work.read_article`` then
-``work.process_payload`` (an article that cannot be pickled is read here and sent as a payload); the driver
-writes one result file per article version to ``OUT/work/<config hash>/``, atomically.
-Articles already there are skipped, so a build killed at any moment (even ``kill -9``) resumes where it
-stopped, and a later build over a grown source processes only the new articles.
+Phase 1: the driver lists the articles of every source, skips those with a final result in the work store,
+and sends the rest in batches of ``BuildConfig.batch_articles`` to the engine's workers; each worker processes
+its batch and writes the result into OUT itself (``batches.py``); only counts come back. A source that cannot
+be listed completely stops the build (``SourceListingError``) before phase 2, so the previous output stays.
 
-Phase 2 is a deterministic function of the results of the articles the sources list in this run (latest
-version per PMCID): exact and near-duplicate removal, the split by article, WebDataset shards, the Parquet
-catalog and the report. Every output is written under a temporary name and renamed, so a rerun after a
-kill gives byte-identical shards and the same catalog as an uninterrupted run. Nothing is written outside OUT.
+Phase 2 (``assemble.py``) is a deterministic function of the results of the articles listed in this run
+(latest version per article key). It writes everything into ``OUT/.next/`` and, once complete (marker file
+``COMPLETE``), moves it into place; a build killed during that move finishes it when rerun, so shards never
+appear without their catalog. A rerun after a kill (even ``kill -9``) gives byte-identical shards and the same
+catalog as an uninterrupted run; a later build over a grown source processes only the new articles.
+See ``rows.py`` for the OUT layout and the figure row.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import pickle
 import shutil
+import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from biomedclip.corpus.catalog import write_catalog
-from biomedclip.corpus.dedup import DedupConfig, Fingerprint, find_duplicates
-from biomedclip.corpus.distributed import run_engine
-from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, Source
-from biomedclip.corpus.report import write_report
-from biomedclip.corpus.split import SPLITS, SplitConfig, assign_splits, cross_split_clusters
-from biomedclip.corpus.work import (
-    ArticlePayload,
-    ArticleResult,
-    PackedResult,
-    WorkConfig,
-    WorkStore,
-    article_store_name,
-    process_payload,
-    read_article,
-)
-from biomedclip.shards import ShardWriter, shard_record, write_sizes
+import pyarrow as pa
+
+from biomedclip.corpus import assemble
+from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
+from biomedclip.corpus.batches import WorkItem, WorkStore
+from biomedclip.corpus.dedup import DedupConfig
+from biomedclip.corpus.distributed import map_units, run_batches
+from biomedclip.corpus.outdir import OutDir, fsync_dir, fsync_file
+from biomedclip.corpus.records import Article, Source, SourceListingError
+from biomedclip.corpus.split import SplitConfig
+from biomedclip.errors import InputError
+
+__all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
+
+RELEASED = ("shards", "catalog", "catalog.parquet", "clusters.parquet", "stats.json", "report.md", "report",
+            "build_config.json")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,12 @@ class BuildConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shard_size: int = 10_000
+    batch_articles: int = 32  # articles per unit of phase-1 work (one tar + one Parquet file in OUT/work)
 
 
 @dataclass
 class Progress:
-    """Running counts handed to the progress callback after each article."""
+    """Running counts handed to the progress callback after each batch."""
 
     articles: int = 0
     skipped: int = 0
@@ -80,43 +85,67 @@ class BuildSummary:
     figures_per_s: float
 
 
-@dataclass
-class _Seen:
-    """An article listed by the sources in this run: its work-store name, or its in-memory result."""
+class Listing:
+    """The article versions the sources listed in this run, kept as Arrow record batches (about 40 bytes each),
+    and a set of 64-bit hashes of their names to drop an article a second source lists again."""
 
-    pmcid: str
-    version: int
-    name: str
-    result: PackedResult | None = None
+    CHUNK = 50_000
+
+    def __init__(self) -> None:
+        self.chunks: list[pa.RecordBatch] = []
+        self.rows: tuple[list[str], list[str], list[int]] = ([], [], [])
+        self.seen: set[int] = set()
+
+    def add(self, name: str, article: str, version: int) -> bool:
+        """Record ``name``; False when it was listed already."""
+        digest = name_hash(name)
+        if digest in self.seen:
+            return False
+        self.seen.add(digest)
+        for column, value in zip(self.rows, (name, article, version), strict=True):
+            column.append(value)
+        if len(self.rows[0]) >= self.CHUNK:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        names, articles, versions = self.rows
+        self.chunks.append(pa.record_batch({"name": names, "article": articles,
+                                            "version": pa.array(versions, pa.int64())}))  # fmt: skip
+        self.rows = ([], [], [])
+
+    def table(self) -> pa.Table:
+        self._flush()
+        return pa.Table.from_batches(self.chunks)
 
 
-def _payloads(
-    sources: Iterable[Source], store: WorkStore, seen: list[_Seen], progress: Progress, errors: list[PackedResult]
-) -> Iterator[Article | ArticlePayload]:
-    names: set[str] = set()
-    for source in sources:
-        ship: bool | None = None  # whether this source's articles can go to workers as they are
+def name_hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+@contextmanager
+def _locked(out: OutDir) -> Iterator[None]:
+    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused."""
+    if out.is_s3:
+        yield
+        return
+    assert out.root is not None
+    out.root.mkdir(parents=True, exist_ok=True)
+    with open(out.root / "build.lock", "a+") as fh:
         try:
-            for article in source.articles():
-                name = article_store_name(article.meta, article.source)
-                if name in names:
-                    continue
-                names.add(name)
-                seen.append(_Seen(article.meta.pmcid or name, article.meta.version or 0, name))
-                if name in store and not article.error:
-                    progress.skipped += 1
-                    continue
-                if ship is None:
-                    ship = _picklable(article)
-                yield article if ship else read_article(article)
-        except Exception as exc:  # a source that fails mid-listing: record it, go on with the next source
-            record = FigureRecord(
-                pmcid="", fig_id="", label="", caption="", graphic="", source=getattr(source, "name", str(source)),
-                status="rejected", reason=f"unreadable_source: {type(exc).__name__}: {exc}",
-            )  # fmt: skip
-            meta = ArticleMeta(pmcid="")
-            payload = ArticlePayload(source=record.source, meta=meta, figures=[record], source_error=True)
-            errors.append(PackedResult.of(process_payload(payload)))
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError(f"another build is writing to {out} ({holder}); wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _picklable(article: Article) -> bool:
@@ -127,121 +156,127 @@ def _picklable(article: Article) -> bool:
     return True
 
 
-def _latest(seen: list[_Seen]) -> list[_Seen]:
-    best: dict[str, _Seen] = {}
-    for item in seen:
-        if item.pmcid not in best or item.version > best[item.pmcid].version:
-            best[item.pmcid] = item  # _Seen.pmcid falls back to the store name, so it is never empty
-    return sorted(best.values(), key=lambda s: (s.pmcid, s.name))
+def _batches(
+    sources: Iterable[Source], done: set[int], listing: Listing, progress: Progress, size: int
+) -> Iterator[list[WorkItem]]:
+    batch: list[WorkItem] = []
+    for source in sources:
+        ship: bool | None = None  # whether this source's articles can go to workers as they are
+        try:
+            for article in source.articles():
+                name = article_name(article.meta, article.source)
+                if not listing.add(name, article_key(article.meta, article.source), article.meta.version or 0):
+                    continue
+                if name_hash(name) in done and not article.error:
+                    progress.skipped += 1
+                    continue
+                if ship is None:
+                    ship = _picklable(article)
+                batch.append(article if ship else read_article(article))
+                if len(batch) >= size:
+                    yield batch
+                    batch = []
+        except SourceListingError:
+            raise
+        except Exception as exc:  # a source that fails mid-listing: the build stops, the old output stays
+            name = getattr(source, "name", str(source))
+            raise SourceListingError(f"cannot list source {name}: {type(exc).__name__}: {exc}") from exc
+    if batch:
+        yield batch
 
 
-def _load(item: _Seen, store: WorkStore, *, with_images: bool) -> ArticleResult:
-    if item.result is not None:
-        return ArticleResult.from_bytes(item.name, item.result.data, with_images=with_images)
-    return store.get(item.name, with_images=with_images)
+def _release(root: Path) -> None:
+    """Move a complete ``root/.next`` into place (idempotent: a rerun after a kill here finishes the move)."""
+    stage = root / ".next"
+    if not (stage / "COMPLETE").is_file():
+        return
+    for name in RELEASED:
+        if (stage / name).exists():
+            target = root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+            os.replace(stage / name, target)
+    (root / "clusters.json").unlink(missing_ok=True)  # written by older builds
+    fsync_dir(root)
+    shutil.rmtree(stage)
+
+
+def _upload(stage: Path, out: OutDir) -> None:
+    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones."""
+    names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*")) if p.is_file() and p.name != "COMPLETE"]
+    for name in names:
+        out.put_file(name, stage / name)
+    for folder in ("shards", "catalog", "report"):
+        for old in out.list(folder):
+            if old not in names:
+                out.delete(old)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def finalize(out: Path, articles: list[_Seen], store: WorkStore, config: BuildConfig) -> list[dict[str, Any]]:
-    """Phase 2: dedup, split, shards, catalog and report from the work store; returns the catalog rows."""
-    rows: list[dict[str, Any]] = []
-    accepted_of: dict[str, list[dict[str, Any]]] = {}
-    used: set[str] = set()
-    for item in articles:
-        loaded = _load(item, store, with_images=False).rows
-        for row in loaded:  # two articles claiming one PMCID in their XML: keep keys unique, deterministically
-            row["stored_key"] = row["key"]
-            if row["key"] in used:
-                row["key"] = f"{row['key']}-{item.name}".replace(".", "_")
-            used.add(row["key"])
-        rows.extend(loaded)
-        accepted_of[item.name] = [r for r in loaded if r["status"] == "accepted"]
-    rows.sort(key=lambda r: (r["pmcid"] or "", r["key"]))
-    candidates = [Fingerprint(r["key"], r["sha256"], r["phash"]) for r in rows if r["status"] == "accepted"]
-    clusters = find_duplicates(candidates, config.dedup)
-    by_key = {r["key"]: r for r in rows}
-    for cluster in clusters:
-        for key in cluster.duplicates:
-            by_key[key].update(status="rejected", reason=f"{cluster.kind}_duplicate", duplicate_of=cluster.kept)
-    split_of = assign_splits([r["pmcid"] for r in rows if r["pmcid"] and not r.get("split")], config.split)
-    for row in rows:  # a source that knows the split (a labelled folder's split folders or hash rule) keeps it
-        row["split"] = row.get("split") or split_of.get(row["pmcid"])
-    leaks = cross_split_clusters(clusters, {r["key"]: r["split"] for r in rows})
-
-    staging = out / ".shards.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    writers = {s: ShardWriter(staging, s, config.shard_size) for s in SPLITS}
-    for item in articles:
-        accepted = [r for r in accepted_of[item.name] if r["status"] == "accepted"]
-        if not accepted:
-            continue
-        images = _load(item, store, with_images=True).images
-        for row in sorted(accepted, key=lambda r: r["key"]):
-            writer = writers[row["split"]]
-            writer.write(row["key"], images[row["stored_key"]], row["caption"], shard_record(row))
-            row["shard"] = writer.paths[-1].name
-    shard_count = sum(len(w.close()) for w in writers.values())
-    write_sizes(staging, {name: n for w in writers.values() for name, n in w.sizes.items()})
-    shutil.rmtree(out / "shards", ignore_errors=True)
-    os.replace(staging, out / "shards")
-
-    write_catalog(rows, out / "catalog.parquet")
-    write_report(out, rows, clusters, leaks, shard_count, config.work.tokenizer_file)
-    _write_json(out / "clusters.json", [asdict(c) for c in clusters])
-    return rows
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def build(
     sources: Iterable[Source],
-    out: Path,
+    out: Path | str,
     config: BuildConfig = BuildConfig(),
     *,
     engine: str = "local",
     workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildSummary:
-    """Build the corpus from ``sources`` into ``out`` (resumable; see the module docstring)."""
+    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring)."""
     start = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "build_config.json", asdict(config))
-    store = WorkStore(out / "work" / config.work.digest())
-    seen: list[_Seen] = []
-    errors: list[PackedResult] = []
-    progress = Progress()
-    by_name = {}
-    for result in run_engine(engine, _payloads(sources, store, seen, progress, errors), config.work, workers):
-        if result.persist:
-            store.put(result)
-        else:
-            by_name[result.name] = result
-        progress.articles += 1
-        progress.figures += result.figures
-        progress.accepted += result.accepted
-        if on_progress:
+    outdir = OutDir(out)
+    with _locked(outdir):
+        if outdir.root is not None:
+            _release(outdir.root)  # a previous build killed while releasing its output: finish that first
+        store = WorkStore(outdir, config.work.digest())
+        listing, progress = Listing(), Progress()
+        done = {name_hash(name) for name in store.done_articles()}
+        batches = _batches(sources, done, listing, progress, config.batch_articles)
+        for counts in run_batches(engine, batches, config.work, store, workers):
+            progress.articles += counts.articles
+            progress.figures += counts.figures
+            progress.accepted += counts.accepted
+            if on_progress:
+                on_progress(progress)
+        if on_progress:  # skipped articles after the last processed one
             on_progress(progress)
-    if on_progress:  # skipped articles after the last processed one
-        on_progress(progress)
-    for item in seen:
-        item.result = by_name.get(item.name)
-    articles = _latest(seen) + [_Seen(f"{e.name}-{i}", 0, e.name, e) for i, e in enumerate(errors)]
-    rows = finalize(out, articles, store, config)
+        listed = listing.table()
+        if listed.num_rows == 0:  # nothing selected: leave OUT as it is (the CLI says why)
+            seconds = time.perf_counter() - start
+            return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0)
+        with tempfile.TemporaryDirectory(prefix="biomedclip-next-") as tmp:
+            stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
+            shutil.rmtree(stage, ignore_errors=True)
+            stage.mkdir(parents=True)
+            settings = assemble.Settings(config.dedup, config.split, config.shard_size, config.work.tokenizer_file)
+            run = partial(map_units, engine=engine, workers=workers)
+            stats = assemble.assemble(stage, store, listed, settings, run)
+            _write_json(stage / "build_config.json", asdict(config))
+            if outdir.root is not None:
+                for path in stage.rglob("*"):  # shards and catalog parts are synced already: cheap
+                    if path.is_file():
+                        fsync_file(path)
+                (stage / "COMPLETE").write_text("")
+                fsync_file(stage / "COMPLETE")
+                _release(outdir.root)
+            else:
+                _upload(stage, outdir)
     seconds = time.perf_counter() - start
-    accepted = [r for r in rows if r["status"] == "accepted"]
     return BuildSummary(
-        articles=len(articles),
+        articles=stats["articles"],
         articles_processed=progress.articles,
         articles_skipped=progress.skipped,
-        figures=sum(1 for r in rows if r["fig_id"] or r["graphic"]),
-        accepted=len(accepted),
-        rejected=dict(Counter(r["reason"] for r in rows if r["status"] != "accepted").most_common()),
-        splits=dict(Counter(r["split"] for r in accepted)),
-        shards=len(list((out / "shards").glob("*.tar"))),
+        figures=stats["stages"]["figures_found"],
+        accepted=stats["accepted"],
+        rejected=dict(sorted(stats["rejected_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))),
+        splits={s: n for s, n in stats["splits"].items() if n},
+        shards=stats["shards"],
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
     )

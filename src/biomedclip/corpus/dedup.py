@@ -1,17 +1,32 @@
 """Exact and near-duplicate figure images: which figures to keep, and the duplicate clusters.
 
 Exact duplicates share the SHA-256 of the original file; near duplicates have 64-bit perceptual hashes
-(``imagehash.phash``) within ``max_distance`` bits. Candidate pairs come from banding (pigeonhole: two hashes
-within ``d`` bits agree exactly on at least one of ``d + 1`` disjoint bands), so the cost grows with the
-number of figures, not its square. In each cluster the figure with the smallest key is kept, so the choice
-does not depend on processing order.
+(``imagehash.phash``) within ``max_distance`` bits (``<=``). Clusters are the connected components of both
+relations; in each cluster the figure with the smallest key is kept, so the choice does not depend on order.
+
+Near-duplicate candidates come from multi-index hashing: the 64 bits are cut into ``m`` bands; two hashes
+within ``d`` bits differ in at most ``r = d // m`` bits of some band (pigeonhole), so every pair is found by
+grouping, per band and per choice of ``r`` masked bit positions, the hashes whose remaining band bits are
+equal; each candidate pair is then verified exactly. ``plan_bands`` picks ``m`` from the number of distinct
+hashes so that the expected group size stays small: the work per figure stays flat as the corpus grows
+(short bands of 13 bits for 100k hashes would put ~12 unrelated hashes in every group, ~120 at 1M).
+Identical hashes are collapsed first, and groups larger than ``LARGE_GROUP`` (a heavy cluster of near-blank
+panels) are verified block-wise in numpy and reduced to a spanning forest, so they cost no Python per pair.
+Everything works on numpy arrays (8 bytes per hash, 8 per SHA code), never on Python objects per figure.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations, pairwise
+from math import comb
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+LARGE_GROUP = 64
 
 
 @dataclass(frozen=True)
@@ -39,66 +54,135 @@ class Cluster:
     kind: str
 
 
-class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        root = x
-        while self.parent.get(root, root) != root:
-            root = self.parent[root]
-        while x != root:
-            self.parent[x], x = root, self.parent.get(x, x)
-        return root
-
-    def union(self, a: str, b: str) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            lo, hi = sorted((ra, rb))
-            self.parent[hi] = lo
+def plan_bands(n: int, max_distance: int) -> tuple[int, int]:
+    """``(bands, masked bits per band)`` with the least expected work per hash for ``n`` distinct hashes."""
+    best: tuple[float, int, int] = (float("inf"), max_distance + 1, 0)
+    for m in range(1, max_distance + 2):
+        r, w = max_distance // m, 64 // m
+        if comb(w, r) > 4096:
+            continue
+        cost = m * comb(w, r) * (1.0 + n / 2.0 ** (w - r))
+        best = min(best, (cost, m, r))
+    return best[1], best[2]
 
 
-def _bands(phash: str, n_bands: int) -> list[tuple[int, int]]:
-    value = int(phash, 16)
-    width = -(-64 // n_bands)
-    return [(i, (value >> (i * width)) & ((1 << width) - 1)) for i in range(n_bands)]
+def _band_masks(m: int, r: int) -> list[np.uint64]:
+    """Per band, every mask that keeps the band's bits except ``r`` of them."""
+    bounds = [round(i * 64 / m) for i in range(m + 1)]
+    masks = []
+    for lo, hi in pairwise(bounds):
+        band = ((1 << (hi - lo)) - 1) << lo
+        for drop in combinations(range(lo, hi), r):
+            masks.append(np.uint64(band & ~sum(1 << b for b in drop)))
+    return masks
+
+
+def _popcount_ok(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
+    return np.bitwise_count(np.bitwise_xor(a, b)) <= d
+
+
+def _large_group_edges(idx: np.ndarray, values: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Verified near pairs of one large group, reduced to edges of a spanning forest."""
+    v = values[idx]
+    rows, cols = [], []
+    for start in range(0, len(idx), 1024):
+        block = v[start : start + 1024]
+        hit = np.bitwise_count(np.bitwise_xor(block[:, None], v[None, :])) <= d
+        i, j = np.nonzero(hit)
+        rows.append(i + start)
+        cols.append(j)
+    graph = coo_matrix((np.ones(sum(len(r) for r in rows), bool), (np.concatenate(rows), np.concatenate(cols))),
+                       shape=(len(idx), len(idx)))  # fmt: skip
+    _, labels = connected_components(graph, directed=False)
+    first = np.full(labels.max() + 1, -1)
+    order = np.arange(len(idx))[::-1]
+    first[labels[order]] = order
+    keep = first[labels] != np.arange(len(idx))
+    return idx[keep], idx[first[labels][keep]]
+
+
+def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Verified edges ``(a, b)`` between indices of ``values`` (distinct hashes) that share a masked key."""
+    out_a, out_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for mask in masks:
+        keys = values & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+        sizes = np.diff(np.r_[starts, len(keys)])
+        run_of = np.repeat(np.arange(len(starts)), sizes)
+        small = sizes[run_of] <= LARGE_GROUP
+        for k in range(1, int(min(sizes.max(initial=1), LARGE_GROUP))):
+            i = np.flatnonzero(small[:-k] & (run_of[:-k] == run_of[k:]))
+            a, b = order[i], order[i + k]
+            ok = _popcount_ok(values[a], values[b], d)
+            out_a.append(a[ok])
+            out_b.append(b[ok])
+        for s in np.flatnonzero(sizes > LARGE_GROUP):
+            a, b = _large_group_edges(order[starts[s] : starts[s] + sizes[s]], values, d)
+            out_a.append(a)
+            out_b.append(b)
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def mask_units(n: int, max_distance: int) -> list[list[np.uint64]]:
+    """The masks of ``plan_bands(n, d)``, cut into independent units of work (one per band)."""
+    m, r = plan_bands(n, max_distance)
+    masks = _band_masks(m, r)
+    per = max(1, len(masks) // m)
+    return [masks[i : i + per] for i in range(0, len(masks), per)]
+
+
+def cluster_labels(
+    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per figure (indices in key order): the index of its cluster's kept figure, and whether its cluster is exact.
+
+    ``sha_codes``: an integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values, units)`` computes
+    the verified pairs among distinct hashes (default: here, in this process).
+    """
+    n = len(sha_codes)
+    idx = np.arange(n)
+    if n == 0:
+        return idx, np.zeros(0, bool)
+    edges_a, edges_b = [], []
+    _, first_sha = np.unique(sha_codes, return_index=True)
+    _, inv_sha = np.unique(sha_codes, return_inverse=True)
+    edges_a.append(idx)
+    edges_b.append(first_sha[inv_sha])
+    if max_distance >= 0:
+        values, first_ph, inv_ph = np.unique(phashes, return_index=True, return_inverse=True)
+        edges_a.append(idx)
+        edges_b.append(first_ph[inv_ph])
+        units = mask_units(len(values), max_distance)
+        if near_edges is None:
+            pairs = [near_pairs_for_masks(values, unit, max_distance) for unit in units]
+        else:
+            pairs = near_edges(values, units)
+        for a, b in pairs:
+            edges_a.append(first_ph[a])
+            edges_b.append(first_ph[b])
+    a, b = np.concatenate(edges_a), np.concatenate(edges_b)
+    graph = coo_matrix((np.ones(len(a), bool), (a, b)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    kept = np.full(labels.max() + 1, n)
+    np.minimum.at(kept, labels, idx)
+    lo = np.full(labels.max() + 1, np.iinfo(np.int64).max)
+    hi = np.full(labels.max() + 1, np.iinfo(np.int64).min)
+    np.minimum.at(lo, labels, sha_codes)
+    np.maximum.at(hi, labels, sha_codes)
+    return kept[labels], (lo == hi)[labels]
 
 
 def find_duplicates(figures: Iterable[Fingerprint], config: DedupConfig = DedupConfig()) -> list[Cluster]:
     """Group duplicate figures; returns clusters (two or more figures) sorted by kept key."""
     figures = sorted(figures, key=lambda f: f.key)
-    uf = _UnionFind()
-    exact: set[frozenset[str]] = set()
-    by_sha: dict[str, list[str]] = defaultdict(list)
-    for fig in figures:
-        by_sha[fig.sha256].append(fig.key)
-    for keys in by_sha.values():
-        for other in keys[1:]:
-            uf.union(keys[0], other)
-        if len(keys) > 1:
-            exact.add(frozenset(keys))
-    if config.max_distance >= 0:
-        by_phash: dict[str, list[str]] = defaultdict(list)
-        for fig in figures:
-            by_phash[fig.phash].append(fig.key)
-        for keys in by_phash.values():
-            for other in keys[1:]:
-                uf.union(keys[0], other)
-        buckets: dict[tuple[int, int], list[str]] = defaultdict(list)
-        for phash in by_phash:
-            for band in _bands(phash, config.max_distance + 1):
-                buckets[band].append(phash)
-        for hashes in buckets.values():
-            for i, a in enumerate(hashes):
-                for b in hashes[i + 1 :]:
-                    if (int(a, 16) ^ int(b, 16)).bit_count() <= config.max_distance:
-                        uf.union(by_phash[a][0], by_phash[b][0])
-    groups: dict[str, list[str]] = defaultdict(list)
-    for fig in figures:
-        groups[uf.find(fig.key)].append(fig.key)
-    clusters = []
-    for root, keys in sorted(groups.items()):
-        if len(keys) > 1:
-            kind = "exact" if frozenset(keys) in exact else "near"
-            clusters.append(Cluster(kept=root, duplicates=tuple(k for k in keys if k != root), kind=kind))
-    return clusters
+    _, sha_codes = np.unique([f.sha256 for f in figures], return_inverse=True)
+    phashes = np.array([int(f.phash, 16) for f in figures], dtype=np.uint64)
+    kept, exact = cluster_labels(sha_codes.astype(np.int64), phashes, config.max_distance)
+    members: dict[int, list[str]] = {}
+    for i, root in enumerate(kept.tolist()):
+        if root != i:
+            members.setdefault(root, []).append(figures[i].key)
+    return [Cluster(figures[root].key, tuple(keys), "exact" if exact[root] else "near")
+            for root, keys in sorted(members.items())]  # fmt: skip

@@ -1,67 +1,131 @@
-"""Distributors: run ``work.process_payload`` over a stream of payloads, in worker processes or on Ray Data.
+"""Executors: run a function over work units in local worker processes or on Ray, the same code on both.
 
-Both take an iterator of work items, each an ``Article`` whose media opener can be pickled (its XML is parsed and
-its media read in the worker: S3 downloads then run in parallel) or an ``ArticlePayload`` the reader prepared.
-The iterator is consumed lazily (a small window in flight, so memory stays flat whatever the corpus size);
-results are ``PackedResult`` in completion order.
+``run_batches`` runs phase 1: each unit is a batch of articles that the worker processes and writes into OUT
+itself (``batches.process_batch``); only small ``BatchCounts`` come back. At most ``4 * workers`` batches are
+in flight, taken lazily from the listing, so the driver's memory stays flat whatever the corpus size.
+A worker process that dies (a decoder's segfault, the OOM killer) costs one article, not the build: the
+batches that were in flight are rerun one article at a time, and the article that kills a worker again is
+recorded as ``worker_crashed``.
 
-Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set (a cluster: ``RAY_ADDRESS=ray://head:10001
-biomedclip corpus build ... --engine ray``), else starts a local Ray with ``workers`` CPUs. Results come back
-to the driver, which alone writes under OUT, so workers need no shared file system.
+``map_units`` runs a phase 2 stage (a picklable function over independent units): on the process pool, or as
+a Ray Data pipeline (``map_batches`` over the units, streamed, results in order).
+
+Worker processes die with the driver (``PR_SET_PDEATHSIG`` on Linux), so ``kill -9`` of a build leaves no
+orphans. Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
+CPUs; the workers then write into OUT, which must be reachable from every node (a shared file system or s3).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
-from collections.abc import Iterable, Iterator
+import signal
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from functools import partial
-from itertools import islice
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from biomedclip.corpus.records import Article
-from biomedclip.corpus.work import ArticlePayload, PackedResult, WorkConfig, process_payload, read_article
+from biomedclip.corpus.articles import WorkConfig, article_name
+from biomedclip.corpus.batches import BatchCounts, WorkItem, WorkStore, process_batch
 
 ENGINES = ("local", "ray")
-WorkItem = Article | ArticlePayload
+PR_SET_PDEATHSIG = 1
 
 
-def process_packed(item: WorkItem, config: WorkConfig) -> PackedResult:
-    """The per-article function every engine runs."""
-    payload = read_article(item, config) if isinstance(item, Article) else item
-    return PackedResult.of(process_payload(payload, config))
+def die_with_parent() -> None:
+    """In a child process: ask Linux to SIGKILL it when its parent dies (no-op elsewhere)."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
-def run_inline(payloads: Iterable[WorkItem], config: WorkConfig) -> Iterator[PackedResult]:
-    """Process in this process (``workers=0``): for debugging and tiny inputs."""
-    for payload in payloads:
-        yield process_packed(payload, config)
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
 
 
-def run_local(payloads: Iterable[WorkItem], config: WorkConfig, workers: int) -> Iterator[PackedResult]:
-    """Process in ``workers`` local processes, keeping at most ``4 * workers`` articles in flight."""
-    window = 4 * workers
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: set[Future] = set()
-        for payload in payloads:
-            pending.add(pool.submit(process_packed, payload, config))
-            if len(pending) >= window:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
+class _Local:
+    """A process pool (``workers > 0``) or this process, behind submit/wait."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = _pool(workers) if workers > 0 else None
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        if self.pool is None:
+            future: Future = Future()
+            future.set_result(fn(*args))
+            return future
+        return self.pool.submit(fn, *args)
+
+    def restart(self) -> None:
+        assert self.pool is not None
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = _pool(self.workers)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _isolate(items: list[WorkItem], executor: _Local, config: WorkConfig, store: WorkStore) -> Iterator[BatchCounts]:
+    """Rerun the articles of broken batches one at a time; the one that breaks the pool again is a crash."""
+    for item in items:
+        try:
+            yield executor.submit(process_batch, [item], config, store).result()
+        except BrokenProcessPool:
+            executor.restart()
+            yield process_batch([item], config, store, crashed=(article_name(item.meta, item.source),))
+
+
+def run_batches(
+    engine: str, batches: Iterable[list[WorkItem]], config: WorkConfig, store: WorkStore, workers: int
+) -> Iterator[BatchCounts]:
+    """Process and write every batch; yields each batch's counts in completion order."""
+    if engine == "ray":
+        yield from _run_ray(batches, config, store, workers)
+        return
+    if engine != "local":
+        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
+    executor = _Local(workers)
+    try:
+        pending: dict[Future, list[WorkItem]] = {}
+        window = max(1, 4 * workers)
+        for items in batches:
+            pending[executor.submit(process_batch, items, config, store)] = items
+            while len(pending) >= window:
+                yield from _collect(pending, executor, config, store)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (f.result() for f in done)
+            yield from _collect(pending, executor, config, store)
+    finally:
+        executor.close()
 
 
-def _ray_row(row: dict[str, Any], config: WorkConfig) -> dict[str, Any]:
-    item: WorkItem = pickle.loads(row["payload"])  # our own work items, between our own processes
-    packed = process_packed(item, config)
-    return {"packed": pickle.dumps(packed)}
+def _collect(
+    pending: dict[Future, list[WorkItem]], executor: _Local, config: WorkConfig, store: WorkStore
+) -> Iterator[BatchCounts]:
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    broken: list[WorkItem] = []
+    for future in done:
+        items = pending.pop(future)
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            broken += items
+    if broken:  # every batch still in flight died with the pool
+        for future in list(pending):
+            broken += pending.pop(future)
+        executor.restart()
+        yield from _isolate(broken, executor, config, store)
 
 
-def run_ray(payloads: Iterable[WorkItem], config: WorkConfig, workers: int, batch: int = 256) -> Iterator[PackedResult]:
-    """Process on Ray Data, ``batch`` articles per dataset, with the same per-article function."""
+def start_ray(workers: int) -> None:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray with ``workers`` CPUs (once per process)."""
     import ray
 
     if not ray.is_initialized():
@@ -69,17 +133,64 @@ def run_ray(payloads: Iterable[WorkItem], config: WorkConfig, workers: int, batc
         kwargs: dict[str, Any] = {} if address else {"num_cpus": max(1, workers), "include_dashboard": False}
         ray.init(address=address, log_to_driver=False, **kwargs)
         ray.data.DataContext.get_current().enable_progress_bars = False
-    iterator = iter(payloads)
-    while chunk := list(islice(iterator, batch)):
-        dataset = ray.data.from_items([{"payload": pickle.dumps(p)} for p in chunk])
-        for row in dataset.map(partial(_ray_row, config=config)).iter_rows():
-            yield pickle.loads(row["packed"])
 
 
-def run_engine(engine: str, payloads: Iterable[WorkItem], config: WorkConfig, workers: int) -> Iterator[PackedResult]:
-    """Dispatch to ``run_inline`` (local, 0 workers), ``run_local`` or ``run_ray``."""
+def _run_ray(
+    batches: Iterable[list[WorkItem]], config: WorkConfig, store: WorkStore, workers: int
+) -> Iterator[BatchCounts]:
+    import ray
+
+    start_ray(workers)
+    task = ray.remote(max_retries=0)(process_batch)
+    window = max(1, 4 * workers)
+    pending: dict[Any, list[WorkItem]] = {}
+
+    def collect() -> Iterator[BatchCounts]:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            items = pending.pop(ref)
+            try:
+                yield ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.RayTaskError) as exc:
+                if isinstance(exc, ray.exceptions.RayTaskError) and not isinstance(exc.cause, SystemExit):
+                    raise
+                for item in items:  # rerun alone; an article that kills its worker again is recorded as such
+                    try:
+                        yield ray.get(task.remote([item], config, store))
+                    except ray.exceptions.WorkerCrashedError:
+                        yield process_batch([item], config, store, crashed=(article_name(item.meta, item.source),))
+
+    for items in batches:
+        pending[task.remote(items, config, store)] = items
+        while len(pending) >= window:
+            yield from collect()
+    while pending:
+        yield from collect()
+
+
+def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local", workers: int = 0) -> list[Any]:
+    """``[fn(unit, *args) for unit in units]`` in worker processes or on Ray Data, results in unit order."""
     if engine == "ray":
-        return run_ray(payloads, config, workers)
-    if engine != "local":
-        raise ValueError(f"unknown engine {engine!r}; choose one of {ENGINES}")
-    return run_local(payloads, config, workers) if workers > 0 else run_inline(payloads, config)
+        return _map_ray_data(fn, units, args, workers)
+    if workers <= 0 or len(units) <= 1:
+        return [fn(unit, *args) for unit in units]
+    with _pool(workers) as pool:
+        return list(pool.map(fn, units, *[[a] * len(units) for a in args]))
+
+
+def _map_ray_data(fn: Callable, units: list[Any], args: tuple, workers: int) -> list[Any]:
+    """A Ray Data pipeline over the unit indices: ``map_batches`` streams them through ``fn`` on the cluster."""
+    import ray
+
+    if not units:
+        return []
+    start_ray(workers)
+    shared = ray.put((fn, units, args))  # once in the object store, not once per unit
+
+    def apply(batch: dict[str, Any]) -> dict[str, Any]:
+        fn, units, args = ray.get(shared)
+        return {"id": batch["id"], "result": [pickle.dumps(fn(units[i], *args)) for i in batch["id"]]}
+
+    dataset = ray.data.range(len(units), override_num_blocks=len(units)).map_batches(apply, batch_size=1)
+    rows = sorted(dataset.iter_rows(), key=lambda row: row["id"])
+    return [pickle.loads(row["result"]) for row in rows]  # our own stage results, between our own processes

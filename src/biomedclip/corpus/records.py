@@ -50,7 +50,9 @@ class MediaError(Exception):
 
 @dataclass
 class FigureRecord:
-    """One figure: the DESIGN.md contract, plus ``status`` and ``reason`` for the catalog.
+    """One figure as a source or the JATS reader lists it: the DESIGN.md contract, plus ``status``, ``reason``.
+
+    The build turns it into a ``rows.FigureRow`` (the catalog's typed row).
 
     ``graphic`` is the href the image comes from; ``graphics`` lists every graphic href of the figure.
     """
@@ -70,7 +72,8 @@ class FigureRecord:
     doi: str | None = None
     split: str | None = None
     status: str = "accepted"
-    reason: str = ""
+    reason: str = ""  # a short code (``no_caption``); ``detail`` says why in words
+    detail: str = ""
     graphics: list[str] = field(default_factory=list)
     class_name: str | None = None  # the class folder of an image from a labelled image folder
 

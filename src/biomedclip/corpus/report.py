@@ -1,85 +1,141 @@
-"""``OUT/stats.json`` and ``OUT/report.md`` (with PNG plots in ``OUT/report/``) from the catalog rows."""
+"""``OUT/stats.json`` and ``OUT/report.md`` (with PNG plots in ``OUT/report/``), from aggregates of the catalog."""
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from biomedclip.corpus.dedup import Cluster
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from biomedclip.corpus.tokens import TOKENIZER_NAME
 
 CONTEXT_LENGTHS = (77, 256)
 
 
-def _quantiles(values: list[int]) -> dict[str, float]:
-    if not values:
+COLUMNS = ["fig_id", "graphic", "status", "reason", "sha256", "split", "caption_tokens", "orig_width",
+           "orig_height", "license", "journal"]  # fmt: skip
+SCATTER_POINTS = 5_000
+
+
+@dataclass
+class Aggregates:
+    """What the report needs from the catalog, summed part by part (memory bounded by distinct values)."""
+
+    figures: int = 0
+    decoded: int = 0
+    accepted: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    splits: Counter = field(default_factory=Counter)
+    tokens: Counter = field(default_factory=Counter)
+    widths: Counter = field(default_factory=Counter)
+    heights: Counter = field(default_factory=Counter)
+    licenses: Counter = field(default_factory=Counter)
+    journals: Counter = field(default_factory=Counter)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # the first SCATTER_POINTS accepted, for the plot
+
+    def add(self, table: pa.Table) -> None:
+        """Add one catalog part (column-wise)."""
+        is_figure = pc.or_(pc.not_equal(pc.fill_null(table["fig_id"], ""), ""),
+                           pc.not_equal(pc.fill_null(table["graphic"], ""), ""))  # fmt: skip
+        self.figures += _true(is_figure)
+        self.decoded += _true(pc.and_(is_figure, pc.is_valid(table["sha256"])))
+        ok = pc.equal(table["status"], "accepted")
+        self.reasons.update(_counts(table.filter(pc.invert(ok))["reason"]))
+        accepted = table.filter(ok)
+        self.accepted += len(accepted)
+        self.splits.update(_counts(accepted["split"]))
+        self.tokens.update(_counts(pc.drop_null(accepted["caption_tokens"])))
+        self.widths.update(_counts(accepted["orig_width"]))
+        self.heights.update(_counts(accepted["orig_height"]))
+        self.licenses.update({str(k): v for k, v in _counts(accepted["license"]).items()})
+        self.journals.update({str(k): v for k, v in _counts(accepted["journal"]).items()})
+        room = SCATTER_POINTS - len(self.sizes)
+        if room > 0:
+            head = accepted.slice(0, room)
+            self.sizes += list(zip(head["orig_width"].to_pylist(), head["orig_height"].to_pylist(), strict=True))
+
+
+def _true(mask: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
+def _counts(column: pa.ChunkedArray) -> Counter:
+    counts = pc.value_counts(column)
+    return Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True)))
+
+
+def _quantiles(counts: Counter) -> dict[str, float]:
+    """min, p50, p95, max and mean of the values counted in ``counts`` (value -> how many)."""
+    n = sum(counts.values())
+    if not n:
         return {}
-    ordered = sorted(values)
-    pick = lambda q: float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])  # noqa: E731
-    return {"min": float(ordered[0]), "p50": pick(0.5), "p95": pick(0.95), "max": float(ordered[-1]),
-            "mean": round(statistics.fmean(ordered), 2)}  # fmt: skip
+    ordered = sorted(counts.items())
+
+    def pick(q: float) -> float:
+        target, seen = min(n - 1, int(q * n)), 0
+        for value, count in ordered:
+            seen += count
+            if seen > target:
+                return float(value)
+        return float(ordered[-1][0])
+
+    mean = sum(v * c for v, c in ordered) / n
+    return {"min": float(ordered[0][0]), "p50": pick(0.5), "p95": pick(0.95), "max": float(ordered[-1][0]),
+            "mean": round(mean, 2)}  # fmt: skip
 
 
 def compute_stats(
-    rows: Sequence[dict[str, Any]], clusters: Sequence[Cluster], leaks: int, shards: int, tokenizer: str | None = None
-) -> dict:
+    agg: Aggregates, *, articles: int, clusters: dict[str, int], duplicates: int, leaks: int, shards: int,
+    split_articles: dict[str, int], tokenizer: str | None = None,
+) -> dict:  # fmt: skip
     """The numbers of the report: counts per stage, rejections, caption tokens, image sizes, licenses, journals."""
-    figures = [r for r in rows if r["fig_id"] or r["graphic"]]
-    accepted = [r for r in rows if r["status"] == "accepted"]
-    reasons = Counter(r["reason"] for r in rows if r["status"] != "accepted")
-    decoded = [r for r in figures if r.get("sha256")]
-    dups = sum(len(c.duplicates) for c in clusters)
-    tokens = [r["caption_tokens"] for r in accepted if r.get("caption_tokens") is not None]
+    within = {n: sum(c for t, c in agg.tokens.items() if t <= n) for n in CONTEXT_LENGTHS}
+    n_tokens = sum(agg.tokens.values())
     return {
-        "articles": len({r["pmcid"] or r["source"] for r in rows}),
+        "articles": articles,
         "stages": {
-            "figures_found": len(figures),
-            "image_decoded": len(decoded),
-            "passed_filters": len(accepted) + dups,
-            "after_dedup": len(accepted),
+            "figures_found": agg.figures,
+            "image_decoded": agg.decoded,
+            "passed_filters": agg.accepted + duplicates,
+            "after_dedup": agg.accepted,
         },
-        "accepted": len(accepted),
-        "rejected": sum(reasons.values()),
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "splits": {s: sum(1 for r in accepted if r["split"] == s) for s in ("train", "val", "test")},
-        "split_articles": {s: len({r["pmcid"] for r in accepted if r["split"] == s}) for s in ("train", "val", "test")},
+        "accepted": agg.accepted,
+        "rejected": sum(agg.reasons.values()),
+        "rejected_by_reason": dict(sorted(agg.reasons.items())),
+        "splits": {s: agg.splits.get(s, 0) for s in ("train", "val", "test")},
+        "split_articles": split_articles,
         "shards": shards,
         "dedup": {
-            "exact_clusters": sum(1 for c in clusters if c.kind == "exact"),
-            "near_clusters": sum(1 for c in clusters if c.kind == "near"),
-            "duplicates_removed": dups,
+            "exact_clusters": clusters.get("exact", 0),
+            "near_clusters": clusters.get("near", 0),
+            "duplicates_removed": duplicates,
             "clusters_spanning_splits_resolved": leaks,
         },
         "caption_tokens": {
             "tokenizer": tokenizer or TOKENIZER_NAME,
-            **_quantiles(tokens),
-            **{
-                f"share_within_{n}": round(sum(t <= n for t in tokens) / len(tokens), 4) if tokens else None
-                for n in CONTEXT_LENGTHS
-            },
+            **_quantiles(agg.tokens),
+            **{f"share_within_{n}": round(within[n] / n_tokens, 4) if n_tokens else None for n in CONTEXT_LENGTHS},
         },
-        "image_size": {
-            "orig_width": _quantiles([r["orig_width"] for r in accepted]),
-            "orig_height": _quantiles([r["orig_height"] for r in accepted]),
-        },
-        "licenses": dict(Counter(str(r["license"]) for r in accepted).most_common()),
-        "journals": dict(Counter(str(r["journal"]) for r in accepted).most_common(20)),
+        "image_size": {"orig_width": _quantiles(agg.widths), "orig_height": _quantiles(agg.heights)},
+        "licenses": dict(agg.licenses.most_common()),
+        "journals": dict(agg.journals.most_common(20)),
     }
 
 
-def _plots(directory: Path, stats: dict, rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+def _plots(directory: Path, stats: dict, agg: Aggregates) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     directory.mkdir(parents=True, exist_ok=True)
-    accepted = [r for r in rows if r["status"] == "accepted"]
     plots: list[tuple[str, str]] = []
 
     def bar(name: str, title: str, counts: dict[str, int]) -> None:
@@ -97,15 +153,15 @@ def _plots(directory: Path, stats: dict, rows: Sequence[dict[str, Any]]) -> list
 
     bar("stages", "Figures per stage", stats["stages"])
     bar("rejections", "Rejected figures by reason", stats["rejected_by_reason"] or {"none": 0})
-    tokens = [r["caption_tokens"] for r in accepted]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.hist(tokens or [0], bins=50)
+    values = sorted(agg.tokens) or [0]
+    ax.hist(values, bins=50, weights=[agg.tokens.get(v, 0) for v in values])
     for n in CONTEXT_LENGTHS:
         ax.axvline(n, color="red", linestyle="--")
     ax.set(title="Caption length (WordPiece tokens)", xlabel="tokens", ylabel="figures")
     save(fig, "caption_tokens", "Caption length in WordPiece tokens (red: 77 and 256)")
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter([r["orig_width"] for r in accepted], [r["orig_height"] for r in accepted], s=4)
+    ax.scatter([w for w, _ in agg.sizes], [h for _, h in agg.sizes], s=4)
     ax.set(title="Original image size", xlabel="width (px)", ylabel="height (px)")
     save(fig, "image_sizes", "Original image sizes")
     bar("licenses", "Accepted figures by license", stats["licenses"] or {"none": 0})
@@ -113,17 +169,16 @@ def _plots(directory: Path, stats: dict, rows: Sequence[dict[str, Any]]) -> list
     return plots
 
 
-def write_report(
-    out: Path,
-    rows: Sequence[dict[str, Any]],
-    clusters: Sequence[Cluster],
-    leaks: int,
-    shards: int,
-    tokenizer: str | None = None,
-) -> dict:
-    """Write ``stats.json``, ``report.md`` and the plots; returns the stats."""
-    stats = compute_stats(rows, clusters, leaks, shards, tokenizer)
-    plots = _plots(out / "report", stats, rows)
+def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dict:
+    """Write ``stats.json``, ``report.md`` and the plots from the catalog parts; returns the stats.
+
+    ``counts``: the phase-2 aggregates ``compute_stats`` takes (articles, clusters, duplicates, leaks...).
+    """
+    agg = Aggregates()
+    for part in catalog_parts:
+        agg.add(pq.read_table(part, columns=COLUMNS))
+    stats = compute_stats(agg, **counts)
+    plots = _plots(out / "report", stats, agg)
     tmp = out / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / "stats.json")

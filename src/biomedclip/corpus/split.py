@@ -32,26 +32,34 @@ def article_hash(pmcid: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def hash_split(u: float, config: SplitConfig) -> str:
+    """The split of an article whose ``article_hash`` is ``u`` (before the tiny-corpus rule)."""
+    total = config.train + config.val + config.test
+    if u < config.test / total:
+        return "test"
+    return "val" if u < (config.test + config.val) / total else "train"
+
+
+def moved_articles(
+    articles: int, present: set[str], smallest_train: list[tuple[float, str]], config: SplitConfig
+) -> dict[str, str]:
+    """The tiny-corpus rule from aggregates: ``articles`` listed, the splits ``present`` after hashing and the
+    train articles with the smallest hashes (at least two); returns the articles moved, and where."""
+    wanted = [s for s in ("test", "val") if getattr(config, s) > 0]
+    moved: dict[str, str] = {}
+    if articles < len(wanted) + (1 if config.train > 0 else 0):
+        return moved
+    donors = sorted(smallest_train)
+    for split in wanted:
+        if split not in present and donors:
+            moved[donors.pop(0)[1]] = split
+    return moved
+
+
 def assign_splits(pmcids: Iterable[str], config: SplitConfig = SplitConfig()) -> dict[str, str]:
     """Map each PMCID to ``train``, ``val`` or ``test`` (see the module docstring for tiny corpora)."""
-    total = config.train + config.val + config.test
-    bounds = [("test", config.test / total), ("val", (config.test + config.val) / total), ("train", 1.0)]
     hashes = {p: article_hash(p, config.salt) for p in sorted(set(pmcids))}
-    result = {p: next(name for name, upper in bounds if u < upper) for p, u in hashes.items()}
-    wanted = [s for s in ("test", "val") if getattr(config, s) > 0]
-    if len(hashes) >= len(wanted) + (1 if config.train > 0 else 0):
-        for split in wanted:
-            if split not in result.values():
-                donors = sorted((u, p) for p, u in hashes.items() if result[p] == "train")
-                if donors:
-                    result[donors[0][1]] = split
+    result = {p: hash_split(u, config) for p, u in hashes.items()}
+    smallest = sorted((u, p) for p, u in hashes.items() if result[p] == "train")[:2]
+    result.update(moved_articles(len(hashes), set(result.values()), smallest, config))
     return result
-
-
-def cross_split_clusters(clusters: Iterable, split_of_key: dict[str, str]) -> int:
-    """How many duplicate clusters (from ``dedup.find_duplicates``) have members in more than one split.
-
-    Only each cluster's kept figure is accepted, so such clusters never put the same image in two splits;
-    this count says how many cross-split leaks dedup removed.
-    """
-    return sum(1 for c in clusters if len({split_of_key[k] for k in (c.kept, *c.duplicates)}) > 1)

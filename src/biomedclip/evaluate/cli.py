@@ -47,7 +47,7 @@ def _common(function):
             "--train-catalog",
             type=click.Path(exists=True),
             default=None,
-            help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
+            help="A training corpus (its OUT folder or OUT/catalog): report scored images that are training images.",
         ),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Result folder."),
         click.option("--batch-size", type=int, default=64, show_default=True),
@@ -186,12 +186,6 @@ def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
     help="elevater: SGD head, lr x weight-decay search on a 20% class-balanced cut, refit (the paper's); "
     "logistic: scikit-learn logistic regression, C swept on val (faster).",
 )
-@click.option(
-    "--train-catalog",
-    type=click.Path(exists=True),
-    default=None,
-    help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
-)
 @click.option("--probe-epochs", type=int, default=100, show_default=True, help="SGD epochs per fit (elevater).")
 def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs: int, **kwargs) -> None:
     """Linear probe on frozen features at 1%/10%/100% of the training labels; mean ± std over seeds."""
@@ -268,7 +262,7 @@ def vqa_command(
     "--train-catalog",
     type=click.Path(exists=True),
     default=None,
-    help="A training corpus (OUT or OUT/catalog.parquet): report scored images that are training images.",
+    help="A training corpus (its OUT folder or OUT/catalog): report scored images that are training images.",
 )
 @click.option("--probe-epochs", type=int, default=100, show_default=True, help="Linear-probe SGD epochs per fit.")
 @click.option("--probe-seeds", default="0,1,2", show_default=True, help="Seeds of the linear-probe label subsets.")

@@ -18,12 +18,18 @@ COMPARED = "SHA-256 of the source image file bytes (the corpus catalog hashes so
 
 
 def catalog_path(path: str | Path) -> Path:
-    """The catalog file: ``path`` itself, or ``path/catalog.parquet`` for a corpus folder."""
+    """The catalog ``path`` names: a Parquet file, a folder of catalog parts, or a corpus OUT folder (its
+    ``catalog/`` parts, else its ``catalog.parquet``)."""
     path = Path(path)
-    candidate = path / "catalog.parquet" if path.is_dir() else path
-    if not candidate.is_file():
-        raise InputError(f"no corpus catalog at {candidate} (give OUT/catalog.parquet of 'corpus build' or OUT)")
-    return candidate
+    if path.is_dir():
+        for candidate in (path / "catalog", path / "catalog.parquet"):
+            if candidate.exists():
+                return candidate
+        if not any(path.glob("*.parquet")):
+            raise InputError(f"no corpus catalog in {path} (give the OUT folder of 'corpus build' or OUT/catalog)")
+    elif not path.is_file():
+        raise InputError(f"no corpus catalog at {path} (give the OUT folder of 'corpus build' or OUT/catalog)")
+    return path
 
 
 def training_hashes(catalog: str | Path) -> set[str]:
@@ -32,7 +38,7 @@ def training_hashes(catalog: str | Path) -> set[str]:
 
     path = catalog_path(catalog)
     try:
-        table = pq.read_table(path, columns=["sha256", "split", "status"])
+        table = pq.read_table(path, columns=["sha256", "split", "status"])  # a file or a folder of parts
     except Exception as error:  # pyarrow raises several types for a file that is not a catalog
         raise InputError(f"{path} is not a corpus catalog (needs sha256, split, status): {error}") from error
     rows = table.to_pydict()

@@ -1,0 +1,131 @@
+"""Work batches: the unit of phase 1. A worker processes a batch of articles and writes its result itself.
+
+A batch's result is two files under ``OUT/work/<config hash>/batches/<2 hex>/``: ``<id>.tar`` (the JPEG of
+every accepted figure, at offsets recorded in the rows) and ``<id>.parquet`` (the batch's ``FigureRow``s, see
+``rows.WORK_SCHEMA``), the Parquet file written last: it is the batch's done marker. The batch id is a hash of
+its article names, so a rerun that forms the same batch overwrites it with the same content.
+An article whose result is not ``final`` (a transient failure) keeps its rows, but is not done: the next run
+processes it again and phase 2 prefers the final result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from biomedclip.corpus.articles import (
+    ArticlePayload,
+    ArticleResult,
+    WorkConfig,
+    article_key,
+    article_name,
+    process_article,
+)
+from biomedclip.corpus.outdir import OutDir
+from biomedclip.corpus.records import Article
+from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow
+
+WorkItem = Article | ArticlePayload
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """What a worker reports back for a batch: the driver sums these, nothing else crosses."""
+
+    batch: str
+    articles: int
+    figures: int
+    accepted: int
+
+
+def batch_id(names: Iterable[str]) -> str:
+    """A stable id for the batch of these article names."""
+    return hashlib.sha1("\n".join(sorted(names)).encode()).hexdigest()[:20]
+
+
+class WorkStore:
+    """The batches of one work configuration in OUT (``work/<digest>/batches``)."""
+
+    def __init__(self, out: OutDir, digest: str) -> None:
+        self.out = out
+        self.folder = f"work/{digest}/batches"
+
+    def path(self, batch: str, suffix: str) -> str:
+        return f"{self.folder}/{batch[:2]}/{batch}{suffix}"
+
+    def batches(self) -> list[str]:
+        """Ids of the complete batches (those with their Parquet file)."""
+        return [Path(name).stem for name in self.out.list(self.folder, ".parquet")]
+
+    def read_rows(self, batch: str, columns: list[str] | None = None) -> pa.Table:
+        if self.out.is_s3:
+            return pq.read_table(io.BytesIO(self.out.read_bytes(self.path(batch, ".parquet"))), columns=columns)
+        return pq.read_table(self.out.local(self.path(batch, ".parquet")), columns=columns)
+
+    def done_articles(self) -> Iterator[str]:
+        """Names of the articles with a final result in some batch (read batch by batch)."""
+        for batch in self.batches():
+            table = self.read_rows(batch, ["article", "version", "final"])
+            table = table.filter(pc.field("final"))
+            pairs = zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)
+            yield from {f"{article}.v{version or 0}" for article, version in pairs}
+
+    def image(self, batch: str, offset: int, size: int) -> bytes:
+        return self.out.read_range(self.path(batch, ".tar"), offset, size)
+
+    def write(self, batch: str, results: list[ArticleResult]) -> None:
+        """Write the batch's tar, then its Parquet rows (the done marker), each atomically."""
+        rows: list[dict] = []
+        with tempfile.TemporaryDirectory(prefix="biomedclip-batch-") as tmp:
+            tar_path = Path(tmp) / "images.tar"
+            with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
+                for result in results:
+                    for row in result.rows:
+                        record = {**row.as_dict(), "final": result.final, "batch": batch}
+                        jpeg = result.images.get(row.key)
+                        if jpeg is not None:
+                            info = tarfile.TarInfo(f"{row.key}.jpg")
+                            info.size, info.mtime, info.mode = len(jpeg), 0, 0o644
+                            tar.addfile(info, io.BytesIO(jpeg))
+                            data_start = tar.offset - -(-len(jpeg) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                            record.update(image_offset=data_start, image_size=len(jpeg))
+                        rows.append(record)
+            table = pa.Table.from_pylist([{n: r.get(n) for n in WORK_SCHEMA.names} for r in rows], schema=WORK_SCHEMA)
+            parquet_path = Path(tmp) / "rows.parquet"
+            pq.write_table(table, parquet_path)
+            self.out.put_file(self.path(batch, ".tar"), tar_path)
+            self.out.put_file(self.path(batch, ".parquet"), parquet_path)
+
+
+def crashed_result(item: WorkItem, detail: str) -> ArticleResult:
+    """The result of an article whose processing killed its worker process (e.g. a decoder's segfault)."""
+    key = article_key(item.meta, item.source)
+    row = FigureRow(key=f"{key}_", article=key, pmcid=item.meta.pmcid or "", fig_id="", label="", caption="",
+                    graphic="", source=item.source, version=item.meta.version, license=item.meta.license)  # fmt: skip
+    return ArticleResult(name=article_name(item.meta, item.source), rows=[row.reject("worker_crashed", detail)],
+                         images={})  # fmt: skip
+
+
+def process_batch(
+    items: list[WorkItem], config: WorkConfig, store: WorkStore, crashed: tuple[str, ...] = ()
+) -> BatchCounts:
+    """Worker side: process ``items`` and write their batch into ``store``; ``crashed`` names articles that
+    killed a worker before and are recorded as ``worker_crashed`` instead of being processed again."""
+    results = []
+    for item in items:
+        name = article_name(item.meta, item.source)
+        results.append(crashed_result(item, "the worker died on this article") if name in crashed
+                       else process_article(item, config))  # fmt: skip
+    batch = batch_id(r.name for r in results)
+    store.write(batch, results)
+    rows = [row for r in results for row in r.rows]
+    return BatchCounts(batch, len(results), len(rows), sum(1 for r in rows if r.status == ACCEPTED))

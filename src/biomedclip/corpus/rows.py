@@ -1,0 +1,102 @@
+"""The typed figure row of a build, its Parquet schemas, and the OUT folder layout that holds the rows.
+
+One ``FigureRow`` per figure (or per article that yields no figure): written by the worker that processed the
+article into its batch's Parquet file, completed by phase 2 (``split``, ``duplicate_of``, ``shard``) and written
+to the catalog. ``status`` is ``accepted`` or ``rejected``; ``reason`` is a short code (``missing_image``,
+``near_duplicate``...) and ``detail`` says why in words: they are separate fields, never ``"code: detail"``.
+
+OUT layout (``build(sources, OUT)``; OUT is a local folder or ``s3://bucket/prefix``)::
+
+    OUT/
+      build.lock                      held (flock) while a build runs: a second build into OUT is refused
+      build_config.json               the resolved BuildConfig
+      work/<config hash>/batches/<2 hex>/<batch>.tar      JPEGs of the batch's accepted figures
+      work/<config hash>/batches/<2 hex>/<batch>.parquet  the batch's rows (``WORK_SCHEMA``); written last,
+                                      it is the batch's done marker
+      shards/{split}-NNNNNN.tar       WebDataset shards: <key>.jpg, <key>.txt, <key>.json (the record,
+                                      ``shards.SHARD_RECORD_FIELDS``), samples in key order within each split
+      shards/sizes.json               samples per shard (the manifest open_clip's trainer reads)
+      catalog/part-NNNNN.parquet      the catalog, one logical table (``pq.read_table("OUT/catalog")``,
+                                      DuckDB ``'OUT/catalog/*.parquet'``): one part per shard, then the rejected rows
+      catalog.parquet                 the same rows in one file, for builds of up to 100,000 rows
+      clusters.parquet                the duplicates: key, duplicate_of (the kept figure), kind (exact|near)
+      stats.json, report.md, report/  the report, computed from aggregates of the catalog
+      .next/                          phase 2 output being prepared; moved into place once complete
+
+Disk: the work batches keep one JPEG per accepted figure (they are the source of every later phase 2, so an
+incremental build needs no reprocessing), and the shards hold a second copy of each kept figure.
+With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (no lock on S3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pyarrow as pa
+
+from biomedclip.shards import CATALOG_FIELDS, arrow_schema
+
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+
+
+@dataclass
+class FigureRow:
+    """One figure of the corpus (or one article-level rejection), as the catalog stores it."""
+
+    key: str  # WebDataset sample key, unique in a build: "<article key>_<fig id>"
+    article: str  # the article's key: its PMCID, else the source's fallback (DOI, publisher id, file name)
+    pmcid: str
+    fig_id: str
+    label: str
+    caption: str
+    graphic: str
+    source: str
+    status: str = ACCEPTED
+    reason: str = ""
+    detail: str = ""
+    version: int | None = None
+    graphics: list[str] = field(default_factory=list)
+    image_path: str = ""
+    license: str | None = None
+    journal: str | None = None
+    year: int | None = None
+    pmid: str | None = None
+    doi: str | None = None
+    width: int | None = None
+    height: int | None = None
+    orig_width: int | None = None
+    orig_height: int | None = None
+    sha256: str | None = None
+    phash: str | None = None  # 16 hex digits
+    caption_tokens: int | None = None
+    split: str | None = None  # set by phase 2, unless the source knows it (a labelled folder's split)
+    duplicate_of: str | None = None  # set by phase 2
+    shard: str | None = None  # set by phase 2: the shard's file name
+    class_name: str | None = None  # the class folder of a labelled image, else None
+
+    def reject(self, reason: str, detail: str = "") -> FigureRow:
+        """Mark this row rejected for ``reason`` (a code) with ``detail`` (words); returns the row."""
+        self.status, self.reason, self.detail = REJECTED, reason, detail
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+CATALOG_SCHEMA = arrow_schema(CATALOG_FIELDS)
+"""The catalog's columns: the record schema's catalog fields (``biomedclip.shards``), one per ``FigureRow`` field."""
+
+WORK_SCHEMA = CATALOG_SCHEMA.append(pa.field("final", pa.bool_())).append(pa.field("batch", pa.string()))
+WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_offset", pa.int64())).append(pa.field("image_size", pa.int64()))
+"""A work batch's columns: the catalog's, plus ``final`` (False: a transient failure, retried by the next run),
+``batch`` and where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``)."""
+
+
+def split_reason(reason: str, detail: str = "") -> tuple[str, str]:
+    """``(code, detail)`` of a reason a source gave as ``"code: detail"`` (sources that set ``detail`` pass through)."""
+    if detail:
+        return reason, detail
+    code, _, rest = reason.partition(":")
+    return code.strip(), rest.strip()

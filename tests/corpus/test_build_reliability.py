@@ -1,0 +1,252 @@
+"""Faults during a build: listing failures, transient reads, crashing decoders, a killed driver, two builds at
+once, articles without a PMCID, hostile captions (issue 15)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from biomedclip.corpus import articles as articles_module
+from biomedclip.corpus.articles import unique_keys
+from biomedclip.corpus.build import BuildConfig, build
+from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, SourceListingError, TransientMediaError
+from biomedclip.errors import InputError
+
+PACKAGE = "pmc/packages/extracted/PMC10802347/PMC10802347"
+NIHPP = "nihpp-2023.12.31.573776v1"
+
+
+@dataclass
+class MediaFiles:
+    """A picklable media opener over a folder; ``transient`` names fail with a TransientMediaError, ``crash``
+    names kill the process that opens them outside the test's own process (a segfaulting decoder)."""
+
+    folder: str
+    transient: frozenset[str] = frozenset()
+    crash: frozenset[str] = frozenset()
+    test_pid: int = 0
+
+    def __call__(self, name: str) -> IO[bytes]:
+        if name in self.crash and os.getpid() != self.test_pid:
+            os._exit(139)
+        if name in self.transient:
+            raise TransientMediaError(f"SlowDown: {name}")
+        return open(Path(self.folder) / name, "rb")
+
+
+@dataclass
+class Articles:
+    """A source over prepared articles, optionally failing after ``fail_after`` of them."""
+
+    items: list[Article]
+    fail_after: int | None = None
+    name: str = "test-source"
+
+    def articles(self) -> Iterator[Article]:
+        for i, article in enumerate(self.items):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise ConnectionError("endpoint unreachable")
+            yield article
+
+
+def _article(fixtures: Path, pmcid: str, opener: MediaFiles | None = None, xml_pmcid: str | None = None) -> Article:
+    folder = fixtures / PACKAGE
+    xml = (folder / f"{NIHPP}.nxml").read_bytes()
+    if xml_pmcid is not None:
+        xml = re.sub(rb'<article-id pub-id-type="pmc">[^<]*</article-id>', xml_pmcid.encode(), xml)
+    media = sorted(p.name for p in folder.iterdir() if p.suffix in (".jpg", ".gif"))
+    return Article(f"{folder}#{pmcid}", ArticleMeta(pmcid=pmcid), xml, media, opener or MediaFiles(str(folder)))
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and not str(p.relative_to(out)).startswith(("work", "build.lock", ".next"))
+    }
+
+
+def test_a_listing_failure_fails_the_build_and_keeps_the_previous_output(shared_fixtures: Path, tmp_path) -> None:
+    items = [_article(shared_fixtures, f"PMC{i}") for i in (1, 2, 3)]
+    out = tmp_path / "out"
+    first = build([Articles(items)], out)
+    before = _outputs(out)
+    assert first.accepted > 0 and list((out / "shards").glob("*.tar"))
+    with pytest.raises(SourceListingError, match=r"test-source.*endpoint unreachable"):
+        build([Articles(items, fail_after=1)], out)
+    assert _outputs(out) == before
+
+    class Refusing(Articles):
+        def articles(self) -> Iterator[Article]:
+            yield items[0]
+            raise SourceListingError("s3://bucket: 503 SlowDown on prefix PMC2")
+
+    with pytest.raises(SourceListingError, match="SlowDown"):
+        build([Refusing(items)], out)
+    assert _outputs(out) == before
+
+
+def test_a_transient_media_error_is_retried_by_the_next_run(shared_fixtures: Path, tmp_path) -> None:
+    folder = str(shared_fixtures / PACKAGE)
+    flaky = MediaFiles(folder, transient=frozenset({f"{NIHPP}-f0002.jpg"}))
+    out = tmp_path / "out"
+    first = build([Articles([_article(shared_fixtures, "PMC1", flaky)])], out)
+    rows = {r["fig_id"]: r for r in pq.read_table(out / "catalog.parquet").to_pylist()}
+    assert rows["F2"]["reason"] == "transient_error" and "SlowDown" in rows["F2"]["detail"]
+    second = build([Articles([_article(shared_fixtures, "PMC1")])], out)  # the fault has cleared
+    assert (second.articles_processed, second.articles_skipped) == (1, 0)
+    assert second.accepted == first.accepted + 1
+    third = build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    assert (third.articles_processed, third.articles_skipped) == (0, 1)
+
+
+def test_a_crashing_decoder_costs_one_article_not_the_pool(shared_fixtures: Path, tmp_path) -> None:
+    folder = str(shared_fixtures / PACKAGE)
+    crash = MediaFiles(folder, crash=frozenset({f"{NIHPP}-f0002.jpg"}), test_pid=os.getpid())
+    items = [_article(shared_fixtures, f"PMC{i}") for i in (1, 2, 4)]
+    items.insert(1, _article(shared_fixtures, "PMC3", crash))
+    summary = build([Articles(items)], tmp_path / "out", BuildConfig(batch_articles=2), workers=2)
+    rows = pq.read_table(tmp_path / "out" / "catalog.parquet").to_pylist()
+    crashed = [r for r in rows if r["article"] == "PMC3"]
+    assert [(r["status"], r["reason"]) for r in crashed] == [("rejected", "worker_crashed")]
+    assert {r["article"] for r in rows if r["status"] == "accepted"} == {"PMC1"}  # the others are its duplicates
+    assert summary.rejected["exact_duplicate"] == 8
+
+
+def test_workers_die_with_a_killed_driver(shared_fixtures: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    for i in range(30):
+        shutil.copytree(shared_fixtures / PACKAGE, corpus / f"PMC8{i:07d}")
+    script = ("import sys; from biomedclip.corpus.build import BuildConfig, build; "
+              "from biomedclip.corpus.sources import open_source; "
+              "build([open_source(sys.argv[1])], sys.argv[2], BuildConfig(batch_articles=1), workers=2)")  # fmt: skip
+    driver = subprocess.Popen([sys.executable, "-c", script, str(corpus), str(tmp_path / "out")])
+    deadline = time.monotonic() + 120
+    children: list[psutil.Process] = []
+    while len(children) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        children = psutil.Process(driver.pid).children(recursive=True)
+        time.sleep(0.05)
+    assert len(children) >= 2, "the pool never started"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    _, alive = psutil.wait_procs(children, timeout=20)
+    assert not alive, f"workers outlived the driver: {[p.pid for p in alive]}"
+
+
+def test_a_second_build_into_the_same_out_is_refused(shared_fixtures: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / "build.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242\n")
+        held.flush()
+        with pytest.raises(InputError, match=r"another build is writing to .*pid 4242"):
+            build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    assert build([Articles([_article(shared_fixtures, "PMC1")])], out).accepted > 0  # released: builds again
+
+
+def test_an_article_without_a_pmcid_is_built(shared_fixtures: Path, tmp_path: Path) -> None:
+    article = _article(shared_fixtures, "", xml_pmcid="")  # e.g. eLife XML: no PMCID anywhere
+    summary = build([Articles([article, _article(shared_fixtures, "PMC5")])], tmp_path / "out")
+    rows = pq.read_table(tmp_path / "out" / "catalog.parquet").to_pylist()
+    orphan = [r for r in rows if r["article"].startswith("unknown-")]
+    assert orphan and all(r["split"] in ("train", "val", "test") for r in orphan)
+    assert summary.accepted >= 4
+
+
+def test_a_huge_caption_is_never_tokenised(shared_fixtures: Path, tmp_path: Path, monkeypatch) -> None:
+    seen: list[int] = []
+    real = articles_module.count_tokens
+
+    def spy(texts: list[str], tokenizer_file: str | None = None) -> list[int]:
+        seen.extend(len(t) for t in texts)
+        return real(texts, tokenizer_file)
+
+    monkeypatch.setattr(articles_module, "count_tokens", spy)
+    article = _article(shared_fixtures, "PMC1")
+    figures = [
+        FigureRecord(pmcid="PMC1", fig_id="F1", label="", caption="x " * 2_500_000, graphic=f"{NIHPP}-f0001.jpg"),
+        FigureRecord(pmcid="PMC1", fig_id="F2", label="", caption="ok", graphic=f"{NIHPP}-f0002.jpg"),
+        FigureRecord(pmcid="PMC1", fig_id="F3", label="", caption="a real caption of a figure", graphic="missing.jpg"),
+        FigureRecord(
+            pmcid="PMC1",
+            fig_id="F4",
+            label="",
+            caption="a chest radiograph, frontal",
+            graphic="x",
+            status="rejected",
+            reason="no_graphic",
+        ),
+        FigureRecord(
+            pmcid="PMC1", fig_id="F5", label="", caption="a good caption of this figure", graphic=f"{NIHPP}-f0003.jpg"
+        ),
+    ]
+    article.figures, article.xml = figures, None
+    build([Articles([article])], tmp_path / "out")
+    rows = {r["fig_id"]: r for r in pq.read_table(tmp_path / "out" / "catalog.parquet").to_pylist()}
+    assert rows["F1"]["reason"] == "caption_too_long" and rows["F1"]["detail"] == "5000000 characters"
+    assert len(rows["F1"]["caption"]) == 20_000
+    assert [rows[f]["reason"] for f in ("F2", "F3", "F4")] == ["caption_too_short", "missing_image", "no_graphic"]
+    assert seen == [len("a good caption of this figure")]  # only the figure that passed every filter
+
+
+def test_figures_sharing_one_graphic_get_unique_keys_in_linear_time() -> None:
+    figures = [FigureRecord(pmcid="PMC1", fig_id="", label="", caption="c", graphic="g.jpg") for _ in range(30_000)]
+    keys = unique_keys("PMC1", figures)
+    assert keys[:3] == ["PMC1_g_jpg", "PMC1_g_jpg-2", "PMC1_g_jpg-3"] and len(set(keys)) == 30_000
+
+
+def test_a_failure_during_phase_2_keeps_the_previous_output(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    from biomedclip.corpus import assemble
+
+    out = tmp_path / "out"
+    build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    before = _outputs(out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill would stop it: between two shards
+
+    monkeypatch.setattr(assemble, "write_shard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build([Articles([_article(shared_fixtures, "PMC2")])], out)
+    assert _outputs(out) == before
+
+
+def test_a_release_cut_short_is_finished_by_the_next_run(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    from biomedclip.corpus import build as build_module
+
+    reference = tmp_path / "reference"
+    build([Articles([_article(shared_fixtures, "PMC2")])], reference)
+    out = tmp_path / "out"
+    build([Articles([_article(shared_fixtures, "PMC1")])], out)
+    moves: list[str] = []
+    real_replace = os.replace
+
+    def cut(src, dst):
+        if Path(src).parent == out / ".next" and Path(dst).parent == out:
+            moves.append(str(dst))
+        if len(moves) == 2:  # the new shards are in place, the old catalog is not replaced yet
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(build_module.os, "replace", cut)
+    with pytest.raises(KeyboardInterrupt):
+        build([Articles([_article(shared_fixtures, "PMC2")])], out)
+    monkeypatch.setattr(build_module.os, "replace", real_replace)
+    assert (out / ".next" / "COMPLETE").is_file(), (moves, sorted(p.name for p in out.iterdir()))
+    build([Articles([_article(shared_fixtures, "PMC2")])], out)  # finishes the release, then builds the same
+    assert _outputs(out) == _outputs(reference)
