@@ -17,8 +17,10 @@ from pathlib import Path
 JATS_CAPTION_FUNCTIONS = ("xǁ_Outputǁ*", "x__normalise", "x__render", "x__render_children", "x__last_char",
                           "x__is_citation", "x_caption_text", "x__depth")  # fmt: skip
 SCOPE: dict[str, tuple[str, ...]] = {
+    "train/loss.py": ("biomedclip.train.loss.*",),
+    "corpus/dedup.py": ("biomedclip.corpus.dedup.*",),
     "corpus/filters.py": ("biomedclip.corpus.filters.*",),
-    "corpus/jats.py captions": tuple(f"biomedclip.corpus.jats.{name}__mutmut_*" for name in JATS_CAPTION_FUNCTIONS),
+    "corpus/split.py": ("biomedclip.corpus.split.*",),
     "evaluate/retrieval.py": ("biomedclip.evaluate.retrieval.*",),
     "evaluate/metrics.py": ("biomedclip.evaluate.metrics.*",),
     "zero-shot scoring": (
@@ -26,6 +28,7 @@ SCOPE: dict[str, tuple[str, ...]] = {
         "biomedclip.model.inference.x_zeroshot_*",
         "biomedclip.evaluate.zeroshot.x_evaluate_zeroshot__mutmut_*",
     ),
+    "corpus/jats.py captions": tuple(f"biomedclip.corpus.jats.{name}__mutmut_*" for name in JATS_CAPTION_FUNCTIONS),
     "model/tokenizer.py": ("biomedclip.model.tokenizer.*",),
 }
 KILLED = {"killed", "timeout", "caught by type check"}  # mutmut's own score counts a timeout as killed
