@@ -78,3 +78,10 @@ def test_classifier_batches_and_device_reach_the_model() -> None:
     np.testing.assert_array_equal(classifier, np.eye(4, dtype=np.float32)[:2])
     with pytest.raises((RuntimeError, NotImplementedError)):  # token ids sent to "meta" cannot meet CPU weights
         build_zeroshot_classifier(model, first_letter_tokenizer, ["a"], ["{}"], device="meta")
+
+
+def test_no_class_names_is_an_input_error() -> None:
+    from biomedclip.errors import InputError
+
+    with pytest.raises(InputError, match="^give at least one class name$"):
+        build_zeroshot_classifier(CountingModel(), first_letter_tokenizer, [], ["{}"])
