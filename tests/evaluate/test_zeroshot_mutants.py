@@ -83,5 +83,5 @@ def test_classifier_batches_and_device_reach_the_model() -> None:
 def test_no_class_names_is_an_input_error() -> None:
     from biomedclip.errors import InputError
 
-    with pytest.raises(InputError, match="^give at least one class name$"):
+    with pytest.raises(InputError, match=r"^give at least one class name$"):
         build_zeroshot_classifier(CountingModel(), first_letter_tokenizer, [], ["{}"])
