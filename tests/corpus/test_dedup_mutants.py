@@ -64,3 +64,16 @@ def test_groups_at_and_past_the_large_group_size_match_brute_force(size: int) ->
     hashes = list(dict.fromkeys(low))
     got = clusters(hashes, 2)
     assert got and got == brute_force(hashes, 2)
+
+
+def test_no_figures_and_one_figure() -> None:
+    import numpy as np
+
+    from biomedclip.corpus.dedup import cluster_labels
+
+    kept, exact = cluster_labels(np.zeros(0, np.int64), np.zeros(0, np.uint64), 4)
+    assert kept.shape == (0,) and exact.shape == (0,) and exact.dtype == bool
+    assert find_duplicates([]) == []
+    kept, exact = cluster_labels(np.array([7]), np.array([5], np.uint64), 4)
+    assert kept.tolist() == [0] and exact.tolist() == [True]
+    assert find_duplicates([Fingerprint("only", "s", "0" * 16)]) == []
