@@ -49,6 +49,9 @@ def test_a_superscript_past_the_budget_is_dropped_whole() -> None:
         ("x<sup></sup>y", "xy"),
         ("10<sup>4</sup> cells", "10^4 cells"),  # an exponent right at the start of the caption
         ("x<sup>2 </sup>y", "x2 y"),  # one trailing space inside is kept
+        ("x<sup>ab </sup>y", "xab y"),
+        ("x<sup> a</sup>", "x a"),  # one leading space inside is kept
+        ("10<sup></sup><sup>4</sup>", "10^4"),  # an empty superscript adds nothing, not even a break
         ("<p>First finding</p><p>Second</p>", "First finding. Second"),  # a paragraph followed by another
         ("<list><list-item>one</list-item></list><p>two</p>", "one two"),  # only titles and paragraphs end so
         ("x<sup> <xref>1</xref></sup>", "x 1"),  # leading space kept as one space
