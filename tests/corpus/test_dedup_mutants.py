@@ -98,3 +98,21 @@ def test_near_pairs_computed_elsewhere_get_the_distinct_hashes_and_the_units() -
     ((values, units),) = calls
     assert values == [0b0, 0b1, 0b111000, 0b111011]
     assert [[int(m) for m in unit] for unit in units] == [[int(m) for m in unit] for unit in mask_units(4, 2)]
+
+
+def test_masked_bits_include_each_bands_lowest_bit() -> None:
+    """With one masked bit per band (the plan for a million hashes at distance 4: three bands of 21, 22 and 21
+    bits) a pair 4 bits apart whose differences are two in the first band and the lowest bit of each other band
+    is found only by the masks that drop those lowest bits."""
+    import numpy as np
+
+    from biomedclip.corpus.dedup import mask_units, near_pairs_for_masks
+
+    assert plan_bands(1_000_000, 4) == (3, 1)
+    other = (1 << 0) | (1 << 1) | (1 << 21) | (1 << 43)
+    values = np.array([0, other], np.uint64)
+    found = set()
+    for unit in mask_units(1_000_000, 4):
+        a, b = near_pairs_for_masks(values, unit, 4)
+        found |= {tuple(sorted(p)) for p in zip(a.tolist(), b.tolist(), strict=True)}
+    assert found == {(0, 1)}
