@@ -79,6 +79,11 @@ def _variants(data: bytes, rng: random.Random, count: int) -> list[tuple[bytes, 
     return out
 
 
+def with_pmcid(xml: bytes, pmcid: str) -> bytes:
+    """The article XML with its PMC article-id set to ``pmcid``."""
+    return re.sub(rb'(pub-id-type="pmc"[^>]*>)\s*(PMC)?\d+', rb"\g<1>" + pmcid[3:].encode(), xml, count=1)
+
+
 def generate(root: Path, articles: int, seed: int = 0) -> list[Path]:
     """Write ``articles`` tarballs under ``root``; returns their paths."""
     rng = random.Random(seed)
@@ -90,7 +95,7 @@ def generate(root: Path, articles: int, seed: int = 0) -> list[Path]:
         t = i % len(templates)
         xml, _ = templates[t]
         pmcid = f"PMC{90_000_000 + i}"
-        xml = re.sub(rb'(pub-id-type="pmc"[^>]*>)\s*(PMC)?\d+', rb"\g<1>" + pmcid[3:].encode(), xml, count=1)
+        xml = with_pmcid(xml, pmcid)
         path = root / f"{pmcid}.tar.gz"
         with tarfile.open(path, "w:gz", compresslevel=0) as tar:
             members = [(f"{pmcid}/main.nxml", xml)]

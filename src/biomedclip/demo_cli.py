@@ -7,14 +7,17 @@ from pathlib import Path
 
 import click
 
+from biomedclip.cli_options import workers_option
+
 
 @click.command()
 @click.option("--sample", type=click.Path(exists=True, file_okay=False, path_type=Path), default="data/sample",
               show_default=True, help="The bundled sample folder.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="runs/demo", show_default=True)
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default="runs/demo", show_default=True,
+              help="Run folder.")  # fmt: skip
 @click.option("--steps", type=click.IntRange(min=1), default=300, show_default=True, help="Training steps.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Corpus worker processes.")
+@workers_option(default=2, help="Corpus worker processes; 0 works in this process.")
 def demo(sample: Path, out: Path, steps: int, batch_size: int, workers: int) -> None:
     """Corpus -> train -> evaluate -> report -> search index on the bundled real sample, on the CPU."""
     from biomedclip.demo import DemoConfig, run_demo

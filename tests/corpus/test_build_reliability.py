@@ -1,5 +1,7 @@
 """Faults during a build: listing failures, transient reads, crashing decoders, a killed driver, two builds at
-once, articles without a PMCID, hostile captions (issue 15)."""
+once, articles without a PMCID, hostile captions (issue 15); storage (issue 11): after a build every processed
+image is on disk once, in a shard or in a pack of the images no shard holds, the next build reads the images of
+earlier batches from there (copy-forward), and a kill during the release loses nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +24,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from biomedclip.corpus import articles as articles_module
-from biomedclip.corpus.articles import unique_keys
+from biomedclip.corpus.articles import WorkConfig, unique_keys
 from biomedclip.corpus.build import BuildConfig, build
+from biomedclip.corpus.images import ImageConfig
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, SourceListingError, TransientMediaError
 from biomedclip.errors import InputError
 
@@ -250,3 +254,87 @@ def test_a_release_cut_short_is_finished_by_the_next_run(shared_fixtures: Path, 
     assert (out / ".next" / "COMPLETE").is_file(), (moves, sorted(p.name for p in out.iterdir()))
     build([Articles([_article(shared_fixtures, "PMC2")])], out)  # finishes the release, then builds the same
     assert _outputs(out) == _outputs(reference)
+
+
+SMALL = BuildConfig(shard_size=3, batch_articles=1)
+
+
+def _members(out: Path) -> list[tuple[str, str, int]]:
+    """Every JPEG member in OUT's tars: (tar, member, size)."""
+    found = []
+    for path in sorted(out.rglob("*.tar")):
+        with tarfile.open(path) as tar:
+            found += [(str(path.relative_to(out)), m.name, m.size) for m in tar if m.name.endswith(".jpg")]
+    return found
+
+
+def _image_rows(out: Path) -> int:
+    """Work rows that carry an image (what the workers produced), read from the batch Parquet files."""
+    rows = [pq.read_table(p, columns=["image_size"]) for p in out.glob("work/*/batches/*/*.parquet")]
+    return sum(t["image_size"].drop_null().__len__() for t in rows)
+
+
+def _build(fixtures: Path, out: Path, ids: list[str], config: BuildConfig = SMALL):
+    return build([Articles([_article(fixtures, pmcid) for pmcid in ids])], out, config)
+
+
+def test_each_image_is_stored_once(shared_fixtures: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    summary = _build(shared_fixtures, out, ["PMC1", "PMC2", "PMC3"])  # the same article three times: duplicates
+    assert summary.rejected.get("exact_duplicate", 0) > 0
+    assert not list(out.glob("work/*/batches/*/*.tar"))
+    members = _members(out)
+    in_shards = [m for m in members if m[0].startswith("shards/")]
+    assert len(in_shards) == summary.accepted
+    assert len(members) == _image_rows(out)  # duplicates once, in a pack; nothing twice
+    assert len({(tar, name) for tar, name, _ in members}) == len(members)
+
+
+def test_released_images_feed_the_next_builds(shared_fixtures: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    _build(shared_fixtures, reference, ["PMC1", "PMC2", "PMC3"])
+    out = tmp_path / "out"
+    _build(shared_fixtures, out, ["PMC1", "PMC2"])
+    _build(shared_fixtures, out, ["PMC2"])  # PMC1 not listed: its images move to a pack
+    assert not list(out.glob("work/*/batches/*/*.tar"))
+    _build(shared_fixtures, out, ["PMC1", "PMC2", "PMC3"])  # PMC1 from the pack, PMC2 from the shards
+    assert _outputs(out) == _outputs(reference)
+    assert len(_members(out)) == _image_rows(out)
+
+
+def test_a_kill_while_the_tars_are_deleted_loses_nothing(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    reference = tmp_path / "reference"
+    _build(shared_fixtures, reference, ["PMC1", "PMC2", "PMC3"])
+    out = tmp_path / "out"
+    _build(shared_fixtures, out, ["PMC1"])
+    real_unlink = Path.unlink
+    deleted: list[Path] = []
+
+    def cut(self: Path, missing_ok: bool = False) -> None:
+        if self.suffix == ".tar" and "batches" in self.parts:
+            if deleted:
+                raise KeyboardInterrupt  # kill -9 after the first tar of the release was deleted
+            deleted.append(self)
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", cut)
+    with pytest.raises(KeyboardInterrupt):
+        _build(shared_fixtures, out, ["PMC1", "PMC2", "PMC3"])
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert deleted and list(out.glob("work/*/batches/*/*.tar"))  # some tars gone, some still there
+    _build(shared_fixtures, out, ["PMC1", "PMC2", "PMC3"])
+    assert _outputs(out) == _outputs(reference)
+    assert not list(out.glob("work/*/batches/*/*.tar"))
+
+
+def test_another_configuration_releases_without_breaking_the_first(shared_fixtures: Path, tmp_path) -> None:
+    reference = tmp_path / "reference"
+    _build(shared_fixtures, reference, ["PMC1", "PMC2"])
+    out = tmp_path / "out"
+    _build(shared_fixtures, out, ["PMC1", "PMC2"])
+    other = BuildConfig(WorkConfig(image=ImageConfig(max_short_side=64)), shard_size=3, batch_articles=1)
+    _build(shared_fixtures, out, ["PMC1", "PMC2"], other)  # its shards replace those the first one's images were in
+    again = _build(shared_fixtures, out, ["PMC1", "PMC2"])
+    assert again.articles_processed == 2  # the first configuration's images were gone: processed again
+    assert _outputs(out) == _outputs(reference)
+    assert len(_members(out)) == _image_rows(out)

@@ -53,9 +53,9 @@ def test_links_out_of_the_folder_are_refused_with_a_reason(tree: Path):
 def test_folder_media_over_the_member_limit_are_refused(tmp_path: Path):
     (tmp_path / "PMC3").mkdir()
     (tmp_path / "PMC3" / "PMC3.nxml").write_bytes(XML % 3)
-    (tmp_path / "PMC3" / "f1.jpg").write_bytes(b"x" * 101)
-    (tmp_path / "PMC3" / "f2.jpg").write_bytes(b"x" * 100)
-    (article,) = open_source(str(tmp_path), limits=SourceLimits(max_member_bytes=100)).articles()
-    assert article.open_media("f2.jpg").read() == b"x" * 100
+    (tmp_path / "PMC3" / "f1.jpg").write_bytes(b"x" * 1001)
+    (tmp_path / "PMC3" / "f2.jpg").write_bytes(b"x" * 1000)  # limits above the XML's size: the XML is a member too
+    (article,) = open_source(str(tmp_path), limits=SourceLimits(max_member_bytes=1000)).articles()
+    assert article.open_media("f2.jpg").read() == b"x" * 1000
     with pytest.raises(MediaError, match=r"^member_too_large: "):
         article.open_media("f1.jpg")

@@ -147,4 +147,4 @@ def test_export_of_a_missing_model_is_an_input_error(tmp_path, model_cli, cut_ne
     result = model_cli(
         "export", "-m", str(tmp_path / "nope"), "--format", "onnx", "-o", tmp_path / "o", expect_ok=False
     )
-    assert result.exit_code == 2 and "cannot load model" in result.output
+    assert result.exit_code == 2 and "unknown model" in result.output and "nope" in result.output

@@ -58,7 +58,7 @@ def test_bad_cli_input_fails_with_a_message(tmp_path, images, model_name):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("text")
     result = invoke("classify", not_image, "--labels", "a,b", "--model", model_name, ok=False)
-    assert result.exit_code == 1 and "cannot read image" in result.output
+    assert result.exit_code == 2 and "cannot read image" in result.output  # an InputError, as in every group
     result = invoke("classify", images[0], "--labels", " , ", "--model", model_name, ok=False)
     assert result.exit_code == 2 and "at least one non-empty label" in result.output
     result = invoke(

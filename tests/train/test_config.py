@@ -64,5 +64,18 @@ def test_cli_prints_resolved_config_and_rejects_bad_keys(run_cli, tmp_path) -> N
 
 def test_cli_reports_missing_shards_before_building_anything(run_cli, tmp_path) -> None:
     proc = run_cli("train", "--data.train", str(tmp_path / "train-{000000..000003}.tar"), check=False)
-    assert proc.returncode == 1 and "4 shard(s) not found" in proc.stderr
+    assert proc.returncode == 2 and "4 shard(s) not found" in proc.stderr  # a spec naming nothing: docs/CLI.md
     assert not (tmp_path / "runs").exists()
+
+
+def test_cli_short_flags_are_aliases_of_config_keys(run_cli, tmp_path) -> None:
+    names = tmp_path / "names.yaml"
+    names.write_text("notumor: no tumor\n")
+    out = run_cli(
+        "train", "--print-config", "-m", "tiny", "-s", "a/train-000000.tar", "-s", "b/train-*.tar",
+        "-o", tmp_path / "run", "--device", "cpu", "-w", "3", "--class-names", names,
+    ).stdout  # fmt: skip
+    resolved = yaml.safe_load(out)
+    assert resolved["model"]["name"] == "tiny" and resolved["data"]["train"] == "a/train-000000.tar::b/train-*.tar"
+    assert resolved["run"]["output_dir"] == str(tmp_path / "run") and resolved["run"]["device"] == "cpu"
+    assert resolved["data"]["workers"] == 3 and resolved["eval"]["class_names"] == str(names)

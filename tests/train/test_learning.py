@@ -16,12 +16,13 @@ from biomedclip.train.loop import build_model, train
 
 
 def write_labelled_folder(fixtures: Path, folder: Path) -> float:
-    """PneumoniaMNIST val as ``folder/<class>/*.png`` with prompts.yaml; returns the majority-class rate."""
+    """PneumoniaMNIST val as ``folder/test/<class>/*.png`` with ``folder/prompts.yaml``; returns the majority-class
+    rate."""
     data = np.load(fixtures / "labeled" / "pneumoniamnist_28_trainval.npz")
     labels = data["val_labels"].ravel()
     classes = ["0_normal", "1_pneumonia"]
     for index, (image, label) in enumerate(zip(data["val_images"], labels, strict=True)):
-        target = folder / classes[int(label)]
+        target = folder / "test" / classes[int(label)]
         target.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(target / f"{index:04d}.png")
     (folder / "prompts.yaml").write_text(
@@ -52,18 +53,27 @@ def test_training_lowers_val_loss_and_lifts_zero_shot_accuracy(shared_fixtures: 
                 "shuffle_buffer": 500,
             },
             "optim": {"lr": 1e-3, "warmup_steps": 20, "batch_size": 32, "epochs": 4, "max_steps": 150},
-            "eval": {"zeroshot": [str(tmp_path / "pneumonia_val")], "retrieval": False},
-            "run": {"output_dir": str(tmp_path / "run"), "device": "cpu", "precision": "fp32", "log_every": 50},
+            "eval": {
+                "zeroshot": [f"imagefolder:{tmp_path / 'pneumonia_val'}"],
+                "prompts": str(tmp_path / "pneumonia_val" / "prompts.yaml"),
+                "retrieval": False,
+            },
+            "run": {"output_dir": str(tmp_path / "run"), "device": "cpu", "precision": "fp32", "log_every": 10},
         }
     )
     torch.manual_seed(config.run.seed)
     model, _, eval_tf, tokenizer = build_model(config)
-    before = build_evaluator(config, eval_tf, tokenizer, "cpu")(model)
+    before = build_evaluator(config, eval_tf, tokenizer)(model)
 
     records: list[dict] = []
     train(config, on_log=records.append)
     after = [r for r in records if r["kind"] == "eval"][-1]
 
+    losses = [r["loss"] for r in records if r["kind"] == "train"]
+    print("train losses every 10 steps:", [round(v, 3) for v in losses])
     accuracy = after["zeroshot_pneumonia_val_accuracy"]
-    assert after["val_loss"] < before["val_loss"] - 0.05, (before, after)  # floor ~log(16): 2 captions per batch
+    assert after["val_loss"] < before["val_loss"] - 0.05, (
+        before,
+        after,
+    )  # open_clip's val loss: duplicates stay negatives
     assert accuracy >= majority + 0.15, (accuracy, majority, before)

@@ -7,18 +7,23 @@ Every stage is a function over one unit (a batch, a shard, a catalog part) run b
    listed in this run (latest version per article key), one result: a final one, from the smallest batch id.
 2. ``batch_fingerprints``: per batch, the SHA-256 and perceptual hash of the chosen accepted figures.
 3. dedup (``dedup.cluster_labels``, its near-duplicate bands as parallel units): kept figure per cluster.
-4. ``batch_rows``: per batch, the chosen rows with their verdict, split (a pure function of the article key,
-   see ``split.py``) and shard, written to one file per shard (and per rejected partition) in the stage folder.
-5. ``write_shard``: per shard, its rows in key order and their JPEGs read from the batch tars; the same rows
-   become catalog part ``part-NNNNN.parquet``; rejected rows become the following parts.
-Names and contents depend only on the chosen rows, never on how batches were formed, so a rerun after a kill
-gives byte-identical shards and catalog.
+4. ``batch_rows``: per batch (every batch, chosen or not), the chosen rows with their verdict, split (a pure
+   function of the article key, see ``split.py``) and shard, written to one file per shard (and per rejected
+   partition) in the stage folder; the locations of its images that no shard takes go to a pack partition.
+5. ``write_shard``: per shard, its rows in key order and their JPEGs read from the batch tar, or, for a batch
+   whose tar a release deleted, from the previous shards and packs (``WorkStore.released``); the same rows
+   become catalog part ``part-NNNNN.parquet``; rejected rows become the following parts; ``write_pack`` copies
+   the other images forward. Each writes the index of where its images now lie (``work/<digest>/images``).
+Names and contents of shards and catalog depend only on the chosen rows, never on how batches were formed, so a
+rerun after a kill gives byte-identical shards and catalog (packs depend on the batches: internal storage).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -36,9 +41,15 @@ from biomedclip.corpus.outdir import fsync_file
 from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, REJECTED
 from biomedclip.corpus.split import SplitConfig, article_hash, hash_split, moved_articles
+from biomedclip.errors import RunError
 from biomedclip.shards import ShardWriter, shard_record, write_sizes
 
 REJECTED_PART_ROWS = 20_000
+BATCHES_PER_PACK = 256
+CATALOG_BATCH_ROWS = 4096
+LOCATIONS = pa.schema([("batch", pa.string()), ("key", pa.string()), ("file", pa.string()), ("offset", pa.int64()),
+                       ("size", pa.int64())])  # fmt: skip
+"""Where a released image lies: ``size`` bytes at ``offset`` of ``file`` (a path below OUT)."""
 HEX_DIGITS = np.zeros(256, np.uint64)
 HEX_DIGITS[np.frombuffer(b"0123456789abcdefABCDEF", np.uint8)] = [*range(16), *range(10, 16)]
 FINGERPRINTS = pa.schema(
@@ -114,12 +125,14 @@ def choose(listing: pa.Table, held: pa.Table) -> Chosen:
     return Chosen(held.select(["name", "batch"]), pc.sum(held["final_count"]).as_py() or 0)
 
 
+def _names(table: pa.Table) -> pa.ChunkedArray:
+    """``<article>.v<version>`` of each row."""
+    return pc.binary_join_element_wise(table["article"], pc.cast(pc.fill_null(table["version"], 0), pa.string()), ".v")
+
+
 def _chosen_rows(batch: str, store: WorkStore, names: pa.Array, columns: list[str] | None = None) -> pa.Table:
     table = store.read_rows(batch, columns)
-    row_names = pc.binary_join_element_wise(
-        table["article"], pc.cast(pc.fill_null(table["version"], 0), pa.string()), ".v"
-    )
-    return table.filter(pc.is_in(row_names, names))
+    return table.filter(pc.is_in(_names(table), names))
 
 
 def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore) -> pa.Table:
@@ -152,6 +165,7 @@ class Decisions:
     moved: dict[str, str]
     split: SplitConfig
     rejected_parts: int
+    packs: int = 1
 
 
 def split_of_articles(articles: pa.Array, moved: dict[str, str], config: SplitConfig) -> pa.Array:
@@ -186,11 +200,30 @@ def shard_names(keys: pa.Array, splits: pa.Array, shard_size: int) -> pa.Array:
     return pa.array(names, pa.string())
 
 
-def batch_rows(unit: tuple[str, pa.Array, pa.Table], store: WorkStore, decisions: Decisions, stage: Path) -> int:
+def _locate(table: pa.Table, batch: str, store: WorkStore, released: pa.Table | None) -> pa.Table:
+    """``table`` with ``image_file, image_offset, image_size``: in the batch tar, else where the last release put it."""
+    if released is None:
+        file = pc.if_else(pc.is_valid(table["image_size"]), store.path(batch, ".tar"), pa.scalar(None, pa.string()))
+        return table.append_column("image_file", file)
+    idx = pc.index_in(table["key"], released["key"])
+    if pc.any(pc.and_(pc.is_valid(table["image_size"]), pc.is_null(idx))).as_py():
+        raise RunError(f"the images of work batch {batch} are neither in its tar nor in the released images")
+    for name, column in (("image_offset", "offset"), ("image_size", "size")):
+        table = table.set_column(table.schema.get_field_index(name), name, released[column].take(idx))
+    return table.append_column("image_file", released["file"].take(idx))
+
+
+def batch_rows(
+    unit: tuple[str, pa.Array, pa.Table, pa.Table | None], store: WorkStore, decisions: Decisions, stage: Path
+) -> int:
     """Stage 4 for one batch: its chosen rows completed with ``verdicts`` (``key, duplicate_of, kind, shard`` of
-    its accepted figures) and the split, written per shard / rejected partition into ``stage``."""
-    batch, names, verdicts = unit
-    table = _chosen_rows(batch, store, names)
+    its accepted figures) and the split, written per shard / rejected partition into ``stage``; the images no
+    shard takes (duplicates, results not chosen) go to a pack. ``released`` locates the images of a batch
+    whose tar was deleted (None: read the tar)."""
+    batch, names, verdicts, released = unit
+    rows = _locate(store.read_rows(batch), batch, store, released)
+    chosen = pc.is_in(_names(rows), names)
+    table = rows.filter(chosen)
     idx = pc.index_in(table["key"], verdicts["key"])
     dup_of = verdicts["duplicate_of"].combine_chunks().take(idx)
     is_dup = pc.is_valid(dup_of)
@@ -216,6 +249,12 @@ def batch_rows(unit: tuple[str, pa.Array, pa.Table], store: WorkStore, decisions
                 _write(part.filter(pc.equal(buckets, b)), stage / "rows" / f"rejected-{b:05d}" / f"{batch}.parquet")
         else:
             _write(table.filter(pc.equal(shard, name)), stage / "rows" / name / f"{batch}.parquet")
+    in_shard = pc.and_(chosen, pc.is_in(rows["key"], table.filter(pc.is_valid(shard))["key"]))
+    packed = rows.filter(pc.and_(pc.is_valid(rows["image_size"]), pc.invert(in_shard)))
+    if len(packed):
+        pack = int(hashlib.sha1(batch.encode()).hexdigest()[:8], 16) % decisions.packs
+        _write(packed.select(["key", "batch", "image_file", "image_offset", "image_size"]),
+               stage / "rows" / f"pack-{pack:05d}" / f"{batch}.parquet")  # fmt: skip
     return len(table)
 
 
@@ -249,16 +288,52 @@ def write_shard(unit: tuple[str, int], store: WorkStore, stage: Path) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     with ShardWriter(tmp, split, max_samples=len(table) + 1) as writer:
         for row in table.to_pylist():
-            jpeg = store.image(row["batch"], row["image_offset"], row["image_size"])
+            jpeg = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
             writer.write(row["key"], jpeg, row["caption"], shard_record(row))
     target = stage / "shards" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     (tmp / f"{split}-000000.tar").replace(target)
     fsync_file(target)
     shutil.rmtree(tmp, ignore_errors=True)
+    batch_of = {f"{k}.jpg": b for k, b in zip(table["key"].to_pylist(), table["batch"].to_pylist(), strict=True)}
+    _write_index(target, f"shards/{name}", batch_of, stage / store.images / f"index-{part:05d}.parquet")
     _write_durable(
         table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
     )
+    return len(table)
+
+
+def _write_index(tar_path: Path, file: str, batch_of: dict[str, str], path: Path) -> None:
+    """The released location (``file``, offset, size) of every image member of ``tar_path`` named in ``batch_of``."""
+    rows: dict[str, list] = {"batch": [], "key": [], "file": [], "offset": [], "size": []}
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            if member.name in batch_of:
+                key = member.name.rsplit("/", 1)[-1].removesuffix(".jpg")
+                for column, value in zip(rows, (batch_of[member.name], key, file, member.offset_data, member.size),
+                                         strict=True):  # fmt: skip
+                    rows[column].append(value)
+    _write_durable(pa.table(rows, schema=LOCATIONS), path)
+
+
+def write_pack(unit: tuple[str, int], store: WorkStore, stage: Path) -> int:
+    """Stage 5 for one pack: the images no shard holds, ``<batch>/<key>.jpg`` in order, and their index."""
+    name, number = unit
+    table = pa.concat_tables([pq.read_table(p) for p in sorted((stage / "rows" / name).glob("*.parquet"))])
+    table = table.sort_by([("batch", "ascending"), ("key", "ascending")])
+    file = f"{store.images}/pack-{number:05d}.tar"
+    target = stage / file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    members = {}
+    with tarfile.open(target, "w", format=tarfile.PAX_FORMAT) as tar:
+        for row in table.to_pylist():
+            jpeg = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
+            info = tarfile.TarInfo(f"{row['batch']}/{row['key']}.jpg")
+            info.size, info.mtime, info.mode = len(jpeg), 0, 0o644
+            tar.addfile(info, io.BytesIO(jpeg))
+            members[info.name] = row["batch"]
+    fsync_file(target)
+    _write_index(target, file, members, stage / store.images / f"index-pack-{number:05d}.parquet")
     return len(table)
 
 
@@ -270,6 +345,16 @@ def write_rejected_part(unit: tuple[str, int], stage: Path) -> int:
         table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
     )
     return len(table)
+
+
+def write_single_catalog(parts: list[Path], stage: Path) -> int:
+    """``catalog.parquet``: the catalog parts one after the other, a few thousand rows at a time."""
+    with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
+        for part in parts:
+            for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
+                writer.write_batch(rows)
+    fsync_file(stage / "catalog.parquet")
+    return len(parts)
 
 
 def parse_hex64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -305,7 +390,8 @@ def dedup_verdicts(fingerprints: pa.Table, config: DedupConfig, near_edges: Any)
 
 def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable) -> dict:
     """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units."""
-    held = run(batch_articles, store.batches(), store)
+    batches = store.batches()
+    held = run(batch_articles, batches, store)
     empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
                       "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
     chosen = choose(listing, pa.concat_tables([empty, *held]))
@@ -326,25 +412,32 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     shards = shard_names(survivors["key"].combine_chunks(), survivors["split"].combine_chunks(), settings.shard_size)
     shard_of = shards.take(pc.index_in(verdicts["key"], survivors["key"]))
     verdicts = verdicts.append_column("shard", shard_of)
-    decisions = Decisions(moved, settings.split, max(1, -(-(chosen.rows - len(survivors)) // REJECTED_PART_ROWS)))
+    decisions = Decisions(moved, settings.split, max(1, -(-(chosen.rows - len(survivors)) // REJECTED_PART_ROWS)),
+                          max(1, len(batches) // BATCHES_PER_PACK))  # fmt: skip
     by = by_batch(verdicts)
     empty_verdicts = verdicts.schema.empty_table()
-    run(batch_rows, [(b, names, by.get(b, empty_verdicts)) for b, names in names_of.items()], store, decisions, stage)
+    tars, released = store.tars(), store.released()
+    located = by_batch(released) if released is not None else {}
+    none = pa.array([], pa.string())
+    nowhere = LOCATIONS.empty_table()
+    units = [(b, names_of.get(b, none), by.get(b, empty_verdicts), None if b in tars else located.get(b, nowhere))
+             for b in batches]  # fmt: skip
+    run(batch_rows, units, store, decisions, stage)
     shard_list = sorted(set(shards.to_pylist()))
     counts = run(write_shard, [(name, i) for i, name in enumerate(shard_list)], store, stage)
     rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
     run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
+    pack_units = sorted(p.name for p in (stage / "rows").glob("pack-*")) if (stage / "rows").exists() else []
+    run(write_pack, [(name, int(name.removeprefix("pack-"))) for name in pack_units], store, stage)
+    (stage / store.images).mkdir(parents=True, exist_ok=True)
     shutil.rmtree(stage / "rows", ignore_errors=True)
     shutil.rmtree(stage / "tmp", ignore_errors=True)
     (stage / "shards").mkdir(exist_ok=True)
     write_sizes(stage / "shards", dict(zip(shard_list, counts, strict=True)))
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
-    if chosen.rows <= settings.single_file_rows:  # the parts one after the other, one part in memory at a time
-        with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
-            for part in parts:
-                writer.write_table(pq.read_table(part))
-        fsync_file(stage / "catalog.parquet")
+    if chosen.rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
+        run(write_single_catalog, [parts], stage)
     dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip

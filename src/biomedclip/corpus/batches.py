@@ -53,18 +53,41 @@ def batch_id(names: Iterable[str]) -> str:
 
 
 class WorkStore:
-    """The batches of one work configuration in OUT (``work/<digest>/batches``)."""
+    """The batches of one work configuration in OUT (``work/<digest>/batches``), and where their images are.
+
+    A batch's images are in its tar until a phase 2 has released them (local OUT): then the tar is deleted and
+    ``work/<digest>/images/`` says where each image lies (``index-*.parquet``: ``batch, key, file, offset,
+    size``): in a released shard, or in a pack of the images that no shard holds (duplicates, results not
+    chosen in that build). A batch without its tar whose images are not released (another configuration's
+    release replaced them) is not used: its articles are processed again.
+    """
 
     def __init__(self, out: OutDir, digest: str) -> None:
         self.out = out
         self.folder = f"work/{digest}/batches"
+        self.images = f"work/{digest}/images"
 
     def path(self, batch: str, suffix: str) -> str:
         return f"{self.folder}/{batch[:2]}/{batch}{suffix}"
 
     def batches(self) -> list[str]:
-        """Ids of the complete batches (those with their Parquet file)."""
-        return [Path(name).stem for name in self.out.list(self.folder, ".parquet")]
+        """Ids of the complete batches (those with their Parquet file) whose images can be read."""
+        ids = [Path(name).stem for name in self.out.list(self.folder, ".parquet")]
+        if self.out.is_s3 or self.out.local(self.images).is_dir():
+            return ids
+        tars = self.tars()
+        return [b for b in ids if b in tars]
+
+    def tars(self) -> set[str]:
+        """Ids of the batches whose tar is still there."""
+        return {Path(name).stem for name in self.out.list(self.folder, ".tar")}
+
+    def released(self) -> pa.Table | None:
+        """Where the released images of this configuration lie (None: nothing released, or S3 OUT)."""
+        if self.out.is_s3 or not self.out.local(self.images).is_dir():
+            return None
+        parts = sorted(self.out.local(self.images).glob("index-*.parquet"))
+        return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
 
     def read_rows(self, batch: str, columns: list[str] | None = None) -> pa.Table:
         if self.out.is_s3:
@@ -78,9 +101,6 @@ class WorkStore:
             table = table.filter(pc.field("final"))
             pairs = zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)
             yield from {f"{article}.v{version or 0}" for article, version in pairs}
-
-    def image(self, batch: str, offset: int, size: int) -> bytes:
-        return self.out.read_range(self.path(batch, ".tar"), offset, size)
 
     def write(self, batch: str, results: list[ArticleResult]) -> None:
         """Write the batch's tar, then its Parquet rows (the done marker), each atomically."""

@@ -186,26 +186,45 @@ def _batches(
 
 
 def _release(root: Path) -> None:
-    """Move a complete ``root/.next`` into place (idempotent: a rerun after a kill here finishes the move)."""
+    """Move a complete ``root/.next`` into place (idempotent: a rerun after a kill here finishes the move).
+
+    The released images (``work/<digest>/images``) move with the shards; then the work batch tars of that
+    configuration are deleted (every image they held is now in a shard or a pack), and the released images of
+    any other configuration, which pointed into the shards just replaced, are dropped with their tarless batches.
+    """
     stage = root / ".next"
     if not (stage / "COMPLETE").is_file():
         return
-    for name in RELEASED:
+    images = sorted(p.relative_to(stage) for p in stage.glob("work/*/images"))
+    for name in [*RELEASED, *images]:
         if (stage / name).exists():
             target = root / name
             if target.is_dir():
                 shutil.rmtree(target)
             else:
                 target.unlink(missing_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(stage / name, target)
     (root / "clusters.json").unlink(missing_ok=True)  # written by older builds
     fsync_dir(root)
+    released = {(stage / name).parent.name for name in images}
+    for work in sorted((root / "work").glob("*/batches")):
+        if work.parent.name in released:
+            for tar in sorted(work.rglob("*.tar")):
+                tar.unlink()
+        elif (work.parent / "images").is_dir():
+            tars = {p.stem for p in work.rglob("*.tar")}
+            for rows in sorted(work.rglob("*.parquet")):
+                if rows.stem not in tars:
+                    rows.unlink()
+            shutil.rmtree(work.parent / "images")
     shutil.rmtree(stage)
 
 
 def _upload(stage: Path, out: OutDir) -> None:
     """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones."""
-    names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*")) if p.is_file() and p.name != "COMPLETE"]
+    names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*"))
+             if p.is_file() and p.name != "COMPLETE" and not str(p.relative_to(stage)).startswith("work/")]  # fmt: skip
     for name in names:
         out.put_file(name, stage / name)
     for folder in ("shards", "catalog", "report"):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from biomedclip.cli_options import workers_option
 from biomedclip.corpus.build import BuildConfig
 from biomedclip.corpus.cli_options import build_settings, default_workers, selection_options, settings_options
 from biomedclip.corpus.sources.limits import SourceLimits
@@ -39,10 +40,7 @@ SOURCE_SETTINGS = "source"
     show_default=True,
     help="local worker processes, or Ray Data (RAY_ADDRESS selects a cluster).",
 )
-@click.option(
-    "--workers",
-    "-w",
-    type=click.IntRange(min=0),
+@workers_option(
     default=None,
     show_default="the CPUs this process may use",
     help="Worker processes (Ray: CPUs of a local Ray); 0 works in this process.",

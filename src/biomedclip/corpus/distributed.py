@@ -172,7 +172,7 @@ def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local",
     """``[fn(unit, *args) for unit in units]`` in worker processes or on Ray Data, results in unit order."""
     if engine == "ray":
         return _map_ray_data(fn, units, args, workers)
-    if workers <= 0 or len(units) <= 1:
+    if workers <= 0 or not units:  # one unit goes to a worker too: the driver never holds a stage's data
         return [fn(unit, *args) for unit in units]
     with _pool(workers) as pool:
         return list(pool.map(fn, units, *[[a] * len(units) for a in args]))

@@ -27,7 +27,10 @@ without an id or a caption):
   ``max_caption_chars`` (``filters.FilterConfig``) is refused as ``caption_too_long`` while it is being
   rendered (rendering stops once the raw text passes ``RAW_CAPTION_FACTOR`` times the limit, so a 50 MB
   caption is never joined, normalised or tokenised; the record keeps its first ``max_caption_chars``
-  characters); a caption nested deeper than ``MAX_CAPTION_DEPTH`` elements is refused as ``caption_too_deep``.
+  characters); a caption nested deeper than ``MAX_CAPTION_DEPTH`` elements is refused as ``caption_too_deep``;
+  only the first ``max_figures`` (``DEFAULT_MAX_FIGURES``) ``<fig>`` elements of a document are extracted, and
+  the rest are counted into one article-level record rejected as ``too_many_figures`` (so a hostile article
+  costs a bounded number of records, images read and rows, whatever its XML holds).
 * Article key: the PMCID (``<article-id pub-id-type="pmc">``/``pmcid``); without one, ``doi:<DOI>``, else
   ``publisher-id:<id>``, else ``file:<name of the source file>`` (``article_key``), so every figure has a
   non-empty ``pmcid`` field, which names its article and decides its split.
@@ -55,6 +58,8 @@ REJECT_CAPTION_TOO_DEEP = "caption_too_deep"
 DEFAULT_MAX_CAPTION_CHARS = 20_000  # the default of filters.FilterConfig.max_caption_chars
 RAW_CAPTION_FACTOR = 4  # raw caption text (indentation included) allowed before normalising, per allowed char
 MAX_CAPTION_DEPTH = 100  # real captions nest < 15 elements deep
+REJECT_TOO_MANY_FIGURES = "too_many_figures"
+DEFAULT_MAX_FIGURES = 2_000  # the most figures per article; the largest PMC articles have a few hundred
 NON_CC_LICENSE = "NO-CC CODE"
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -421,6 +426,7 @@ def extract_figures(
     source: str = "",
     meta: ArticleMeta | None = None,
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS,
+    max_figures: int = DEFAULT_MAX_FIGURES,
 ) -> list[FigureRecord]:
     """Every ``<fig>`` of the document's articles as a record (rejected ones carry a reason).
 
@@ -430,6 +436,7 @@ def extract_figures(
         meta: what the source knows (version, license); its pmcid is used when the XML has none, and
             without either the record is keyed by ``article_key``.
         max_caption_chars: longer captions are refused (``caption_too_long``) while being extracted.
+        max_figures: figures past this many are only counted, into one ``too_many_figures`` record.
 
     Raises:
         JatsError: the XML is empty, malformed or holds no ``<article>``.
@@ -438,11 +445,29 @@ def extract_figures(
     articles = articles_in(root)
     if not articles:
         raise JatsError(f"no <article> element (root is <{_local(root)}>)")
-    records = []
+    records: list[FigureRecord] = []
+    skipped = 0
     for article in articles:
         info = article_info(article)
-        records.extend(_fig_record(e, info, meta, source, max_caption_chars) for e in article.iter("{*}fig"))
+        for element in article.iter("{*}fig"):
+            if len(records) < max_figures:
+                records.append(_fig_record(element, info, meta, source, max_caption_chars))
+            else:
+                skipped += 1
+    if skipped:
+        info = article_info(articles[0])
+        pmcid = info.pmcid or (meta.pmcid if meta else "") or article_key(info)
+        records.append(_too_many(pmcid, source, meta.version if meta else None, skipped, max_figures))
     return records
+
+
+def _too_many(pmcid: str, source: str, version: int | None, skipped: int, max_figures: int) -> FigureRecord:
+    """The article-level record standing for the ``skipped`` figures past ``max_figures``."""
+    return FigureRecord(
+        pmcid=pmcid, fig_id="", label="", caption="", graphic="", source=source, version=version,
+        status="rejected", reason=REJECT_TOO_MANY_FIGURES,
+        detail=f"{skipped} figures past the first {max_figures} were not extracted",
+    )  # fmt: skip
 
 
 def article_rejection(article: Article, reason: str) -> FigureRecord:
@@ -461,15 +486,26 @@ def article_rejection(article: Article, reason: str) -> FigureRecord:
     )
 
 
-def figures_of(article: Article, max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS) -> list[FigureRecord]:
-    """The figure records of an article; never raises for bad input (it becomes a rejected record)."""
+def figures_of(
+    article: Article, max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS, max_figures: int = DEFAULT_MAX_FIGURES
+) -> list[FigureRecord]:
+    """The figure records of an article, at most ``max_figures`` of them plus one ``too_many_figures`` record
+    for the rest; never raises for bad input (it becomes a rejected record)."""
     if article.error:
         return [article_rejection(article, article.error)]
     if article.figures is not None:
+        if len(article.figures) > max_figures:
+            skipped = len(article.figures) - max_figures
+            rest = _too_many(article.meta.pmcid, article.source, article.meta.version, skipped, max_figures)
+            return [*article.figures[:max_figures], rest]
         return article.figures or [article_rejection(article, REJECT_NO_FIGURES)]
     try:
         records = extract_figures(
-            article.xml or b"", source=article.source, meta=article.meta, max_caption_chars=max_caption_chars
+            article.xml or b"",
+            source=article.source,
+            meta=article.meta,
+            max_caption_chars=max_caption_chars,
+            max_figures=max_figures,
         )
     except JatsError as error:
         return [article_rejection(article, f"{REJECT_MALFORMED_XML}: {error}")]

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
-from biomedclip.errors import BiomedclipError, InputError
+from biomedclip.cli_options import device_option, loading_model, model_option, workers_option
+from biomedclip.errors import BiomedclipError, InputError, RunError
 from biomedclip.evaluate.datasets import list_datasets
 
 SPLIT = click.Choice(["train", "val", "test", "all"])
+MODEL_HELP = "Built-in name, local-dir:PATH, hf-hub:ORG/NAME."
 
 
 def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float, float]:
@@ -26,8 +28,8 @@ def _ratios(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 def _common(function):
     """Options every task shares."""
     options = [
-        click.option("--model", "model_spec", required=True, help="Built-in name, local-dir:PATH, hf-hub:ORG/NAME."),
-        click.option("--dataset", required=True, help=f"NAME:PATH ({', '.join(list_datasets())}) or a path."),
+        model_option(required=True, show_default=False, help=MODEL_HELP),
+        click.option("--dataset", "-d", required=True, help=f"NAME:PATH ({', '.join(list_datasets())}) or a path."),
         click.option(
             "--split",
             type=SPLIT,
@@ -49,10 +51,10 @@ def _common(function):
             default=None,
             help="A training corpus (its OUT folder or OUT/catalog): report scored images that are training images.",
         ),
-        click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Result folder."),
+        click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Result folder."),
         click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available)."),
-        click.option("--workers", type=int, default=0, show_default=True, help="Image-loading processes."),
+        device_option,
+        workers_option(default=0, help="Image-loading processes; 0 loads in this process."),
         click.option("--max-items", type=int, default=None, help="Evaluate a seeded random subset of this size."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder."),
@@ -85,15 +87,16 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
     start = time.perf_counter()
     if kwargs["split"]:  # else each task's default split
         task_kwargs["split"] = kwargs["split"]
+    with loading_model(kwargs["model"]):
+        model = load_model(kwargs["model"], kwargs["device"])
     try:
-        model = load_model(kwargs["model_spec"], kwargs["device"])
         result = task(model, kwargs["dataset"], settings=_settings(kwargs), **task_kwargs)
     except BiomedclipError:
         raise
     except FileNotFoundError as error:
         raise InputError(str(error)) from error
     except ValueError as error:
-        raise click.ClickException(str(error)) from error
+        raise RunError(str(error)) from error
     path = write_result(result, kwargs["out_dir"])
     headline = _headline(result)
     click.echo(
@@ -149,13 +152,45 @@ def eval_group() -> None:
     default=None,
     help="YAML with classnames (label order) and templates; default: the paper's or the class names.",
 )
-def zeroshot_command(prompts: str | None, **kwargs) -> None:
+@click.option(
+    "--class-names",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML mapping class folder names to class text (notumor: no tumor), as given to train / corpus build.",
+)
+@click.option(
+    "--prompts-from-run",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A training run folder: prompt with the caption template its training shards were built with.",
+)
+def zeroshot_command(prompts: str | None, class_names: str | None, prompts_from_run: str | None, **kwargs) -> None:
     """Zero-shot classification with prompt ensembling (accuracy, balanced accuracy, macro-F1, AUROC)."""
     from biomedclip.evaluate.prompts import load_prompt_set
     from biomedclip.evaluate.tasks import run_zeroshot
 
-    prompt_set = load_prompt_set(prompts) if prompts else None
+    try:
+        prompt_set = load_prompt_set(prompts) if prompts else None
+        if class_names or prompts_from_run:
+            prompt_set = _mapped_prompts(kwargs["dataset"], kwargs["split"], class_names, prompts_from_run, prompt_set)
+    except ValueError as error:  # DatasetError and bad class-name or run files: an input error, exit 2
+        raise InputError(str(error)) from error
     _run(run_zeroshot, kwargs, prompts=prompt_set)
+
+
+def _mapped_prompts(dataset: str, split: str, class_names: str | None, run: str | None, given):
+    """Class texts from the dataset's folder names through ``--class-names``, templates from ``--prompts-from-run``
+    (else from ``--prompts``, else the generic ones)."""
+    from biomedclip.classnames import class_texts, load_class_names
+    from biomedclip.evaluate.datasets import default_split, load_dataset
+    from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, PromptSet
+    from biomedclip.train.prompts import run_templates
+
+    folders = load_dataset(dataset, split or default_split(dataset, "zeroshot")).classnames
+    names = load_class_names(class_names) if class_names else None
+    classnames = class_texts(folders, names) if names is not None or given is None else given.classnames
+    templates = run_templates(run) if run else (given.templates if given else DEFAULT_TEMPLATES)
+    return PromptSet(classnames, tuple(templates))
 
 
 @eval_group.command("retrieval")
@@ -189,7 +224,6 @@ def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
 @click.option("--probe-epochs", type=int, default=100, show_default=True, help="SGD epochs per fit (elevater).")
 def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs: int, **kwargs) -> None:
     """Linear probe on frozen features at 1%/10%/100% of the training labels; mean ± std over seeds."""
-    from biomedclip.evaluate.embeddings import select_device
     from biomedclip.evaluate.linear_probe import LinearProbeConfig
     from biomedclip.evaluate.tasks import run_linear_probe
 
@@ -199,7 +233,7 @@ def linear_probe_command(fractions: str, seeds: str, protocol: str, probe_epochs
             fractions=tuple(float(f) for f in fractions.split(",")),
             seeds=tuple(int(s) for s in seeds.split(",")),
             epochs=probe_epochs,
-            device=str(select_device(kwargs["device"])),
+            device=kwargs["device"],
         )
     except ValueError as error:
         raise click.BadParameter(f"comma-separated numbers expected ({error})") from error
@@ -243,7 +277,7 @@ def vqa_command(
 
 
 @eval_group.command("paper")
-@click.option("--model", "-m", "model_spec", required=True, help="Built-in name, local-dir:PATH, hf-hub:ORG/NAME.")
+@model_option(required=True, show_default=False, help=MODEL_HELP)
 @click.option(
     "--data-root",
     required=True,
@@ -253,8 +287,8 @@ def vqa_command(
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
 @click.option("--tasks", default="zeroshot,linear_probe,retrieval,vqa", show_default=True, help="Tasks to run.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
-@click.option("--workers", "-w", type=int, default=0, show_default=True, help="Image-loading processes.")
+@device_option
+@workers_option(default=0, help="Image-loading processes; 0 loads in this process.")
 @click.option("--max-items", type=int, default=None, help="Score a seeded random subset of each split (a quick look).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Embedding cache folder.")
@@ -272,11 +306,9 @@ def vqa_command(
 @click.option("--vqa-layers", type=int, default=None, help="VQA co-attention layers [meter 6, light 2].")
 @click.option("--vqa-heads", type=int, default=None, help="VQA attention heads [meter 12, light 4].")
 def paper_command(
-    model_spec: str, data_root: str, out_dir: str, tasks: str, probe_epochs: int, probe_seeds: str, **kwargs
+    model: str, data_root: str, out_dir: str, tasks: str, probe_epochs: int, probe_seeds: str, **kwargs
 ) -> None:
     """Run every paper task whose data is under --data-root; write our numbers beside the paper's."""
-    from biomedclip.errors import InputError
-    from biomedclip.evaluate.embeddings import select_device
     from biomedclip.evaluate.linear_probe import LinearProbeConfig
     from biomedclip.evaluate.models import load_model
     from biomedclip.evaluate.paper import PaperSettings, run_paper
@@ -287,7 +319,7 @@ def paper_command(
     except ValueError as error:
         raise InputError(f"--probe-seeds: comma-separated integers expected, got {probe_seeds!r}") from error
     vqa = {k: kwargs.pop(f"vqa_{k}") for k in ("head", "epochs", "hidden", "layers", "heads")}
-    device = str(select_device(kwargs["device"]))
+    device = kwargs["device"]
     settings = PaperSettings(
         tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()),
         run=_settings(kwargs),
@@ -295,7 +327,9 @@ def paper_command(
         vqa=VQAConfig.for_head(vqa.pop("head"), seed=kwargs["seed"], **vqa),
     )
     start = time.perf_counter()
-    report = run_paper(load_model(model_spec, kwargs["device"]), data_root, out_dir, settings)
+    with loading_model(model):
+        loaded = load_model(model, device)
+    report = run_paper(loaded, data_root, out_dir, settings)
     for run in report["runs"]:
         if run["status"] != "ran":
             click.echo(f"{run['task']} {run['dataset']}: {run['status']} ({run['reason']})")
@@ -308,7 +342,7 @@ def paper_command(
 
 @eval_group.command("report")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Report folder.")
 def report_command(inputs: tuple[str, ...], out_dir: str) -> None:
     """Merge result JSONs (files or folders) into report.md, results.csv and PNG plots."""
     from biomedclip.evaluate.report import write_report
@@ -316,9 +350,13 @@ def report_command(inputs: tuple[str, ...], out_dir: str) -> None:
 
     try:
         results = read_results(list(inputs))
-    except (ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error
+    except BiomedclipError:
+        raise
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from error
+    except ValueError as error:
+        raise RunError(str(error)) from error
     if not results:
-        raise click.ClickException(f"no *.result.json files in {', '.join(inputs)}")
+        raise InputError(f"no *.result.json files in {', '.join(inputs)}")
     written = write_report(results, Path(out_dir))
     click.echo(f"merged {len(results)} results into {', '.join(str(p) for p in written)}")

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from biomedclip.errors import InputError
+
 CONFIG_NAME = "open_clip_config.json"
 TEXT_CONFIG_DIR = "text"  # the text tower's transformers config.json inside a bundle
 VISION_CONFIG_DIR = "vision"  # timm's local-dir config.json, for image trunks with extra timm arguments
@@ -40,10 +42,16 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"weight file {path} is empty (0 bytes): it is damaged")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except SafetensorError as err:
+            raise InputError(f"weight file {path} is damaged and cannot be read ({err})") from err
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -52,6 +60,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 f"{path} holds pickled objects other than tensors and was refused (loading it could run "
                 f"arbitrary code). Convert it to safetensors in a trusted environment. Detail: {err}"
             ) from err
+        except (EOFError, RuntimeError) as err:  # a truncated or garbled zip archive
+            raise InputError(f"weight file {path} is damaged and cannot be read ({str(err).splitlines()[0]})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from biomedclip.errors import InputError, RunError
-
-MODEL_HELP = "Model: hf-hub:ORG/NAME, local-dir:PATH, a checkpoint folder or weight file, or a registry architecture."
+from biomedclip.cli_options import MODEL_HELP, loading_model, model_option
+from biomedclip.errors import RunError
 
 
 @click.group()
@@ -64,10 +63,7 @@ def train_tokenizer_command(
     from biomedclip.shards import expand_shards
 
     start = time.perf_counter()
-    try:
-        paths = expand_shards(shards)
-    except FileNotFoundError as err:
-        raise InputError(str(err)) from err
+    paths = expand_shards(shards)
     counter = {"captions": 0}
 
     def counted():
@@ -98,10 +94,10 @@ def train_tokenizer_command(
 
 
 @model.command("export")
-@click.option("--model", "-m", "model_name", required=True, help=MODEL_HELP)
+@model_option(required=True, show_default=False, help=MODEL_HELP)
 @click.option("--format", "fmt", type=click.Choice(["open_clip", "onnx"]), required=True, help="Export format.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-def export_command(model_name: str, fmt: str, out: Path) -> None:
+def export_command(model: str, fmt: str, out: Path) -> None:
     """Export a model as a self-contained open_clip folder or as ONNX image and text encoders.
 
     The open_clip folder carries the text tower's config and tokenizer (and timm's config for small image
@@ -111,14 +107,12 @@ def export_command(model_name: str, fmt: str, out: Path) -> None:
     from biomedclip.model.factory import create_model, get_tokenizer
 
     start = time.perf_counter()
-    try:
-        net = create_model(model_name)
-        tokenizer = get_tokenizer(model_name)
-    except (ValueError, FileNotFoundError) as err:
-        raise InputError(f"cannot load model {model_name!r}: {err}") from err
+    with loading_model(model):
+        net = create_model(model)
+        tokenizer = get_tokenizer(model)
     (export_open_clip if fmt == "open_clip" else export_onnx)(net, tokenizer, out)
     files = sorted(p.name for p in out.iterdir())
-    click.echo(f"exported {model_name} as {fmt} in {time.perf_counter() - start:.1f} s -> {out}: {', '.join(files)}")
+    click.echo(f"exported {model} as {fmt} in {time.perf_counter() - start:.1f} s -> {out}: {', '.join(files)}")
     if fmt == "open_clip":
         code = "import open_clip; open_clip.create_model_and_transforms('local-dir:.')"
         click.echo(f'open_clip (offline): cd {out} && python -c "{code}"')

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from biomedclip.cli_options import device_option, loading_model, model_option
+from biomedclip.errors import InputError, RunError
 from biomedclip.model.config import RELEASED_CHECKPOINT
 
 # torch and faiss each keep an OpenMP thread team; with the default (active) wait policy the idle team spins and
@@ -22,32 +24,22 @@ MODEL_HELP = (
 )
 
 
-def _load(model: str, device: str | None):
+def _load(model: str, device: str):
+    """The model for inference; a model string that loads nothing or an absent device is an ``InputError``."""
     from biomedclip.api import load
 
-    try:
+    with loading_model(model):
         return load(model, device=device)
-    except (OSError, ValueError, KeyError) as error:
-        raise click.ClickException(f"cannot load model {model!r}: {error}") from error
-
-
-def _fail_on_bad_image(action):
-    from biomedclip.api import ImageDecodeError
-
-    try:
-        return action()
-    except ImageDecodeError as error:
-        raise click.ClickException(str(error)) from error
 
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
+@model_option(default=RELEASED_CHECKPOINT, help=MODEL_HELP)
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--text", "texts", multiple=True, help="Also embed this text (repeatable).")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
+@device_option
 @click.option("--batch-size", default=32, show_default=True)
-def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...], device: str | None, batch_size: int):
+def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...], device: str, batch_size: int):
     """Embed IMAGES (and --text strings) into a Parquet file: columns kind, input, embedding."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -55,7 +47,7 @@ def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...],
     start = time.perf_counter()
     embedder = _load(model, device)
     embedder.batch_size = batch_size
-    image_vectors = _fail_on_bad_image(lambda: embedder.embed_images(list(images)))
+    image_vectors = embedder.embed_images(list(images))
     text_vectors = embedder.embed_texts(list(texts)) if texts else image_vectors[:0]
     rows = [("image", path, vector) for path, vector in zip(images, image_vectors, strict=True)]
     rows += [("text", text, vector) for text, vector in zip(texts, text_vectors, strict=True)]
@@ -78,25 +70,20 @@ def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...],
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--labels", "-l", required=True, help='Comma-separated class names, e.g. "normal lung,pneumonia".')
 @click.option("--template", "templates", multiple=True, help="Prompt template with {} (repeatable; default: paper's).")
-@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
-@click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when available).")
+@model_option(default=RELEASED_CHECKPOINT, help=MODEL_HELP)
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per image instead of a table.")
-def classify(
-    images: tuple[str, ...], labels: str, templates: tuple[str, ...], model: str, device: str | None, as_json: bool
-):
+def classify(images: tuple[str, ...], labels: str, templates: tuple[str, ...], model: str, device: str, as_json: bool):
     """Classify IMAGES zero-shot over --labels and print each image's class probabilities."""
     from biomedclip.serve.limits import check_template
 
     names = [label.strip() for label in labels.split(",") if label.strip()]
     if not names:
-        raise click.UsageError("--labels needs at least one non-empty label")
+        raise InputError("--labels needs at least one non-empty label")
     for template in templates:
         check_template(template)
     embedder = _load(model, device)
-    try:
-        probabilities = _fail_on_bad_image(lambda: embedder.classify(list(images), names, list(templates) or None))
-    except ValueError as error:
-        raise click.UsageError(str(error)) from error
+    probabilities = embedder.classify(list(images), names, list(templates) or None)
     for path, row in zip(images, probabilities, strict=True):
         ranking = sorted(zip(names, row.tolist(), strict=True), key=lambda pair: -pair[1])
         if as_json:
@@ -113,7 +100,7 @@ def index() -> None:
 
 
 @index.command("build")
-@click.option("--model", "-m", default=RELEASED_CHECKPOINT, show_default=True, help=MODEL_HELP)
+@model_option(default=RELEASED_CHECKPOINT, help=MODEL_HELP)
 @click.option(
     "--shards",
     "-s",
@@ -131,7 +118,7 @@ def index() -> None:
 )
 @click.option("--exact-max", default=200_000, show_default=True)
 @click.option("--rebuild", is_flag=True, help="Start afresh instead of adding new shards to an existing index.")
-@click.option("--device", default=None)
+@device_option
 @click.option("--batch-size", default=64, show_default=True)
 def index_build(
     model: str,
@@ -140,19 +127,15 @@ def index_build(
     kind: str,
     exact_max: int,
     rebuild: bool,
-    device: str | None,
+    device: str,
     batch_size: int,
 ):
     """Embed the figures of SHARDS and add them to the index at OUT (only shards it does not hold yet)."""
     from biomedclip.serve.build import build_index
     from biomedclip.serve.index import FigureIndexError, IndexConfig
-    from biomedclip.serve.shards import ShardError
     from biomedclip.shards import expand_shards
 
-    try:
-        paths = expand_shards(shards)
-    except FileNotFoundError as error:
-        raise click.UsageError(str(error)) from error
+    paths = expand_shards(shards)
     start = time.perf_counter()
     embedder = _load(model, device)
     try:
@@ -165,8 +148,8 @@ def index_build(
             batch_size=batch_size,
             on_shard=lambda shard, n: click.echo(f"  + {Path(shard).name}: {n} figures"),
         )
-    except (FigureIndexError, ShardError) as error:
-        raise click.ClickException(str(error)) from error
+    except FigureIndexError as error:
+        raise RunError(str(error)) from error
     elapsed = time.perf_counter() - start
     click.echo(
         f"index {out}: {report.total} figures ({report.kind}); added {report.figures_added} from "
@@ -180,27 +163,21 @@ def index_build(
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("query", required=False)
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Search by this image instead of text.")
-@click.option("-k", default=10, show_default=True, help="Number of figures.")
-@click.option("--model", "-m", default=None, help="Model (default: the one the index was built with).")
-@click.option("--device", default=None)
+@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True, help="Number of figures.")
+@model_option(show_default="the model the index was built with", help=MODEL_HELP)
+@device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per hit.")
 def index_search(
-    index_dir: str, query: str | None, image: str | None, k: int, model: str | None, device: str | None, as_json: bool
+    index_dir: str, query: str | None, image: str | None, k: int, model: str | None, device: str, as_json: bool
 ):
     """Find the figures of INDEX_DIR that best match QUERY (text) or --image."""
     from biomedclip.serve.app import pmc_url
-    from biomedclip.serve.index import FigureIndex, FigureIndexError
 
     if (query is None) == (image is None):
         raise click.UsageError("give either a text QUERY or --image FILE")
-    if k < 1:
-        raise click.UsageError("-k must be at least 1")
-    try:
-        figure_index = FigureIndex.load(index_dir)
-    except FigureIndexError as error:
-        raise click.ClickException(str(error)) from error
+    figure_index = _load_index(index_dir)
     embedder = _load(model or figure_index.model, device)
-    vector = _fail_on_bad_image(lambda: embedder.embed_images([image])) if image else embedder.embed_texts([query])
+    vector = embedder.embed_images([image]) if image else embedder.embed_texts([query])
     for rank, hit in enumerate(figure_index.search(vector, k)[0], start=1):
         record = hit.record
         if as_json:
@@ -214,26 +191,20 @@ def index_search(
 
 
 @click.command()
-@click.option(
-    "--model", "-m", default=None, help=f"{MODEL_HELP} Default: the index's model, else {RELEASED_CHECKPOINT}."
-)
+@model_option(show_default=f"the index's model, else {RELEASED_CHECKPOINT}", help=MODEL_HELP)
 @click.option("--index", "index_dir", type=click.Path(exists=True, file_okay=False), help="Index folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True)
-@click.option("--device", default=None)
+@device_option
 @click.option("--max-upload-mb", default=10.0, show_default=True, help="Largest accepted upload.")
-def serve(model: str | None, index_dir: str | None, host: str, port: int, device: str | None, max_upload_mb: float):
+def serve(model: str | None, index_dir: str | None, host: str, port: int, device: str, max_upload_mb: float):
     """Run the HTTP service and web page (search, classify, embed; OpenAPI docs at /docs)."""
     import uvicorn
 
     from biomedclip.serve.app import ServeConfig, create_app
-    from biomedclip.serve.index import FigureIndex, FigureIndexError
     from biomedclip.serve.server import server_config
 
-    try:
-        figure_index = FigureIndex.load(index_dir) if index_dir else None
-    except FigureIndexError as error:
-        raise click.ClickException(str(error)) from error
+    figure_index = _load_index(index_dir) if index_dir else None
     model = model or (figure_index.model if figure_index else RELEASED_CHECKPOINT)
     embedder = _load(model, device)
     config = ServeConfig(max_upload_bytes=int(max_upload_mb * 2**20))
@@ -241,3 +212,13 @@ def serve(model: str | None, index_dir: str | None, host: str, port: int, device
     figures = len(figure_index) if figure_index else 0
     click.echo(f"serving {model} with {figures} figures on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.Server(server_config(app, host, port, config)).run()
+
+
+def _load_index(index_dir: str):
+    """The index at ``index_dir``; one that cannot be read is a ``RunError`` (exit 1)."""
+    from biomedclip.serve.index import FigureIndex, FigureIndexError
+
+    try:
+        return FigureIndex.load(index_dir)
+    except FigureIndexError as error:
+        raise RunError(str(error)) from error

@@ -2,25 +2,40 @@
 
 Layout of ``OUTPUT/checkpoints/step-00001000/``: ``model.safetensors`` (weights), ``train_state.pt`` (optimizer,
 scheduler, grad scaler, RNG states and the data position, tensors and plain values only: it is loaded with
-``weights_only=True``, so it never unpickles arbitrary objects) and ``meta.json``. A checkpoint is written into
-a temporary folder and renamed into place, then ``OUTPUT/checkpoints/latest`` is replaced atomically, so a run
-killed at any moment leaves only complete checkpoints behind.
+``weights_only=True``, so it never unpickles arbitrary objects) and ``meta.json`` (the step, the run's config, and
+the byte count and SHA-256 of the two other files, checked before loading: a flipped byte inside the tensor data,
+which the file formats would load silently, is refused too). A checkpoint is written into
+a temporary folder, its files and the folder are fsynced, it is renamed into place and the rename is fsynced; only
+then is ``OUTPUT/checkpoints/latest`` replaced atomically (and fsynced), so a run killed or a machine losing power at
+any moment leaves ``latest`` naming a complete checkpoint.
+
+Loading never guesses: a damaged, empty or missing checkpoint file, or a ``latest`` pointer naming a folder that is
+not there, is a :class:`~biomedclip.errors.RunError` naming the file (the run never silently restarts from step 0).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
+
+from biomedclip.errors import InputError, RunError
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
+WEIGHTS = "model.safetensors"
+STATE = "train_state.pt"
+META = "meta.json"
+STATE_KEYS = ("step", "optimizer", "scheduler", "scaler", "rng")
 
 
 @dataclass
@@ -65,7 +80,7 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
+    save_model(model, str(tmp / WEIGHTS))
     torch.save(
         {
             "step": state.step,
@@ -74,17 +89,66 @@ def save_checkpoint(
             "scaler": state.scaler,
             "rng": state.rng,
         },
-        tmp / "train_state.pt",
+        tmp / STATE,
     )
-    (tmp / "meta.json").write_text(json.dumps({"step": state.step, "config": config or {}}, indent=2))
+    files = {name: _fingerprint(tmp / name) for name in (WEIGHTS, STATE)}
+    (tmp / META).write_text(json.dumps({"step": state.step, "files": files, "config": config or {}}, indent=2))
+    for path in tmp.iterdir():
+        _fsync(path)
+    _fsync(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(root)
     latest_tmp = root / f".{LATEST}.tmp"
     latest_tmp.write_text(final.name)
+    _fsync(latest_tmp)
     os.replace(latest_tmp, root / LATEST)
+    _fsync(root)
     _prune(root, keep)
     return final
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex digest}`` of a file."""
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return {"bytes": path.stat().st_size, "sha256": digest}
+
+
+def _verify(folder: Path) -> None:
+    """Check the files of a checkpoint against the sizes and digests its ``meta.json`` recorded (checkpoints
+    written before meta.json held them are not checked)."""
+    meta_file = folder / META
+    if not meta_file.is_file():
+        return
+    try:
+        meta = json.loads(meta_file.read_text())
+        if not isinstance(meta, dict):
+            raise TypeError(f"a JSON {type(meta).__name__}, not an object")
+        if "files" not in meta:
+            return
+        files = meta["files"]
+        recorded = {name: (int(files[name]["bytes"]), str(files[name]["sha256"])) for name in (WEIGHTS, STATE)}
+    except (ValueError, AttributeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise RunError(f"checkpoint file {meta_file} is damaged and cannot be read ({_one_line(err)})") from err
+    for name, (size, digest) in recorded.items():
+        actual = _fingerprint(folder / name)
+        if actual["bytes"] != size:
+            raise RunError(
+                f"checkpoint file {folder / name} is damaged: it has {actual['bytes']} bytes, {size} were written"
+            )
+        if actual["sha256"] != digest:
+            raise RunError(f"checkpoint file {folder / name} is damaged: its SHA-256 differs from the one written")
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's entries to disk (a folder's fsync makes the renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -94,22 +158,64 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
+    """The checkpoint ``OUTPUT/checkpoints/latest`` names, or None when there is no pointer (a fresh run).
+
+    A pointer naming a folder that is missing or incomplete is a ``RunError``: the pointer moves only after its
+    checkpoint is complete on disk, so the folder was removed or lost afterwards, and resuming from an older
+    checkpoint or from step 0 would silently throw training away. The message names the newest complete
+    checkpoint, if any, for ``--run.resume PATH``.
+    """
     root = Path(output_dir) / CHECKPOINT_DIR
     pointer = root / LATEST
     if not pointer.is_file():
         return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "train_state.pt").is_file() else None
+    name = pointer.read_text().strip()
+    path = root / name
+    missing = [f for f in (WEIGHTS, STATE) if not (path / f).is_file()]
+    if name and not missing:
+        return path
+    what = (
+        "an empty name"
+        if not name
+        else f"{path}, which is missing"
+        if not path.is_dir()
+        else (f"{path}, which lacks {' and '.join(missing)}")
+    )
+    complete = [p for p in sorted(root.glob("step-*")) if all((p / f).is_file() for f in (WEIGHTS, STATE))]
+    advice = (
+        f"resume from the newest complete checkpoint with --run.resume {complete[-1]}"
+        if complete
+        else "no complete checkpoint is left"
+    )
+    raise RunError(f"checkpoint pointer {pointer} holds {what}; {advice}, or start over with --run.resume none")
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str | torch.device = "cpu") -> TrainState:
-    """Load weights into ``model`` (strict) and return the rest of the training state."""
+    """Load weights into ``model`` (strict) and return the rest of the training state.
+
+    A folder without the two files is an ``InputError``; an empty, truncated, altered (against ``meta.json``) or
+    otherwise unreadable file, or weights of another architecture, is a ``RunError`` naming the file.
+    """
     path = Path(path)
-    if not (path / "model.safetensors").is_file() or not (path / "train_state.pt").is_file():
-        raise FileNotFoundError(f"{path} is not a training checkpoint (model.safetensors + train_state.pt)")
-    load_model(model, str(path / "model.safetensors"), strict=True, device=str(map_location))
-    raw = torch.load(path / "train_state.pt", map_location="cpu", weights_only=True)
+    weights, state_file = path / WEIGHTS, path / STATE
+    if not weights.is_file() or not state_file.is_file():
+        raise InputError(f"{path} is not a training checkpoint (needs {WEIGHTS} and {STATE})")
+    for file in (weights, state_file):
+        if file.stat().st_size == 0:
+            raise RunError(f"checkpoint file {file} is empty (0 bytes): the checkpoint is damaged")
+    _verify(path)
+    try:
+        load_model(model, str(weights), strict=True, device=str(map_location))
+    except SafetensorError as err:
+        raise RunError(f"checkpoint file {weights} is damaged and cannot be read ({_one_line(err)})") from err
+    except RuntimeError as err:  # strict loading: other keys or shapes than this model's
+        raise RunError(f"checkpoint file {weights} does not fit the configured model ({_one_line(err)})") from err
+    try:
+        raw = torch.load(state_file, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as err:
+        raise RunError(f"checkpoint file {state_file} is damaged and cannot be read ({_one_line(err)})") from err
+    if not isinstance(raw, dict) or any(key not in raw for key in STATE_KEYS):
+        raise RunError(f"checkpoint file {state_file} is damaged: it does not hold {', '.join(STATE_KEYS)}")
     return TrainState(
         step=int(raw["step"]),
         optimizer=raw["optimizer"],
@@ -117,3 +223,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
         scaler=raw["scaler"],
         rng=raw["rng"],
     )
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's text on one line, cut at 200 characters (torch adds paragraphs of advice), or its type."""
+    text = " ".join(str(err).split())
+    return text[:200] if text else type(err).__name__

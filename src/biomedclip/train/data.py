@@ -81,6 +81,31 @@ def count_samples(urls: list[str], *, bad_shards: str = "fail") -> int:
     return total
 
 
+def loader_workers(num_shards: int, world_size: int, workers: int, resampled: bool) -> tuple[int, list[str]]:
+    """DataLoader workers per rank that ``num_shards`` shards can feed without duplication, and a note when that
+    is fewer than ``data.workers``.
+
+    Each (rank, worker) reads its own shards, so without ``data.resampled`` a rank runs at most
+    ``num_shards // world_size`` workers (a small corpus is often a single shard). Raises
+    :class:`~biomedclip.errors.InputError` when there are fewer shards than ranks.
+    """
+    if resampled:
+        return workers, []
+    if num_shards < world_size:
+        raise InputError(
+            f"{num_shards} shard(s) cannot be split across {world_size} rank(s) without duplication: write at least "
+            f"{world_size} shards (corpus build --shard-size), or set data.resampled true"
+        )
+    usable = min(workers, num_shards // world_size)
+    if usable == workers:
+        return workers, []
+    note = (
+        f"data.workers lowered from {workers} to {usable}: {num_shards} shard(s) for {world_size} rank(s), and each "
+        "loader worker reads its own shards (write more shards to load in parallel)"
+    )
+    return usable, [note]
+
+
 def shards_for_pass(urls: list[str], seed: int, pass_index: int, slot: int, num_slots: int) -> list[str]:
     """The shards slot ``slot`` reads in pass ``pass_index``: a disjoint share of a per-pass permutation."""
     order = list(urls)

@@ -1,57 +1,93 @@
 """In-training evaluation on rank 0: validation loss, retrieval R@1/5/10 on the val split, zero-shot accuracy.
 
-Retrieval and zero-shot use ``biomedclip.evaluate``. A zero-shot entry of ``eval.zeroshot`` is a labelled image
-folder: one sub-folder per class (``FOLDER/<class name>/*.png``), class order = sorted sub-folder names, and an
-optional ``FOLDER/prompts.yaml`` (``{classnames: [...], templates: [...]}``) for the class names and templates.
+Retrieval and zero-shot use ``biomedclip.evaluate``. An ``eval.zeroshot`` entry is any labelled dataset spec that
+``biomedclip eval`` accepts (``imagefolder:DIR``, ``DIR``, ``medmnist:FILE.npz``, ``pcam:DIR``, ...), read by the
+evaluation package's dataset registry with the same split rules; ``eval.zeroshot_split`` picks the split scored.
+Prompts: the dataset's own (the paper's for the paper's benchmarks, else the class names in the generic
+templates), or ``eval.prompts``: ``train`` (the training captions' template) or a prompts YAML; class folder names
+read through ``eval.class_names`` (see :mod:`biomedclip.classnames`). Every dataset is loaded and checked before the
+model is built, so a bad spec fails in seconds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
-from biomedclip.model.inference import DEFAULT_TEMPLATES, build_zeroshot_classifier, embed_images, embed_texts
-from biomedclip.shards import IMAGE_EXTENSIONS, expand_shards
+from biomedclip.errors import InputError
+from biomedclip.shards import expand_shards
 from biomedclip.train.config import TrainConfig
 from biomedclip.train.data import decode_pair, eval_batches, iterate_samples
 from biomedclip.train.loss import ClipLoss
 
-IMAGE_SUFFIXES = {f".{ext}" for ext in IMAGE_EXTENSIONS}
 Evaluator = Callable[[torch.nn.Module], dict[str, Any]]
 
 
-def load_labelled_folder(folder: str | Path) -> tuple[list[Path], np.ndarray, tuple[str, ...], tuple[str, ...]]:
-    """Image paths, labels, class names and templates of a labelled folder (see the module docstring)."""
-    from biomedclip.evaluate.prompts import load_prompt_set
+@dataclass
+class ZeroShotTask:
+    """One labelled split with the prompts it is scored with."""
 
-    folder = Path(folder)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if len(classes) < 2:
-        raise ValueError(f"{folder}: a zero-shot folder needs at least two class sub-folders")
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        paths.extend(files)
-        labels.extend([label] * len(files))
-    classnames, templates = tuple(c.replace("_", " ") for c in classes), tuple(DEFAULT_TEMPLATES)
-    if (folder / "prompts.yaml").is_file():
-        prompts = load_prompt_set(folder / "prompts.yaml")
-        if len(prompts.classnames) != len(classes):
-            raise ValueError(f"{folder}/prompts.yaml names {len(prompts.classnames)} classes for {len(classes)}")
-        classnames, templates = prompts.classnames, prompts.templates
-    return paths, np.asarray(labels, dtype=np.int64), classnames, templates
+    name: str  # the key prefix of its metrics: zeroshot_<name>_accuracy
+    dataset: Any  # biomedclip.evaluate.datasets.LabeledImages
+    classnames: tuple[str, ...]
+    templates: tuple[str, ...]
+
+
+def _dataset_name(spec: str) -> str:
+    return Path(spec.split(":", 1)[1] if ":" in spec and not Path(spec).exists() else spec).name or spec
+
+
+def zeroshot_tasks(config: TrainConfig) -> list[ZeroShotTask]:
+    """Load every ``eval.zeroshot`` dataset and resolve its prompts; raises InputError naming what is wrong."""
+    if not config.eval.zeroshot:
+        return []
+    from biomedclip.classnames import class_texts, load_class_names
+    from biomedclip.evaluate.datasets import DatasetError, LabeledImages, load_dataset
+    from biomedclip.evaluate.prompts import PromptSet, load_prompt_set
+    from biomedclip.evaluate.tasks import resolve_prompts
+
+    names = load_class_names(config.eval.class_names) if config.eval.class_names else None
+    templates: tuple[str, ...] | None = None
+    user_prompts: PromptSet | None = None
+    if config.eval.prompts == "train":
+        from biomedclip.train.prompts import caption_templates
+
+        templates = caption_templates(expand_shards(config.data.train))
+    elif config.eval.prompts:
+        try:
+            user_prompts = load_prompt_set(config.eval.prompts)
+        except ValueError as error:
+            raise InputError(f"eval.prompts: {error}") from error
+    tasks = []
+    for spec in config.eval.zeroshot:
+        try:
+            data = load_dataset(spec, config.eval.zeroshot_split)
+            if not isinstance(data, LabeledImages):
+                raise DatasetError(f"{spec} is not a labelled image dataset")
+            prompts = resolve_prompts(data, user_prompts)
+        except (DatasetError, ValueError) as error:
+            raise InputError(f"eval.zeroshot {spec}: {error}") from error
+        classnames = prompts.classnames
+        if names is not None or config.eval.prompts == "train":
+            classnames = class_texts(data.classnames, names)
+        tasks.append(ZeroShotTask(_dataset_name(spec), data, classnames, templates or prompts.templates))
+    return tasks
 
 
 @torch.no_grad()
 def validation_metrics(
     model: torch.nn.Module, urls: list[str], transform: Callable, tokenizer: Callable, *, config: TrainConfig
 ) -> dict[str, Any]:
-    """Mean contrastive loss over val batches of ``eval.batch_size``, plus retrieval recalls on the split."""
+    """Mean contrastive loss over val batches of ``eval.batch_size``, plus retrieval recalls on the split.
+
+    The validation loss is open_clip's (every other item of a batch is a negative, duplicates included) whatever
+    ``loss.mask_duplicate_captions`` says: its value does not depend on how many copies of a caption a batch holds,
+    so it compares across runs, batches and with open_clip's own ``val_loss``.
+    """
     device = next(model.parameters()).device
     loss_fn = ClipLoss(local_loss=False, gather_with_grad=False)
     total, count = 0.0, 0
@@ -71,6 +107,7 @@ def validation_metrics(
 
 def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[str, Any]:
     from biomedclip.evaluate.retrieval import evaluate_retrieval, group_captions
+    from biomedclip.model.inference import embed_images, embed_texts
 
     images, captions = [], []
     keys = tuple(config.data.image_key.split(";"))
@@ -88,26 +125,28 @@ def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[s
 
 
 @torch.no_grad()
-def zeroshot_metrics(model: torch.nn.Module, folder: str, transform: Callable, tokenizer: Callable) -> dict[str, Any]:
-    """Zero-shot accuracy (and AUROC for two classes) on a labelled folder."""
+def zeroshot_metrics(model: torch.nn.Module, task: ZeroShotTask, transform: Callable, tokenizer: Callable) -> dict:
+    """Zero-shot accuracy, balanced accuracy and AUROC (two classes) of one task, with the number of images."""
     from biomedclip.evaluate.zeroshot import evaluate_zeroshot
+    from biomedclip.model.inference import build_zeroshot_classifier, embed_images
 
-    paths, labels, classnames, templates = load_labelled_folder(folder)
-    images = [Image.open(p).convert("RGB") for p in paths]
-    classifier = build_zeroshot_classifier(model, tokenizer, classnames, templates)
-    result = evaluate_zeroshot(embed_images(model, images, transform), labels, classifier, classnames)
-    name = Path(folder).name
-    return {f"zeroshot_{name}_{k}": result[k] for k in ("accuracy", "balanced_accuracy", "auroc")}
+    classifier = build_zeroshot_classifier(model, tokenizer, task.classnames, task.templates)
+    images = embed_images(model, task.dataset, transform)
+    result = evaluate_zeroshot(images, task.dataset.labels, classifier, task.classnames)
+    metrics = {f"zeroshot_{task.name}_{k}": result[k] for k in ("accuracy", "balanced_accuracy", "auroc")}
+    return metrics | {f"zeroshot_{task.name}_n": len(task.dataset)}
 
 
-def build_evaluator(config: TrainConfig, transform: Callable, tokenizer: Callable, device) -> Evaluator | None:
-    """The evaluation a run asked for, as one callable over the (unwrapped) model; None when nothing is set."""
+def build_evaluator(
+    config: TrainConfig, transform: Callable, tokenizer: Callable, tasks: list[ZeroShotTask] | None = None
+) -> Evaluator | None:
+    """The evaluation a run asked for, as one callable over the (unwrapped) model; None when nothing is set.
+
+    ``tasks`` are the zero-shot tasks already loaded by :func:`zeroshot_tasks` (loaded here when not given).
+    """
     val_urls = expand_shards(config.data.val) if config.data.val else None
-    folders = list(config.eval.zeroshot)
-    for folder in folders:
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"eval.zeroshot folder {folder} does not exist")
-    if val_urls is None and not folders:
+    tasks = zeroshot_tasks(config) if tasks is None else tasks
+    if val_urls is None and not tasks:
         return None
 
     def evaluate(model: torch.nn.Module) -> dict[str, Any]:
@@ -115,8 +154,8 @@ def build_evaluator(config: TrainConfig, transform: Callable, tokenizer: Callabl
         metrics: dict[str, Any] = {}
         if val_urls is not None:
             metrics.update(validation_metrics(model, val_urls, transform, tokenizer, config=config))
-        for folder in folders:
-            metrics.update(zeroshot_metrics(model, folder, transform, tokenizer))
+        for task in tasks:
+            metrics.update(zeroshot_metrics(model, task, transform, tokenizer))
         return metrics
 
     return evaluate

@@ -26,7 +26,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from biomedclip.errors import InputError
 from biomedclip.model.inference import select_device
+from biomedclip.model.tokenizer import has_tokenizer_files
 from biomedclip.shards import expand_shards
 from biomedclip.train.checkpoint import (
     TrainState,
@@ -37,12 +39,21 @@ from biomedclip.train.checkpoint import (
     set_rng_state,
 )
 from biomedclip.train.config import TrainConfig, config_to_dict, save_config
-from biomedclip.train.data import StreamSpec, TimedLoader, TrainStream, count_samples, make_train_loader
+from biomedclip.train.data import (
+    StreamSpec,
+    TimedLoader,
+    TrainStream,
+    count_samples,
+    loader_workers,
+    make_train_loader,
+)
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from biomedclip.train.evaluation import build_evaluator
-from biomedclip.train.loss import ClipLoss
+from biomedclip.train.evaluation import build_evaluator, zeroshot_tasks
+from biomedclip.train.init import resolve_image_weights, resolve_text_folder
+from biomedclip.train.loss import ClipLoss, caption_ids
 from biomedclip.train.metrics import MetricsWriter
 from biomedclip.train.optim import lock_tower, make_optimizer, set_patch_dropout
+from biomedclip.train.run_folder import check_run_folder
 from biomedclip.train.schedule import warmup_cosine_scheduler
 
 LogFn = Callable[[dict[str, Any]], None]
@@ -55,7 +66,11 @@ class TrainResult:
     output_dir: Path
     steps: int
     start_step: int
-    last_metrics: dict[str, Any] = field(default_factory=dict)
+    last_metrics: dict[str, Any] = field(default_factory=dict)  # the last training log record
+    last_eval: dict[str, Any] = field(default_factory=dict)  # the last evaluation record (empty when none ran)
+    seconds: float = 0.0  # wall time of this invocation
+    workers: int = 0  # DataLoader workers per rank actually used
+    notes: list[str] = field(default_factory=list)  # adjustments made to the config (e.g. fewer workers)
 
 
 def unpack_features(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,11 +93,29 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
 
 
 def build_model(config: TrainConfig) -> tuple[nn.Module, Callable, Callable, Callable]:
-    """Model, train/eval transforms and tokenizer for ``model.name``, with the run's locks and speed flags."""
+    """Model, train/eval transforms and tokenizer for ``model.name``, its towers started from
+    ``model.pretrained_text`` / ``model.pretrained_image`` when set, with the run's locks and speed flags."""
     from biomedclip.model import create_model_and_transforms, get_tokenizer
+    from biomedclip.model.pretrained import resolve
 
-    model, train_tf, eval_tf = create_model_and_transforms(config.model.name)
-    tokenizer = get_tokenizer(config.model.name)
+    towers = config.model.pretrained_text or config.model.pretrained_image
+    if towers and resolve(config.model.name).weights is not None:
+        raise InputError(
+            f"model.pretrained_text/pretrained_image start an untrained architecture from pretrained towers, but "
+            f"{config.model.name} is a trained model whose weights would replace them: name an architecture "
+            "(e.g. biomedclip-base) or leave the tower fields empty"
+        )
+    text = resolve_text_folder(config.model.pretrained_text) if config.model.pretrained_text else None
+    image = resolve_image_weights(config.model.pretrained_image) if config.model.pretrained_image else None
+    model, train_tf, eval_tf = create_model_and_transforms(
+        config.model.name,
+        pretrained_text=None if text is None else str(text),
+        pretrained_image=None if image is None else str(image),
+    )
+    if text is not None and has_tokenizer_files(text):  # the BERT's own vocabulary goes with its weights
+        tokenizer = get_tokenizer(str(text), context_length=model.context_length)
+    else:
+        tokenizer = get_tokenizer(config.model.name)
     if config.model.patch_dropout > 0:
         set_patch_dropout(model, config.model.patch_dropout)
     if config.model.grad_checkpointing:
@@ -127,18 +160,25 @@ def _local_rank() -> int:
 
 
 def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: LogFn) -> TrainResult:
+    started = time.perf_counter()
     output_dir = Path(config.run.output_dir)
     torch.manual_seed(config.run.seed + info.rank)
 
-    # Data size first (bad paths fail fast), then model, optimiser, schedule.
+    # Everything that can be wrong with the inputs fails here, before the model is built: the run folder, the
+    # shards (and how many loader workers they feed), the size of an epoch, the evaluation datasets.
+    check_run_folder(output_dir, config)
     urls = expand_shards(config.data.train)
+    workers, notes = loader_workers(len(urls), info.world_size, config.data.workers, config.data.resampled)
     num_samples = config.data.train_num_samples or count_samples(urls, bad_shards=config.data.bad_shards)
     global_batch = config.optim.batch_size * info.world_size
     steps_per_epoch = num_samples // global_batch
     if steps_per_epoch < 1:
-        raise ValueError(f"{num_samples} training samples make no global batch of {global_batch}")
+        raise InputError(
+            f"{num_samples} training samples make no global batch of {global_batch}: lower optim.batch_size or add data"
+        )
     total_steps = steps_per_epoch * config.optim.epochs
     end_step = min(total_steps, config.optim.max_steps or total_steps)
+    tasks = zeroshot_tasks(config) if info.is_main else []
     model, train_tf, eval_tf, tokenizer = build_model(config)
     model.to(device)
     optimizer = make_optimizer(
@@ -186,7 +226,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         tokenizer,
         rank=info.rank,
         world_size=info.world_size,
-        num_workers=config.data.workers,
+        num_workers=workers,
         start_batch=start_step,
     )
     batches = TimedLoader(iter(make_train_loader(stream, pin_memory=device.type == "cuda")))
@@ -196,7 +236,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         else:
             torch.manual_seed(config.run.seed + info.rank + start_step)
     loss_fn = ClipLoss(local_loss=config.loss.local_loss, gather_with_grad=config.loss.gather_with_grad)
-    evaluator = build_evaluator(config, eval_tf, tokenizer, device) if info.is_main else None
+    evaluator = build_evaluator(config, eval_tf, tokenizer, tasks) if info.is_main else None
     writer = MetricsWriter(output_dir, tensorboard=config.run.tensorboard) if info.is_main else None
     max_log_scale = math.log(config.loss.max_logit_scale)
     autocast = autocast_context(device, config.run.precision)
@@ -210,6 +250,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
     loss_sum = torch.zeros((), device=device)
     window_start, window_steps, window_wait = time.perf_counter(), 0, 0.0
     last: dict[str, Any] = {}
+    last_eval: dict[str, Any] = {}
+    mask_duplicates = config.loss.mask_duplicate_captions
     model.train()
     try:
         while step < end_step:
@@ -218,7 +260,9 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
             texts = texts.to(device, non_blocking=True)
             with autocast:
                 image_features, text_features, logit_scale = unpack_features(step_model(images, texts))
-                loss = loss_fn(image_features, text_features, logit_scale)
+                loss = loss_fn(
+                    image_features, text_features, logit_scale, caption_ids(texts) if mask_duplicates else None
+                )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.optim.grad_clip is not None:
@@ -257,7 +301,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
                 window_start, window_steps, window_wait = time.perf_counter(), 0, batches.wait_seconds
 
             if evaluator is not None and config.eval.every and step % config.eval.every == 0 and step != end_step:
-                log({"kind": "eval", "step": step, **evaluator(raw_model)})
+                last_eval = {"kind": "eval", "step": step, **evaluator(raw_model)}
+                log(last_eval)
                 model.train()
             if step % config.run.checkpoint_every == 0 or step == end_step:
                 rng = _gather_rng(info)
@@ -269,14 +314,24 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
                 barrier(info)
 
         if evaluator is not None:
-            log({"kind": "eval", "step": step, **evaluator(raw_model)})
+            last_eval = {"kind": "eval", "step": step, **evaluator(raw_model)}
+            log(last_eval)
         if info.is_main:
             _export(raw_model, tokenizer, output_dir / "final")
         barrier(info)
     finally:
         if writer is not None:
             writer.close()
-    return TrainResult(output_dir=output_dir, steps=step, start_step=start_step, last_metrics=last)
+    return TrainResult(
+        output_dir=output_dir,
+        steps=step,
+        start_step=start_step,
+        last_metrics=last,
+        last_eval=last_eval,
+        seconds=time.perf_counter() - started,
+        workers=workers,
+        notes=notes,
+    )
 
 
 def _export(model: nn.Module, tokenizer: Callable, folder: Path) -> None:

@@ -7,6 +7,15 @@ gradient of every rank's copy into the owner (it works on gloo as well as NCCL).
 Gradient bookkeeping: with ``gather_with_grad`` each rank's features receive the gradient of every rank's
 loss; DDP then averages over ranks, so the update equals the single-process gradient on the global batch for
 both the full and the local loss (the local losses average to the global loss).
+
+Duplicate captions (templated corpora such as ``imagefolder:`` sources, where a batch holds few distinct texts):
+given ``caption_ids``, an image is not contrasted with the other copies of its own caption, and a caption not
+with the other images that carry it. Each item keeps exactly one positive, its own pair, and its duplicates are
+removed from its softmax (their logits are set to -inf). Without the rule the copies are negatives that can never
+be told apart: the loss cannot fall below ln(copies per caption), whatever the model learns. With all captions
+distinct nothing is masked and the loss is open_clip's ``ClipLoss``, value and gradient. With duplicates the value
+depends on how many other captions a batch holds (a batch of a single caption scores 0), so the training loss of a
+templated corpus moves with the batch make-up; the validation loss stays open_clip's for comparisons.
 """
 
 from __future__ import annotations
@@ -15,6 +24,37 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
+
+_HASH_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def caption_ids(tokens: torch.Tensor) -> torch.Tensor:
+    """One int64 per row of token ids, equal for equal rows (what the model sees of a caption), so that duplicates
+    can be found across ranks by gathering ``batch`` numbers instead of ``batch x context`` tokens.
+
+    A fixed random odd-weighted sum of the ids in 64-bit wrap-around arithmetic: distinct rows collide with
+    probability ~2^-64.
+    """
+    key = (tokens.shape[1], str(tokens.device))
+    if key not in _HASH_WEIGHTS:
+        generator = torch.Generator().manual_seed(0x5EED)
+        weights = torch.randint(-(2**62), 2**62, (tokens.shape[1],), generator=generator, dtype=torch.int64) | 1
+        _HASH_WEIGHTS[key] = weights.to(tokens.device)
+    return (tokens.long() * _HASH_WEIGHTS[key]).sum(dim=1)
+
+
+def _gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    gathered = [torch.zeros_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, ids)
+    return torch.cat(gathered)
+
+
+def duplicate_mask(row_ids: torch.Tensor, column_ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """True where row i and column j share a caption but are not the pair itself (column ``i + offset``)."""
+    same = row_ids[:, None] == column_ids[None, :]
+    rows = torch.arange(row_ids.shape[0], device=row_ids.device)
+    same[rows, rows + offset] = False
+    return same
 
 
 def gather_features(
@@ -48,10 +88,19 @@ class ClipLoss(torch.nn.Module):
         self.gather_with_grad = gather_with_grad
 
     def forward(
-        self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+        self,
+        image_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        caption_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Return the mean of the image-to-text and text-to-image cross-entropies."""
+        """Return the mean of the image-to-text and text-to-image cross-entropies.
+
+        ``caption_ids`` (one integer per local item, equal for identical captions, e.g. :func:`caption_ids`)
+        removes each item's caption duplicates from its softmax (see the module docstring).
+        """
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        offset = 0
         if not distributed:
             logits_per_image = logit_scale * image_features @ text_features.T
             logits_per_text = logits_per_image.T
@@ -69,4 +118,10 @@ class ClipLoss(torch.nn.Module):
                 logits_per_image = logit_scale * all_image @ all_text.T
                 logits_per_text = logits_per_image.T
                 labels = torch.arange(all_image.shape[0], device=image_features.device)
+        if caption_ids is not None:
+            columns = _gather_ids(caption_ids) if distributed else caption_ids
+            rows = caption_ids if distributed and self.local_loss else columns
+            mask = duplicate_mask(rows, columns, offset)
+            logits_per_image = logits_per_image.masked_fill(mask, float("-inf"))
+            logits_per_text = logits_per_text.masked_fill(mask, float("-inf"))
         return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2

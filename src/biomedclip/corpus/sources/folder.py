@@ -13,8 +13,12 @@ A folder is walked in sorted order, without following symbolic links out of it. 
 
 Symbolic links: a link that resolves inside the root folder is read like the file it names; a link that leaves
 it is refused with reason ``symlink_outside_source`` (an image: that figure; an XML or package file, a linked
-directory: an article-level rejection). Linked directories are never walked into. Media files larger than
-``SourceLimits.max_member_bytes`` are refused (``member_too_large``).
+directory: an article-level rejection). Linked directories are never walked into.
+
+Bounds (``SourceLimits``), as for package files: an XML or media file larger than ``max_member_bytes`` is refused
+(``member_too_large``: an XML costs its article, an image its figure); the images an article's figures reference
+are counted, in name order, against ``max_article_bytes`` less its XML's size, and those past that budget are
+refused (``article_too_large``) without being read. Images no figure references are never read.
 """
 
 from __future__ import annotations
@@ -28,9 +32,17 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from biomedclip.corpus.images import resolve_media
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError
 from biomedclip.corpus.sources.limits import SourceLimits
-from biomedclip.corpus.sources.package import is_image_name, is_package_name, is_xml_name, pmcid_in, read_package
+from biomedclip.corpus.sources.package import (
+    is_image_name,
+    is_package_name,
+    is_xml_name,
+    pmcid_in,
+    read_package,
+    referenced_media,
+)
 from biomedclip.corpus.sources.selection import Selection, select
 
 FIGURE_METADATA_SUFFIX = "_figures_metadata.json"
@@ -47,11 +59,20 @@ def outside(path: Path, root: Path) -> bool:
 
 
 def open_in_folder(
-    folder: Path, names: frozenset[str], name: str, *, root: Path | None = None, max_bytes: int | None = None
+    folder: Path,
+    names: frozenset[str],
+    name: str,
+    *,
+    root: Path | None = None,
+    max_bytes: int | None = None,
+    refused: dict[str, str] | None = None,
 ) -> IO[bytes]:
-    """A media file of ``folder``; refused when unlisted, linked out of ``root`` (default ``folder``) or too big."""
+    """A media file of ``folder``; refused when unlisted, named in ``refused`` (name -> ``"<reason>: <detail>"``),
+    linked out of ``root`` (default ``folder``) or too big."""
     if name not in names:
         raise MediaError(f"missing_media: no media file {name!r} in {folder}")
+    if refused and name in refused:
+        raise MediaError(refused[name])
     path = folder / name
     if outside(path, root or folder):
         raise MediaError(f"{OUTSIDE}: {path} links to a file outside {root or folder}")
@@ -68,21 +89,51 @@ def _images(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
 
 
-def xml_article(path: Path, media_folder: Path | None = None, root: Path | None = None, max_bytes: int | None = None):
+def _over_budget(folder: Path, wanted: set[str], root: Path, limits: SourceLimits, budget: int) -> dict[str, str]:
+    """The ``wanted`` media past an article's byte ``budget`` (``article_too_large``), taken in name order; files
+    that are refused anyway (too big, linked out of ``root``, unreadable) spend nothing."""
+    refused = {}
+    for name in sorted(wanted):
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            continue
+        if size > limits.max_member_bytes or outside(path, root):
+            continue
+        if size > budget:
+            refused[name] = f"article_too_large: {path} has {size} bytes, past the article's budget ({budget} left)"
+        else:
+            budget -= size
+    return refused
+
+
+def xml_article(
+    path: Path, media_folder: Path | None = None, root: Path | None = None, limits: SourceLimits | None = None
+) -> Article:
     """One JATS file as an article; its media are the images beside it when ``media_folder`` is given."""
+    limits = limits or SourceLimits()
     media = _images(media_folder) if media_folder else []
-    opener = (
-        partial(open_in_folder, media_folder, frozenset(media), root=root, max_bytes=max_bytes)
-        if media_folder
-        else _no_media
-    )
     meta = ArticleMeta(pmcid=pmcid_in(path.name) or pmcid_in(path.parent.name) or "")
     if root is not None and outside(path, root):
-        return Article(str(path), meta, None, media, opener, error=f"{OUTSIDE}: {path} links outside {root}")
+        return Article(str(path), meta, None, media, _no_media, error=f"{OUTSIDE}: {path} links outside {root}")
     try:
+        size = path.stat().st_size
+        if size > limits.max_member_bytes:
+            error = f"member_too_large: {path} has {size} bytes (limit {limits.max_member_bytes})"
+            return Article(str(path), meta, None, media, _no_media, error=error)
         xml = path.read_bytes()
     except OSError as error:
-        return Article(str(path), meta, None, media, opener, error=f"unreadable_xml: {error}")
+        return Article(str(path), meta, None, media, _no_media, error=f"unreadable_xml: {error}")
+    if not media_folder:
+        return Article(str(path), meta, xml, media, _no_media)
+    base = root or media_folder
+    refused = _over_budget(
+        media_folder, referenced_media(xml, media), base, limits, limits.max_article_bytes - len(xml)
+    )
+    opener = partial(
+        open_in_folder, media_folder, frozenset(media), root=base, max_bytes=limits.max_member_bytes, refused=refused
+    )
     return Article(str(path), meta, xml, media, opener)
 
 
@@ -95,21 +146,32 @@ def _figure_metadata(root: Path) -> dict[str, Path]:
     return found
 
 
-def image_only_article(folder: Path, metadata: Path | None, root: Path | None = None) -> Article:
+def image_only_article(
+    folder: Path, metadata: Path | None, root: Path | None = None, limits: SourceLimits | None = None
+) -> Article:
     """A package folder without XML; figures from its figure-metadata JSON, else an article-level rejection."""
+    limits = limits or SourceLimits()
     media = _images(folder)
     pmcid = pmcid_in(folder.name) or f"file:{folder.name}"
-    opener = partial(open_in_folder, folder, frozenset(media), root=root)
-    article = Article(str(folder), ArticleMeta(pmcid=pmcid), None, media, opener)
+    article = Article(str(folder), ArticleMeta(pmcid=pmcid), None, media, _no_media)
     if metadata is None:
         article.error = f"no_xml: {folder} has images but no article XML or figure metadata"
         return article
     try:
+        size = metadata.stat().st_size
+        if size > limits.max_member_bytes:
+            article.error = f"member_too_large: {metadata} has {size} bytes (limit {limits.max_member_bytes})"
+            return article
         entries = json.loads(metadata.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         article.error = f"bad_figure_metadata: {metadata}: {error}"
         return article
     article.figures = [_figure_from_metadata(entry, pmcid, str(metadata)) for entry in entries]
+    wanted = {name for fig in article.figures if (name := resolve_media(fig.graphic, media))}
+    refused = _over_budget(folder, wanted, root or folder, limits, limits.max_article_bytes - size)
+    article.open_media = partial(
+        open_in_folder, folder, frozenset(media), root=root, max_bytes=limits.max_member_bytes, refused=refused
+    )
     return article
 
 
@@ -151,11 +213,10 @@ class FolderSource:
 
     def _walk(self) -> Iterator[Article]:
         if self.path.is_file():
-            yield xml_article(self.path)
+            yield xml_article(self.path, limits=self.limits)
             return
         root, wants = self.path, self.selection.wants_pmcid
         metadata = _figure_metadata(root)
-        cap = self.limits.max_member_bytes
         for top, dirs, names in sorted(os.walk(root), key=lambda entry: entry[0]):
             folder = Path(top)
             for linked in (folder / d for d in sorted(dirs) if (folder / d).is_symlink()):
@@ -166,12 +227,12 @@ class FolderSource:
             has_images = any(is_image_name(p.name) for p in files)
             if has_images and xmls:
                 nxml = [p for p in xmls if p.name.lower().endswith(".nxml")]
-                yield xml_article((nxml or xmls)[0], folder, root, cap)
+                yield xml_article((nxml or xmls)[0], folder, root, self.limits)
             elif has_images:
                 if wants(pmcid_in(folder.name)):
-                    yield image_only_article(folder, metadata.get(pmcid_in(folder.name) or ""), root)
+                    yield image_only_article(folder, metadata.get(pmcid_in(folder.name) or ""), root, self.limits)
             else:
-                yield from (xml_article(p, root=root) for p in xmls if wants(pmcid_in(p.name)))
+                yield from (xml_article(p, root=root, limits=self.limits) for p in xmls if wants(pmcid_in(p.name)))
             for package in (p for p in files if is_package_name(p.name) and wants(pmcid_in(p.name))):
                 yield _refused(package, root) if outside(package, root) else read_package(package, self.limits)
 

@@ -5,6 +5,9 @@ Defaults and why:
       The largest genuine PMC figure files (uncompressed TIFF) are tens of MiB. Refused: ``member_too_large``.
     * ``max_article_bytes=1 GiB``: all files read for one article together (its XML and the images its figures
       reference; other members are never read). Refused: ``article_too_large`` for the files past the budget.
+      Package files, folders and S3 objects all keep to it (a folder: the referenced images, in name order).
+
+The number of figures per article is bounded where the XML is read: ``jats.DEFAULT_MAX_FIGURES``.
 """
 
 from __future__ import annotations
