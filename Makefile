@@ -24,8 +24,8 @@ serve: install
 	$(BIN)/biomedclip serve --model local-dir:runs/demo/train/final --index runs/demo/index
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 test: install browser lint
 	$(BIN)/pytest
