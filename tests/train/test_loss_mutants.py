@@ -155,3 +155,16 @@ def test_caption_ids_depend_on_order_and_serve_several_context_lengths() -> None
     assert torch.equal(caption_ids(short), ids)  # the first width's weights are still its own
     single = caption_ids(torch.tensor([[5]]))
     assert single.item() % 2 != 0  # id 5 times an odd weight: odd (an even weight would lose the low bit)
+
+
+def test_caption_ids_are_int64_and_the_same_in_every_process() -> None:
+    """Ranks find duplicates by comparing ids computed in separate processes: the weights cannot depend on the
+    global random state or on what was hashed before."""
+    from biomedclip.train import loss
+
+    tokens = torch.tensor([[2, 11, 12, 3], [2, 13, 14, 3]])
+    ids = caption_ids(tokens)
+    assert ids.dtype == torch.int64
+    loss._HASH_WEIGHTS.clear()  # a fresh process
+    torch.manual_seed(12345)
+    assert torch.equal(caption_ids(tokens), ids)
