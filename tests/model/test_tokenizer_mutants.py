@@ -68,7 +68,7 @@ def test_vocab_txt_with_a_cased_config_keeps_case(tmp_path, trained: WordPieceTo
     assert cased.context_length == 12
     (tmp_path / "tokenizer_config.json").unlink()  # no config: BERT's default, uncased
     uncased = load_tokenizer(tmp_path)(["Liver LIVER"])
-    assert uncased.shape == (1, 256) and uncased[0, 1] == uncased[0, 2]
+    assert uncased.shape == (1, 256) and uncased[0, 1:3].tolist() == [trained.backend.token_to_id("liver")] * 2
 
 
 def test_tokenizer_files_and_missing_folders(tmp_path) -> None:
@@ -81,10 +81,10 @@ def test_tokenizer_files_and_missing_folders(tmp_path) -> None:
 
 def test_vocabulary_size_and_frequency_bounds() -> None:
     texts = ["alpha beta", "alpha gamma", "alpha beta"]
-    frequent = train_wordpiece(texts, vocab_size=60, min_frequency=2, context_length=8)
+    frequent = train_wordpiece(texts, vocab_size=200, min_frequency=2, context_length=8)
     vocab = frequent.backend.get_vocab()
     assert "alpha" in vocab and "beta" in vocab and "gamma" not in vocab  # gamma occurs once
-    assert frequent.vocab_size == len(vocab) <= 60
+    assert frequent.vocab_size == len(vocab) <= 200
     ids = frequent(["alpha"])[0].tolist()
     assert ids == [vocab["[CLS]"], vocab["alpha"], vocab["[SEP]"], 0, 0, 0, 0, 0]
 
@@ -92,7 +92,7 @@ def test_vocabulary_size_and_frequency_bounds() -> None:
 def test_a_vocabulary_without_special_tokens_is_refused() -> None:
     from tokenizers import Tokenizer, models
 
-    with pytest.raises(ValueError, match="no \\[PAD\\] token"):
+    with pytest.raises(ValueError, match=r"^tokenizer vocabulary has no \[PAD\] token$"):
         WordPieceTokenizer(Tokenizer(models.WordPiece({"a": 0, "[UNK]": 1}, unk_token="[UNK]")))
 
 
@@ -108,3 +108,36 @@ def test_training_defaults_keep_pairs_seen_twice_and_the_papers_context() -> Non
 def test_save_creates_missing_parent_folders(tmp_path, trained: WordPieceTokenizer) -> None:
     out = trained.save(tmp_path / "run" / "tokenizer")
     assert has_tokenizer_files(out) and load_tokenizer(out).vocab_size == trained.vocab_size
+
+
+def test_pairs_decoding_and_bert_normalisation_match_transformers(tmp_path, trained: WordPieceTokenizer) -> None:
+    trained.save(tmp_path)
+    slow = BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
+    fast = PreTrainedTokenizerFast.from_pretrained(tmp_path)  # reads tokenizer.json: our pipeline as saved
+    assert fast("liver shows", "brain").input_ids == slow("liver shows", "brain").input_ids  # [CLS] a [SEP] b [SEP]
+    ids = fast("Histology fibrosis").input_ids
+    assert fast.decode(ids, skip_special_tokens=True) == slow.decode(ids, skip_special_tokens=True)
+    odd = "Caf\u00e9\x07 \u4e2d\u6587 LIVER"  # an accent, a control character, Chinese characters
+    (tmp_path / "tokenizer.json").unlink()
+    from_vocab = load_tokenizer(tmp_path, context_length=16)  # the BERT pipeline rebuilt from vocab.txt
+    want = slow([odd], padding="max_length", max_length=16, truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(from_vocab([odd]), want)
+
+
+def test_tokenizer_json_alone_is_enough_and_ids_are_int64(tmp_path, trained: WordPieceTokenizer) -> None:
+    trained.save(tmp_path)
+    (tmp_path / "vocab.txt").unlink()
+    alone = load_tokenizer(tmp_path, context_length=20)
+    assert torch.equal(alone(TEXTS[:2]), trained(TEXTS[:2]))
+    assert alone([]).dtype == torch.long and alone(TEXTS[:1]).dtype == torch.long
+    assert WordPieceTokenizer(trained.backend).context_length == 256
+
+
+def test_cls_and_sep_are_both_required() -> None:
+    from tokenizers import Tokenizer, models
+
+    from biomedclip.model.tokenizer import _add_cls_sep
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "a": 3}
+    with pytest.raises(ValueError, match=r"^tokenizer vocabulary needs \[CLS\] and \[SEP\]$"):
+        _add_cls_sep(Tokenizer(models.WordPiece(vocab, unk_token="[UNK]")))
