@@ -49,3 +49,37 @@ def test_chunk_sizes_reach_the_ranking(monkeypatch) -> None:
     monkeypatch.setattr(retrieval, "retrieval_ranks", spy)
     evaluate_retrieval(IMAGES, TEXTS, query_chunk=2, gallery_chunk=1)
     assert seen == [(2, 1)]
+
+
+def test_bad_inputs_name_the_problem() -> None:
+    from biomedclip.evaluate.retrieval import retrieval_ranks
+
+    x = np.eye(3, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^embeddings must be 2-D arrays$"):
+        retrieval_ranks(np.ones(3, np.float32), x)
+    with pytest.raises(ValueError, match=r"^embeddings must be 2-D arrays$"):
+        retrieval_ranks(x, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"^text_index must hold one text entry per image$"):
+        retrieval_ranks(x, x, np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"^text_index points outside the text gallery$"):
+        retrieval_ranks(x, x, np.array([0, 1, 3]))  # 3 is one past the last text
+    with pytest.raises(ValueError, match=r"^every text must belong to at least one image$"):
+        retrieval_ranks(x, x, np.array([0, 0, 1]))
+
+
+def test_empty_split_has_no_ranks() -> None:
+    from biomedclip.evaluate.retrieval import retrieval_ranks
+
+    image_ranks, text_ranks = retrieval_ranks(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32))
+    assert image_ranks.shape == (0,) and text_ranks.shape == (0,)
+
+
+def test_float64_embeddings_are_scored_as_float32() -> None:
+    """Text 0 scores 1 - 1e-12 for image 1, its own text 1 scores 1: equal once in float32, the precision of the
+    embeddings, so text 0 ties and, earlier in the gallery, stands ahead (rank 1, not 0)."""
+    from biomedclip.evaluate.retrieval import retrieval_ranks
+
+    images = np.array([[0.0, 1.0], [1.0, 0.0]])
+    texts = np.array([[1.0 - 1e-12, 0.0], [1.0, 0.0]])
+    image_ranks, _ = retrieval_ranks(images, texts)
+    assert image_ranks[1] == 1
