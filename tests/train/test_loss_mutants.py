@@ -23,20 +23,22 @@ class SimulatedWorld:
     """``torch.distributed`` for ``WORLD`` ranks in one process: the rank that runs now is ``rank``; gathers return
     every rank's slice of the global tensors (the caller's own tensor in its own slot, as the real collectives do)."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *global_tensors: torch.Tensor) -> None:
-        self.rank = 0
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *global_tensors: torch.Tensor, world: int = WORLD) -> None:
+        self.rank, self.world = 0, world
+        self.per_rank = global_tensors[0].shape[0] // world
         self.global_tensors = global_tensors
         monkeypatch.setattr(dist, "is_initialized", lambda: True)
-        monkeypatch.setattr(dist, "get_world_size", lambda group=None: WORLD)
+        monkeypatch.setattr(dist, "get_world_size", lambda group=None: self.world)
         monkeypatch.setattr(dist, "get_rank", lambda group=None: self.rank)
         monkeypatch.setattr(dist, "all_gather", self.all_gather)
         monkeypatch.setattr(dist_fn, "all_gather", self.all_gather_with_grad)
         monkeypatch.setattr(torch.distributed.nn, "all_gather", self.all_gather_with_grad)
 
     def slices(self, tensor: torch.Tensor) -> list[torch.Tensor]:
-        own = slice(self.rank * PER_RANK, (self.rank + 1) * PER_RANK)
+        per = self.per_rank
+        own = slice(self.rank * per, (self.rank + 1) * per)
         (whole,) = [g for g in self.global_tensors if g.dtype == tensor.dtype and torch.equal(g[own], tensor.detach())]
-        return [whole[r * PER_RANK : (r + 1) * PER_RANK] for r in range(WORLD)]
+        return [whole[r * per : (r + 1) * per] for r in range(self.world)]
 
     def all_gather(self, out: list[torch.Tensor], tensor: torch.Tensor, group=None) -> None:
         with torch.no_grad():
@@ -168,3 +170,23 @@ def test_caption_ids_are_int64_and_the_same_in_every_process() -> None:
     loss._HASH_WEIGHTS.clear()  # a fresh process
     torch.manual_seed(12345)
     assert torch.equal(caption_ids(tokens), ids)
+
+
+def test_the_default_loss_on_two_ranks_is_local_with_gradient_through_the_gather(monkeypatch) -> None:
+    """``ClipLoss()``: each rank scores its own rows (its loss is not the global one) and gradients flow through the
+    gather, so every rank's features get twice the global gradient (the exact global update after DDP's mean)."""
+    image, text, scale = leaves(*global_batch())
+    world = SimulatedWorld(monkeypatch, image, text, world=2)
+    losses = []
+    for rank in range(2):
+        world.rank = rank
+        own = slice(rank * 6, (rank + 1) * 6)
+        losses.append(ClipLoss()(image[own], text[own], scale))
+    torch.stack(losses).sum().backward()
+    reference_inputs = leaves(image, text, scale)
+    reference = brute_force_loss(*reference_inputs, list(range(12)))
+    reference.backward()
+    assert all(abs(loss.item() - reference.item()) > 1e-3 for loss in losses)
+    assert torch.stack(losses).mean().item() == pytest.approx(reference.item(), rel=1e-12)
+    for got, want in zip((image, text, scale), reference_inputs, strict=True):
+        assert torch.allclose(got.grad, 2 * want.grad, rtol=1e-10, atol=1e-14)
