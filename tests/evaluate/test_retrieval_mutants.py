@@ -81,5 +81,6 @@ def test_float64_embeddings_are_scored_as_float32() -> None:
 
     images = np.array([[0.0, 1.0], [1.0, 0.0]])
     texts = np.array([[1.0 - 1e-12, 0.0], [1.0, 0.0]])
-    image_ranks, _ = retrieval_ranks(images, texts)
+    image_ranks, text_ranks = retrieval_ranks(images, texts)
     assert image_ranks[1] == 1
+    assert image_ranks.dtype == np.int64 == text_ranks.dtype  # ranks are counts
