@@ -165,7 +165,8 @@ class RssMonitor(threading.Thread):
             time.sleep(0.1)
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
+    """CPU seconds of the waited-for child processes (user + system)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -174,7 +175,7 @@ def run_ours(source: Path, out: Path, workers: int) -> tuple[int, float, float, 
     """``biomedclip corpus build`` in a subprocess: (figures processed, wall s, CPU s, main RSS, worker RSS)."""
     import pyarrow.parquet as pq
 
-    start, cpu = time.perf_counter(), _children_cpu()
+    start, cpu = time.perf_counter(), children_cpu()
     proc = subprocess.Popen(
         [sys.executable, "-m", "biomedclip", "corpus", "build", "--source", str(source), "--out", str(out),
          "--workers", str(workers)],
@@ -183,7 +184,7 @@ def run_ours(source: Path, out: Path, workers: int) -> tuple[int, float, float, 
     monitor = RssMonitor(proc.pid)
     monitor.start()
     output = proc.communicate()[0].decode()
-    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu  # the CLI and its workers, all waited for
+    seconds, cpu = time.perf_counter() - start, children_cpu() - cpu  # the CLI and its workers, all waited for
     monitor.done.set()
     if proc.returncode:
         raise SystemExit(f"corpus build failed:\n{output}")

@@ -22,21 +22,20 @@ import argparse
 import hashlib
 import io
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from corpus_build import RssMonitor, children_cpu  # this folder is on sys.path when a benchmark runs
 
 FIGURES_PER_ARTICLE = 10
 ARTICLES_PER_BATCH = 100
@@ -166,28 +165,6 @@ def phase2(work: Path, n: int, workers: int) -> None:
           f"shards {summary.shards}")  # fmt: skip
 
 
-class RssMonitor(threading.Thread):
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.root = psutil.Process(pid)
-        self.peak: dict[int, int] = {}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                for proc in [self.root, *self.root.children(recursive=True)]:
-                    self.peak[proc.pid] = max(self.peak.get(proc.pid, 0), proc.memory_info().rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def check(work: Path, planted: dict[str, np.ndarray], sha: np.ndarray | None = None) -> list[tuple[str, int, int]]:
     """Each check as (name, passed, total):
 
@@ -250,13 +227,13 @@ def main() -> None:
         t0 = time.perf_counter()
         planted = generate(work, n)
         print(f"N={n:,}: generated in {time.perf_counter() - t0:.0f} s", flush=True)
-        start, cpu = time.perf_counter(), _children_cpu()
+        start, cpu = time.perf_counter(), children_cpu()
         proc = subprocess.Popen([sys.executable, __file__, "--phase2", str(work), str(n), "--workers",
                                  str(args.workers)], stdout=subprocess.PIPE, text=True)  # fmt: skip
         monitor = RssMonitor(proc.pid)
         monitor.start()
         output = proc.communicate()[0]
-        wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
+        wall, cpu = time.perf_counter() - start, children_cpu() - cpu
         monitor.done.set()
         if proc.returncode:
             raise SystemExit(f"phase 2 failed at N={n}:\n{output}")
