@@ -18,12 +18,12 @@ classes, or a hashed split asked of a root that is itself a split folder.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from biomedclip.corpus.split import article_hash
 from biomedclip.errors import InputError
 from biomedclip.shards import IMAGE_EXTENSIONS
 
@@ -83,8 +83,7 @@ class HashSplit:
 
     def of(self, key: str) -> str:
         """``train``, ``val`` or ``test`` for an image key (a uniform number from SHA-256 of salt and key)."""
-        digest = hashlib.sha256(f"{self.salt}:{key}".encode()).digest()
-        u = int.from_bytes(digest[:8], "big") / 2**64
+        u = article_hash(key, self.salt)
         total = self.train + self.val + self.test
         return "train" if u < self.train / total else "val" if u < (self.train + self.val) / total else "test"
 

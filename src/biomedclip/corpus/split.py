@@ -27,7 +27,7 @@ class SplitConfig:
 
 
 def article_hash(pmcid: str, salt: str) -> float:
-    """A uniform number in [0, 1) derived from ``pmcid`` alone."""
+    """A uniform number in [0, 1) derived from ``pmcid`` (or any key) and ``salt`` alone (also the folder split's)."""
     digest = hashlib.sha256(f"{salt}:{pmcid}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
