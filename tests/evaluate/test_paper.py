@@ -53,14 +53,24 @@ QUICK = PaperSettings(
 
 def test_paper_tables_ship_with_their_source() -> None:
     data = load_paper_results()
-    assert data["source"]["arxiv"] == "2303.00915" and data["source"]["url"].endswith("2303.00915")
+    assert data["source"]["doi"] == "10.1056/AIoa2400640" and data["source"]["arxiv"] == "2303.00915"
     tables = data["tables"]
     assert set(tables) == set(paper.TASKS)
     for spec in paper.PAPER_TASKS:  # every task the command runs has a row of the paper's table (maybe null)
         assert tables[spec.task][spec.dataset]
-    # Nothing is entered that was not confirmed from the paper itself (see the file's header).
-    assert data["source"]["confirmed"] is False
-    assert all(v is None for t in tables.values() for d in t.values() if isinstance(d, dict) for v in d.values())
+    # Supplementary Table 5, row 224px: AUROC (%) for TCGA-TIL, accuracy (%) for the others.
+    assert "Supplementary Table 5" in tables["zeroshot"]["table"]
+    assert {name: metrics for name, metrics in tables["zeroshot"].items() if name != "table"} == {
+        "pcam": {"accuracy": 73.41},
+        "lc25000_lung": {"accuracy": 65.23},
+        "lc25000_colon": {"accuracy": 92.98},
+        "tcga_til": {"auroc": 67.04},
+        "rsna_pneumonia": {"accuracy": 78.95},
+    }
+    # A table without a named source holds no number.
+    for table in tables.values():
+        if table["table"] is None:
+            assert all(v is None for d in table.values() if isinstance(d, dict) for v in d.values())
 
 
 def test_runs_what_is_found_and_reports_the_rest(one_thread, data_root, tmp_path, monkeypatch) -> None:
@@ -99,6 +109,8 @@ def test_runs_what_is_found_and_reports_the_rest(one_thread, data_root, tmp_path
     markdown = (out / "paper_report.md").read_text()
     assert "| zeroshot | pcam | accuracy |" in markdown and "| 73.00 |" in markdown
     assert "not confirmed" in markdown and "| vqa | slake | failed |" in markdown
+    assert "- zeroshot: Supplementary Appendix, Supplementary Table 5" in markdown
+    assert "| zeroshot | tcga_til | auroc |" in markdown and "| 67.04 |" in markdown
     assert "| zeroshot | rsna_pneumonia | skipped | no rsna_pneumonia/" in markdown
     assert json.loads((out / "paper_report.json").read_text())["rows"] == report["rows"]
 

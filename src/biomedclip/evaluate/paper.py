@@ -155,7 +155,7 @@ def run_paper(
             "split": result.get("split"),
             "warnings": result["metrics"].get("warnings", []),
         }
-        for metric, theirs in paper["tables"][spec.task][spec.dataset].items():
+        for metric, theirs in paper["tables"][spec.task][spec.dataset].items():  # the metrics the paper reports
             ours, std = _ours(spec.task, result["metrics"], metric)
             delta = None if ours is None or theirs is None else ours - theirs
             rows.append(
@@ -166,6 +166,7 @@ def run_paper(
         "model": model.name,
         "data_root": str(data_root),
         "paper": paper["source"],
+        "paper_tables": {task: table.get("table") for task, table in paper["tables"].items()},
         "settings": {
             "tasks": list(settings.tasks),
             "run": asdict(settings.run),
@@ -194,11 +195,15 @@ def render_markdown(report: dict) -> str:
     lines = [
         f"# BiomedCLIP paper comparison: {report['model']}",
         "",
-        f"Data: `{report['data_root']}`. Paper: {source['title']} (arXiv:{source['arxiv']} {source['version']}, "
-        f"{source['url']}). Values in percent; linear probe: mean ± std over seeds.",
+        f"Data: `{report['data_root']}`. Paper: {source['title']} ({source['venue']}, {source['url']}; "
+        f"arXiv:{source['arxiv']}). Values in percent; linear probe: mean ± std over seeds.",
+        "",
+        "The paper's column comes from:",
     ]
-    if not source.get("confirmed"):
-        lines.append("The paper's numbers are not confirmed in `paper_results.yaml`: its column shows 'not confirmed'.")
+    lines += [
+        f"- {task}: {where}" if where else f"- {task}: not confirmed (no stored copy of its table was read)"
+        for task, where in report["paper_tables"].items()
+    ]
     lines += ["", "| task | dataset | metric | ours | paper | ours − paper |", "|---|---|---|---|---|---|"]
     for row in report["rows"]:
         paper = "not confirmed" if row["paper"] is None else _number(row["paper"])
