@@ -22,6 +22,7 @@ import webdataset as wds
 from PIL import Image
 
 from biomedclip.corpus.build import build
+from biomedclip.corpus.split import SPLITS
 from biomedclip.corpus.sources import open_source
 
 PKG = "pmc/packages"
@@ -164,6 +165,10 @@ def test_stats_and_report(built: Path) -> None:
     assert stats["rejected_by_reason"]["decompression_bomb"] == 1
     assert 0 < stats["caption_tokens"]["share_within_256"] <= 1
     assert stats["dedup"]["duplicates_removed"] >= 3
+    assert stats["dedup"]["duplicates_removed"] == sum(r["reason"].endswith("_duplicate") for r in rows)
+    kept = [r for r in rows if r["status"] == "accepted"]
+    assert stats["split_articles"] == {s: len({r["article"] for r in kept if r["split"] == s}) for s in SPLITS}
+    assert stats["split_articles"]["train"] > 0
     report = (built / "report.md").read_text()
     for name in ("stages", "rejections", "caption_tokens", "image_sizes", "licenses", "journals"):
         assert f"report/{name}.png" in report and (built / "report" / f"{name}.png").stat().st_size > 0

@@ -67,12 +67,10 @@ def test_duplicate_clusters_spanning_splits_are_counted() -> None:
 
     from biomedclip.corpus.assemble import cluster_counts
 
-    verdicts = pa.table({
-        "key": ["a", "b", "c", "d", "e"], "article": ["A", "B", "C", "D", "D"],
-        "duplicate_of": [None, "a", None, "c", "c"], "kind": [None, "exact", None, "exact", "near"],
-        "split": ["train", "test", "val", "val", "val"],
+    dups = pa.table({
+        "key": ["b", "d", "e"], "duplicate_of": ["a", "c", "c"], "kind": ["exact", "exact", "near"],
+        "split": ["test", "val", "val"], "kept_split": ["train", "val", "val"],
     })  # fmt: skip
-    counts = cluster_counts(verdicts, articles=4)
+    counts = cluster_counts(dups)
     assert counts["clusters"] == {"exact": 1, "near": 1} and counts["duplicates"] == 3
     assert counts["leaks"] == 1  # a (train) and b (test); c, d, e all val
-    assert counts["split_articles"] == {"train": 1, "val": 1, "test": 0}

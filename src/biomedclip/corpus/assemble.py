@@ -1,15 +1,21 @@
 """Phase 2: from the work batches to the released corpus, as stages over Parquet partitions.
 
 Every stage is a function over one unit (a batch, a shard, a catalog part) run by ``distributed.map_units``
-(worker processes or Ray); the driver holds only columns of fixed-size values per figure (keys, hashes).
+(worker processes or Ray). The driver holds per article one name, per figure 25 bytes (its hashes and split),
+and strings only for the figures in duplicate clusters; rows, captions and images stay in the workers.
 
 1. ``batch_articles``: per batch, which article results it holds; the driver keeps, per article the sources
    listed in this run (latest version per article key), one result: a final one, from the smallest batch id.
-2. ``batch_fingerprints``: per batch, the SHA-256 and perceptual hash of the chosen accepted figures.
-3. dedup (``dedup.cluster_labels``, its near-duplicate bands as parallel units): kept figure per cluster.
-4. ``batch_rows``: per batch (every batch, chosen or not), the chosen rows with their verdict, split (a pure
-   function of the article key, see ``split.py``) and shard, written to one file per shard (and per rejected
-   partition) in the stage folder; the locations of its images that no shard takes go to a pack partition.
+2. ``batch_fingerprints``: per batch, the SHA-256 and perceptual hash and the split (a pure function of the
+   article key, see ``split.py``, unless the source gives one) of the chosen accepted figures in key order,
+   and a sample of their keys.
+3. dedup (``dedup.components`` on figure numbers, its near-duplicate bands as parallel units); ``member_keys``
+   fetches the keys of the figures in clusters, and each cluster keeps its smallest key.
+4. ``batch_rows``: per batch (every batch, chosen or not), the chosen rows with their verdict and split; the
+   survivors are written per split and key-range partition (cut at keys of the sample), the others per
+   rejected partition; the locations of its images that no shard takes go to a pack partition. The counts per
+   partition give each shard's slices (``shard_pieces``): shard i of a split holds its keys of rank
+   ``[i * shard_size, (i + 1) * shard_size)``.
 5. ``write_shard``: per shard, its rows in key order and their JPEGs read from the batch tar, or, for a batch
    whose tar a release deleted, from the previous shards and packs (``WorkStore.released``); the same rows
    become catalog part ``part-NNNNN.parquet``; rejected rows become the following parts; ``write_pack`` copies
@@ -20,6 +26,8 @@ rerun after a kill gives byte-identical shards and catalog (packs depend on the 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import io
 import shutil
@@ -36,10 +44,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from biomedclip.corpus.batches import WorkStore
-from biomedclip.corpus.dedup import DedupConfig, cluster_labels, near_pairs_for_masks
+from biomedclip.corpus.dedup import DedupConfig, components, near_pairs_for_masks
 from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, REJECTED
-from biomedclip.corpus.split import SplitConfig, article_hash, hash_split, moved_articles
+from biomedclip.corpus.split import SPLITS, SplitConfig, article_hash, hash_split, moved_articles
 from biomedclip.durable import fsync_file
 from biomedclip.errors import RunError
 from biomedclip.shards import ShardWriter, shard_record, write_sizes
@@ -52,12 +60,8 @@ LOCATIONS = pa.schema([("batch", pa.string()), ("key", pa.string()), ("file", pa
 """Where a released image lies: ``size`` bytes at ``offset`` of ``file`` (a path below OUT)."""
 HEX_DIGITS = np.zeros(256, np.uint64)
 HEX_DIGITS[np.frombuffer(b"0123456789abcdefABCDEF", np.uint8)] = [*range(16), *range(10, 16)]
-FINGERPRINTS = pa.schema(
-    [("key", pa.string()), ("article", pa.string()), ("batch", pa.string()), ("sha_hi", pa.uint64()),
-     ("sha_lo", pa.uint64()), ("phash", pa.uint64()), ("split", pa.string())]
-)  # fmt: skip
-"""What dedup needs of a figure: the first 128 bits of its file's SHA-256 (a collision among 10^9 figures has
-odds below 10^-20) and its perceptual hash; ``split`` is the source's when it knows one (a labelled folder)."""
+SAMPLE_EVERY = 64
+"""One key in this many of each batch goes to the driver, to cut the key range into partitions."""
 
 
 @dataclass(frozen=True)
@@ -135,22 +139,63 @@ def _chosen_rows(batch: str, store: WorkStore, names: pa.Array, columns: list[st
     return table.filter(pc.is_in(_names(table), names))
 
 
-def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore) -> pa.Table:
-    """Stage 2 for one batch: ``FINGERPRINTS`` of its chosen accepted figures (hashes as integers: 24 bytes)."""
+@dataclass(frozen=True)
+class SplitRule:
+    """The split of a figure: its source's when it knows one (a labelled folder), else its article's."""
+
+    moved: dict[str, str]  # the tiny-corpus moves (see ``split.py``)
+    config: SplitConfig
+
+    def of(self, table: pa.Table) -> pa.Array:
+        """The split of each row of ``table`` (columns ``split``, ``article``)."""
+        given = table["split"].combine_chunks()
+        return pc.coalesce(given, split_of_articles(table["article"].combine_chunks(), self.moved, self.config))
+
+
+@dataclass(frozen=True)
+class Prints:
+    """Stage 2's result for one batch: per chosen accepted figure, in key order, what dedup needs (the first
+    128 bits of its file's SHA-256 and its perceptual hash) and its split (index in ``SPLITS``); and every
+    ``SAMPLE_EVERY``-th key, from which the driver cuts the key range into partitions."""
+
+    sha_hi: np.ndarray
+    sha_lo: np.ndarray
+    phash: np.ndarray
+    split: np.ndarray
+    sample: list[str]
+
+
+def _accepted(batch: str, store: WorkStore, names: pa.Array, rule: SplitRule) -> pa.Table:
+    """The chosen accepted figures of ``batch`` in key order, their split set."""
+    table = _chosen_rows(batch, store, names, ["key", "article", "version", "status", "sha256", "phash", "split"])
+    table = table.filter(pc.equal(table["status"], ACCEPTED)).sort_by([("key", "ascending")])
+    return table.set_column(table.schema.get_field_index("split"), "split", rule.of(table))
+
+
+def split_codes(splits: pa.Array) -> np.ndarray:
+    """Each split's index in ``SPLITS`` (int8); any other name is an error."""
+    codes = pc.index_in(splits, pa.array(SPLITS))
+    if codes.null_count:
+        raise RunError(f"unknown split names {pc.unique(splits.filter(pc.is_null(codes))).to_pylist()}")
+    return codes.to_numpy(zero_copy_only=False).astype(np.int8)
+
+
+def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore, rule: SplitRule) -> Prints:
+    """Stage 2 for one batch: the ``Prints`` of its chosen accepted figures (25 bytes per figure)."""
     batch, names = unit
-    table = _chosen_rows(
-        batch, store, names, ["key", "article", "version", "status", "sha256", "phash", "batch", "split"]
-    )
-    table = table.filter(pc.equal(table["status"], ACCEPTED))
+    table = _accepted(batch, store, names, rule)
     sha = table["sha256"]
-    columns = {
-        "key": table["key"], "article": table["article"], "batch": table["batch"],
-        "sha_hi": parse_hex64(pc.utf8_slice_codeunits(sha, 0, 16)),
-        "sha_lo": parse_hex64(pc.utf8_slice_codeunits(sha, 16, 32)),
-        "phash": parse_hex64(table["phash"]),
-        "split": table["split"],
-    }  # fmt: skip
-    return pa.table(columns, schema=FINGERPRINTS)
+    return Prints(
+        parse_hex64(pc.utf8_slice_codeunits(sha, 0, 16)), parse_hex64(pc.utf8_slice_codeunits(sha, 16, 32)),
+        parse_hex64(table["phash"]), split_codes(table["split"].combine_chunks()),
+        table["key"].to_pylist()[::SAMPLE_EVERY],
+    )  # fmt: skip
+
+
+def member_keys(unit: tuple[str, pa.Array, np.ndarray], store: WorkStore, rule: SplitRule) -> pa.Array:
+    """The keys at positions ``rows`` of a batch's chosen accepted figures in key order (stage 2's order)."""
+    batch, names, rows = unit
+    return _accepted(batch, store, names, rule)["key"].combine_chunks().take(pa.array(rows))
 
 
 def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,10 +205,11 @@ def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[
 
 @dataclass(frozen=True)
 class Decisions:
-    """What phase 2 decided for every batch alike: tiny-corpus split moves and how many rejected parts."""
+    """What phase 2 decided for every batch alike: the split rule, the key partitions, how many rejected parts
+    and packs."""
 
-    moved: dict[str, str]
-    split: SplitConfig
+    split: SplitRule
+    splitters: tuple[str, ...]  # sorted keys: partition p holds the keys k with splitters[p-1] <= k < splitters[p]
     rejected_parts: int
     packs: int = 1
 
@@ -187,17 +233,27 @@ def tiny_corpus_moves(articles: pa.Array, config: SplitConfig) -> dict[str, str]
     return moved_articles(len(articles), present, smallest, config)
 
 
-def shard_names(keys: pa.Array, splits: pa.Array, shard_size: int) -> pa.Array:
-    """``{split}-NNNNNN.tar`` per survivor: key order within each split, ``shard_size`` samples per shard."""
-    order = pc.sort_indices(pa.table({"split": splits, "key": keys}), [("split", "ascending"), ("key", "ascending")])
-    split_sorted = splits.take(order).to_pylist()
-    names: list[str | None] = [None] * len(keys)
-    rank: dict[str, int] = {}
-    for pos, split in zip(order.to_pylist(), split_sorted, strict=True):
-        n = rank.get(split, 0)
-        rank[split] = n + 1
-        names[pos] = f"{split}-{n // shard_size:06d}.tar"
-    return pa.array(names, pa.string())
+def partition_of(keys: pa.Array, splitters: tuple[str, ...]) -> np.ndarray:
+    """The key-range partition of each key: the number of splitters ``<=`` it."""
+    return np.searchsorted(np.array(splitters, dtype=str), np.array(keys.to_pylist(), dtype=str), side="right")
+
+
+def shard_pieces(counts: dict[tuple[str, int], int], shard_size: int) -> dict[str, list[tuple[str, int, int]]]:
+    """Per shard ``{split}-NNNNNN.tar``, the slices ``(partition folder, start, stop)`` of the key-sorted
+    partitions that hold its samples: shard i of a split takes ranks ``[i * shard_size, (i + 1) * shard_size)``
+    of that split in key order, and the partitions of a split hold consecutive key ranges."""
+    shards: dict[str, list[tuple[str, int, int]]] = {}
+    for split in SPLITS:
+        rank = 0
+        for (name, partition), count in sorted((k, v) for k, v in counts.items() if k[0] == split):
+            lo, hi = rank, rank + count
+            for shard in range(lo // shard_size, -(-hi // shard_size)):
+                start, stop = max(lo, shard * shard_size), min(hi, (shard + 1) * shard_size)
+                shards.setdefault(f"{name}-{shard:06d}.tar", []).append(
+                    (f"{name}-p{partition:06d}", start - lo, stop - lo)
+                )
+            rank = hi
+    return dict(sorted(shards.items()))
 
 
 def _locate(table: pa.Table, batch: str, store: WorkStore, released: pa.Table | None) -> pa.Table:
@@ -213,49 +269,59 @@ def _locate(table: pa.Table, batch: str, store: WorkStore, released: pa.Table | 
     return table.append_column("image_file", released["file"].take(idx))
 
 
+@dataclass(frozen=True)
+class RowCounts:
+    """Stage 4's result for one batch: survivors per ``(split, partition)``, their articles per split."""
+
+    partitions: dict[tuple[str, int], int]
+    articles: dict[str, int]
+
+
 def batch_rows(
     unit: tuple[str, pa.Array, pa.Table, pa.Table | None], store: WorkStore, decisions: Decisions, stage: Path
-) -> int:
-    """Stage 4 for one batch: its chosen rows completed with ``verdicts`` (``key, duplicate_of, kind, shard`` of
-    its accepted figures) and the split, written per shard / rejected partition into ``stage``; the images no
-    shard takes (duplicates, results not chosen) go to a pack. ``released`` locates the images of a batch
-    whose tar was deleted (None: read the tar)."""
-    batch, names, verdicts, released = unit
+) -> RowCounts:
+    """Stage 4 for one batch: its chosen rows completed with their verdict (``dups``: ``key, duplicate_of,
+    kind`` of its duplicates) and split, the survivors written per key-range partition of their split, the
+    others per rejected partition, into ``stage``; the images no shard takes (duplicates, results not chosen)
+    go to a pack. ``released`` locates the images of a batch whose tar was deleted (None: read the tar)."""
+    batch, names, dups, released = unit
     rows = _locate(store.read_rows(batch), batch, store, released)
     chosen = pc.is_in(_names(rows), names)
     table = rows.filter(chosen)
-    idx = pc.index_in(table["key"], verdicts["key"])
-    dup_of = verdicts["duplicate_of"].combine_chunks().take(idx)
+    idx = pc.index_in(table["key"], dups["key"])
+    dup_of = dups["duplicate_of"].combine_chunks().take(idx)
     is_dup = pc.is_valid(dup_of)
     status = pc.if_else(is_dup, REJECTED, table["status"])
-    kind = pc.binary_join_element_wise(verdicts["kind"].combine_chunks().take(idx), "_duplicate", "")
+    kind = pc.binary_join_element_wise(dups["kind"].combine_chunks().take(idx), "_duplicate", "")
     columns = {
         "status": status, "reason": pc.if_else(is_dup, kind, table["reason"]),
-        "detail": pc.if_else(is_dup, "", table["detail"]), "duplicate_of": dup_of,
-        "split": pc.coalesce(
-            table["split"].combine_chunks(),
-            split_of_articles(table["article"].combine_chunks(), decisions.moved, decisions.split),
-        ),
-        "shard": verdicts["shard"].combine_chunks().take(idx),
+        "detail": pc.if_else(is_dup, "", table["detail"]), "duplicate_of": dup_of, "split": decisions.split.of(table),
     }  # fmt: skip
     for name, column in columns.items():
         table = table.set_column(table.schema.get_field_index(name), name, column)
-    shard = table["shard"]
-    for name in pc.unique(shard).to_pylist():
-        if name is None:
-            part = table.filter(pc.is_null(shard))
-            buckets = _bucket(part["article"], decisions.rejected_parts)
-            for b in pc.unique(buckets).to_pylist():
-                _write(part.filter(pc.equal(buckets, b)), stage / "rows" / f"rejected-{b:05d}" / f"{batch}.parquet")
-        else:
-            _write(table.filter(pc.equal(shard, name)), stage / "rows" / name / f"{batch}.parquet")
-    in_shard = pc.and_(chosen, pc.is_in(rows["key"], table.filter(pc.is_valid(shard))["key"]))
+    kept = pc.equal(table["status"], ACCEPTED)
+    survivors, rejected = table.filter(kept), table.filter(pc.invert(kept))
+    partitions: dict[tuple[str, int], int] = {}
+    articles: dict[str, int] = {}
+    part_of = partition_of(survivors["key"].combine_chunks(), decisions.splitters)
+    for split in pc.unique(survivors["split"]).to_pylist():
+        mine = pc.equal(survivors["split"], split).to_numpy(zero_copy_only=False)
+        articles[split] = int(pc.count_distinct(survivors.filter(mine)["article"]).as_py())
+        for part in np.unique(part_of[mine]).tolist():
+            rows_here = survivors.filter(pa.array(mine & (part_of == part)))
+            partitions[(split, part)] = len(rows_here)
+            _write(rows_here, stage / "rows" / f"{split}-p{part:06d}" / f"{batch}.parquet")
+    if len(rejected):
+        buckets = _bucket(rejected["article"], decisions.rejected_parts)
+        for b in pc.unique(buckets).to_pylist():
+            _write(rejected.filter(pc.equal(buckets, b)), stage / "rows" / f"rejected-{b:05d}" / f"{batch}.parquet")
+    in_shard = pc.and_(chosen, pc.is_in(rows["key"], survivors["key"]))
     packed = rows.filter(pc.and_(pc.is_valid(rows["image_size"]), pc.invert(in_shard)))
     if len(packed):
         pack = int(hashlib.sha1(batch.encode()).hexdigest()[:8], 16) % decisions.packs
         _write(packed.select(["key", "batch", "image_file", "image_offset", "image_size"]),
                stage / "rows" / f"pack-{pack:05d}" / f"{batch}.parquet")  # fmt: skip
-    return len(table)
+    return RowCounts(partitions, articles)
 
 
 def _bucket(articles: pa.ChunkedArray, parts: int) -> pa.Array:
@@ -279,10 +345,12 @@ def _write_durable(table: pa.Table, path: Path) -> None:
     fsync_file(path)
 
 
-def write_shard(unit: tuple[str, int], store: WorkStore, stage: Path) -> int:
-    """Stage 5 for one shard: its samples in key order and its catalog part; returns the sample count."""
-    name, part = unit
-    table = _catalog_table(stage / "rows" / name)
+def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkStore, stage: Path) -> int:
+    """Stage 5 for one shard: its samples in key order (slices of its split's key-sorted partitions, see
+    ``shard_pieces``) and its catalog part; returns the sample count."""
+    name, part, pieces = unit
+    table = pa.concat_tables([_catalog_table(stage / "rows" / folder).slice(lo, hi - lo) for folder, lo, hi in pieces])
+    table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array([name] * len(table), pa.string()))
     split = name.rsplit("-", 1)[0]
     tmp = stage / "tmp" / name
     shutil.rmtree(tmp, ignore_errors=True)
@@ -372,59 +440,117 @@ def parse_hex64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.bitwise_or.reduce(nibbles << shifts, axis=1)
 
 
-def dedup_verdicts(fingerprints: pa.Table, config: DedupConfig, near_edges: Any) -> pa.Table:
-    """``key, duplicate_of, kind`` for every chosen accepted figure (``duplicate_of`` null for the kept ones)."""
-    table = fingerprints.sort_by([("key", "ascending")])
-    keys = table["key"].combine_chunks()
-    sha = np.stack([table["sha_hi"].to_numpy(), table["sha_lo"].to_numpy()], axis=1)
-    sha_codes = np.unique(sha, axis=0, return_inverse=True)[1].reshape(-1).astype(np.int64)
-    phash = table["phash"].to_numpy()
-    kept, exact = cluster_labels(sha_codes, phash, config.max_distance, near_edges)
-    is_dup = pa.array(kept != np.arange(len(kept)))
-    none = pa.scalar(None, pa.string())
-    kind = pa.array(np.where(exact, "exact", "near").tolist(), pa.string())
-    table = table.select(["key", "article", "batch"])
-    table = table.append_column("duplicate_of", pc.if_else(is_dup, keys.take(pa.array(kept)), none))
-    return table.append_column("kind", pc.if_else(is_dup, kind, none))
+def sha_codes(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """An integer per distinct (hi, lo) pair (the first 128 bits of a SHA-256), int32."""
+    order = np.lexsort((lo, hi))
+    new = np.ones(len(order), bool)
+    ordered = hi[order]
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    ordered = lo[order]
+    new[1:] |= ordered[1:] != ordered[:-1]
+    del ordered
+    codes = np.empty(len(order), np.int32)
+    codes[order] = np.cumsum(new, dtype=np.int32) - 1
+    return codes
+
+
+def trim_memory() -> None:
+    """Give the heap's free pages back to the system (glibc keeps them otherwise): the driver's resident
+    memory then falls back after each per-figure step instead of staying at its peak."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def duplicates(
+    prints: list[Prints], units: list[tuple[str, pa.Array]], store: WorkStore, settings: Settings, rule: SplitRule,
+    run: Callable,
+) -> pa.Table:  # fmt: skip
+    """``key, duplicate_of, kind, batch, split, kept_split`` of every duplicate, from the batches' ``Prints``.
+
+    The driver holds 25 bytes per figure (hashes and split) and the keys of the figures in clusters only:
+    clusters are found on figure numbers (batch order, then key order), and only their members' keys are
+    fetched, to keep the smallest key of each cluster.
+    """
+    empty = np.zeros(0, np.uint64)
+    starts = np.cumsum([0] + [len(p.phash) for p in prints])
+    codes = sha_codes(np.concatenate([p.sha_hi for p in prints] or [empty]),
+                      np.concatenate([p.sha_lo for p in prints] or [empty]))  # fmt: skip
+    phash = np.concatenate([p.phash for p in prints] or [empty])
+    splits = np.concatenate([p.split for p in prints] or [np.zeros(0, np.int8)])
+
+    def near_edges(values: np.ndarray, mask_units: list) -> list:
+        return run(near_edges_unit, mask_units, values, settings.dedup.max_distance)
+
+    labels, exact = components(codes, phash, settings.dedup.max_distance, near_edges)
+    del codes, phash
+    trim_memory()
+    members = np.flatnonzero(np.bincount(labels)[labels] > 1) if len(labels) else np.zeros(0, np.int64)
+    batch_of = np.searchsorted(starts, members, side="right") - 1
+    wanted = np.unique(batch_of).tolist()
+    fetch = [(*units[b], members[batch_of == b] - starts[b]) for b in wanted]
+    keys = run(member_keys, fetch, store, rule)
+    splits = splits[members]
+    table = pa.table({
+        "key": pa.concat_arrays([pa.array([], pa.string()), *keys]), "label": labels[members],
+        "batch": np.repeat(np.array([units[b][0] for b in wanted], dtype=object), [len(f[2]) for f in fetch]),
+        "split": np.array(SPLITS, dtype=object)[splits],
+    }).sort_by([("label", "ascending"), ("key", "ascending")])  # fmt: skip
+    label = table["label"].to_numpy()
+    first = np.r_[True, label[1:] != label[:-1]] if len(label) else np.zeros(0, bool)
+    head = np.flatnonzero(first)[np.cumsum(first) - 1]  # row of each row's kept figure
+    dups = table.filter(pa.array(~first))
+    keep_at = pa.array(head[~first])
+    kind = np.where(exact[label[~first]], "exact", "near")
+    return pa.table({
+        "key": dups["key"], "duplicate_of": table["key"].take(keep_at), "kind": pa.array(kind, pa.string()),
+        "batch": dups["batch"].cast(pa.string()), "split": dups["split"].cast(pa.string()),
+        "kept_split": table["split"].take(keep_at).cast(pa.string()),
+    })  # fmt: skip
 
 
 def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable) -> dict:
     """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units."""
+    trim_memory()  # what phase 1's listing left
     batches = store.batches()
     held = run(batch_articles, batches, store)
     empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
                       "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
     chosen = choose(listing, pa.concat_tables([empty, *held]))
     names_of = chosen.by_batch()
-    prints = run(batch_fingerprints, list(names_of.items()), store)
-    fingerprints = pa.concat_tables([FINGERPRINTS.empty_table(), *prints])
-
-    def near_edges(values: np.ndarray, units: list) -> list:
-        return run(near_edges_unit, units, values, settings.dedup.max_distance)
-
-    verdicts = dedup_verdicts(fingerprints, settings.dedup, near_edges)
     articles = pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
-    moved = tiny_corpus_moves(articles, settings.split)
-    given = fingerprints["split"].combine_chunks().take(pc.index_in(verdicts["key"], fingerprints["key"]))
-    computed = split_of_articles(verdicts["article"].combine_chunks(), moved, settings.split)
-    verdicts = verdicts.append_column("split", pc.coalesce(given, computed))  # a source's own split wins
-    survivors = verdicts.filter(pc.is_null(verdicts["duplicate_of"]))
-    shards = shard_names(survivors["key"].combine_chunks(), survivors["split"].combine_chunks(), settings.shard_size)
-    shard_of = shards.take(pc.index_in(verdicts["key"], survivors["key"]))
-    verdicts = verdicts.append_column("shard", shard_of)
-    decisions = Decisions(moved, settings.split, max(1, -(-(chosen.rows - len(survivors)) // REJECTED_PART_ROWS)),
+    rule = SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
+    units = list(names_of.items())
+    del held
+    trim_memory()
+    prints = run(batch_fingerprints, units, store, rule)
+    dups = duplicates(prints, units, store, settings, rule, run)
+    sample = sorted(key for p in prints for key in p.sample)
+    step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
+    accepted = sum(len(p.phash) for p in prints)
+    del prints
+    trim_memory()
+    decisions = Decisions(rule, tuple(sample[step::step]),
+                          max(1, -(-(chosen.rows - accepted + len(dups)) // REJECTED_PART_ROWS)),
                           max(1, len(batches) // BATCHES_PER_PACK))  # fmt: skip
-    by = by_batch(verdicts)
-    empty_verdicts = verdicts.schema.empty_table()
+    dups_of = by_batch(dups.select(["key", "duplicate_of", "kind", "batch"]))
+    no_dups = pa.table({"key": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string()),
+                        "kind": pa.array([], pa.string())})  # fmt: skip
     tars, released = store.tars(), store.released()
     located = by_batch(released) if released is not None else {}
     none = pa.array([], pa.string())
     nowhere = LOCATIONS.empty_table()
-    units = [(b, names_of.get(b, none), by.get(b, empty_verdicts), None if b in tars else located.get(b, nowhere))
-             for b in batches]  # fmt: skip
-    run(batch_rows, units, store, decisions, stage)
-    shard_list = sorted(set(shards.to_pylist()))
-    counts = run(write_shard, [(name, i) for i, name in enumerate(shard_list)], store, stage)
+    row_units = [(b, names_of.get(b, none), dups_of.get(b, no_dups), None if b in tars else located.get(b, nowhere))
+                 for b in batches]  # fmt: skip
+    partitions: dict[tuple[str, int], int] = {}
+    split_articles = dict.fromkeys(SPLITS, 0)
+    for counts in run(batch_rows, row_units, store, decisions, stage):
+        for part, n in counts.partitions.items():
+            partitions[part] = partitions.get(part, 0) + n
+        for split, n in counts.articles.items():
+            split_articles[split] += n  # an article's chosen result lies in one batch
+    pieces = shard_pieces(partitions, settings.shard_size)
+    shard_list = list(pieces)
+    counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage)
     rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
     run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
     pack_units = sorted(p.name for p in (stage / "rows").glob("pack-*")) if (stage / "rows").exists() else []
@@ -438,30 +564,21 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
     if chosen.rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
         run(write_single_catalog, [parts], stage)
-    dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
     return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
-                        **cluster_counts(verdicts, int(pc.count_distinct(articles).as_py())))  # fmt: skip
+                        split_articles=split_articles, articles=int(pc.count_distinct(articles).as_py()),
+                        **cluster_counts(dups))  # fmt: skip
 
 
-def cluster_counts(verdicts: pa.Table, articles: int) -> dict[str, Any]:
-    """The report's dedup and split numbers from the verdicts (``key, article, duplicate_of, kind, split``)."""
-    dups = verdicts.filter(pc.is_valid(verdicts["duplicate_of"]))
-    kept_split = verdicts["split"].combine_chunks().take(pc.index_in(dups["duplicate_of"], verdicts["key"]))
+def cluster_counts(dups: pa.Table) -> dict[str, Any]:
+    """The report's dedup numbers from the duplicates (``duplicate_of, kind, split, kept_split``)."""
     per_cluster = pa.table({"kept": dups["duplicate_of"], "exact": pc.equal(dups["kind"], "exact"),
-                            "leak": pc.not_equal(dups["split"], kept_split)}).group_by("kept").aggregate(
+                            "leak": pc.not_equal(dups["split"], dups["kept_split"])}).group_by("kept").aggregate(
         [("exact", "all"), ("leak", "any")])  # fmt: skip
     exact = int(pc.sum(pc.cast(per_cluster["exact_all"], pa.int64())).as_py() or 0)
-    survivors = verdicts.filter(pc.is_null(verdicts["duplicate_of"]))
-    split_articles = {}
-    for split in ("train", "val", "test"):
-        mine = survivors.filter(pc.equal(survivors["split"], split))["article"]
-        split_articles[split] = int(pc.count_distinct(mine).as_py()) if len(mine) else 0
     return {
-        "articles": articles,
         "clusters": {"exact": exact, "near": len(per_cluster) - exact},
         "duplicates": len(dups),
         "leaks": int(pc.sum(pc.cast(per_cluster["leak_any"], pa.int64())).as_py() or 0),
-        "split_articles": split_articles,
     }

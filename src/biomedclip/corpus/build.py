@@ -36,7 +36,7 @@ from biomedclip.corpus import assemble
 from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
 from biomedclip.corpus.batches import WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
-from biomedclip.corpus.distributed import map_units, run_batches
+from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_server
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.split import SplitConfig
@@ -86,6 +86,9 @@ class BuildSummary:
     figures_per_s: float
 
 
+LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
+
+
 class Listing:
     """The article versions the sources listed in this run, kept as Arrow record batches (about 40 bytes each),
     and a set of 64-bit hashes of their names to drop an article a second source lists again."""
@@ -111,13 +114,13 @@ class Listing:
 
     def _flush(self) -> None:
         names, articles, versions = self.rows
-        self.chunks.append(pa.record_batch({"name": names, "article": articles,
-                                            "version": pa.array(versions, pa.int64())}))  # fmt: skip
+        if names:
+            self.chunks.append(pa.record_batch([names, articles, versions], schema=LISTING))
         self.rows = ([], [], [])
 
     def table(self) -> pa.Table:
         self._flush()
-        return pa.Table.from_batches(self.chunks)
+        return pa.Table.from_batches(self.chunks, schema=LISTING)
 
 
 def name_hash(name: str) -> int:
@@ -276,7 +279,10 @@ def build(
             stage.mkdir(parents=True)
             settings = assemble.Settings(config.dedup, config.split, config.shard_size, config.work.tokenizer_file)
             run = partial(map_units, engine=engine, workers=workers)
-            stats = assemble.assemble(stage, store, listed, settings, run)
+            try:
+                stats = assemble.assemble(stage, store, listed, settings, run)
+            finally:
+                stop_fork_server()
             _write_json(stage / "build_config.json", asdict(config))
             if outdir.root is not None:
                 for path in stage.rglob("*"):  # shards and catalog parts are synced already: cheap

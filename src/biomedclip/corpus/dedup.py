@@ -133,45 +133,78 @@ def mask_units(n: int, max_distance: int) -> list[list[np.uint64]]:
     return [masks[i : i + per] for i in range(0, len(masks), per)]
 
 
-def cluster_labels(
+def _first_and_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct ``values`` (sorted), the first index of each, and each value's position among them (int32)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new = np.ones(len(order), bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    distinct = ordered[new]
+    del ordered
+    inverse = np.empty(len(order), np.int32)
+    inverse[order] = np.cumsum(new, dtype=np.int32) - 1
+    first = order[new].astype(np.int32)  # the stable sort puts each value's first index first
+    return distinct, first, inverse
+
+
+def components(
     sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per figure (indices in key order): the index of its cluster's kept figure, and whether its cluster is exact.
+    """Per figure its cluster label, and per label whether the cluster is exact (one SHA-256).
 
-    ``sha_codes``: an integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values, units)`` computes
-    the verified pairs among distinct hashes (default: here, in this process).
+    ``sha_codes``: a non-negative integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values,
+    units)`` computes the verified pairs among distinct hashes (default: here, in this process). The graph
+    holds only the edges between different figures (a few per duplicate), 4-byte indices: about 30 bytes per
+    figure at the peak.
     """
     n = len(sha_codes)
-    idx = np.arange(n)
     if n == 0:
-        return idx, np.zeros(0, bool)
-    edges_a, edges_b = [], []
-    _, first_sha = np.unique(sha_codes, return_index=True)
-    _, inv_sha = np.unique(sha_codes, return_inverse=True)
-    edges_a.append(idx)
-    edges_b.append(first_sha[inv_sha])
+        return np.zeros(0, np.int32), np.zeros(0, bool)
+    idx = np.arange(n, dtype=np.int32)
+    first_sha = np.full(int(sha_codes.max()) + 1, n, np.int32)
+    np.minimum.at(first_sha, sha_codes, idx)
+    edges = [(idx, first_sha[sha_codes])]
+    del first_sha
     if max_distance >= 0:
-        values, first_ph, inv_ph = np.unique(phashes, return_index=True, return_inverse=True)
-        edges_a.append(idx)
-        edges_b.append(first_ph[inv_ph])
+        values, first_ph, inv_ph = _first_and_inverse(phashes)
+        edges.append((idx, first_ph[inv_ph]))
+        del inv_ph
         units = mask_units(len(values), max_distance)
         if near_edges is None:
             pairs = [near_pairs_for_masks(values, unit, max_distance) for unit in units]
         else:
             pairs = near_edges(values, units)
-        for a, b in pairs:
-            edges_a.append(first_ph[a])
-            edges_b.append(first_ph[b])
-    a, b = np.concatenate(edges_a), np.concatenate(edges_b)
+        edges += [(first_ph[a], first_ph[b]) for a, b in pairs]
+        del values, first_ph, pairs
+    edges = [(a[a != b], b[a != b]) for a, b in edges]  # a figure's own loop adds nothing
+    a = np.concatenate([a for a, _ in edges]).astype(np.int32)
+    b = np.concatenate([b for _, b in edges]).astype(np.int32)
+    del edges, idx
     graph = coo_matrix((np.ones(len(a), bool), (a, b)), shape=(n, n))
+    del a, b
     _, labels = connected_components(graph, directed=False)
-    kept = np.full(labels.max() + 1, n)
-    np.minimum.at(kept, labels, idx)
+    del graph
     lo = np.full(labels.max() + 1, np.iinfo(np.int64).max)
     hi = np.full(labels.max() + 1, np.iinfo(np.int64).min)
     np.minimum.at(lo, labels, sha_codes)
     np.maximum.at(hi, labels, sha_codes)
-    return kept[labels], (lo == hi)[labels]
+    return labels, lo == hi
+
+
+def cluster_labels(
+    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per figure (indices in key order): the index of its cluster's kept figure, and whether its cluster is exact.
+
+    Arguments as :func:`components`.
+    """
+    n = len(sha_codes)
+    if n == 0:
+        return np.arange(0), np.zeros(0, bool)
+    labels, exact = components(sha_codes, phashes, max_distance, near_edges)
+    kept = np.full(labels.max() + 1, n)
+    np.minimum.at(kept, labels, np.arange(n))
+    return kept[labels], exact[labels]
 
 
 def find_duplicates(figures: Iterable[Fingerprint], config: DedupConfig = DedupConfig()) -> list[Cluster]:

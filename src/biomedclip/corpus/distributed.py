@@ -7,8 +7,10 @@ A worker process that dies (a decoder's segfault, the OOM killer) costs one arti
 batches that were in flight are rerun one article at a time, and the article that kills a worker again is
 recorded as ``worker_crashed``.
 
-``map_units`` runs a phase 2 stage (a picklable function over independent units): on the process pool, or as
-a Ray Data pipeline (``map_batches`` over the units, streamed, results in order).
+``map_units`` runs a phase 2 stage (a picklable function over independent units): on a process pool, or as
+a Ray Data pipeline (``map_batches`` over the units, streamed, results in order). Its pool's processes come
+from a fork server (started once, lean, with the stage modules imported), not from the driver, so a worker's
+memory is its unit's, never a copy of the driver's.
 
 Worker processes die with the driver (``PR_SET_PDEATHSIG`` on Linux), so ``kill -9`` of a build leaves no
 orphans. Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
@@ -18,6 +20,7 @@ CPUs; the workers then write into OUT, which must be reachable from every node (
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import pickle
 import signal
@@ -45,8 +48,15 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent)
+def _pool(workers: int, context: Any = None) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
+
+
+def _stage_context() -> Any:
+    """The fork-server context of phase 2's pools (preloading the stage functions' module)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["biomedclip.corpus.assemble"])
+    return context
 
 
 class _Local:
@@ -135,6 +145,14 @@ def start_ray(workers: int) -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def stop_fork_server() -> None:
+    """Stop phase 2's fork server, if running (the next pool starts one): a finished build leaves no process
+    behind, and its workers' CPU time is accounted to this process (``RUSAGE_CHILDREN``)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()  # CPython's own stop (private; its tests use it); a no-op when not started
+
+
 def _run_ray(
     batches: Iterable[list[WorkItem]], config: WorkConfig, store: WorkStore, workers: int
 ) -> Iterator[BatchCounts]:
@@ -174,7 +192,7 @@ def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local",
         return _map_ray_data(fn, units, args, workers)
     if workers <= 0 or not units:  # one unit goes to a worker too: the driver never holds a stage's data
         return [fn(unit, *args) for unit in units]
-    with _pool(workers) as pool:
+    with _pool(workers, _stage_context()) as pool:
         return list(pool.map(fn, units, *[[a] * len(units) for a in args]))
 
 
