@@ -22,8 +22,8 @@ import webdataset as wds
 from PIL import Image
 
 from biomedclip.corpus.build import build
-from biomedclip.corpus.split import SPLITS
 from biomedclip.corpus.sources import open_source
+from biomedclip.corpus.split import SPLITS
 
 PKG = "pmc/packages"
 NIHPP = "nihpp-2023.12.31.573776v1"
