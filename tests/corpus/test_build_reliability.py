@@ -131,6 +131,30 @@ def test_a_crashing_decoder_costs_one_article_not_the_pool(shared_fixtures: Path
     assert summary.rejected["exact_duplicate"] == 8
 
 
+def test_a_pool_found_broken_when_sending_a_batch_loses_nothing(shared_fixtures: Path, tmp_path, monkeypatch) -> None:
+    """A worker killed while the driver sends the next batch: ``submit`` itself raises ``BrokenProcessPool``."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from biomedclip.corpus import distributed
+
+    items = [_article(shared_fixtures, f"PMC{i}") for i in range(1, 6)]
+    reference = build([Articles(items)], tmp_path / "reference", BuildConfig(batch_articles=1), workers=1)
+    submit, calls = distributed._Local.submit, []
+
+    def breaks_once(self, fn, *args):
+        calls.append(fn)
+        if len(calls) == 3:
+            raise BrokenProcessPool("a worker died")
+        return submit(self, fn, *args)
+
+    monkeypatch.setattr(distributed._Local, "submit", breaks_once)
+    summary = build([Articles(items)], tmp_path / "out", BuildConfig(batch_articles=1), workers=1)
+    assert len(calls) > 5 and summary.accepted == reference.accepted and summary.rejected == reference.rejected
+    assert pq.read_table(tmp_path / "out" / "catalog.parquet") == pq.read_table(
+        tmp_path / "reference" / "catalog.parquet"
+    )
+
+
 def test_workers_die_with_a_killed_driver(shared_fixtures: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "corpus"
     for i in range(30):

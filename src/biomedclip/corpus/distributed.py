@@ -107,7 +107,11 @@ def run_batches(
         pending: dict[Future, list[WorkItem]] = {}
         window = max(1, 4 * workers)
         for items in batches:
-            pending[executor.submit(process_batch, items, config, store)] = items
+            try:
+                pending[executor.submit(process_batch, items, config, store)] = items
+            except BrokenProcessPool:  # a worker died while this batch was being sent
+                yield from _rerun_broken(list(items), pending, executor, config, store)
+                continue
             while len(pending) >= window:
                 yield from _collect(pending, executor, config, store)
         while pending:
@@ -127,11 +131,23 @@ def _collect(
             yield future.result()
         except BrokenProcessPool:
             broken += items
-    if broken:  # every batch still in flight died with the pool
-        for future in list(pending):
-            broken += pending.pop(future)
-        executor.restart()
-        yield from _isolate(broken, executor, config, store)
+    if broken:
+        yield from _rerun_broken(broken, pending, executor, config, store)
+
+
+def _rerun_broken(
+    broken: list[WorkItem], pending: dict[Future, list[WorkItem]], executor: _Local, config: WorkConfig,
+    store: WorkStore,
+) -> Iterator[BatchCounts]:  # fmt: skip
+    """After the pool broke: keep the batches in flight that finished, rerun the others and ``broken`` alone."""
+    for future in list(pending):
+        items = pending.pop(future)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            yield future.result()
+        else:
+            broken += items
+    executor.restart()
+    yield from _isolate(broken, executor, config, store)
 
 
 def start_ray(workers: int) -> None:
