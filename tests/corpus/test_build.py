@@ -22,7 +22,7 @@ import webdataset as wds
 from PIL import Image
 
 from biomedclip.corpus.build import build
-from biomedclip.corpus.sources import open_source
+from biomedclip.corpus.sources import Selection, open_source
 from biomedclip.corpus.split import SPLITS
 
 PKG = "pmc/packages"
@@ -172,6 +172,23 @@ def test_stats_and_report(built: Path) -> None:
     report = (built / "report.md").read_text()
     for name in ("stages", "rejections", "caption_tokens", "image_sizes", "licenses", "journals"):
         assert f"report/{name}.png" in report and (built / "report" / f"{name}.png").stat().st_size > 0
+
+
+def test_packages_read_by_the_workers_give_the_same_corpus(corpus: Path, built: Path, tmp_path: Path) -> None:
+    """``defer_packages`` (the CLI's build): the listing reads no package, the workers do; same output."""
+    listed = list(open_source(str(corpus), defer_packages=True).articles())
+    deferred = {Path(a.source).name for a in listed if a.load is not None}
+    assert deferred == {p.name for p in corpus.glob("*.tar.gz")}
+    assert all(a.xml is None and not a.media for a in listed if a.load is not None)
+    out = tmp_path / "out"
+    build([open_source(str(corpus), defer_packages=True)], out, workers=2)
+    assert _outputs(out) == _outputs(built)
+    # A selection that needs the XML's metadata reads the package while listing, as without deferral.
+    noncommercial = Selection(license="noncommercial")
+    eager = list(open_source(str(corpus), noncommercial).articles())
+    lazy = list(open_source(str(corpus), noncommercial, defer_packages=True).articles())
+    assert [(a.source, a.meta.license) for a in lazy] == [(a.source, a.meta.license) for a in eager]
+    assert len(lazy) >= 2 and all(a.load is None for a in lazy)
 
 
 def test_nothing_is_written_outside_out(corpus: Path, built: Path) -> None:

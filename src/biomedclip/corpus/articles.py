@@ -211,4 +211,4 @@ def process_payload(payload: ArticlePayload, config: WorkConfig = WorkConfig()) 
 
 def process_article(item: Article | ArticlePayload, config: WorkConfig) -> ArticleResult:
     """The whole per-article work: read it (when not read yet), then process it."""
-    return process_payload(read_article(item, config) if isinstance(item, Article) else item, config)
+    return process_payload(read_article(item.loaded(), config) if isinstance(item, Article) else item, config)

@@ -461,46 +461,51 @@ def trim_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
 def duplicates(
-    prints: list[Prints], units: list[tuple[str, pa.Array]], store: WorkStore, settings: Settings, rule: SplitRule,
-    run: Callable,
+    columns: dict[str, list[np.ndarray]], units: list[tuple[str, pa.Array]], store: WorkStore, settings: Settings,
+    rule: SplitRule, run: Callable,
 ) -> pa.Table:  # fmt: skip
-    """``key, duplicate_of, kind, batch, split, kept_split`` of every duplicate, from the batches' ``Prints``.
+    """``key, duplicate_of, kind, batch, split, kept_split`` of every duplicate, from the batches' ``Prints``
+    columns (``sha_hi, sha_lo, phash, split``: one array per unit, emptied here as they are joined).
 
     The driver holds 25 bytes per figure (hashes and split) and the keys of the figures in clusters only:
     clusters are found on figure numbers (batch order, then key order), and only their members' keys are
     fetched, to keep the smallest key of each cluster.
     """
-    empty = np.zeros(0, np.uint64)
-    starts = np.cumsum([0] + [len(p.phash) for p in prints])
-    codes = sha_codes(np.concatenate([p.sha_hi for p in prints] or [empty]),
-                      np.concatenate([p.sha_lo for p in prints] or [empty]))  # fmt: skip
-    phash = np.concatenate([p.phash for p in prints] or [empty])
-    splits = np.concatenate([p.split for p in prints] or [np.zeros(0, np.int8)])
+    starts = np.cumsum([0] + [len(part) for part in columns["phash"]])
+    splits = _concat(columns.pop("split"), np.int8)
+    phash = _concat(columns.pop("phash"), np.uint64)
+    codes = sha_codes(_concat(columns.pop("sha_hi"), np.uint64), _concat(columns.pop("sha_lo"), np.uint64))
 
     def near_edges(values: np.ndarray, mask_units: list) -> list:
         return run(near_edges_unit, mask_units, values, settings.dedup.max_distance)
 
-    labels, exact = components(codes, phash, settings.dedup.max_distance, near_edges)
-    del codes, phash
+    labels = components(codes, phash, settings.dedup.max_distance, near_edges)
+    del phash
+    members = np.flatnonzero((np.bincount(labels) > 1)[labels]) if len(labels) else np.zeros(0, np.int64)
+    codes, labels, splits = codes[members], labels[members], splits[members]
     trim_memory()
-    members = np.flatnonzero(np.bincount(labels)[labels] > 1) if len(labels) else np.zeros(0, np.int64)
     batch_of = np.searchsorted(starts, members, side="right") - 1
     wanted = np.unique(batch_of).tolist()
     fetch = [(*units[b], members[batch_of == b] - starts[b]) for b in wanted]
     keys = run(member_keys, fetch, store, rule)
-    splits = splits[members]
     table = pa.table({
-        "key": pa.concat_arrays([pa.array([], pa.string()), *keys]), "label": labels[members],
+        "key": pa.concat_arrays([pa.array([], pa.string()), *keys]), "label": labels, "code": codes,
         "batch": np.repeat(np.array([units[b][0] for b in wanted], dtype=object), [len(f[2]) for f in fetch]),
         "split": np.array(SPLITS, dtype=object)[splits],
     }).sort_by([("label", "ascending"), ("key", "ascending")])  # fmt: skip
-    label = table["label"].to_numpy()
+    label, code = table["label"].to_numpy(), table["code"].to_numpy()
     first = np.r_[True, label[1:] != label[:-1]] if len(label) else np.zeros(0, bool)
-    head = np.flatnonzero(first)[np.cumsum(first) - 1]  # row of each row's kept figure
+    heads = np.flatnonzero(first)
+    cluster = np.cumsum(first) - 1  # each row's cluster, numbered in label order
+    exact = np.minimum.reduceat(code, heads) == np.maximum.reduceat(code, heads) if len(heads) else np.zeros(0, bool)
     dups = table.filter(pa.array(~first))
-    keep_at = pa.array(head[~first])
-    kind = np.where(exact[label[~first]], "exact", "near")
+    keep_at = pa.array(heads[cluster[~first]])
+    kind = np.where(exact[cluster[~first]], "exact", "near")
     return pa.table({
         "key": dups["key"], "duplicate_of": table["key"].take(keep_at), "kind": pa.array(kind, pa.string()),
         "batch": dups["batch"].cast(pa.string()), "split": dups["split"].cast(pa.string()),
@@ -523,11 +528,12 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     del held
     trim_memory()
     prints = run(batch_fingerprints, units, store, rule)
-    dups = duplicates(prints, units, store, settings, rule, run)
     sample = sorted(key for p in prints for key in p.sample)
-    step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
     accepted = sum(len(p.phash) for p in prints)
+    columns = {name: [getattr(p, name) for p in prints] for name in ("sha_hi", "sha_lo", "phash", "split")}
     del prints
+    dups = duplicates(columns, units, store, settings, rule, run)
+    step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
     trim_memory()
     decisions = Decisions(rule, tuple(sample[step::step]),
                           max(1, -(-(chosen.rows - accepted + len(dups)) // REJECTED_PART_ROWS)),

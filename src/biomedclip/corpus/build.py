@@ -176,7 +176,7 @@ def _batches(
                     continue
                 if ship is None:
                     ship = _picklable(article)
-                batch.append(article if ship else read_article(article))
+                batch.append(article if ship else read_article(article.loaded()))
                 if len(batch) >= size:
                     yield batch
                     batch = []

@@ -102,6 +102,7 @@ def build(
             limits=limits,
             s3_listing=s3_listing,
             imagefolder_split=HashSplit.parse(split_ratios),
+            defer_packages=True,  # package files are read by the workers, not while listing
         )
         for spec in sources
     ]

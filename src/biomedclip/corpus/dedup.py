@@ -147,10 +147,8 @@ def _first_and_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
     return distinct, first, inverse
 
 
-def components(
-    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per figure its cluster label, and per label whether the cluster is exact (one SHA-256).
+def components(sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None) -> np.ndarray:
+    """Per figure its cluster label (int32).
 
     ``sha_codes``: a non-negative integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values,
     units)`` computes the verified pairs among distinct hashes (default: here, in this process). The graph
@@ -159,7 +157,7 @@ def components(
     """
     n = len(sha_codes)
     if n == 0:
-        return np.zeros(0, np.int32), np.zeros(0, bool)
+        return np.zeros(0, np.int32)
     idx = np.arange(n, dtype=np.int32)
     first_sha = np.full(int(sha_codes.max()) + 1, n, np.int32)
     np.minimum.at(first_sha, sha_codes, idx)
@@ -182,13 +180,7 @@ def components(
     del edges, idx
     graph = coo_matrix((np.ones(len(a), bool), (a, b)), shape=(n, n))
     del a, b
-    _, labels = connected_components(graph, directed=False)
-    del graph
-    lo = np.full(labels.max() + 1, np.iinfo(np.int64).max)
-    hi = np.full(labels.max() + 1, np.iinfo(np.int64).min)
-    np.minimum.at(lo, labels, sha_codes)
-    np.maximum.at(hi, labels, sha_codes)
-    return labels, lo == hi
+    return connected_components(graph, directed=False)[1]
 
 
 def cluster_labels(
@@ -201,10 +193,14 @@ def cluster_labels(
     n = len(sha_codes)
     if n == 0:
         return np.arange(0), np.zeros(0, bool)
-    labels, exact = components(sha_codes, phashes, max_distance, near_edges)
+    labels = components(sha_codes, phashes, max_distance, near_edges)
     kept = np.full(labels.max() + 1, n)
     np.minimum.at(kept, labels, np.arange(n))
-    return kept[labels], exact[labels]
+    lo = np.full(labels.max() + 1, np.iinfo(np.int64).max)
+    hi = np.full(labels.max() + 1, np.iinfo(np.int64).min)
+    np.minimum.at(lo, labels, sha_codes)
+    np.maximum.at(hi, labels, sha_codes)
+    return kept[labels], (lo == hi)[labels]
 
 
 def find_duplicates(figures: Iterable[Fingerprint], config: DedupConfig = DedupConfig()) -> list[Cluster]:

@@ -33,6 +33,8 @@ class Article:
     image folders) set ``figures`` and leave ``xml`` as None; otherwise figures come from the JATS XML.
     A source that could not read the article itself (truncated tarball, md5 mismatch on the XML) sets ``error``
     to the rejection reason and leaves ``xml`` as None, so the article is recorded rather than lost.
+    A source that defers reading (a package file, read where the article is processed) sets ``load``, which
+    returns the article read; ``loaded()`` is what every consumer of XML, media or metadata beyond the key uses.
     """
 
     source: str
@@ -42,6 +44,11 @@ class Article:
     open_media: Callable[[str], IO[bytes]]
     figures: list[FigureRecord] | None = None
     error: str | None = None
+    load: Callable[[], Article] | None = None
+
+    def loaded(self) -> Article:
+        """The article read (itself unless its reading was deferred)."""
+        return self.load() if self.load is not None else self
 
 
 class MediaError(Exception):

@@ -68,11 +68,14 @@ def open_source(
     imagefolder_split: HashSplit | None = None,
     limits: SourceLimits | None = None,
     s3_listing: str = "auto",
+    defer_packages: bool = False,
 ) -> Source:
     """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing.
 
     ``imagefolder_split`` sets the train/val/test ratios of labelled folders without split folders (default
     70/10/20, the same as ``eval``'s); a folder in neither labelled layout raises ``InputError``.
+    ``defer_packages``: package files in a folder are read where their article is processed (``build``'s
+    workers), not while listing.
     """
     selection = selection or Selection()
     limits = limits or SourceLimits()
@@ -93,7 +96,7 @@ def open_source(
         return ImageFolderSource(path, caption_template, selection, imagefolder_split or HashSplit())
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(path, selection, limits)
+        return FolderSource(path, selection, limits, defer_packages)
     if not path.is_file():
         raise SourceError(f"source not found: {spec}")
     if path.name.lower().endswith((".xml", ".nxml")):

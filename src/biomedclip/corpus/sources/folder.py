@@ -9,7 +9,9 @@ A folder is walked in sorted order, without following symbolic links out of it. 
   ``<PMCID>_figures_metadata.json`` file found anywhere under the root folder (a list of objects with
   ``figure_id``, ``label``, ``caption``, ``original_file_path``), else it is an article rejected with
   ``no_xml``;
-* package files are read by ``package.read_package``.
+* package files are read by ``package.read_package``; with ``defer_packages`` (a build) a package file whose
+  name gives its PMCID is read later, where its article is processed (``package.deferred_package``), so the
+  process that lists the folder never decompresses a package.
 
 Symbolic links: a link that resolves inside the root folder is read like the file it names; a link that leaves
 it is refused with reason ``symlink_outside_source`` (an image: that figure; an XML or package file, a linked
@@ -36,6 +38,7 @@ from biomedclip.corpus.images import resolve_media
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError
 from biomedclip.corpus.sources.limits import SourceLimits
 from biomedclip.corpus.sources.package import (
+    deferred_package,
     is_image_name,
     is_package_name,
     is_xml_name,
@@ -206,6 +209,7 @@ class FolderSource:
     path: Path
     selection: Selection = field(default_factory=Selection)
     limits: SourceLimits = field(default_factory=SourceLimits)
+    defer_packages: bool = False
 
     @property
     def name(self) -> str:
@@ -216,6 +220,7 @@ class FolderSource:
             yield xml_article(self.path, limits=self.limits)
             return
         root, wants = self.path, self.selection.wants_pmcid
+        read = deferred_package if self.defer_packages else read_package
         metadata = _figure_metadata(root)
         for top, dirs, names in sorted(os.walk(root), key=lambda entry: entry[0]):
             folder = Path(top)
@@ -234,7 +239,10 @@ class FolderSource:
             else:
                 yield from (xml_article(p, root=root, limits=self.limits) for p in xmls if wants(pmcid_in(p.name)))
             for package in (p for p in files if is_package_name(p.name) and wants(pmcid_in(p.name))):
-                yield _refused(package, root) if outside(package, root) else read_package(package, self.limits)
+                if outside(package, root):
+                    yield _refused(package, root)
+                else:
+                    yield read(package, self.limits)
 
     def articles(self) -> Iterator[Article]:
         return select(self._walk(), self.selection)

@@ -297,6 +297,19 @@ def read_package(path: Path, limits: SourceLimits | None = None) -> Article:
     return Article(str(path), meta, listing.xml, names, opener)
 
 
+def _not_read(name: str) -> IO[bytes]:
+    raise MediaError(f"missing_media: {name!r}: the package was not read (load the article first)")
+
+
+def deferred_package(path: Path, limits: SourceLimits) -> Article:
+    """The article of a package whose file name gives its PMCID, read later by ``Article.loaded()`` (in a
+    build's worker): listing it costs no read. Other packages are read now (their key is in the XML)."""
+    pmcid = pmcid_in(path.name)
+    if pmcid is None:
+        return read_package(path, limits)
+    return Article(str(path), ArticleMeta(pmcid=pmcid), None, [], _not_read, load=partial(read_package, path, limits))
+
+
 @dataclass
 class PackageSource:
     """The article of one package file (folders of packages are read by ``FolderSource``)."""

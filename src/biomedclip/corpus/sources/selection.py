@@ -145,7 +145,7 @@ def select(articles: Iterable[Article], selection: Selection) -> Iterator[Articl
         if selection.limit is not None and count >= selection.limit:
             return
         if selection.license != "all" or not article.meta.pmcid:
-            article = with_xml_metadata(article)
+            article = with_xml_metadata(article.loaded())
         if article.error:
             if not selection.wants_pmcid(article.meta.pmcid or None):
                 continue
