@@ -143,3 +143,29 @@ def test_band_plans_cover_every_pair_for_large_n() -> None:
             a, b = near_pairs_for_masks(values, unit, 4)
             found |= {(min(x, y), max(x, y)) for x, y in zip(a.tolist(), b.tolist(), strict=True)}
         assert found == expected
+
+
+def test_near_pairs_come_back_as_a_spanning_forest_of_the_brute_force_components() -> None:
+    """A dense cluster of near-blank hashes: one edge per member at most, the same components as all pairs."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from biomedclip.corpus.dedup import mask_units, near_pairs_for_masks, spanning_forest
+
+    rng = np.random.default_rng(0)
+    blank = {sum(1 << int(b) for b in rng.choice(64, rng.integers(0, 3), replace=False)) for _ in range(600)}
+    values = np.array(sorted(blank | {int(v) for v in rng.integers(0, 2**63, 400)}), np.uint64)
+
+    def components_of(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        graph = coo_matrix((np.ones(len(a), bool), (a, b)), shape=(len(values),) * 2)
+        labels = connected_components(graph, directed=False)[1]
+        return np.unique(labels, return_inverse=True)[1]  # canonical: numbered in first-seen order
+
+    brute = np.nonzero(np.triu(np.bitwise_count(values[:, None] ^ values[None, :]) <= 4, 1))
+    edges = [near_pairs_for_masks(values, unit, 4) for unit in mask_units(len(values), 4)]
+    a, b = np.concatenate([e[0] for e in edges]), np.concatenate([e[1] for e in edges])
+    assert all(len(e[0]) < len(values) for e in edges) and len(brute[0]) > 10 * len(values)
+    assert np.array_equal(components_of(a, b), components_of(*brute))
+    forest = spanning_forest(*brute)
+    assert len(forest[0]) < len(values) and np.array_equal(components_of(*forest), components_of(*brute))

@@ -521,11 +521,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
                       "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
     chosen = choose(listing, pa.concat_tables([empty, *held]))
-    names_of = chosen.by_batch()
+    names_of, rows = chosen.by_batch(), chosen.rows
     articles = pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
     rule = SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
-    units = list(names_of.items())
-    del held
+    units, n_articles = list(names_of.items()), len(articles)
+    del held, chosen, articles
     trim_memory()
     prints = run(batch_fingerprints, units, store, rule)
     sample = sorted(key for p in prints for key in p.sample)
@@ -536,7 +536,7 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
     trim_memory()
     decisions = Decisions(rule, tuple(sample[step::step]),
-                          max(1, -(-(chosen.rows - accepted + len(dups)) // REJECTED_PART_ROWS)),
+                          max(1, -(-(rows - accepted + len(dups)) // REJECTED_PART_ROWS)),
                           max(1, len(batches) // BATCHES_PER_PACK))  # fmt: skip
     dups_of = by_batch(dups.select(["key", "duplicate_of", "kind", "batch"]))
     no_dups = pa.table({"key": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string()),
@@ -554,6 +554,8 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
             partitions[part] = partitions.get(part, 0) + n
         for split, n in counts.articles.items():
             split_articles[split] += n  # an article's chosen result lies in one batch
+    del row_units, names_of, units, dups_of, located, released
+    trim_memory()
     pieces = shard_pieces(partitions, settings.shard_size)
     shard_list = list(pieces)
     counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage)
@@ -568,12 +570,12 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     write_sizes(stage / "shards", dict(zip(shard_list, counts, strict=True)))
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
-    if chosen.rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
+    if rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
         run(write_single_catalog, [parts], stage)
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
     return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
-                        split_articles=split_articles, articles=int(pc.count_distinct(articles).as_py()),
+                        split_articles=split_articles, articles=n_articles,
                         **cluster_counts(dups))  # fmt: skip
 
 

@@ -270,6 +270,7 @@ def build(
         if on_progress:  # skipped articles after the last processed one
             on_progress(progress)
         listed = listing.table()
+        del listing, done, batches  # phase 1's per-article sets: phase 2 needs only the table
         if listed.num_rows == 0:  # nothing selected: leave OUT as it is (the CLI says why)
             seconds = time.perf_counter() - start
             return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0)

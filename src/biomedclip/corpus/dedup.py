@@ -101,10 +101,27 @@ def _large_group_edges(idx: np.ndarray, values: np.ndarray, d: int) -> tuple[np.
     return idx[keep], idx[first[labels][keep]]
 
 
+def spanning_forest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges with the same connected components as ``(a, b)``, at most one per node: each node to its
+    component's smallest node."""
+    if not len(a):
+        return a, b
+    nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    graph = coo_matrix((np.ones(len(a), bool), (inverse[: len(a)], inverse[len(a) :])), shape=(len(nodes),) * 2)
+    labels = connected_components(graph, directed=False)[1]
+    root = np.full(labels.max() + 1, len(nodes))
+    np.minimum.at(root, labels, np.arange(len(nodes)))
+    keep = root[labels] != np.arange(len(nodes))
+    return nodes[keep], nodes[root[labels][keep]]
+
+
 def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Verified edges ``(a, b)`` between indices of ``values`` (distinct hashes) that share a masked key."""
-    out_a, out_b = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    """Verified edges ``(a, b)`` between indices of ``values`` (distinct hashes) that share a masked key,
+    reduced after each mask to a spanning forest: a dense cluster (near-blank panels) costs one edge per member,
+    not one per pair."""
+    forest = (np.empty(0, np.int64), np.empty(0, np.int64))
     for mask in masks:
+        out_a, out_b = [forest[0]], [forest[1]]
         keys = values & mask
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
@@ -122,7 +139,8 @@ def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> 
             a, b = _large_group_edges(order[starts[s] : starts[s] + sizes[s]], values, d)
             out_a.append(a)
             out_b.append(b)
-    return np.concatenate(out_a), np.concatenate(out_b)
+        forest = spanning_forest(np.concatenate(out_a), np.concatenate(out_b))
+    return forest
 
 
 def mask_units(n: int, max_distance: int) -> list[list[np.uint64]]:
