@@ -268,6 +268,19 @@ class Sample:
         present = self.spans or self.data
         return next((ext for ext in extensions if ext in present), None)
 
+    def image_span(self, reader: str) -> tuple[str, tuple[int, int]] | None:
+        """The extension and ``(offset, size)`` of the sample's image, None without one.
+
+        Raises:
+            ShardError: the shard is compressed (no offsets); ``reader`` names who needs them in the message.
+        """
+        ext = self.image_extension()
+        if ext is None:
+            return None
+        if ext not in self.spans:
+            raise ShardError(f"shard {self.url} is compressed: {reader} reads images by offset, from plain .tar shards")
+        return ext, self.spans[ext]
+
     def text(self, extension: str = "txt") -> str | None:
         """The caption (UTF-8, invalid bytes replaced), or None without that member."""
         raw = self.data.get(extension)

@@ -39,14 +39,12 @@ def iter_shard(path: str | Path) -> Iterator[ShardFigure]:
     """
     shard = str(path)
     for sample in iter_samples(shard):
-        ext = sample.image_extension()
-        if ext is None:
+        image = sample.image_span("the search index")
+        if image is None:
             continue
-        if ext not in sample.spans:
-            raise ShardError(f"shard {shard} is compressed: the index needs plain .tar shards to seek into")
+        ext, (offset, size) = image
         record = sample.record()
         caption = sample.text() or str(record.get("caption", ""))
-        offset, size = sample.spans[ext]
         yield ShardFigure(sample.key, shard, offset, size, sample.data[ext], record, caption)
 
 

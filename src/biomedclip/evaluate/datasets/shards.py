@@ -68,14 +68,12 @@ def corpus_shards(spec: str | Path, split: str = "test") -> ImageTextPairs | Lab
     for url in urls:
         try:
             for sample in iter_samples(url, read=lambda ext: ext in ("txt", "json")):
-                ext = sample.image_extension()
-                if ext is None:
+                image = sample.image_span("evaluation")
+                if image is None:
                     continue
-                if ext not in sample.spans:
-                    raise DatasetError(f"shard {url} is compressed: evaluation reads images from plain .tar shards")
                 caption = sample.text()
                 class_name = sample.record().get("class_name")
-                items.append((url, sample.key, caption and caption.strip(), class_name or None, sample.spans[ext]))
+                items.append((url, sample.key, caption and caption.strip(), class_name or None, image[1]))
         except ShardError as error:
             raise DatasetError(str(error)) from error
     if not items:
