@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -79,6 +81,19 @@ def _settings(kwargs: dict):
     )
 
 
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """A missing file becomes an ``InputError`` (exit 2), a ValueError about the data a ``RunError`` (exit 1)."""
+    try:
+        yield
+    except BiomedclipError:
+        raise
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from error
+    except ValueError as error:
+        raise RunError(str(error)) from error
+
+
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
     from biomedclip.evaluate.models import load_model
@@ -89,14 +104,8 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
         task_kwargs["split"] = kwargs["split"]
     with loading_model(kwargs["model"]):
         model = load_model(kwargs["model"], kwargs["device"])
-    try:
+    with _user_errors():
         result = task(model, kwargs["dataset"], settings=_settings(kwargs), **task_kwargs)
-    except BiomedclipError:
-        raise
-    except FileNotFoundError as error:
-        raise InputError(str(error)) from error
-    except ValueError as error:
-        raise RunError(str(error)) from error
     path = write_result(result, kwargs["out_dir"])
     headline = _headline(result)
     click.echo(
@@ -348,14 +357,8 @@ def report_command(inputs: tuple[str, ...], out_dir: str) -> None:
     from biomedclip.evaluate.report import write_report
     from biomedclip.evaluate.results import read_results
 
-    try:
+    with _user_errors():
         results = read_results(list(inputs))
-    except BiomedclipError:
-        raise
-    except FileNotFoundError as error:
-        raise InputError(str(error)) from error
-    except ValueError as error:
-        raise RunError(str(error)) from error
     if not results:
         raise InputError(f"no *.result.json files in {', '.join(inputs)}")
     written = write_report(results, Path(out_dir))
