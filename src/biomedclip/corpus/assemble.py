@@ -165,11 +165,10 @@ class Prints:
     sample: list[str]
 
 
-def _accepted(batch: str, store: WorkStore, names: pa.Array, rule: SplitRule) -> pa.Table:
-    """The chosen accepted figures of ``batch`` in key order, their split set."""
+def _accepted(batch: str, store: WorkStore, names: pa.Array) -> pa.Table:
+    """The chosen accepted figures of ``batch`` in key order (the figure numbers dedup works on)."""
     table = _chosen_rows(batch, store, names, ["key", "article", "version", "status", "sha256", "phash", "split"])
-    table = table.filter(pc.equal(table["status"], ACCEPTED)).sort_by([("key", "ascending")])
-    return table.set_column(table.schema.get_field_index("split"), "split", rule.of(table))
+    return table.filter(pc.equal(table["status"], ACCEPTED)).sort_by([("key", "ascending")])
 
 
 def split_codes(splits: pa.Array) -> np.ndarray:
@@ -183,19 +182,19 @@ def split_codes(splits: pa.Array) -> np.ndarray:
 def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore, rule: SplitRule) -> Prints:
     """Stage 2 for one batch: the ``Prints`` of its chosen accepted figures (25 bytes per figure)."""
     batch, names = unit
-    table = _accepted(batch, store, names, rule)
+    table = _accepted(batch, store, names)
     sha = table["sha256"]
     return Prints(
         parse_hex64(pc.utf8_slice_codeunits(sha, 0, 16)), parse_hex64(pc.utf8_slice_codeunits(sha, 16, 32)),
-        parse_hex64(table["phash"]), split_codes(table["split"].combine_chunks()),
+        parse_hex64(table["phash"]), split_codes(rule.of(table)),
         table["key"].to_pylist()[::SAMPLE_EVERY],
     )  # fmt: skip
 
 
-def member_keys(unit: tuple[str, pa.Array, np.ndarray], store: WorkStore, rule: SplitRule) -> pa.Array:
+def member_keys(unit: tuple[str, pa.Array, np.ndarray], store: WorkStore) -> pa.Array:
     """The keys at positions ``rows`` of a batch's chosen accepted figures in key order (stage 2's order)."""
     batch, names, rows = unit
-    return _accepted(batch, store, names, rule)["key"].combine_chunks().take(pa.array(rows))
+    return _accepted(batch, store, names)["key"].combine_chunks().take(pa.array(rows))
 
 
 def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -467,7 +466,7 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 def duplicates(
     columns: dict[str, list[np.ndarray]], units: list[tuple[str, pa.Array]], store: WorkStore, settings: Settings,
-    rule: SplitRule, run: Callable,
+    run: Callable,
 ) -> pa.Table:  # fmt: skip
     """``key, duplicate_of, kind, batch, split, kept_split`` of every duplicate, from the batches' ``Prints``
     columns (``sha_hi, sha_lo, phash, split``: one array per unit, emptied here as they are joined).
@@ -492,7 +491,7 @@ def duplicates(
     batch_of = np.searchsorted(starts, members, side="right") - 1
     wanted = np.unique(batch_of).tolist()
     fetch = [(*units[b], members[batch_of == b] - starts[b]) for b in wanted]
-    keys = run(member_keys, fetch, store, rule)
+    keys = run(member_keys, fetch, store)
     table = pa.table({
         "key": pa.concat_arrays([pa.array([], pa.string()), *keys]), "label": labels, "code": codes,
         "batch": np.repeat(np.array([units[b][0] for b in wanted], dtype=object), [len(f[2]) for f in fetch]),
@@ -532,7 +531,7 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     accepted = sum(len(p.phash) for p in prints)
     columns = {name: [getattr(p, name) for p in prints] for name in ("sha_hi", "sha_lo", "phash", "split")}
     del prints
-    dups = duplicates(columns, units, store, settings, rule, run)
+    dups = duplicates(columns, units, store, settings, run)
     step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
     trim_memory()
     decisions = Decisions(rule, tuple(sample[step::step]),

@@ -170,8 +170,7 @@ def components(sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, ne
 
     ``sha_codes``: a non-negative integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values,
     units)`` computes the verified pairs among distinct hashes (default: here, in this process). The graph
-    holds only the edges between different figures (a few per duplicate), 4-byte indices: about 30 bytes per
-    figure at the peak.
+    holds only the edges between different figures (a few per duplicate), with 4-byte indices.
     """
     n = len(sha_codes)
     if n == 0:
