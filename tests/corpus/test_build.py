@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -275,3 +276,66 @@ def test_a_worker_killed_mid_build_changes_nothing(shared_fixtures: Path, tmp_pa
     os.kill(workers[0].pid, signal.SIGKILL)
     assert running.wait(timeout=300) == 0, running.stderr.read().decode()
     assert _outputs(out) == _outputs(tmp_path / "reference")
+
+
+def _other_file_system(than: Path) -> Path | None:
+    """A writable folder on another file system than ``than`` (the machine's tmpfs ``/dev/shm``), if any."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != than.stat().st_dev:
+        return shm
+    return None
+
+
+def test_out_on_another_file_system_than_tmpdir(corpus: Path, built: Path, tmp_path: Path, monkeypatch) -> None:
+    """OUT on a tmpfs, ``$TMPDIR`` on disk (a container volume, NFS): same bytes as a build on one file system."""
+    other = _other_file_system(tmp_path)
+    if other is None:
+        pytest.skip("no second file system here; test_a_cross_device_rename_never_happens covers the rename")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    out = Path(tempfile.mkdtemp(prefix="biomedclip-test-", dir=other)) / "out"
+    try:
+        build([open_source(str(corpus))], out, workers=2)
+        assert _outputs(out) == _outputs(built)
+        assert not list(out.rglob(".tmp-*"))
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def test_a_cross_device_rename_never_happens(corpus: Path, built: Path, tmp_path: Path, monkeypatch) -> None:
+    """Every rename into OUT starts inside OUT: one from elsewhere fails as it would across file systems."""
+    out = tmp_path / "out"
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if not Path(src).resolve().is_relative_to(out.resolve()):
+            raise OSError(18, "Invalid cross-device link", str(src))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    build([open_source(str(corpus))], out, workers=0)
+    assert _outputs(out) == _outputs(built)
+
+
+def test_a_file_from_another_file_system_is_copied_then_renamed(tmp_path: Path, monkeypatch) -> None:
+    """``replace_file`` given a temporary file on another device still ends in an atomic rename beside the target."""
+    from biomedclip.corpus import outdir
+
+    real_replace = os.replace
+    calls: list[tuple[Path, Path]] = []
+
+    def replace(src, dst):
+        calls.append((Path(src), Path(dst)))
+        if Path(src).parent != Path(dst).parent:
+            raise OSError(18, "Invalid cross-device link", str(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "dest").mkdir()
+    source = tmp_path / "elsewhere" / "rows.parquet"
+    source.write_bytes(b"payload")
+    outdir.replace_file(source, tmp_path / "dest" / "rows.parquet")
+    assert (tmp_path / "dest" / "rows.parquet").read_bytes() == b"payload"
+    assert not source.exists() and sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["rows.parquet"]
+    assert calls[-1][0].parent == calls[-1][1].parent

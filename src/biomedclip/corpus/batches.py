@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +104,8 @@ class WorkStore:
     def write(self, batch: str, results: list[ArticleResult]) -> None:
         """Write the batch's tar, then its Parquet rows (the done marker), each atomically."""
         rows: list[dict] = []
-        with tempfile.TemporaryDirectory(prefix="biomedclip-batch-") as tmp:
-            tar_path = Path(tmp) / "images.tar"
+        with self.out.scratch(self.path(batch, ".tar")) as tmp:
+            tar_path = tmp / "images.tar"
             with tarfile.open(tar_path, "w", format=tarfile.PAX_FORMAT) as tar:
                 for result in results:
                     for row in result.rows:
@@ -120,7 +119,7 @@ class WorkStore:
                             record.update(image_offset=data_start, image_size=len(jpeg))
                         rows.append(record)
             table = pa.Table.from_pylist([{n: r.get(n) for n in WORK_SCHEMA.names} for r in rows], schema=WORK_SCHEMA)
-            parquet_path = Path(tmp) / "rows.parquet"
+            parquet_path = tmp / "rows.parquet"
             pq.write_table(table, parquet_path)
             self.out.put_file(self.path(batch, ".tar"), tar_path)
             self.out.put_file(self.path(batch, ".parquet"), parquet_path)

@@ -258,6 +258,7 @@ def build(
         if outdir.root is not None:
             _release(outdir.root)  # a previous build killed while releasing its output: finish that first
         store = WorkStore(outdir, config.work.digest())
+        outdir.remove_scratch("work")  # files a killed worker was writing
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)

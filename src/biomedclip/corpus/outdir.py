@@ -1,25 +1,46 @@
 """Where a build writes: a local folder or ``s3://bucket/prefix``, behind the few operations the build needs.
 
-Every write is atomic: a local file is written under a temporary name, fsynced and renamed (and its folder
-fsynced); an S3 object appears whole when its PUT completes. The S3 endpoint comes from
+Every write is atomic: a local file is written under a temporary name beside its destination (never in
+``$TMPDIR``, which may be another file system), fsynced and renamed (and its folder fsynced); an S3 object
+appears whole when its PUT completes. The S3 endpoint comes from
 ``BIOMEDCLIP_S3_ENDPOINT``, else boto3's own ``AWS_ENDPOINT_URL``; credentials are boto3's usual ones.
 The object is picklable (workers receive it and open their own client).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from biomedclip.durable import fsync_path
 
+SCRATCH_PREFIX = ".tmp-"
+"""Folders named so hold files being written; listings skip them and a build removes stale ones."""
+
 
 def replace_file(tmp: Path, path: Path) -> None:
-    """Rename a complete ``tmp`` onto ``path`` durably (fsync the data, rename, fsync the folder)."""
+    """Rename a complete ``tmp`` onto ``path`` durably (fsync the data, rename, fsync the folder).
+
+    ``tmp`` should lie beside ``path``; if it lies on another file system (the rename fails with ``EXDEV``),
+    it is first copied to a temporary name beside ``path``, so the final step is still an atomic rename.
+    """
     fsync_path(tmp)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        near = path.with_name(f"{SCRATCH_PREFIX}{path.name}.{os.getpid()}")
+        shutil.copyfile(tmp, near)
+        fsync_path(near)
+        os.replace(near, path)
+        os.unlink(tmp)
     fsync_path(path.parent)
 
 
@@ -63,6 +84,30 @@ class OutDir:
         assert self.root is not None
         return self.root / name
 
+    @contextmanager
+    def scratch(self, name: str) -> Iterator[Path]:
+        """A temporary folder for files that ``put_file`` will move to ``name``: beside it (same file system,
+        so the move is a rename) for a local OUT, in ``$TMPDIR`` for S3; removed afterwards."""
+        if self.is_s3:
+            with tempfile.TemporaryDirectory(prefix="biomedclip-") as tmp:
+                yield Path(tmp)
+            return
+        parent = self.local(name).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=parent))
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_scratch(self, folder: str) -> None:
+        """Delete scratch folders below ``folder`` left by a killed writer (call while holding the build lock)."""
+        if self.is_s3 or not self.local(folder).is_dir():
+            return
+        for stale in sorted(self.local(folder).rglob(f"{SCRATCH_PREFIX}*")):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+
     def put_file(self, name: str, source: Path) -> None:
         """Move the complete local file ``source`` to ``name`` atomically (S3: upload, then delete ``source``)."""
         if self.is_s3:
@@ -100,7 +145,11 @@ class OutDir:
         root = self.local(folder)
         if root.is_dir():
             yield from sorted(
-                str(p.relative_to(self.root)) for p in root.rglob(f"*{suffix}") if p.is_file() and ".tmp" not in p.name
+                str(p.relative_to(self.root))
+                for p in root.rglob(f"*{suffix}")
+                if p.is_file()
+                and ".tmp" not in p.name
+                and not any(part.startswith(SCRATCH_PREFIX) for part in p.relative_to(root).parts)
             )
 
     def delete(self, name: str) -> None:
