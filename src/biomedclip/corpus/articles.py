@@ -150,6 +150,7 @@ def _row(fig: FigureRecord, key: str, article: str) -> FigureRow:
         graphic=fig.graphic, source=fig.source, status=fig.status, reason=reason, detail=detail, version=fig.version,
         graphics=list(fig.graphics), image_path=fig.image_path, license=fig.license, journal=fig.journal,
         year=fig.year, pmid=fig.pmid, doi=fig.doi, split=fig.split, class_name=fig.class_name,
+        inline_references=list(fig.inline_references),
     )  # fmt: skip
 
 

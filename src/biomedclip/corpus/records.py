@@ -83,6 +83,7 @@ class FigureRecord:
     detail: str = ""
     graphics: list[str] = field(default_factory=list)
     class_name: str | None = None  # the class folder of an image from a labelled image folder
+    inline_references: list[dict[str, Any]] = field(default_factory=list)  # references.InlineReference
 
     @property
     def key(self) -> str:

@@ -25,7 +25,7 @@ from biomedclip.corpus.sources.imagefolder import DEFAULT_CAPTION_TEMPLATE, Imag
 from biomedclip.corpus.sources.limits import SourceLimits
 from biomedclip.corpus.sources.package import PackageSource, is_package_name
 from biomedclip.corpus.sources.s3 import S3Source
-from biomedclip.corpus.sources.selection import Selection, license_class, read_pmcids
+from biomedclip.corpus.sources.selection import Selection, parse_licenses, read_pmcids
 from biomedclip.errors import InputError
 from biomedclip.labelled_folders import HashSplit
 
@@ -37,7 +37,7 @@ __all__ = [
     "Selection",
     "SourceError",
     "SourceLimits",
-    "license_class",
+    "parse_licenses",
     "open_source",
     "read_pmcids",
 ]

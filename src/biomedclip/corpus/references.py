@@ -1,0 +1,363 @@
+"""Inline references: the body paragraphs of a JATS article that cite each of its figures.
+
+Rules (``inline_references``):
+
+* Citing paragraph: the innermost ``<p>`` holding an ``<xref ref-type="fig">`` whose ``rid`` (space-separated
+  ids) names the figure, when that ``<p>`` lies in a ``<body>`` (the article's or a sub-article's) and not inside
+  a float or its caption (``fig``, ``fig-group``, ``table-wrap``, ``supplementary-material``, ...). So a
+  paragraph of a list item or a text box in the body counts on its own; xrefs in captions, tables, the abstract
+  and the back matter do not. An id resolves to the ``<fig>`` bearing it, to every ``<fig>`` of a
+  ``<fig-group>`` bearing it, or to the ``<fig>`` holding the element bearing it (a graphic, a label).
+* Plain-text mentions: in an article without any ``<xref ref-type="fig">``, a body paragraph cites a figure
+  when it names its label's number (``Figure 3``, ``Fig. 3A``, ``Figs. 3 and 4``, ``Figures 2–4``, ``Figure
+  S1``), not after "Supplementary"/"Supporting"/"Extended Data"; these references have ``kind`` ``text``.
+* One reference per (figure, paragraph text): ``paragraph`` is the paragraph as one line (rendered like a
+  caption, nested paragraphs and floats left out), ``sentences`` the sentence(s) holding its citations
+  (``sentences.py``), ``section`` the titles of the enclosing sections, outermost first, joined by `` > ``,
+  ``panels`` the panel letters the citations name (upper case, in order, once each: "Fig. 2B" -> B,
+  "Figures 2B–D" -> B, C, D, "Fig. 2(b, c)" -> B, C, "Fig. 2A and C" -> A, C), ``kind`` ``xref`` or ``text``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import TypedDict
+
+from lxml import etree
+
+from biomedclip.corpus.sentences import sentences_holding
+
+
+class InlineReference(TypedDict):
+    """One body paragraph citing a figure."""
+
+    paragraph: str
+    sentences: list[str]
+    section: str
+    panels: list[str]
+    kind: str  # "xref" (marked up) or "text" (a plain-text mention)
+
+
+OUTSIDE_BODY_TEXT = frozenset(
+    {"fig", "fig-group", "table-wrap", "table-wrap-group", "table", "caption", "supplementary-material", "media",
+     "chem-struct-wrap", "graphic", "abstract", "trans-abstract", "front", "back", "ref-list", "floats-group"}
+)  # fmt: skip
+BODY_OWNERS = frozenset({"article", "sub-article", "response"})
+OPEN, CLOSE = "\ufdd0", "\ufdd1"  # noncharacters marking a citation while a paragraph is rendered
+SECTION_SEPARATOR = " > "
+MAX_PANEL_RANGE = 12  # "B–D" expands; a "range" wider than this many letters is read as its two ends
+MAX_FIGURE_RANGE = 20  # "Figures 2–4" expands likewise
+
+FIG_WORD = r"(?:Fig(?:ure)?s?\.?)"
+NUMBER = r"S?\d+"
+LABEL_NUMBER = re.compile(rf"^\s*(?:{FIG_WORD}\s*)?({NUMBER})\s*[.:]?\s*$", re.I)
+FIGURE_NUMBER = re.compile(rf"\s*(?:{FIG_WORD}\s*)?({NUMBER})", re.I)
+MENTION = re.compile(rf"(?<![A-Za-z]){FIG_WORD}\s*(?=S?\d)", re.I)
+NOT_THIS_ARTICLE = re.compile(r"(?:supplementa\w*|suppl\.?|supporting|extended\s+data|additional)\s*$", re.I)
+SEPARATOR = re.compile(r"\s*(?:,\s*and|,\s*or|,|;|and|or|&)\s*", re.I)
+DASH = re.compile(r"\s*[-–—]\s*")
+PANEL_WORD = re.compile(r",?\s*panels?\s+", re.I)
+
+
+def _local(element: etree._Element) -> str:
+    tag = element.tag
+    return tag[tag.rfind("}") + 1 :] if isinstance(tag, str) else ""
+
+
+# --- citations: "Figure 2B–D" -> [("2", ["B", "C", "D"])] ----------------------------------------------------
+
+
+def _letter(text: str, i: int, case: str | None) -> str | None:
+    """The panel letter at ``text[i]`` (a lone letter, of ``case`` when given), else None."""
+    if i >= len(text) or not text[i].isalpha() or not text[i].isascii():
+        return None
+    if i + 1 < len(text) and text[i + 1].isalpha():
+        return None
+    if case == "upper" and not text[i].isupper() or case == "lower" and not text[i].islower():
+        return None
+    return text[i]
+
+
+def _expand(first: str, last: str) -> list[str]:
+    lo, hi = ord(first.upper()), ord(last.upper())
+    if lo < hi <= lo + MAX_PANEL_RANGE:
+        return [chr(c) for c in range(lo, hi + 1)]
+    return [first.upper(), last.upper()]
+
+
+def _panel_list(text: str, i: int, number: str, case: str | None) -> tuple[list[str], int]:
+    """Panels ``text[i:]`` names, as lone letters joined by commas, "and" or dashes, each optionally preceded by
+    ``number`` again (``2A–2C``); returns them and where they end."""
+    first = _letter(text, i, case)
+    if first is None:
+        return [], i
+    case = case or ("upper" if first.isupper() else "lower")
+    panels, i = [first.upper()], i + 1
+    while True:
+        dash = DASH.match(text, i)
+        sep = dash or SEPARATOR.match(text, i)
+        if not sep:
+            return panels, i
+        j = sep.end()
+        if text.startswith(number, j) and _letter(text, j + len(number), case):
+            j += len(number)
+        letter = _letter(text, j, case)
+        if letter is None:
+            return panels, i
+        panels.extend(_expand(panels.pop(), letter) if dash else [letter.upper()])
+        i = j + 1
+
+
+def _panels_after(text: str, i: int, number: str) -> tuple[list[str], int]:
+    """Panels right after a figure number: ``2B``, ``2B–D``, ``2(b, c)``, ``2, panels A and B``."""
+    bracket = re.compile(r"\s*\(\s*").match(text, i)
+    if bracket:
+        panels, end = _panel_list(text, bracket.end(), number, None)
+        close = re.compile(r"\s*\)").match(text, end)
+        return (panels, close.end()) if panels and close else ([], i)
+    word = PANEL_WORD.match(text, i)
+    if word:
+        panels, end = _panel_list(text, word.end(), number, None)
+        if panels:
+            return panels, end
+    return _panel_list(text, i, number, None)
+
+
+def parse_citation(text: str) -> list[tuple[str, list[str]]]:
+    """The figures (label numbers) and panels a citation names, e.g. ``Figs. 2B–D and 3`` ->
+    ``[("2", ["B", "C", "D"]), ("3", [])]``, ``Figures 2–4`` -> 2, 3, 4; a citation of panels only (``b``) gives
+    ``[("", ["B"])]``."""
+    number = FIGURE_NUMBER.match(text)
+    if number is None:
+        start = len(text) - len(text.lstrip())
+        panels, end = _panel_list(text, start, "", None)
+        return [("", panels)] if panels and not text[end:].strip(" )];,.") else []
+    found: list[tuple[str, list[str]]] = []
+    while number is not None:
+        label = number.group(1).upper()
+        panels, i = _panels_after(text, number.end(), number.group(1))
+        found.append((label, panels))
+        dash = DASH.match(text, i)
+        sep = dash or SEPARATOR.match(text, i)
+        number = FIGURE_NUMBER.match(text, sep.end()) if sep else None
+        if number is not None and dash and not panels:
+            last = number.group(1).upper()
+            if label.isdigit() and last.isdigit() and int(label) < int(last) <= int(label) + MAX_FIGURE_RANGE:
+                found.extend((str(n), []) for n in range(int(label) + 1, int(last)))
+    return found
+
+
+def label_number(label: str) -> str:
+    """The number a figure label gives (``Figure 3`` -> ``3``, ``Fig. S1.`` -> ``S1``), else ``""``."""
+    match = LABEL_NUMBER.match(label or "")
+    return match.group(1).upper() if match else ""
+
+
+# --- paragraphs -------------------------------------------------------------------------------------------
+
+
+def _is_body_paragraph(p: etree._Element) -> bool:
+    for ancestor in p.iterancestors():
+        name = _local(ancestor)
+        if name in OUTSIDE_BODY_TEXT:
+            return False
+        if name == "body":
+            parent = ancestor.getparent()
+            return parent is None or _local(parent) in BODY_OWNERS
+        if name in BODY_OWNERS:
+            return False
+    return False
+
+
+def _apart(element: etree._Element) -> bool:
+    """Whether ``element``, inside a paragraph, is not part of its text: a float, or a nested paragraph."""
+    return _local(element) in OUTSIDE_BODY_TEXT or any(_local(e) == "p" for e in element.iter())
+
+
+def _prune(element: etree._Element) -> None:
+    """Remove the parts of ``element`` that are apart from its text (their tails stay)."""
+    for child in list(element):
+        if _apart(child):
+            _remove_keeping_tail(child)
+        else:
+            _prune(child)
+
+
+def _section(p: etree._Element) -> str:
+    titles = []
+    for ancestor in p.iterancestors():
+        if _local(ancestor) == "sec":
+            title = next((c for c in ancestor if _local(c) == "title"), None)
+            text = " ".join("".join(title.itertext()).split()) if title is not None else ""
+            if text:
+                titles.append(text)
+        elif _local(ancestor) == "body":
+            break
+    return SECTION_SEPARATOR.join(reversed(titles))
+
+
+def _own_xrefs(p: etree._Element) -> list[etree._Element]:
+    """The fig xrefs in the text of ``p`` itself (not in a nested paragraph or float)."""
+    own = []
+    for xref in p.iter("{*}xref"):
+        if xref.get("ref-type") != "fig":
+            continue
+        between = []
+        for ancestor in xref.iterancestors():
+            if ancestor is p:
+                break
+            between.append(ancestor)
+        if not any(_local(a) == "p" or _local(a) in OUTSIDE_BODY_TEXT for a in between):
+            own.append(xref)
+    return own
+
+
+def _paragraph_of(element: etree._Element) -> etree._Element | None:
+    return next((a for a in element.iterancestors() if _local(a) == "p"), None)
+
+
+def render_paragraph(p: etree._Element, marked: list[etree._Element] = ()) -> tuple[str, list[tuple[int, int]]]:
+    """``p`` as one line without its nested paragraphs and floats, and the span of each element of ``marked``."""
+    from biomedclip.corpus.jats import element_text  # jats imports this module
+
+    twin = copy.deepcopy(p)
+    where = {id(o): t for o, t in zip(p.iter(), twin.iter(), strict=True)}
+    for element in twin.iter():
+        for attribute in ("text", "tail"):
+            value = getattr(element, attribute, None)
+            if value and (OPEN in value or CLOSE in value):
+                setattr(element, attribute, value.replace(OPEN, "").replace(CLOSE, ""))
+    for xref in marked:
+        node = where[id(xref)]
+        node.text = OPEN + (node.text or "")
+        if len(node):
+            node[-1].tail = (node[-1].tail or "") + CLOSE
+        else:
+            node.text += CLOSE
+    _prune(twin)
+    return _strip_marks(element_text(twin))
+
+
+def _remove_keeping_tail(element: etree._Element) -> None:
+    parent, tail = element.getparent(), element.tail or ""
+    previous = element.getprevious()
+    if previous is not None:
+        previous.tail = (previous.tail or "") + " " + tail
+    else:
+        parent.text = (parent.text or "") + " " + tail
+    parent.remove(element)
+
+
+def _strip_marks(text: str) -> tuple[str, list[tuple[int, int]]]:
+    out: list[str] = []
+    spans, start = [], 0
+    for ch in text:
+        if ch == OPEN:
+            start = len(out)
+        elif ch == CLOSE:
+            spans.append((start, len(out)))
+        elif ch == " " and (not out or out[-1] == " "):
+            continue
+        else:
+            out.append(ch)
+    while out and out[-1] == " ":
+        out.pop()
+    return "".join(out), [(min(a, len(out)), min(b, len(out))) for a, b in spans]
+
+
+# --- figures of an article ---------------------------------------------------------------------------------
+
+
+def _targets(article: etree._Element) -> dict[str, list[etree._Element]]:
+    """The figures each id of the article names (see the module rules)."""
+    targets: dict[str, list[etree._Element]] = {}
+    for group in article.iter("{*}fig-group"):
+        if group.get("id"):
+            targets[group.get("id")] = list(group.iter("{*}fig"))
+    for fig in article.iter("{*}fig"):
+        if fig.get("id"):
+            targets[fig.get("id")] = [fig]
+        for element in fig.iterdescendants():
+            ident = element.get("id") if _local(element) not in ("", "fig") else None
+            if ident and ident not in targets:
+                targets[ident] = [next(element.iterancestors("{*}fig"))]
+    return targets
+
+
+def _body_paragraphs(article: etree._Element) -> Iterator[etree._Element]:
+    return (p for p in article.iter("{*}p") if _is_body_paragraph(p))
+
+
+def _add(found: dict, fig: etree._Element, p: etree._Element, text: str, spans, panels, kind: str) -> None:
+    entry = found[fig].setdefault(text, {"p": p, "spans": [], "panels": [], "kind": kind})
+    entry["spans"].extend(spans)
+    entry["panels"].extend(panels)
+
+
+def _references(found: dict) -> dict[etree._Element, list[InlineReference]]:
+    result = {}
+    for fig, by_text in found.items():
+        result[fig] = [
+            InlineReference(
+                paragraph=text,
+                sentences=sentences_holding(text, entry["spans"]),
+                section=_section(entry["p"]),
+                panels=list(dict.fromkeys(entry["panels"])),
+                kind=entry["kind"],
+            )
+            for text, entry in by_text.items()
+        ]
+    return result
+
+
+def _fig_number(fig: etree._Element) -> str:
+    label = next(fig.iterchildren("{*}label"), None)
+    return label_number("".join(label.itertext())) if label is not None else ""
+
+
+def _panels_for(fig: etree._Element, citation: list[tuple[str, list[str]]]) -> list[str]:
+    """The panels of ``fig`` a parsed citation names (by label number; a citation of one figure names its own)."""
+    number = _fig_number(fig)
+    named = [panels for n, panels in citation if n and n == number]
+    if named:
+        return [p for panels in named for p in panels]
+    return citation[0][1] if len(citation) == 1 else []
+
+
+def inline_references(article: etree._Element) -> dict[etree._Element, list[InlineReference]]:
+    """The references to each ``<fig>`` of ``article`` (a top-level ``<article>`` element), by fig element."""
+    targets = _targets(article)
+    xrefs = [x for x in article.iter("{*}xref") if x.get("ref-type") == "fig"]
+    found: dict = defaultdict(dict)
+    if xrefs:
+        paragraphs = dict.fromkeys(p for p in (_paragraph_of(x) for x in xrefs) if p is not None)
+        for p in paragraphs:
+            if not _is_body_paragraph(p):
+                continue
+            own = _own_xrefs(p)
+            text, spans = render_paragraph(p, own)
+            for index, (xref, (lo, hi)) in enumerate(zip(own, spans, strict=True)):
+                stop = spans[index + 1][0] if index + 1 < len(spans) else len(text)
+                citation = parse_citation(text[lo:stop]) if text[lo:hi].strip() else []
+                cited = [f for rid in (xref.get("rid") or "").split() for f in targets.get(rid, [])]
+                for fig in dict.fromkeys(cited):
+                    _add(found, fig, p, text, [(lo, hi)], _panels_for(fig, citation), "xref")
+    else:
+        by_number: dict[str, list[etree._Element]] = defaultdict(list)
+        for fig in article.iter("{*}fig"):
+            if _fig_number(fig):
+                by_number[_fig_number(fig)].append(fig)
+        if by_number:
+            for p in _body_paragraphs(article):
+                text, _ = render_paragraph(p)
+                for match in MENTION.finditer(text):
+                    if NOT_THIS_ARTICLE.search(text[max(0, match.start() - 30) : match.start()]):
+                        continue
+                    citation = parse_citation(text[match.start() : match.start() + 80])
+                    for number, panels in citation:
+                        for fig in by_number.get(number, []):
+                            _add(found, fig, p, text, [(match.start(), match.end() + 1)], panels, "text")
+    return _references(found)
