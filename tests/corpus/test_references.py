@@ -137,7 +137,7 @@ def test_several_rids_fig_groups_sub_figures_and_duplicates():
         '<p>Sub <xref ref-type="fig" rid="g1b">Figure 3b</xref> and graphic <xref ref-type="fig" rid="gr1">1</xref>'
         ".</p>"
         '<p>Both (<xref ref-type="fig" rid="f1 f2">Figs. 1A and 2C</xref>). Again <xref ref-type="fig" rid="f1">'
-        'Fig. 1D</xref>.</p>'
+        "Fig. 1D</xref>.</p>"
         + FIG.format(id="f1", n=1).replace('<graphic xlink:href="f1"/>', '<graphic id="gr1" xlink:href="f1"/>')
         + FIG.format(id="f2", n=2)
         + '<fig-group id="g1"><caption><p>Group.</p></caption>'
@@ -197,8 +197,10 @@ def test_citation_panels(text, expected):
     ("text", "expected"),
     [
         ("Cells grew (Fig. 2A). Next one.", ["Cells grew (Fig. 2A).", "Next one."]),
-        ("Smith et al. (2019) found it, e.g. in E. coli. Then i.e. More.", ["Smith et al. (2019) found it, e.g. in "
-                                                                              "E. coli.", "Then i.e. More."]),
+        (
+            "Smith et al. (2019) found it, e.g. in E. coli. Then i.e. More.",
+            ["Smith et al. (2019) found it, e.g. in E. coli.", "Then i.e. More."],
+        ),
         ("The rate was 3.5 per min. The p < 0.05. Done", ["The rate was 3.5 per min.", "The p < 0.05.", "Done"]),
         ("(See Fig. 3. Note this.) Last.", ["(See Fig. 3. Note this.)", "Last."]),
         ("Is it? Yes! 12 mice died.", ["Is it?", "Yes!", "12 mice died."]),

@@ -35,8 +35,8 @@ without an id or a caption):
   ``publisher-id:<id>``, else ``file:<name of the source file>`` (``article_key``), so every figure has a
   non-empty ``pmcid`` field, which names its article and decides its split.
 * License: the ``<license>``'s URL (``xlink:href``, ``ali:license_ref``), else its ``license-type``, else its
-  text, read as a Creative Commons code (``licenses.license_code``); a ``<license>`` that states other terms (Elsevier's COVID-19
-  permission) is ``NO-CC CODE``, PMC's own code for it in ``oa_file_list.csv``.
+  text, read as a Creative Commons code (``licenses.license_code``); a ``<license>`` that states other terms
+  (Elsevier's COVID-19 permission) is ``NO-CC CODE``, PMC's own code for it in ``oa_file_list.csv``.
 * Inline references: each record lists the body paragraphs citing its figure (``references.py``).
 """
 
@@ -448,9 +448,7 @@ def extract_figures(
         references = inline_references(article)
         for element in article.iter("{*}fig"):
             if len(records) < max_figures:
-                records.append(
-                    _fig_record(element, info, meta, source, max_caption_chars, references.get(element))
-                )
+                records.append(_fig_record(element, info, meta, source, max_caption_chars, references.get(element)))
             else:
                 skipped += 1
     if skipped:

@@ -76,7 +76,7 @@ def _letter(text: str, i: int, case: str | None) -> str | None:
         return None
     if i + 1 < len(text) and text[i + 1].isalpha():
         return None
-    if case == "upper" and not text[i].isupper() or case == "lower" and not text[i].islower():
+    if (case == "upper" and not text[i].isupper()) or (case == "lower" and not text[i].islower()):
         return None
     return text[i]
 

@@ -17,9 +17,12 @@ import re
 from collections.abc import Iterable
 
 ABBREVIATIONS = frozenset(
-    """fig figs ref refs eq eqs eqn eqns no nos vol vols pp p e.g eg i.e ie cf vs viz al approx ca dr mr mrs ms
-    prof st suppl supp tab tabs inc ltd corp jr sr sp spp var subsp resp eds chap seq""".split()
-)
+    {
+        "fig", "figs", "ref", "refs", "eq", "eqs", "eqn", "eqns", "no", "nos", "vol", "vols", "pp", "p", "e.g", "eg",
+        "i.e", "ie", "cf", "vs", "viz", "al", "approx", "ca", "dr", "mr", "mrs", "ms", "prof", "st", "suppl", "supp",
+        "tab", "tabs", "inc", "ltd", "corp", "jr", "sr", "sp", "spp", "var", "subsp", "resp", "eds", "chap", "seq",
+    }
+)  # fmt: skip
 END = re.compile(r"[.!?]+[\"'”’)\]]*\s+(?=[A-Z0-9(\[\"'“‘])")
 WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z.]*)\.$")
 OPENING = {"(": ")", "[": "]"}

@@ -37,8 +37,8 @@ __all__ = [
     "Selection",
     "SourceError",
     "SourceLimits",
-    "parse_licenses",
     "open_source",
+    "parse_licenses",
     "read_pmcids",
 ]
 
