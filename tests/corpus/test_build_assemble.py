@@ -80,7 +80,11 @@ def test_the_typed_row_has_exactly_the_catalog_columns_with_their_types() -> Non
 
     from biomedclip.corpus.rows import CATALOG_SCHEMA, FigureRow
 
-    expected = {str: pa.string(), int: pa.int64(), list[str]: pa.list_(pa.string())}
+    strings = pa.list_(pa.string())
+    reference = pa.struct([("paragraph", pa.string()), ("sentences", strings), ("section", pa.string()),
+                           ("panels", strings), ("kind", pa.string())])  # fmt: skip
+    expected = {str: pa.string(), int: pa.int64(), list[str]: pa.list_(pa.string()),
+                list[dict[str, typing.Any]]: pa.list_(reference)}  # fmt: skip
     hints = typing.get_type_hints(FigureRow)
     row_types = {}
     for field in dataclasses.fields(FigureRow):

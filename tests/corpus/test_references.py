@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from biomedclip.corpus.jats import extract_figures
-from biomedclip.corpus.references import parse_citation
+from biomedclip.corpus.references import parse_citation, training_text
 from biomedclip.corpus.sentences import sentence_spans
 
 OUTSIDE = ("fig", "fig-group", "table-wrap", "table-wrap-group", "caption", "supplementary-material", "abstract",
@@ -209,3 +209,23 @@ def test_citation_panels(text, expected):
 )
 def test_sentences(text, expected):
     assert [text[a:b] for a, b in sentence_spans(text)] == expected
+
+
+def test_training_text_adds_whole_citing_sentences_up_to_the_bound():
+    refs = [
+        {"paragraph": "", "sentences": ["One two.", "Three four five."], "section": "", "panels": [], "kind": "xref"},
+        {"paragraph": "", "sentences": ["One two.", "Six."], "section": "", "panels": [], "kind": "xref"},
+    ]
+    assert training_text("Cap.", refs, "caption", 1000) == "Cap."
+    assert training_text("Cap.", refs, "caption+references", 1000) == "Cap. One two. Three four five. Six."
+    assert training_text("Cap.", refs, "caption+references", 25) == "Cap. One two. Three four five."  # 25 exactly
+    assert training_text("Cap.", refs, "caption+references", 24) == "Cap. One two."
+    assert training_text("Cap.", refs, "caption+references", 6) == "Cap. One"  # a first sentence cut at a word
+    assert training_text("Cap.", [], "caption+references", 100) == "Cap."
+
+
+def test_hostile_nesting_costs_the_paragraph_only():
+    deep = "<italic>" * 1500 + "deep" + "</italic>" * 1500
+    body = f'<p>{deep} <xref ref-type="fig" rid="f1">Fig. 1</xref></p><p>Fine <xref ref-type="fig" rid="f1">Fig. 1'
+    refs = _refs(_article(body + "</xref>.</p>" + FIG.format(id="f1", n=1), abstract="none"))
+    assert [r["paragraph"] for r in refs["f1"]] == ["Fine Fig. 1."]

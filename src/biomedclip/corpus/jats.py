@@ -328,7 +328,7 @@ def caption_text(caption: etree._Element | None, max_chars: int = DEFAULT_MAX_CA
     """
     if caption is None:
         return "", ""
-    if _depth(caption) > MAX_CAPTION_DEPTH:
+    if element_depth(caption) > MAX_CAPTION_DEPTH:
         return "", REJECT_CAPTION_TOO_DEEP
     out = _Output(max_chars * RAW_CAPTION_FACTOR)
     try:
@@ -339,7 +339,7 @@ def caption_text(caption: etree._Element | None, max_chars: int = DEFAULT_MAX_CA
     return (text[:max_chars], REJECT_CAPTION_TOO_LONG) if len(text) > max_chars else (text, "")
 
 
-def _depth(element: etree._Element) -> int:
+def element_depth(element: etree._Element) -> int:
     """How deep elements nest below ``element`` (1 for an element without children), without recursion."""
     deepest, stack = 0, [(element, 1)]
     while stack:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
+from biomedclip.corpus.licenses import license_group
 from biomedclip.errors import RunError
 
 
@@ -92,7 +93,8 @@ class FigureRecord:
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in raw)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's JSON object: its fields plus ``license_group`` (from ``license``)."""
+        return {**asdict(self), "license_group": license_group(self.license)}
 
 
 class Source(Protocol):

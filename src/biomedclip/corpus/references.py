@@ -46,6 +46,9 @@ OUTSIDE_BODY_TEXT = frozenset(
      "chem-struct-wrap", "graphic", "abstract", "trans-abstract", "front", "back", "ref-list", "floats-group"}
 )  # fmt: skip
 BODY_OWNERS = frozenset({"article", "sub-article", "response"})
+CAPTION, CAPTION_REFERENCES = "caption", "caption+references"
+TEXT_CHOICES = (CAPTION, CAPTION_REFERENCES)  # the training text a build writes (``--text``)
+DEFAULT_REFERENCE_CHARS = 1000  # citing sentences added to the caption by ``caption+references``, at most
 OPEN, CLOSE = "\ufdd0", "\ufdd1"  # noncharacters marking a citation while a paragraph is rendered
 SECTION_SEPARATOR = " > "
 MAX_PANEL_RANGE = 12  # "B–D" expands; a "range" wider than this many letters is read as its two ends
@@ -241,6 +244,13 @@ def render_paragraph(p: etree._Element, marked: list[etree._Element] = ()) -> tu
     return _strip_marks(element_text(twin))
 
 
+def _too_deep(p: etree._Element) -> bool:
+    """A paragraph nested deeper than captions may be (hostile markup): left out, as such a caption is."""
+    from biomedclip.corpus.jats import MAX_CAPTION_DEPTH, element_depth
+
+    return element_depth(p) > MAX_CAPTION_DEPTH
+
+
 def _remove_keeping_tail(element: etree._Element) -> None:
     parent, tail = element.getparent(), element.tail or ""
     previous = element.getprevious()
@@ -335,7 +345,7 @@ def inline_references(article: etree._Element) -> dict[etree._Element, list[Inli
     if xrefs:
         paragraphs = dict.fromkeys(p for p in (_paragraph_of(x) for x in xrefs) if p is not None)
         for p in paragraphs:
-            if not _is_body_paragraph(p):
+            if not _is_body_paragraph(p) or _too_deep(p):
                 continue
             own = _own_xrefs(p)
             text, spans = render_paragraph(p, own)
@@ -352,6 +362,8 @@ def inline_references(article: etree._Element) -> dict[etree._Element, list[Inli
                 by_number[_fig_number(fig)].append(fig)
         if by_number:
             for p in _body_paragraphs(article):
+                if _too_deep(p):
+                    continue
                 text, _ = render_paragraph(p)
                 for match in MENTION.finditer(text):
                     if NOT_THIS_ARTICLE.search(text[max(0, match.start() - 30) : match.start()]):
@@ -361,3 +373,21 @@ def inline_references(article: etree._Element) -> dict[etree._Element, list[Inli
                         for fig in by_number.get(number, []):
                             _add(found, fig, p, text, [(match.start(), match.end() + 1)], panels, "text")
     return _references(found)
+
+
+def training_text(caption: str, references: list[InlineReference] | None, text: str, max_chars: int) -> str:
+    """The training text of a figure: its caption (``caption``), or (``caption+references``) its caption followed
+    by the distinct sentences citing it, in order, whole sentences only, at most ``max_chars`` characters of them
+    (a first sentence longer than that is cut at a word boundary)."""
+    if text == CAPTION or not references:
+        return caption
+    added: list[str] = []
+    for sentence in dict.fromkeys(s for ref in references for s in ref["sentences"]):
+        if len(" ".join([*added, sentence])) <= max_chars:
+            added.append(sentence)
+            continue
+        if not added:
+            head = sentence[:max_chars]
+            added.append(head.rsplit(" ", 1)[0] if " " in head else head)
+        break
+    return " ".join([caption, *added]) if added else caption
