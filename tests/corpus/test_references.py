@@ -229,3 +229,14 @@ def test_hostile_nesting_costs_the_paragraph_only():
     body = f'<p>{deep} <xref ref-type="fig" rid="f1">Fig. 1</xref></p><p>Fine <xref ref-type="fig" rid="f1">Fig. 1'
     refs = _refs(_article(body + "</xref>.</p>" + FIG.format(id="f1", n=1), abstract="none"))
     assert [r["paragraph"] for r in refs["f1"]] == ["Fine Fig. 1."]
+
+
+def test_citations_in_odd_places_of_a_paragraph_never_cost_the_article():
+    body = (
+        '<p>Intro<list><list-item><p>Own item.</p></list-item><list-item>Bare item <xref ref-type="fig" rid="f1">'
+        'Fig. 1C</xref></list-item></list> and <inline-graphic><alt-text>see <xref ref-type="fig" rid="f1">Fig. 1'
+        "</xref></alt-text></inline-graphic> end.</p>" + FIG.format(id="f1", n=1)
+    )
+    (ref,) = _refs(_article(body, abstract="none"))["f1"]
+    assert ref["paragraph"] == "Intro Bare item Fig. 1C and end." and ref["panels"] == ["C"]
+    assert ref["sentences"] == [ref["paragraph"]]

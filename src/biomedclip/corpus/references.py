@@ -49,7 +49,9 @@ BODY_OWNERS = frozenset({"article", "sub-article", "response"})
 CAPTION, CAPTION_REFERENCES = "caption", "caption+references"
 TEXT_CHOICES = (CAPTION, CAPTION_REFERENCES)  # the training text a build writes (``--text``)
 DEFAULT_REFERENCE_CHARS = 1000  # citing sentences added to the caption by ``caption+references``, at most
-OPEN, CLOSE = "\ufdd0", "\ufdd1"  # noncharacters marking a citation while a paragraph is rendered
+MARK_BASE = 0xF0000  # citation i is marked by chr(MARK_BASE + 2i) and chr(MARK_BASE + 2i + 1) while rendered
+MARKS = re.compile("[\U000f0000-\U0010ffff]")  # private-use planes: removed from a paragraph before marking
+MAX_MARKED = (0x10FFFF - MARK_BASE) // 2  # citations marked per paragraph at most
 SECTION_SEPARATOR = " > "
 MAX_PANEL_RANGE = 12  # "B–D" expands; a "range" wider than this many letters is read as its two ends
 MAX_FIGURE_RANGE = 20  # "Figures 2–4" expands likewise
@@ -177,7 +179,7 @@ def _is_body_paragraph(p: etree._Element) -> bool:
 
 def _apart(element: etree._Element) -> bool:
     """Whether ``element``, inside a paragraph, is not part of its text: a float, or a nested paragraph."""
-    return _local(element) in OUTSIDE_BODY_TEXT or any(_local(e) == "p" for e in element.iter())
+    return _local(element) == "p" or _local(element) in OUTSIDE_BODY_TEXT
 
 
 def _prune(element: etree._Element) -> None:
@@ -213,35 +215,40 @@ def _own_xrefs(p: etree._Element) -> list[etree._Element]:
             if ancestor is p:
                 break
             between.append(ancestor)
-        if not any(_local(a) == "p" or _local(a) in OUTSIDE_BODY_TEXT for a in between):
+        if not any(_apart(a) for a in between):
             own.append(xref)
-    return own
+    return own[:MAX_MARKED]
 
 
 def _paragraph_of(element: etree._Element) -> etree._Element | None:
     return next((a for a in element.iterancestors() if _local(a) == "p"), None)
 
 
-def render_paragraph(p: etree._Element, marked: list[etree._Element] = ()) -> tuple[str, list[tuple[int, int]]]:
-    """``p`` as one line without its nested paragraphs and floats, and the span of each element of ``marked``."""
+def render_paragraph(p: etree._Element, marked: list[etree._Element] = ()) -> tuple[str, list[tuple[int, int] | None]]:
+    """``p`` as one line without its nested paragraphs and floats, and the span of each element of ``marked``
+    in it (None for one whose text is not rendered)."""
     from biomedclip.corpus.jats import element_text  # jats imports this module
 
     twin = copy.deepcopy(p)
-    where = {id(o): t for o, t in zip(p.iter(), twin.iter(), strict=True)}
-    for element in twin.iter():
+    originals = list(p.iter())  # held, so that each element's id is its own while the twins are matched
+    position = {id(element): i for i, element in enumerate(originals)}
+    twins = list(twin.iter())
+    for element in twins:
         for attribute in ("text", "tail"):
             value = getattr(element, attribute, None)
-            if value and (OPEN in value or CLOSE in value):
-                setattr(element, attribute, value.replace(OPEN, "").replace(CLOSE, ""))
-    for xref in marked:
-        node = where[id(xref)]
-        node.text = OPEN + (node.text or "")
+            if value and MARKS.search(value):
+                setattr(element, attribute, MARKS.sub("", value))
+    for index, xref in enumerate(marked):
+        node = twins[position[id(xref)]]
+        opening, closing = chr(MARK_BASE + 2 * index), chr(MARK_BASE + 2 * index + 1)
+        node.text = opening + (node.text or "")
         if len(node):
-            node[-1].tail = (node[-1].tail or "") + CLOSE
+            node[-1].tail = (node[-1].tail or "") + closing
         else:
-            node.text += CLOSE
+            node.text += closing
     _prune(twin)
-    return _strip_marks(element_text(twin))
+    text, spans = _strip_marks(element_text(twin))
+    return text, [spans.get(index) for index in range(len(marked))]
 
 
 def _too_deep(p: etree._Element) -> bool:
@@ -261,21 +268,25 @@ def _remove_keeping_tail(element: etree._Element) -> None:
     parent.remove(element)
 
 
-def _strip_marks(text: str) -> tuple[str, list[tuple[int, int]]]:
+def _strip_marks(text: str) -> tuple[str, dict[int, tuple[int, int]]]:
+    """``text`` without its citation marks (white space kept single) and the span of each citation, by index."""
     out: list[str] = []
-    spans, start = [], 0
+    starts: dict[int, int] = {}
+    spans: dict[int, tuple[int, int]] = {}
     for ch in text:
-        if ch == OPEN:
-            start = len(out)
-        elif ch == CLOSE:
-            spans.append((start, len(out)))
+        code = ord(ch) - MARK_BASE
+        if code >= 0:
+            if code % 2 == 0:
+                starts[code // 2] = len(out)
+            elif code // 2 in starts:
+                spans[code // 2] = (starts[code // 2], len(out))
         elif ch == " " and (not out or out[-1] == " "):
             continue
         else:
             out.append(ch)
     while out and out[-1] == " ":
         out.pop()
-    return "".join(out), [(min(a, len(out)), min(b, len(out))) for a, b in spans]
+    return "".join(out), {i: (min(a, len(out)), min(b, len(out))) for i, (a, b) in spans.items()}
 
 
 # --- figures of an article ---------------------------------------------------------------------------------
@@ -349,8 +360,12 @@ def inline_references(article: etree._Element) -> dict[etree._Element, list[Inli
                 continue
             own = _own_xrefs(p)
             text, spans = render_paragraph(p, own)
-            for index, (xref, (lo, hi)) in enumerate(zip(own, spans, strict=True)):
-                stop = spans[index + 1][0] if index + 1 < len(spans) else len(text)
+            starts = sorted(span[0] for span in spans if span is not None)
+            for xref, span in zip(own, spans, strict=True):
+                if span is None:
+                    continue
+                lo, hi = span
+                stop = next((start for start in starts if start >= hi), len(text))
                 citation = parse_citation(text[lo:stop]) if text[lo:hi].strip() else []
                 cited = [f for rid in (xref.get("rid") or "").split() for f in targets.get(rid, [])]
                 for fig in dict.fromkeys(cited):
