@@ -141,7 +141,7 @@ def test_every_bad_input_is_a_rejection_with_a_reason(built: Path) -> None:
 
 def test_real_articles_lose_no_figure(built: Path) -> None:
     real = ("PMC7112410.tar.gz", "PMC7135076.tar.gz", "PMC10802347")
-    rows = [r for r in _catalog(built) if r["source"].endswith(real) or "/PMC10802347/" in r["source"]]
+    rows = [r for r in _catalog(built) if r["source"].endswith(real) or r["source"].startswith("PMC10802347/")]
     assert len(rows) == 4 + 1 + 4
     assert all(r["status"] == "accepted" for r in rows)
     assert all(r["image_path"].endswith(".jpg") for r in rows if r["pmcid"] == "PMC7112410")
@@ -397,3 +397,26 @@ def test_caption_plus_references_text(shared_fixtures: Path, tmp_path: Path) -> 
             assert sentences[0].startswith(added + " ")
         else:  # whole sentences, as many as fit
             assert added in whole and (added == whole[-1] or len(whole[whole.index(added) + 1]) > 300)
+
+
+def _text_of(path: Path) -> str:
+    """A file's text as a grep sees it, Parquet decoded (its pages may be compressed)."""
+    if path.suffix == ".parquet":
+        return json.dumps(pq.read_table(path).to_pylist(), default=str)
+    return path.read_bytes().decode("latin-1")
+
+
+def test_no_path_of_the_build_machine_in_the_outputs(corpus: Path, built: Path) -> None:
+    machine = str(corpus.parent.parent.parent)  # pytest's base temporary folder, above the sources and OUT
+    assert machine.startswith("/") and str(built).startswith(machine)
+    files = [p for p in built.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".tar" for p in files) and any(p.suffix == ".parquet" for p in files)
+    leaks = [str(p.relative_to(built)) for p in files if machine in _text_of(p)]
+    assert leaks == []
+    rows = _catalog(built)
+    assert {r["source"] for r in rows if r["pmcid"] == "PMC7112410"} == {"PMC7112410.tar.gz", "PMC90000008.tar.gz"}
+    assert {r["source"] for r in rows if r["pmcid"] == "PMC10802347"} == {
+        f"PMC10802347/{NIHPP}.nxml",
+        "PMC90000001.tar.gz",  # the truncated copy
+    }
+    assert any(r["reason"] == "no_figures" and r["source"] == "PMC90000004/nofigs.nxml" for r in rows)

@@ -40,6 +40,7 @@ from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_serv
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, TEXT_CHOICES
+from biomedclip.corpus.sources import relative_to_root, source_root
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
 from biomedclip.errors import InputError
@@ -180,8 +181,10 @@ def _batches(
     batch: list[WorkItem] = []
     for source in sources:
         ship: bool | None = None  # whether this source's articles can go to workers as they are
+        root = source_root(source)
         try:
             for article in source.articles():
+                article = relative_to_root(article, root)
                 name = article_name(article.meta, article.source)
                 if not listing.add(name, article_key(article.meta, article.source), article.meta.version or 0):
                     continue
