@@ -62,7 +62,9 @@ LABEL_NUMBER = re.compile(rf"^\s*(?:{FIG_WORD}\s*)?({NUMBER})\s*[.:]?\s*$", re.I
 FIGURE_NUMBER = re.compile(rf"\s*(?:{FIG_WORD}\s*)?({NUMBER})", re.I)
 MENTION = re.compile(rf"(?<![A-Za-z]){FIG_WORD}\s*(?=S?\d)", re.I)
 NOT_THIS_ARTICLE = re.compile(r"(?:supplementa\w*|suppl\.?|supporting|extended\s+data|additional)\s*$", re.I)
-SEPARATOR = re.compile(r"\s*(?:,\s*and|,\s*or|,|;|and|or|&)\s*", re.I)
+SEPARATOR = re.compile(r"\s*(?:,\s*and|,\s*or|,|and|or|&)\s*", re.I)
+WORD_SEPARATOR = re.compile(r"(?:,\s*)?(?:and|or|&)", re.I)
+LIST_GOES_ON = re.compile(r"\s*(?:$|[)\],;:–—&-]|(?:and|or)\b)", re.I)
 DASH = re.compile(r"\s*[-–—]\s*")
 PANEL_WORD = re.compile(r",?\s*panels?\s+", re.I)
 
@@ -76,14 +78,25 @@ def _local(element: etree._Element) -> str:
 
 
 def _letter(text: str, i: int, case: str | None) -> str | None:
-    """The panel letter at ``text[i]`` (a lone letter, of ``case`` when given), else None."""
+    """The panel letter at ``text[i]`` (a lone letter, not the start of a word or of ``S1``; of ``case`` when
+    given), else None."""
     if i >= len(text) or not text[i].isalpha() or not text[i].isascii():
         return None
-    if i + 1 < len(text) and text[i + 1].isalpha():
+    if i + 1 < len(text) and text[i + 1].isalnum():  # a word, or a figure number ("S1")
         return None
     if (case == "upper" and not text[i].isupper()) or (case == "lower" and not text[i].islower()):
         return None
     return text[i]
+
+
+def _ends_panel(text: str, k: int, closing: bool) -> bool:
+    """Whether a letter ending at ``k`` that follows a separator is a panel: what comes next closes or continues
+    the list (``)``, ``,``, ``and``, a sentence's end), or the letter closes a range or an "and" list ("2B and C
+    show", "2B–D too");
+    ``Fig. 2c, p < 0.05`` and ``Fig. 1G; S.G. provided`` name no panel P or S."""
+    if text.startswith(".", k):
+        return not text[k + 1 : k + 2].isalnum()
+    return bool(LIST_GOES_ON.match(text, k)) or closing
 
 
 def _expand(first: str, last: str) -> list[str]:
@@ -110,7 +123,8 @@ def _panel_list(text: str, i: int, number: str, case: str | None) -> tuple[list[
         if text.startswith(number, j) and _letter(text, j + len(number), case):
             j += len(number)
         letter = _letter(text, j, case)
-        if letter is None:
+        closing = bool(dash) or bool(WORD_SEPARATOR.fullmatch(sep.group().strip()))  # "B–D", "B and D" end a list
+        if letter is None or not _ends_panel(text, j + 1, closing):
             return panels, i
         panels.extend(_expand(panels.pop(), letter) if dash else [letter.upper()])
         i = j + 1
