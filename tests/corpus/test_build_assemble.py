@@ -106,3 +106,16 @@ def test_the_listing_keeps_every_article_whatever_the_chunk_boundaries(articles:
     table = listing.table()
     assert table.column_names == ["name", "article", "version"] and table["name"].type == pa.string()
     assert table["article"].to_pylist() == [f"PMC{i}" for i in range(articles)]
+
+
+def test_a_work_store_of_another_row_schema_is_never_read(monkeypatch) -> None:
+    """The work store's name hashes the row columns: rows written before a field was added are not reused."""
+    import pyarrow as pa
+
+    from biomedclip.corpus import articles
+
+    today = articles.WorkConfig().digest()
+    assert today == articles.WorkConfig().digest()
+    older = pa.schema([f for f in articles.WORK_SCHEMA if f.name != "inline_references"])
+    monkeypatch.setattr(articles, "WORK_SCHEMA", older)
+    assert articles.WorkConfig().digest() != today

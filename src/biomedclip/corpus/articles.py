@@ -17,7 +17,7 @@ from biomedclip.corpus.filters import FilterConfig, caption_reason, image_reason
 from biomedclip.corpus.images import ImageConfig, ImageRejected, process_image, resolve_media
 from biomedclip.corpus.jats import figures_of
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError, strip_root
-from biomedclip.corpus.rows import ACCEPTED, FigureRow, split_reason
+from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow, split_reason
 from biomedclip.corpus.tokens import count_tokens
 
 TRANSIENT_ERROR = "transient_error"
@@ -32,8 +32,10 @@ class WorkConfig:
     tokenizer_file: str | None = None  # tokenizer.json counting caption tokens; None: bundled BERT WordPiece
 
     def digest(self) -> str:
-        """A short stable hash of this configuration."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short stable hash of this configuration and of the work rows' columns, so that a build never reads
+        a work store written with another row schema (a field added since: its articles are processed again)."""
+        columns = [(column.name, str(column.type)) for column in WORK_SCHEMA]
+        return hashlib.sha256(json.dumps([asdict(self), columns], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _safe(text: str, extra: str = "-_") -> str:
