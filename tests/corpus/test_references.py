@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from biomedclip.corpus.citations import parse_citation
 from biomedclip.corpus.jats import extract_figures
-from biomedclip.corpus.references import parse_citation, training_text
+from biomedclip.corpus.references import training_text
 from biomedclip.corpus.sentences import sentence_spans
 
 OUTSIDE = ("fig", "fig-group", "table-wrap", "table-wrap-group", "caption", "supplementary-material", "abstract",
