@@ -72,13 +72,16 @@ FIELDS: dict[str, str] = {
     "caption_tokens": "int64",
     "shard": "string",
     "class_name": "string",  # the class folder of a figure from a labelled image folder, else null
+    "license_group": "string",  # commercial | noncommercial | other (``corpus.licenses.license_group``)
+    "inline_references": "list<reference>",  # body paragraphs citing the figure (``corpus.references``)
     "offset": "int64",  # where the image member's data starts in its shard (index only)
     "size": "int64",  # the image member's length in bytes (index only)
 }
 # ``<key>.json`` in a shard: the DESIGN.md record plus provenance and the class of labelled images.
 SHARD_RECORD_FIELDS: tuple[str, ...] = (
     "pmcid", "version", "fig_id", "label", "caption", "graphic", "graphics", "image_path", "source", "license",
-    "journal", "year", "pmid", "doi", "split", "status", "reason", "class_name",
+    "journal", "year", "pmid", "doi", "split", "status", "reason", "class_name", "license_group",
+    "inline_references",
 )  # fmt: skip
 # ``catalog.parquet``: one row per figure, accepted or rejected.
 CATALOG_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in ("offset", "size"))
@@ -93,7 +96,12 @@ def arrow_schema(names: Iterable[str]) -> pa.Schema:
     """The pyarrow schema of ``names`` (fields of :data:`FIELDS`), in that order."""
     import pyarrow as pa
 
-    types = {"string": pa.string(), "int64": pa.int64(), "list<string>": pa.list_(pa.string())}
+    reference = pa.struct(
+        [("paragraph", pa.string()), ("sentences", pa.list_(pa.string())), ("section", pa.string()),
+         ("panels", pa.list_(pa.string())), ("kind", pa.string())]
+    )  # fmt: skip
+    types = {"string": pa.string(), "int64": pa.int64(), "list<string>": pa.list_(pa.string()),
+             "list<reference>": pa.list_(reference)}  # fmt: skip
     return pa.schema([(name, types[FIELDS[name]]) for name in names])
 
 

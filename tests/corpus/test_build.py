@@ -141,7 +141,7 @@ def test_every_bad_input_is_a_rejection_with_a_reason(built: Path) -> None:
 
 def test_real_articles_lose_no_figure(built: Path) -> None:
     real = ("PMC7112410.tar.gz", "PMC7135076.tar.gz", "PMC10802347")
-    rows = [r for r in _catalog(built) if r["source"].endswith(real) or "/PMC10802347/" in r["source"]]
+    rows = [r for r in _catalog(built) if r["source"].endswith(real) or r["source"].startswith("PMC10802347/")]
     assert len(rows) == 4 + 1 + 4
     assert all(r["status"] == "accepted" for r in rows)
     assert all(r["image_path"].endswith(".jpg") for r in rows if r["pmcid"] == "PMC7112410")
@@ -339,3 +339,84 @@ def test_a_file_from_another_file_system_is_copied_then_renamed(tmp_path: Path, 
     assert (tmp_path / "dest" / "rows.parquet").read_bytes() == b"payload"
     assert not source.exists() and sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["rows.parquet"]
     assert calls[-1][0].parent == calls[-1][1].parent
+
+
+def test_inline_references_and_licence_groups_reach_catalog_shards_and_stats(built: Path) -> None:
+    import pyarrow.compute as pc
+
+    table = pq.read_table(built / "catalog.parquet")
+    assert set(table.column("license_group").to_pylist()) <= {"commercial", "noncommercial", "other"}
+    assert table.column("license_group").null_count == 0
+    rows = {r["key"]: r for r in table.to_pylist()}
+    real = [r for r in rows.values() if r["pmcid"] == "PMC10802347" and r["status"] == "accepted"]
+    assert len(real) == 4 and {r["license_group"] for r in real} == {"noncommercial"}
+    assert all(r["inline_references"] and r["inline_references"][0]["kind"] == "xref" for r in real)
+    # queryable as a list of structs: every citing sentence of every figure, without Python loops
+    sentences = pc.list_flatten(pc.struct_field(pc.list_flatten(table["inline_references"]), "sentences"))
+    assert len(sentences) >= sum(len(ref["sentences"]) for r in real for ref in r["inline_references"]) > 4
+    samples = list(wds.WebDataset(sorted(str(p) for p in (built / "shards").glob("*.tar")), shardshuffle=False))
+    for sample in samples:
+        record = json.loads(sample["json"])
+        row = rows[sample["__key__"]]
+        assert record["inline_references"] == row["inline_references"]
+        assert record["license_group"] == row["license_group"]
+        assert sample["txt"].decode() == row["caption"]  # --text caption (the default): the caption alone
+    stats = json.loads((built / "stats.json").read_text())
+    accepted = [r for r in rows.values() if r["status"] == "accepted"]
+    assert stats["license_groups"] == {
+        g: sum(r["license_group"] == g for r in accepted) for g in ("commercial", "noncommercial", "other")
+    }
+    cited = [r for r in accepted if r["inline_references"]]
+    assert stats["inline_references"]["figures_with_references"] == len(cited) >= 4
+    assert stats["inline_references"]["references"] == sum(len(r["inline_references"]) for r in cited)
+    for split in SPLITS:
+        mine = [r for r in accepted if r["split"] == split]
+        assert stats["long_captions"][split] == {
+            f"over_{n}": sum(r["caption_tokens"] > n for r in mine) for n in (256, 512)
+        }
+    assert "captions longer than the text tower's context" in (built / "report.md").read_text()
+
+
+def test_caption_plus_references_text(shared_fixtures: Path, tmp_path: Path) -> None:
+    from biomedclip.corpus.build import BuildConfig
+
+    source = shared_fixtures / PKG / "extracted/PMC10802347"
+    out = tmp_path / "out"
+    build([open_source(str(source))], out, BuildConfig(text="caption+references", max_reference_chars=300), workers=0)
+    rows = {r["key"]: r for r in _catalog(out)}
+    samples = list(wds.WebDataset(sorted(str(p) for p in (out / "shards").glob("*.tar")), shardshuffle=False))
+    assert len(samples) == 4
+    for sample in samples:
+        row, text = rows[sample["__key__"]], sample["txt"].decode()
+        sentences = list(dict.fromkeys(s for ref in row["inline_references"] for s in ref["sentences"]))
+        assert text.startswith(row["caption"] + " ")
+        added = text[len(row["caption"]) + 1 :]
+        assert 0 < len(added) <= 300 and " ".join(sentences).startswith(added)
+        whole = [" ".join(sentences[:k]) for k in range(1, len(sentences) + 1)]
+        if len(sentences[0]) > 300:  # a first sentence too long is cut at a word boundary
+            assert sentences[0].startswith(added + " ")
+        else:  # whole sentences, as many as fit
+            assert added in whole and (added == whole[-1] or len(whole[whole.index(added) + 1]) > 300)
+
+
+def _text_of(path: Path) -> str:
+    """A file's text as a grep sees it, Parquet decoded (its pages may be compressed)."""
+    if path.suffix == ".parquet":
+        return json.dumps(pq.read_table(path).to_pylist(), default=str)
+    return path.read_bytes().decode("latin-1")
+
+
+def test_no_path_of_the_build_machine_in_the_outputs(corpus: Path, built: Path) -> None:
+    machine = str(corpus.parent.parent.parent)  # pytest's base temporary folder, above the sources and OUT
+    assert machine.startswith("/") and str(built).startswith(machine)
+    files = [p for p in built.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".tar" for p in files) and any(p.suffix == ".parquet" for p in files)
+    leaks = [str(p.relative_to(built)) for p in files if machine in _text_of(p)]
+    assert leaks == []
+    rows = _catalog(built)
+    assert {r["source"] for r in rows if r["pmcid"] == "PMC7112410"} == {"PMC7112410.tar.gz", "PMC90000008.tar.gz"}
+    assert {r["source"] for r in rows if r["pmcid"] == "PMC10802347"} == {
+        f"PMC10802347/{NIHPP}.nxml",
+        "PMC90000001.tar.gz",  # the truncated copy
+    }
+    assert any(r["reason"] == "no_figures" and r["source"] == "PMC90000004/nofigs.nxml" for r in rows)

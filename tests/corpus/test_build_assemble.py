@@ -80,7 +80,11 @@ def test_the_typed_row_has_exactly_the_catalog_columns_with_their_types() -> Non
 
     from biomedclip.corpus.rows import CATALOG_SCHEMA, FigureRow
 
-    expected = {str: pa.string(), int: pa.int64(), list[str]: pa.list_(pa.string())}
+    strings = pa.list_(pa.string())
+    reference = pa.struct([("paragraph", pa.string()), ("sentences", strings), ("section", pa.string()),
+                           ("panels", strings), ("kind", pa.string())])  # fmt: skip
+    expected = {str: pa.string(), int: pa.int64(), list[str]: pa.list_(pa.string()),
+                list[dict[str, typing.Any]]: pa.list_(reference)}  # fmt: skip
     hints = typing.get_type_hints(FigureRow)
     row_types = {}
     for field in dataclasses.fields(FigureRow):
@@ -102,3 +106,16 @@ def test_the_listing_keeps_every_article_whatever_the_chunk_boundaries(articles:
     table = listing.table()
     assert table.column_names == ["name", "article", "version"] and table["name"].type == pa.string()
     assert table["article"].to_pylist() == [f"PMC{i}" for i in range(articles)]
+
+
+def test_a_work_store_of_another_row_schema_is_never_read(monkeypatch) -> None:
+    """The work store's name hashes the row columns: rows written before a field was added are not reused."""
+    import pyarrow as pa
+
+    from biomedclip.corpus import articles
+
+    today = articles.WorkConfig().digest()
+    assert today == articles.WorkConfig().digest()
+    older = pa.schema([f for f in articles.WORK_SCHEMA if f.name != "inline_references"])
+    monkeypatch.setattr(articles, "WORK_SCHEMA", older)
+    assert articles.WorkConfig().digest() != today

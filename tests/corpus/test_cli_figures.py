@@ -32,8 +32,18 @@ def test_figures_from_files_folders_and_tarballs(run_cli, shared_fixtures, tmp_p
 def test_commercial_selection_and_bad_input(run_cli, shared_fixtures, tmp_path):
     out = tmp_path / "figures.jsonl"
     run_cli("corpus", "figures", shared_fixtures / "pmc" / "nxml", "--license", "commercial", "--out", out)
-    licenses = {json.loads(line)["license"] for line in out.read_text().splitlines()}
-    assert licenses <= {"CC BY", "CC0"} and licenses
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["license"] for r in records} == {"CC BY", "public domain"}
+    assert {r["license_group"] for r in records} == {"commercial"}
+    cited = [r for r in records if r["inline_references"]]
+    assert len(cited) > 50 and {"paragraph", "sentences", "section", "panels", "kind"} == set(
+        cited[0]["inline_references"][0]
+    )
+    run_cli("corpus", "figures", shared_fixtures / "pmc" / "nxml", "--license", "CC BY-NC, cc-by-nc-nd", "-o", out)
+    assert {json.loads(line)["license"] for line in out.read_text().splitlines()} == {"CC BY-NC", "CC BY-NC-ND"}
+    proc = run_cli("corpus", "figures", shared_fixtures / "pmc" / "nxml", "--license", "comercial", "-o", out,
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2 and "--license" in proc.stderr
     proc = run_cli("corpus", "figures", tmp_path / "missing", "--out", out, check=False)
     assert proc.returncode != 0 and "source not found" in proc.stderr
 

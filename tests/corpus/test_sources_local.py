@@ -156,9 +156,14 @@ def test_selection_by_license_pmcid_and_limit(shared_fixtures):
     everything = list(open_source(str(folder)).articles())
     commercial = list(open_source(str(folder), Selection(license="commercial")).articles())
     noncommercial = list(open_source(str(folder), Selection(license="noncommercial")).articles())
-    assert {a.meta.license for a in commercial} <= {"CC BY", "CC0"} and len(commercial) > 5
+    other = list(open_source(str(folder), Selection(license="other")).articles())
+    assert {a.meta.license for a in commercial} == {"CC BY", "public domain"} and len(commercial) > 5
     assert {a.meta.license for a in noncommercial} == {"CC BY-NC", "CC BY-NC-ND"}
-    assert len(commercial) + len(noncommercial) < len(everything)
+    assert {a.meta.license for a in other} == {"NO-CC CODE", None}
+    assert len(commercial) + len(noncommercial) + len(other) == len(everything)
+    by_name = list(open_source(str(folder), Selection(license="CC BY-NC-ND, public domain")).articles())
+    assert {a.meta.license for a in by_name} == {"CC BY-NC-ND", "public domain"}
+    assert {a.meta.pmcid for a in by_name} < {a.meta.pmcid for a in commercial + noncommercial}
     wanted = frozenset({"PMC1790863", "PMC6000000"})
     chosen = list(open_source(str(folder), Selection(pmcids=wanted)).articles())
     assert sorted(a.meta.pmcid for a in chosen) == sorted(wanted)
@@ -191,4 +196,4 @@ def test_bad_specs(tmp_path):
     with pytest.raises(SourceError):
         open_source(str(tmp_path / "notes.txt"))
     with pytest.raises(ValueError):
-        Selection(license="cc-by")
+        Selection(license="comercial")

@@ -156,3 +156,18 @@ def test_member_and_article_byte_caps(s3_client, s3_endpoint, empty_bucket, writ
     assert article.open_media("a.jpg").read() == media["a.jpg"]  # exactly the member limit
     with pytest.raises(MediaError, match=r"^article_too_large: "):
         article.open_media("b.jpg")  # 1000 + 1000 bytes is one past the article's budget
+
+
+def test_selection_by_licence_group_and_name(s3_client, s3_endpoint, empty_bucket, write_article):
+    codes = ["CC BY-SA", "CC BY-ND", "CC BY-NC", "NO-CC CODE", "TDM", "CC0", None]
+    for number, code in enumerate(codes, start=1):
+        write_article(s3_client, empty_bucket, f"PMC{number}", 1, XML, {"f1.jpg": b"\xff\xd8"}, license_code=code)
+
+    def pmcids(licence: str) -> list[str]:
+        return [a.meta.pmcid for a in _source(s3_endpoint, empty_bucket, Selection(license=licence)).articles()]
+
+    assert pmcids("commercial") == ["PMC1", "PMC2", "PMC6"]
+    assert pmcids("noncommercial") == ["PMC3"]
+    assert pmcids("other") == ["PMC4", "PMC5", "PMC7"]
+    assert pmcids("cc-by-nd,NO-CC CODE") == ["PMC2", "PMC4"]
+    assert pmcids("noncommercial, CC0") == ["PMC3", "PMC6"]

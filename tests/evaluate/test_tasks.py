@@ -120,3 +120,22 @@ def test_max_items_subsamples_deterministically(toy_eval, pcam_root) -> None:
         "normal lymph node": tally[0],
         "lymph node metastasis": tally[1],
     }
+
+
+def test_retrieval_restricted_to_long_captions(toy_eval, shared_fixtures, tmp_path) -> None:
+    import webdataset as wds
+    from PIL import Image
+
+    captions = ["word " * 255, "word " * 254, "lung " * 300, "Chest X-ray."]  # 257, 256, 302 and 7 tokens
+    images = sorted((shared_fixtures / "image_text" / "medicat_sample" / "figures").iterdir())[:4]
+    with wds.TarWriter(str(tmp_path / "test-000000.tar")) as sink:
+        for index, (caption, path) in enumerate(zip(captions, images, strict=True)):
+            with Image.open(path) as image:
+                sink.write({"__key__": f"s{index}", "jpg": image.convert("RGB").resize((32, 32)), "txt": caption})
+    spec = f"shards:{tmp_path}"
+    every = run_retrieval(toy_eval, spec, settings=RunSettings())
+    long = run_retrieval(toy_eval, spec, config=RetrievalConfig(min_tokens=257), settings=RunSettings())
+    assert every["metrics"]["n_texts"] == 4 and long["metrics"]["n_texts"] == 2  # 257 counts, 256 does not
+    assert long["counts"]["n"] == 2 and long["counts"]["found"] == 4 and long["settings"]["min_tokens"] == 257
+    with pytest.raises(DatasetError, match="303 tokens or more"):
+        run_retrieval(toy_eval, spec, config=RetrievalConfig(min_tokens=303), settings=RunSettings())

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from biomedclip.corpus.filters import FilterConfig, caption_reason, image_reason
 from biomedclip.corpus.images import ImageConfig, ImageRejected, process_image, resolve_media
 from biomedclip.corpus.jats import figures_of
-from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError
-from biomedclip.corpus.rows import ACCEPTED, FigureRow, split_reason
+from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError, strip_root
+from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow, split_reason
 from biomedclip.corpus.tokens import count_tokens
 
 TRANSIENT_ERROR = "transient_error"
@@ -32,8 +32,10 @@ class WorkConfig:
     tokenizer_file: str | None = None  # tokenizer.json counting caption tokens; None: bundled BERT WordPiece
 
     def digest(self) -> str:
-        """A short stable hash of this configuration."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short stable hash of this configuration and of the work rows' columns, so that a build never reads
+        a work store written with another row schema (a field added since: its articles are processed again)."""
+        columns = [(column.name, str(column.type)) for column in WORK_SCHEMA]
+        return hashlib.sha256(json.dumps([asdict(self), columns], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _safe(text: str, extra: str = "-_") -> str:
@@ -60,6 +62,7 @@ class ArticlePayload:
     media: dict[str, bytes] = field(default_factory=dict)
     media_errors: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (reason, detail)
     transient: bool = False  # a source or media read failed for a reason that may pass: retried next run
+    root: str = ""  # the local folder ``source`` is relative to: removed from every path the rows mention
 
     @property
     def name(self) -> str:
@@ -86,7 +89,7 @@ def read_article(article: Article, config: WorkConfig | None = None) -> ArticleP
         figures = figures_of(article, max_caption_chars)
     except Exception as exc:  # a bug or a source surprise must not stop the run
         figures = [_article_rejection(article, "unreadable_article", f"{type(exc).__name__}: {exc}")]
-    payload = ArticlePayload(source=article.source, meta=article.meta, figures=figures)
+    payload = ArticlePayload(source=article.source, meta=article.meta, figures=figures, root=article.root)
     payload.transient = bool(article.error)  # the source could not read it this time (truncated, md5): retry
     names = set(article.media)
     for fig in figures:
@@ -143,13 +146,15 @@ def unique_keys(base: str, figures: list[FigureRecord]) -> list[str]:
     return keys
 
 
-def _row(fig: FigureRecord, key: str, article: str) -> FigureRow:
+def _row(fig: FigureRecord, key: str, article: str, root: str) -> FigureRow:
     reason, detail = split_reason(fig.reason, fig.detail)
     return FigureRow(
         key=key, article=article, pmcid=fig.pmcid or "", fig_id=fig.fig_id, label=fig.label, caption=fig.caption,
-        graphic=fig.graphic, source=fig.source, status=fig.status, reason=reason, detail=detail, version=fig.version,
-        graphics=list(fig.graphics), image_path=fig.image_path, license=fig.license, journal=fig.journal,
+        graphic=fig.graphic, source=strip_root(fig.source, root), status=fig.status, reason=reason,
+        detail=strip_root(detail, root), version=fig.version, graphics=list(fig.graphics),
+        image_path=fig.image_path, license=fig.license, journal=fig.journal,
         year=fig.year, pmid=fig.pmid, doi=fig.doi, split=fig.split, class_name=fig.class_name,
+        inline_references=list(fig.inline_references),
     )  # fmt: skip
 
 
@@ -162,7 +167,8 @@ def _process_figure(row: FigureRow, payload: ArticlePayload, config: WorkConfig)
         row.reject(reason, row.detail)
         return None
     if row.image_path in payload.media_errors:
-        row.reject(*payload.media_errors[row.image_path])
+        reason, detail = payload.media_errors[row.image_path]
+        row.reject(reason, strip_root(detail, payload.root))
         return None
     try:
         image = process_image(payload.media[row.image_path], config.image)
@@ -192,12 +198,12 @@ def process_payload(payload: ArticlePayload, config: WorkConfig = WorkConfig()) 
     base = article_key(payload.meta, payload.source)
     rows, images = [], {}
     for fig, key in zip(payload.figures, unique_keys(base, payload.figures), strict=True):
-        row = _row(fig, key, base)
+        row = _row(fig, key, base, payload.root)
         if row.status == ACCEPTED:
             try:
                 jpeg = _process_figure(row, payload, config)
             except Exception as exc:  # a bug on one figure must not lose the others
-                row.reject("internal_error", f"{type(exc).__name__}: {exc}")
+                row.reject("internal_error", strip_root(f"{type(exc).__name__}: {exc}", payload.root))
                 jpeg = None
             if jpeg is not None:
                 images[key] = jpeg

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from biomedclip.corpus.batches import WorkStore
 from biomedclip.corpus.dedup import DedupConfig, components, near_pairs_for_masks
+from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, training_text
 from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, REJECTED
 from biomedclip.corpus.split import SPLITS, SplitConfig, article_hash, hash_split, moved_articles
@@ -73,6 +74,8 @@ class Settings:
     shard_size: int
     tokenizer_file: str | None = None
     single_file_rows: int = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
+    text: str = CAPTION  # the training text (``.txt`` member): ``references.TEXT_CHOICES``
+    max_reference_chars: int = DEFAULT_REFERENCE_CHARS
 
 
 @dataclass(frozen=True)
@@ -344,9 +347,12 @@ def _write_durable(table: pa.Table, path: Path) -> None:
     fsync_file(path)
 
 
-def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkStore, stage: Path) -> int:
+def write_shard(
+    unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkStore, stage: Path, settings: Settings
+) -> int:
     """Stage 5 for one shard: its samples in key order (slices of its split's key-sorted partitions, see
-    ``shard_pieces``) and its catalog part; returns the sample count."""
+    ``shard_pieces``), their training text as ``settings.text`` says, and its catalog part; returns the sample
+    count."""
     name, part, pieces = unit
     table = pa.concat_tables([_catalog_table(stage / "rows" / folder).slice(lo, hi - lo) for folder, lo, hi in pieces])
     table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array([name] * len(table), pa.string()))
@@ -356,7 +362,8 @@ def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkSt
     with ShardWriter(tmp, split, max_samples=len(table) + 1) as writer:
         for row in table.to_pylist():
             jpeg = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
-            writer.write(row["key"], jpeg, row["caption"], shard_record(row))
+            text = training_text(row["caption"], row["inline_references"], settings.text, settings.max_reference_chars)
+            writer.write(row["key"], jpeg, text, shard_record(row))
     target = stage / "shards" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     (tmp / f"{split}-000000.tar").replace(target)
@@ -557,7 +564,7 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     trim_memory()
     pieces = shard_pieces(partitions, settings.shard_size)
     shard_list = list(pieces)
-    counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage)
+    counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage, settings)
     rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
     run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
     pack_units = sorted(p.name for p in (stage / "rows").glob("pack-*")) if (stage / "rows").exists() else []

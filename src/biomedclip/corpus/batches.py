@@ -30,7 +30,7 @@ from biomedclip.corpus.articles import (
     process_article,
 )
 from biomedclip.corpus.outdir import OutDir
-from biomedclip.corpus.records import Article
+from biomedclip.corpus.records import Article, strip_root
 from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow
 
 WorkItem = Article | ArticlePayload
@@ -130,6 +130,7 @@ def crashed_result(item: WorkItem, detail: str) -> ArticleResult:
     key = article_key(item.meta, item.source)
     row = FigureRow(key=f"{key}_", article=key, pmcid=item.meta.pmcid or "", fig_id="", label="", caption="",
                     graphic="", source=item.source, version=item.meta.version, license=item.meta.license)  # fmt: skip
+    detail = strip_root(detail, getattr(item, "root", ""))
     return ArticleResult(name=article_name(item.meta, item.source), rows=[row.reject("worker_crashed", detail)],
                          images={})  # fmt: skip
 

@@ -39,6 +39,8 @@ from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_server
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
+from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, TEXT_CHOICES
+from biomedclip.corpus.sources import relative_to_root, source_root
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
 from biomedclip.errors import InputError
@@ -51,13 +53,26 @@ RELEASED = ("shards", "catalog", "catalog.parquet", "clusters.parquet", "stats.j
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """The whole build recipe; written to ``OUT/build_config.json``."""
+    """The whole build recipe; written to ``OUT/build_config.json``.
+
+    Attributes:
+        text: training text (.txt): caption (the paper's) or caption+references (then body sentences citing it).
+        max_reference_chars: the most characters of citing sentences that caption+references adds (whole ones).
+    """
 
     work: WorkConfig = field(default_factory=WorkConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     shard_size: int = 10_000
     batch_articles: int = 32  # articles per unit of phase-1 work (one tar + one Parquet file in OUT/work)
+    text: str = CAPTION
+    max_reference_chars: int = DEFAULT_REFERENCE_CHARS
+
+    def __post_init__(self) -> None:
+        if self.text not in TEXT_CHOICES:
+            raise ValueError(f"text must be one of {', '.join(TEXT_CHOICES)}, not {self.text!r}")
+        if self.max_reference_chars < 0:
+            raise ValueError(f"max_reference_chars must be >= 0, not {self.max_reference_chars}")
 
 
 @dataclass
@@ -166,8 +181,10 @@ def _batches(
     batch: list[WorkItem] = []
     for source in sources:
         ship: bool | None = None  # whether this source's articles can go to workers as they are
+        root = source_root(source)
         try:
             for article in source.articles():
+                article = relative_to_root(article, root)
                 name = article_name(article.meta, article.source)
                 if not listing.add(name, article_key(article.meta, article.source), article.meta.version or 0):
                     continue
@@ -279,7 +296,10 @@ def build(
             stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
             shutil.rmtree(stage, ignore_errors=True)
             stage.mkdir(parents=True)
-            settings = assemble.Settings(config.dedup, config.split, config.shard_size, config.work.tokenizer_file)
+            settings = assemble.Settings(
+                config.dedup, config.split, config.shard_size, config.work.tokenizer_file,
+                text=config.text, max_reference_chars=config.max_reference_chars,
+            )  # fmt: skip
             run = partial(map_units, engine=engine, workers=workers)
             try:
                 stats = assemble.assemble(stage, store, listed, settings, run)

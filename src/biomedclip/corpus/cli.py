@@ -41,12 +41,14 @@ def figures(
 ) -> None:
     """Figure records from XML/nxml files, folders, tarballs, zips or s3:// prefixes, without image work.
 
-    Each line holds at least source, pmcid, fig_id, label, caption and graphic. Ends with exit 1 when no
+    Each line holds at least source (relative to the input folder, or the S3 key), pmcid, fig_id, label, caption
+    and graphic. Ends with exit 1 when no
     article is selected or no figure has both a caption and a graphic.
     """
     from biomedclip.corpus.build_cli import check_nonempty
     from biomedclip.corpus.jats import figures_of
-    from biomedclip.corpus.sources import open_source
+    from biomedclip.corpus.records import strip_root
+    from biomedclip.corpus.sources import open_source, relative_to_root, source_root
 
     sources = [open_source(spec, selection, endpoint_url=endpoint_url) for spec in inputs]
     start = time.monotonic()
@@ -54,9 +56,12 @@ def figures(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with out_path.open("w", encoding="utf-8") as out:
         for source in sources:
+            root = source_root(source)
             for article in source.articles():
                 articles += 1
-                for record in figures_of(article):
+                for record in figures_of(relative_to_root(article, root)):
+                    record.source, record.detail = strip_root(record.source, root), strip_root(record.detail, root)
+                    record.reason = strip_root(record.reason, root)
                     reasons[record.reason.split(":")[0] if record.reason else "accepted"] += 1
                     out.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
     elapsed = time.monotonic() - start

@@ -41,17 +41,21 @@ def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         from biomedclip.corpus.sources import Selection, read_pmcids
 
         wanted = read_pmcids(pmcids) if pmcids is not None else None
-        selection = Selection(license=license_class, include_retracted=include_retracted, pmcids=wanted, limit=limit)
+        try:
+            selection = Selection(license=license_class, include_retracted=include_retracted, pmcids=wanted,
+                                  limit=limit)  # fmt: skip
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--license") from error
         return command(*args, selection=selection, **kwargs)
 
     options = [
         click.option(
             "--license",
             "license_class",
-            type=click.Choice(["all", "commercial", "noncommercial"]),
             default="all",
             show_default=True,
-            help="License class of the articles kept (commercial = CC BY / CC0).",
+            help="Licences of the articles kept, comma-separated: all, a group (commercial = CC0, CC BY, CC BY-SA, "
+            "CC BY-ND, public domain; noncommercial = any NC; other) or a licence name (CC BY, CC BY-NC-ND, ...).",
         ),
         click.option("--include-retracted", is_flag=True, help="Keep retracted articles (dropped by default)."),
         click.option(

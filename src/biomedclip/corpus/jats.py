@@ -35,8 +35,9 @@ without an id or a caption):
   ``publisher-id:<id>``, else ``file:<name of the source file>`` (``article_key``), so every figure has a
   non-empty ``pmcid`` field, which names its article and decides its split.
 * License: the ``<license>``'s URL (``xlink:href``, ``ali:license_ref``), else its ``license-type``, else its
-  text, read as a Creative Commons code; a ``<license>`` that states other terms (Elsevier's COVID-19
-  permission) is ``NO-CC CODE``, PMC's own code for it in ``oa_file_list.csv``.
+  text, read as a Creative Commons code (``licenses.license_code``); a ``<license>`` that states other terms
+  (Elsevier's COVID-19 permission) is ``NO-CC CODE``, PMC's own code for it in ``oa_file_list.csv``.
+* Inline references: each record lists the body paragraphs citing its figure (``references.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
+from biomedclip.corpus.licenses import license_code
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord
+from biomedclip.corpus.references import InlineReference, inline_references
 
 REJECT_NO_CAPTION = "no_caption"
 REJECT_NO_GRAPHIC = "no_graphic"
@@ -94,16 +97,6 @@ EXPONENT = re.compile(r"[\-−–+]?\d[\d.,]*")
 EXPONENT_BASES = frozenset("0123456789)")
 THUMBNAIL_HINTS = ("thumb", "icon")
 NON_PUBLICATION_DATES = frozenset({"pmc-release", "nihms-submitted", "received", "accepted", "rev-recd", "corrected"})
-NC = r"non-?commercial"
-CC_LICENSES = (
-    (re.compile(r"publicdomain/zero|\bcc0\b|cc-zero|public domain dedication", re.I), "CC0"),
-    (re.compile(rf"licenses/by-nc-nd|\bcc[ -]by-nc-nd\b|attribution[ -]{NC}[-, ]*no-?deriv", re.I), "CC BY-NC-ND"),
-    (re.compile(rf"licenses/by-nc-sa|\bcc[ -]by-nc-sa\b|attribution[ -]{NC}[-, ]*share-?alike", re.I), "CC BY-NC-SA"),
-    (re.compile(rf"licenses/by-nc|\bcc[ -]by-nc\b|attribution[ -]{NC}", re.I), "CC BY-NC"),
-    (re.compile(r"licenses/by-nd|\bcc[ -]by-nd\b|attribution[ -]no-?deriv", re.I), "CC BY-ND"),
-    (re.compile(r"licenses/by-sa|\bcc[ -]by-sa\b|attribution[ -]share-?alike", re.I), "CC BY-SA"),
-    (re.compile(r"licenses/by/|licenses/by$|\bcc[ -]by\b|creative commons attribution", re.I), "CC BY"),
-)
 
 
 class JatsError(ValueError):
@@ -205,16 +198,6 @@ def _year(article_meta: etree._Element) -> int | None:
     return min(years) if years else None
 
 
-def license_code(text: str | None) -> str | None:
-    """A license URL, code or statement as ``CC BY``/``CC BY-NC``/``CC0``/...; None when not Creative Commons."""
-    if not text:
-        return None
-    for pattern, code in CC_LICENSES:
-        if pattern.search(text):
-            return code
-    return None
-
-
 def _license(article_meta: etree._Element) -> tuple[str | None, str | None]:
     license_element = _first(article_meta, "permissions", "license")
     if license_element is None:
@@ -307,6 +290,13 @@ def _render(element: etree._Element, out: list[str]) -> None:
         out.append(" ")
 
 
+def element_text(element: etree._Element) -> str:
+    """The readable text of ``element`` as one line, rendered like a caption (see the module rules)."""
+    out: list[str] = []
+    _render(element, out)
+    return _normalise("".join(out))
+
+
 def _last_char(out: list[str]) -> str:
     """The last non-space character rendered so far (without joining everything rendered so far)."""
     for piece in reversed(out):
@@ -338,7 +328,7 @@ def caption_text(caption: etree._Element | None, max_chars: int = DEFAULT_MAX_CA
     """
     if caption is None:
         return "", ""
-    if _depth(caption) > MAX_CAPTION_DEPTH:
+    if element_depth(caption) > MAX_CAPTION_DEPTH:
         return "", REJECT_CAPTION_TOO_DEEP
     out = _Output(max_chars * RAW_CAPTION_FACTOR)
     try:
@@ -349,7 +339,7 @@ def caption_text(caption: etree._Element | None, max_chars: int = DEFAULT_MAX_CA
     return (text[:max_chars], REJECT_CAPTION_TOO_LONG) if len(text) > max_chars else (text, "")
 
 
-def _depth(element: etree._Element) -> int:
+def element_depth(element: etree._Element) -> int:
     """How deep elements nest below ``element`` (1 for an element without children), without recursion."""
     deepest, stack = 0, [(element, 1)]
     while stack:
@@ -386,7 +376,12 @@ def _is_thumbnail(graphic: etree._Element) -> bool:
 
 
 def _fig_record(
-    fig: etree._Element, info: ArticleInfo, meta: ArticleMeta | None, source: str, max_caption_chars: int
+    fig: etree._Element,
+    info: ArticleInfo,
+    meta: ArticleMeta | None,
+    source: str,
+    max_caption_chars: int,
+    references: list[InlineReference] | None = None,
 ) -> FigureRecord:
     caption, refused = caption_text(_first(fig, "caption"), max_caption_chars)
     parent = fig.getparent()
@@ -410,6 +405,7 @@ def _fig_record(
         year=info.year,
         pmid=info.pmid,
         doi=info.doi,
+        inline_references=list(references or []),
     )
     if refused:
         record.status, record.reason = "rejected", refused
@@ -449,9 +445,10 @@ def extract_figures(
     skipped = 0
     for article in articles:
         info = article_info(article)
+        references = inline_references(article)
         for element in article.iter("{*}fig"):
             if len(records) < max_figures:
-                records.append(_fig_record(element, info, meta, source, max_caption_chars))
+                records.append(_fig_record(element, info, meta, source, max_caption_chars, references.get(element)))
             else:
                 skipped += 1
     if skipped:

@@ -5,10 +5,12 @@ The figure record's JSON form is the contract of ``../shared/DESIGN.md``; ``Figu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any, Protocol
 
+from biomedclip.corpus.licenses import license_group
 from biomedclip.errors import RunError
 
 
@@ -35,6 +37,8 @@ class Article:
     to the rejection reason and leaves ``xml`` as None, so the article is recorded rather than lost.
     A source that defers reading (a package file, read where the article is processed) sets ``load``, which
     returns the article read; ``loaded()`` is what every consumer of XML, media or metadata beyond the key uses.
+    ``root`` is the local folder ``source`` is relative to once a build or ``corpus figures`` made it so
+    (``sources.relative_to_root``), so that no output names a path of the machine that built it; "" otherwise.
     """
 
     source: str
@@ -45,10 +49,26 @@ class Article:
     figures: list[FigureRecord] | None = None
     error: str | None = None
     load: Callable[[], Article] | None = None
+    root: str = ""
 
     def loaded(self) -> Article:
-        """The article read (itself unless its reading was deferred)."""
-        return self.load() if self.load is not None else self
+        """The article read (itself unless its reading was deferred), with this article's ``source`` and ``root``."""
+        if self.load is None:
+            return self
+        article = self.load()
+        article.source, article.root = self.source, self.root
+        return article
+
+
+def strip_root(text: str, root: str) -> str:
+    """``text`` with every mention of the folder ``root`` (as given or resolved) made relative to it: the paths
+    below it lose the prefix, the folder itself becomes ``.``."""
+    if not root or not text:
+        return text
+    for folder in dict.fromkeys([root, os.path.realpath(root)]):
+        folder = folder.rstrip(os.sep)
+        text = text.replace(folder + os.sep, "").replace(folder, ".")
+    return text
 
 
 class MediaError(Exception):
@@ -83,6 +103,7 @@ class FigureRecord:
     detail: str = ""
     graphics: list[str] = field(default_factory=list)
     class_name: str | None = None  # the class folder of an image from a labelled image folder
+    inline_references: list[dict[str, Any]] = field(default_factory=list)  # references.InlineReference
 
     @property
     def key(self) -> str:
@@ -91,7 +112,8 @@ class FigureRecord:
         return "".join(c if c.isalnum() or c in "-_" else "_" for c in raw)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record's JSON object: its fields plus ``license_group`` (from ``license``)."""
+        return {**asdict(self), "license_group": license_group(self.license)}
 
 
 class Source(Protocol):

@@ -14,13 +14,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from biomedclip.corpus.licenses import LICENSE_GROUPS
 from biomedclip.corpus.tokens import TOKENIZER_NAME
 
 CONTEXT_LENGTHS = (77, 256)
+LONG_CONTEXTS = (256, 512)  # the text towers' contexts (paper.yaml, paper-long.yaml): captions past them are cut
+SPLITS = ("train", "val", "test")
 
 
 COLUMNS = ["fig_id", "graphic", "status", "reason", "sha256", "split", "caption_tokens", "orig_width",
-           "orig_height", "license", "journal"]  # fmt: skip
+           "orig_height", "license", "journal", "license_group", "inline_references"]  # fmt: skip
 SCATTER_POINTS = 5_000
 
 
@@ -38,6 +41,10 @@ class Aggregates:
     heights: Counter = field(default_factory=Counter)
     licenses: Counter = field(default_factory=Counter)
     journals: Counter = field(default_factory=Counter)
+    license_groups: Counter = field(default_factory=Counter)
+    long_captions: Counter = field(default_factory=Counter)  # (split, context length) -> captions longer
+    with_references: int = 0  # accepted figures cited by at least one body paragraph
+    references: int = 0  # their (figure, citing paragraph) pairs
     sizes: list[tuple[int, int]] = field(default_factory=list)  # the first SCATTER_POINTS accepted, for the plot
 
     def add(self, table: pa.Table) -> None:
@@ -56,6 +63,13 @@ class Aggregates:
         self.heights.update(_counts(accepted["orig_height"]))
         self.licenses.update({str(k): v for k, v in _counts(accepted["license"]).items()})
         self.journals.update({str(k): v for k, v in _counts(accepted["journal"]).items()})
+        self.license_groups.update({str(k): v for k, v in _counts(accepted["license_group"]).items()})
+        for n in LONG_CONTEXTS:
+            over = accepted.filter(pc.greater(pc.fill_null(accepted["caption_tokens"], 0), n))
+            self.long_captions.update({(str(k), n): v for k, v in _counts(over["split"]).items()})
+        cited = pc.fill_null(pc.list_value_length(accepted["inline_references"]), 0)
+        self.with_references += _true(pc.greater(cited, 0))
+        self.references += int(pc.sum(cited).as_py() or 0)
         room = SCATTER_POINTS - len(self.sizes)
         if room > 0:
             head = accepted.slice(0, room)
@@ -125,6 +139,13 @@ def compute_stats(
         },
         "image_size": {"orig_width": _quantiles(agg.widths), "orig_height": _quantiles(agg.heights)},
         "licenses": dict(agg.licenses.most_common()),
+        "license_groups": {g: agg.license_groups.get(g, 0) for g in LICENSE_GROUPS},
+        "long_captions": {s: {f"over_{n}": agg.long_captions.get((s, n), 0) for n in LONG_CONTEXTS} for s in SPLITS},
+        "inline_references": {
+            "references": agg.references,
+            "figures_with_references": agg.with_references,
+            "share_with_references": round(agg.with_references / agg.accepted, 4) if agg.accepted else None,
+        },
         "journals": dict(agg.journals.most_common(20)),
     }
 
@@ -194,6 +215,15 @@ def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dic
         f"{stats['dedup']['clusters_spanning_splits_resolved']} spanned splits)",
         f"- caption tokens ({tok['tokenizer']}): median {tok.get('p50')}, p95 {tok.get('p95')}; "
         f"share within 77: {tok['share_within_77']}, within 256: {tok['share_within_256']}",
+        "- captions longer than the text tower's context (tokens, per split): "
+        + "; ".join(
+            f"{s}: " + ", ".join(f"{v} over {k.removeprefix('over_')}" for k, v in counts.items())
+            for s, counts in stats["long_captions"].items()
+        ),
+        f"- licence groups (accepted figures): {stats['license_groups']}; licences: {stats['licenses']}",
+        f"- inline references: {stats['inline_references']['references']} citing paragraphs for "
+        f"{stats['inline_references']['figures_with_references']} figures "
+        f"(share of accepted figures: {stats['inline_references']['share_with_references']})",
         "",
         "## Rejections by reason",
         "",

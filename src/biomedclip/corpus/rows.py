@@ -42,6 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from biomedclip.corpus.licenses import license_group
 from biomedclip.shards import CATALOG_FIELDS, arrow_schema
 
 ACCEPTED = "accepted"
@@ -82,6 +83,12 @@ class FigureRow:
     duplicate_of: str | None = None  # set by phase 2
     shard: str | None = None  # set by phase 2: the shard's file name
     class_name: str | None = None  # the class folder of a labelled image, else None
+    license_group: str | None = None  # from ``license`` (``licenses.license_group``) unless given
+    inline_references: list[dict[str, Any]] = field(default_factory=list)  # ``references.InlineReference``
+
+    def __post_init__(self) -> None:
+        if self.license_group is None:
+            self.license_group = license_group(self.license)
 
     def reject(self, reason: str, detail: str = "") -> FigureRow:
         """Mark this row rejected for ``reason`` (a code) with ``detail`` (words); returns the row."""

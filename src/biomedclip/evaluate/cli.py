@@ -210,12 +210,21 @@ def _mapped_prompts(dataset: str, split: str, class_names: str | None, run: str 
     help="Merge identical captions into one text; any image carrying it counts (default: one-to-one, as the paper).",
 )
 @click.option("--chunk", type=int, default=4096, show_default=True, help="Query rows per similarity tile.")
-def retrieval_command(merge_captions: bool, chunk: int, **kwargs) -> None:
+@click.option(
+    "--min-tokens",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Score only pairs whose caption has at least this many WordPiece tokens (e.g. 257: past a 256-token "
+    "context), counted as the corpus report counts them.",
+)
+def retrieval_command(merge_captions: bool, chunk: int, min_tokens: int, **kwargs) -> None:
     """Image->text and text->image Recall@1/5/10 over the whole split, one-to-one (exact search in tiles)."""
     from biomedclip.evaluate.retrieval import RetrievalConfig
     from biomedclip.evaluate.tasks import run_retrieval
 
-    _run(run_retrieval, kwargs, config=RetrievalConfig(merge_captions=merge_captions, query_chunk=chunk))
+    config = RetrievalConfig(merge_captions=merge_captions, query_chunk=chunk, min_tokens=min_tokens)
+    _run(run_retrieval, kwargs, config=config)
 
 
 @eval_group.command("linear-probe")

@@ -38,6 +38,7 @@ class RetrievalConfig:
     merge_captions: bool = False
     query_chunk: int = 4096
     gallery_chunk: int = 16384
+    min_tokens: int = 0  # score only the pairs whose caption has at least this many tokens (``long_captions``)
 
 
 def normalize_caption(caption: str) -> str:

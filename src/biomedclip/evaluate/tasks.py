@@ -183,6 +183,19 @@ def run_linear_probe(
     return make_result("linear_probe", model.name, dataset, split, metrics, resolved, **extras)
 
 
+def long_captions(data: ImageTextPairs, min_tokens: int) -> ImageTextPairs:
+    """The pairs whose caption has at least ``min_tokens`` WordPiece tokens, counted as the corpus report counts
+    them (``corpus.tokens``: BERT uncased WordPiece, [CLS] and [SEP] included, never truncated); all for 0."""
+    if min_tokens <= 0:
+        return data
+    from biomedclip.corpus.tokens import count_tokens
+
+    kept = [i for i, n in enumerate(count_tokens(list(data.captions))) if n >= min_tokens]
+    if not kept:
+        raise DatasetError(f"no caption of {data.name} [{data.split}] has {min_tokens} tokens or more")
+    return data.subset(kept)
+
+
 def run_retrieval(
     model: EvalModel, dataset: str, *, split: str = "test", config: RetrievalConfig | None = None, settings: RunSettings
 ) -> dict:
@@ -192,7 +205,7 @@ def run_retrieval(
     if not isinstance(data, ImageTextPairs):
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
     found = len(data)
-    data = _limit(data, settings)
+    data = _limit(long_captions(data, config.min_tokens), settings)
     texts, text_index = group_captions(data.captions, merge=config.merge_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
     metrics = evaluate_retrieval(

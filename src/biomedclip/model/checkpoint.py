@@ -120,7 +120,7 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, bin_copy: 
     config = dataclasses.replace(
         config,
         vision=dataclasses.replace(config.vision, timm_model_pretrained=False),
-        text=dataclasses.replace(config.text, hf_model_pretrained=False, hf_model_config=_text_config_dict(model)),
+        text=dataclasses.replace(config.text, hf_model_pretrained=False, hf_model_config=text_config_dict(model)),
     )
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / SAFETENSORS_NAME), metadata={"format": "pt"})
@@ -162,7 +162,7 @@ def _with_bundled_towers(raw: dict, model: nn.Module, out: Path) -> dict:
     return raw
 
 
-def _text_config_dict(model: nn.Module) -> dict:
+def text_config_dict(model: nn.Module) -> dict:
     """The text encoder's transformers config as a plain dict, so the folder rebuilds offline."""
     hf_config = model.text.transformer.config
     keep = (

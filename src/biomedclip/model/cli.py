@@ -93,6 +93,45 @@ def train_tokenizer_command(
     )
 
 
+@model.command("extend-context")
+@model_option(required=True, show_default=False, help=MODEL_HELP)
+@click.option(
+    "--context-length", type=click.IntRange(min=2), required=True, help="Tokens the text tower reads, e.g. 512."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["copy", "interpolate"]),
+    default="copy",
+    show_default=True,
+    help="How new position embeddings are made past the tower's table: copies of its rows (short texts keep "
+    "their embeddings) or a linear resampling of the whole table.",
+)
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+def extend_context_command(model: str, context_length: int, method: str, out: Path) -> None:
+    """Write a copy of a model that reads longer captions, as an open_clip-compatible folder.
+
+    Fine-tune it on long captions (configs/paper-long.yaml with model.name local-dir:OUT) before relying on it.
+    """
+    from biomedclip.model.checkpoint import save_pretrained
+    from biomedclip.model.context import extend_context
+    from biomedclip.model.factory import create_model, get_tokenizer
+
+    with loading_model(model):
+        net = create_model(model)
+        tokenizer = get_tokenizer(model, context_length=context_length)
+    before = net.context_length
+    table = net.text.transformer.config.max_position_embeddings
+    save_pretrained(extend_context(net, context_length, method), tokenizer, out)
+    grown = (
+        f"position table grown from {table} to {context_length} rows ({method})"
+        if context_length > table
+        else (f"position table of {table} rows kept")
+    )
+    click.echo(f"extended {model} from {before} to {context_length} tokens, {grown} -> {out}")
+    code = "import open_clip; open_clip.create_model_and_transforms('local-dir:.')"
+    click.echo(f'open_clip (offline): cd {out} && python -c "{code}"')
+
+
 @model.command("export")
 @model_option(required=True, show_default=False, help=MODEL_HELP)
 @click.option("--format", "fmt", type=click.Choice(["open_clip", "onnx"]), required=True, help="Export format.")

@@ -49,6 +49,9 @@ class ModelConfig:
     grad_checkpointing: bool = True
     patch_dropout: float = 0.5  # fraction of image patches dropped during training (FLIP-style)
     compile: bool = False  # torch.compile the model
+    # Tokens the text tower reads (0 = the model's own: 256 for BiomedCLIP). An untrained architecture grows its
+    # position table to fit; a trained model needs one long enough (`biomedclip model extend-context`).
+    context_length: int = 0
 
 
 @dataclass
@@ -288,6 +291,10 @@ def validate(config: TrainConfig) -> None:
         (config.optim.lr > 0, "optim.lr must be > 0"),
         (config.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
         (0.0 <= config.model.patch_dropout < 1.0, "model.patch_dropout must be in [0, 1)"),
+        (
+            config.model.context_length == 0 or config.model.context_length >= 2,
+            "model.context_length must be 0 or >= 2",
+        ),
         (config.run.precision in ("bf16", "fp16", "fp32"), "run.precision must be bf16, fp16 or fp32"),
         (config.run.checkpoint_every >= 1, "run.checkpoint_every must be >= 1"),
         (config.run.log_every >= 1, "run.log_every must be >= 1"),

@@ -92,6 +92,21 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
     return torch.autocast(device_type="cuda", dtype=dtype)
 
 
+def _context_overrides(name: str, context_length: int) -> dict[str, Any]:
+    """Model overrides for ``model.context_length``: the context, and for an untrained architecture whose inline
+    text config has fewer positions, a position table that fits (a trained model keeps its weights' table)."""
+    from biomedclip.model.pretrained import resolve
+
+    if not context_length:
+        return {}
+    resolved = resolve(name)
+    text: dict[str, Any] = {"context_length": context_length}
+    hf_config = resolved.config.text.hf_model_config
+    if resolved.weights is None and hf_config and hf_config.get("max_position_embeddings", 0) < context_length:
+        text["hf_model_config"] = {**hf_config, "max_position_embeddings": context_length}
+    return {"text": text}
+
+
 def build_model(config: TrainConfig) -> tuple[nn.Module, Callable, Callable, Callable]:
     """Model, train/eval transforms and tokenizer for ``model.name``, its towers started from
     ``model.pretrained_text`` / ``model.pretrained_image`` when set, with the run's locks and speed flags."""
@@ -111,11 +126,18 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, Callable, Callable, Cal
         config.model.name,
         pretrained_text=None if text is None else str(text),
         pretrained_image=None if image is None else str(image),
+        **_context_overrides(config.model.name, config.model.context_length),
     )
+    positions = model.text.transformer.config.max_position_embeddings
+    if model.context_length > positions:
+        raise InputError(
+            f"model.context_length {model.context_length} is past the {positions} positions of {config.model.name}'s "
+            "text tower: extend the model first (biomedclip model extend-context) or start from an architecture"
+        )
     if text is not None and has_tokenizer_files(text):  # the BERT's own vocabulary goes with its weights
         tokenizer = get_tokenizer(str(text), context_length=model.context_length)
     else:
-        tokenizer = get_tokenizer(config.model.name)
+        tokenizer = get_tokenizer(config.model.name, context_length=model.context_length)
     if config.model.patch_dropout > 0:
         set_patch_dropout(model, config.model.patch_dropout)
     if config.model.grad_checkpointing:

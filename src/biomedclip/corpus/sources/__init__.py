@@ -19,13 +19,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from biomedclip.corpus.records import Source
+from biomedclip.corpus.records import Article, Source
 from biomedclip.corpus.sources.folder import FolderSource
 from biomedclip.corpus.sources.imagefolder import DEFAULT_CAPTION_TEMPLATE, ImageFolderSource
 from biomedclip.corpus.sources.limits import SourceLimits
 from biomedclip.corpus.sources.package import PackageSource, is_package_name
 from biomedclip.corpus.sources.s3 import S3Source
-from biomedclip.corpus.sources.selection import Selection, license_class, read_pmcids
+from biomedclip.corpus.sources.selection import Selection, parse_licenses, read_pmcids
 from biomedclip.errors import InputError
 from biomedclip.labelled_folders import HashSplit
 
@@ -37,9 +37,11 @@ __all__ = [
     "Selection",
     "SourceError",
     "SourceLimits",
-    "license_class",
     "open_source",
+    "parse_licenses",
     "read_pmcids",
+    "relative_to_root",
+    "source_root",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -56,6 +58,27 @@ def _is_package_file(path: Path) -> bool:
     with path.open("rb") as handle:
         head = handle.read(512)
     return head.startswith((GZIP_MAGIC, ZIP_MAGIC)) or head[257:262] == b"ustar"
+
+
+def source_root(source: Source) -> str:
+    """The local folder a source's article paths are made relative to: the folder a folder or image-folder
+    source reads, the folder holding a single file source; "" for ``s3://`` sources (their keys are kept)."""
+    path = getattr(source, "path", None)
+    if not isinstance(path, Path):
+        return ""
+    return str(path.parent if path.is_file() else path)
+
+
+def relative_to_root(article: Article, root: str) -> Article:
+    """The article with ``source`` relative to ``root`` (POSIX separators) and ``root`` recorded, so that the
+    rows made from it name no path of the machine that read it (``records.strip_root`` for their messages)."""
+    if not root:
+        return article
+    source = Path(article.source)
+    if source.is_relative_to(root):
+        article.source = source.relative_to(root).as_posix() if source != Path(root) else source.name
+    article.root = root
+    return article
 
 
 def open_source(

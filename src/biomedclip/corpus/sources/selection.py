@@ -1,4 +1,4 @@
-"""Which articles a source yields: license class, retracted articles, PMCID lists and a limit."""
+"""Which articles a source yields: licence groups and names, retracted articles, PMCID lists and a limit."""
 
 from __future__ import annotations
 
@@ -10,25 +10,30 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from biomedclip.corpus.jats import JatsError, article_info, article_key, articles_in, parse_xml
+from biomedclip.corpus.licenses import LICENSE_GROUPS, NON_CC_CODES, license_code, license_group
 from biomedclip.corpus.records import Article, ArticleMeta
 from biomedclip.errors import InputError
 
-LICENSE_CLASSES = ("all", "commercial", "noncommercial")
-COMMERCIAL_LICENSES = frozenset({"CC BY", "CC0"})
+ALL_LICENSES = "all"
 
 
-def license_class(code: str | None) -> str:
-    """``commercial`` for CC BY / CC0 (PMC's ``oa_comm``), ``noncommercial`` for other CC licenses, else ``other``.
-
-    Codes are PMC's ``license_code`` values (``CC BY``, ``CC BY-NC-SA``, ``CC0``, ...), compared without case
-    and with ``-``/space variants (``CC-BY``) accepted.
-    """
-    if not code:
-        return "other"
-    normal = " ".join(code.upper().replace("CC-", "CC ").split())
-    if normal in COMMERCIAL_LICENSES:
-        return "commercial"
-    return "noncommercial" if normal.startswith("CC ") else "other"
+def parse_licenses(value: str) -> frozenset[str]:
+    """The licence groups and names a ``--license`` value lists (comma-separated): ``all``, a group of
+    ``licenses.LICENSE_GROUPS`` or a licence name (``CC BY``, ``cc-by-nc``, ``CC0``, ``NO-CC CODE``...), as
+    groups and normalised codes. Raises ``ValueError`` for an entry that is none of these."""
+    wanted = set()
+    for entry in (part.strip() for part in value.split(",")):
+        code = license_code(entry) or next((c for c in NON_CC_CODES if c.lower() == entry.lower()), None)
+        if entry.lower() in (ALL_LICENSES, *LICENSE_GROUPS):
+            wanted.add(entry.lower())
+        elif code is not None:
+            wanted.add(code)
+        else:
+            raise ValueError(
+                f"license must be all, {', '.join(LICENSE_GROUPS)} or a licence name (CC BY, CC BY-NC, CC0, "
+                f"NO-CC CODE, ...), not {entry!r}"
+            )
+    return frozenset(wanted)
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,9 @@ class Selection:
     """Article selection. Defaults follow the paper (no license filter) but drop retracted articles.
 
     Attributes:
-        license: ``all``; ``commercial`` (CC BY and CC0 only, PMC's ``oa_comm``); ``noncommercial`` (the other
-            Creative Commons licenses, PMC's ``oa_noncomm``). Articles of unknown license are only in ``all``.
+        license: ``all``, or licence groups and names, comma-separated (``parse_licenses``): ``commercial`` (CC0,
+            CC BY, CC BY-SA, CC BY-ND, public domain), ``noncommercial`` (any NC), ``other`` (no licence, an
+            unknown one, publisher terms), or names such as ``CC BY`` or ``CC BY-NC-ND``.
         include_retracted: keep articles flagged as retracted.
         pmcids: keep only these PMCIDs (``PMC123`` form; ``read_pmcids`` reads them from a file); None keeps all.
         limit: stop after this many selected articles; None for no limit.
@@ -49,8 +55,7 @@ class Selection:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        if self.license not in LICENSE_CLASSES:
-            raise ValueError(f"license must be one of {LICENSE_CLASSES}, not {self.license!r}")
+        parse_licenses(self.license)
 
     def wants_pmcid(self, pmcid: str | None) -> bool:
         """Whether an article with this PMCID may be selected (None: unknown yet, so maybe)."""
@@ -62,9 +67,11 @@ class Selection:
             return False
         if meta.is_retracted and not self.include_retracted:
             return False
-        if self.license == "all":
+        wanted = parse_licenses(self.license)
+        if ALL_LICENSES in wanted:
             return True
-        return license_class(meta.license) == self.license
+        code = license_code(meta.license) or (meta.license or "").strip().upper()
+        return license_group(meta.license) in wanted or code in wanted
 
 
 PMCID_VALUE = re.compile(r"(?:PMC)?(\d+)", re.I)
@@ -144,7 +151,7 @@ def select(articles: Iterable[Article], selection: Selection) -> Iterator[Articl
     for article in articles:
         if selection.limit is not None and count >= selection.limit:
             return
-        if selection.license != "all" or not article.meta.pmcid:
+        if selection.license != ALL_LICENSES or not article.meta.pmcid:
             article = with_xml_metadata(article.loaded())
         if article.error:
             if not selection.wants_pmcid(article.meta.pmcid or None):
