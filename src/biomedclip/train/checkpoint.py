@@ -30,6 +30,7 @@ from safetensors.torch import load_model, save_model
 
 from biomedclip.durable import fsync_path
 from biomedclip.errors import InputError, RunError
+from biomedclip.model.checkpoint import check_finite
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
@@ -202,6 +203,10 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
         raise RunError(f"checkpoint file {weights} is damaged and cannot be read ({_one_line(err)})") from err
     except RuntimeError as err:  # strict loading: other keys or shapes than this model's
         raise RunError(f"checkpoint file {weights} does not fit the configured model ({_one_line(err)})") from err
+    try:
+        check_finite(model.state_dict(), weights)
+    except InputError as err:
+        raise RunError(str(err)) from err
     try:
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, pickle.UnpicklingError) as err:
