@@ -200,6 +200,9 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         values = {"journal": journal.strip(), "license": license.strip(), "split": split.strip()}
         if long := next((name for name, value in values.items() if len(value) > config.max_filter_chars), None):
             raise HTTPException(400, f"the {long} filter is longer than {config.max_filter_chars} characters")
+        for name, year in (("year_min", year_min), ("year_max", year_max)):
+            if year is not None and not 0 <= year <= config.max_year:
+                raise HTTPException(400, f"{name} must be a year between 0 and {config.max_year}, got {year}")
         if year_min is not None and year_max is not None and year_min > year_max:
             raise HTTPException(400, f"year_min {year_min} is after year_max {year_max}")
         return FigureFilter(year_min=year_min, year_max=year_max, **values)
