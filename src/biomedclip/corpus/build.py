@@ -34,14 +34,14 @@ import pyarrow as pa
 
 from biomedclip.corpus import assemble
 from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
-from biomedclip.corpus.batches import WorkItem, WorkStore
+from biomedclip.corpus.batches import DamagedWork, WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_server
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
-from biomedclip.errors import InputError
+from biomedclip.errors import InputError, RunError
 
 __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
 
@@ -84,6 +84,7 @@ class BuildSummary:
     shards: int
     seconds: float
     figures_per_s: float
+    warnings: list[str] = field(default_factory=list)  # damaged work files dropped and processed again
 
 
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
@@ -251,7 +252,35 @@ def build(
     workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildSummary:
-    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring)."""
+    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring).
+
+    Work files found damaged are dropped with a warning and their articles processed again: a batch whose rows
+    cannot be read before phase 1, the batches whose images phase 2 finds damaged (then phases 1 and 2 run once
+    more; damage found again is a ``RunError``).
+    """
+    sources = list(sources)
+    try:
+        return _build(sources, out, config, engine, workers, on_progress, [])
+    except DamagedWork as damage:
+        warnings = [f"work batch {batch}: {what}; its articles are processed again"
+                    for batch, what in damage.batches.items()]  # fmt: skip
+        try:
+            return _build(sources, out, config, engine, workers, on_progress, warnings)
+        except DamagedWork as again:
+            batch, what = next(iter(again.batches.items()))
+            raise RunError(f"work batch {batch} is damaged again after it was processed again ({what}): check the "
+                           f"storage of {out}") from again  # fmt: skip
+
+
+def _build(
+    sources: list[Source],
+    out: Path | str,
+    config: BuildConfig,
+    engine: str,
+    workers: int,
+    on_progress: Callable[[Progress], None] | None,
+    warnings: list[str],
+) -> BuildSummary:
     start = time.perf_counter()
     outdir = OutDir(out)
     with _locked(outdir):
@@ -259,6 +288,7 @@ def build(
             _release(outdir.root)  # a previous build killed while releasing its output: finish that first
         store = WorkStore(outdir, config.work.digest())
         outdir.remove_scratch("work")  # files a killed worker was writing
+        warnings += store.drop_damaged()
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)
@@ -274,7 +304,7 @@ def build(
         del listing, done, batches  # phase 1's per-article sets: phase 2 needs only the table
         if listed.num_rows == 0:  # nothing selected: leave OUT as it is (the CLI says why)
             seconds = time.perf_counter() - start
-            return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0)
+            return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0, warnings)
         with tempfile.TemporaryDirectory(prefix="biomedclip-next-") as tmp:
             stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
             shutil.rmtree(stage, ignore_errors=True)
@@ -283,6 +313,10 @@ def build(
             run = partial(map_units, engine=engine, workers=workers)
             try:
                 stats = assemble.assemble(stage, store, listed, settings, run)
+            except DamagedWork as damage:
+                for batch in damage.batches:
+                    store.discard(batch)
+                raise
             finally:
                 stop_fork_server()
             _write_json(stage / "build_config.json", asdict(config))
@@ -307,4 +341,5 @@ def build(
         shards=stats["shards"],
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
+        warnings=warnings,
     )

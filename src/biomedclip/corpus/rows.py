@@ -97,8 +97,10 @@ CATALOG_SCHEMA = arrow_schema(CATALOG_FIELDS)
 
 WORK_SCHEMA = CATALOG_SCHEMA.append(pa.field("final", pa.bool_())).append(pa.field("batch", pa.string()))
 WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_offset", pa.int64())).append(pa.field("image_size", pa.int64()))
+WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_sha256", pa.string()))
 """A work batch's columns: the catalog's, plus ``final`` (False: a transient failure, retried by the next run),
-``batch`` and where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``)."""
+``batch``, where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``) and the JPEG's
+SHA-256 (``image_sha256``, checked before the image is copied into a shard or pack)."""
 
 
 def split_reason(reason: str, detail: str = "") -> tuple[str, str]:
