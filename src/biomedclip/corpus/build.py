@@ -20,11 +20,15 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -129,28 +133,78 @@ def name_hash(name: str) -> int:
 
 
 @contextmanager
-def _locked(out: OutDir) -> Iterator[None]:
-    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused."""
+def _locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
+    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused.
+
+    The file names its holder (``pid N on HOST``). A lock still held although that build is dead (its leftover
+    processes inherited the open file) is stale: it is taken over, with a warning appended to ``warnings``.
+    """
     if out.is_s3:
         yield
         return
     assert out.root is not None
     out.root.mkdir(parents=True, exist_ok=True)
-    with open(out.root / "build.lock", "a+") as fh:
+    path = out.root / "build.lock"
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the whole build
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise InputError(f"another build is writing to {out} ({holder}); wait for it to finish") from None
+            holder = fh.read().strip()
+            fh.close()
+            if not _holder_is_dead(holder):
+                raise InputError(
+                    f"another build is writing to {out} ({holder or 'another process'}); wait for it to finish"
+                ) from None
+            path.unlink(missing_ok=True)  # a new file, a new lock: what still holds the old one no longer counts
+            warnings.append(f"{path} was held for a build that is dead ({holder}): taken over")
+            continue
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+            break
+        fh.close()  # another build took a stale lock over meanwhile: try again with the file that is there now
+    with fh:
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         fh.flush()
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """Whether the build a lock file names (``pid N on HOST``) is certainly dead: a process of this host that no
+    longer exists. Unknown, older or other-host holders count as alive."""
+    match = re.fullmatch(r"pid (\d+) on (\S+)", holder)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While the build runs in the main thread: SIGTERM raises ``SystemExit(143)``, so the build stops as it does
+    on SIGINT (pools killed, fork server stopped, lock released) and exits with the status SIGTERM would give."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _picklable(article: Article) -> bool:
@@ -283,7 +337,7 @@ def _build(
 ) -> BuildSummary:
     start = time.perf_counter()
     outdir = OutDir(out)
-    with _locked(outdir):
+    with _sigterm_exits(), _locked(outdir, warnings):
         if outdir.root is not None:
             _release(outdir.root)  # a previous build killed while releasing its output: finish that first
         store = WorkStore(outdir, config.work.digest())
@@ -292,12 +346,13 @@ def _build(
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)
-        for counts in run_batches(engine, batches, config.work, store, workers):
-            progress.articles += counts.articles
-            progress.figures += counts.figures
-            progress.accepted += counts.accepted
-            if on_progress:
-                on_progress(progress)
+        with closing(run_batches(engine, batches, config.work, store, workers)) as results:  # closed when interrupted
+            for counts in results:
+                progress.articles += counts.articles
+                progress.figures += counts.figures
+                progress.accepted += counts.accepted
+                if on_progress:
+                    on_progress(progress)
         if on_progress:  # skipped articles after the last processed one
             on_progress(progress)
         listed = listing.table()
