@@ -15,6 +15,7 @@ See ``rows.py`` for the OUT layout and the figure row.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -91,6 +92,7 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)  # damaged work files dropped and processed again
 
 
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # OUT cannot take the build: one line, not a traceback
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
 
 
@@ -310,20 +312,27 @@ def build(
 
     Work files found damaged are dropped with a warning and their articles processed again: a batch whose rows
     cannot be read before phase 1, the batches whose images phase 2 finds damaged (then phases 1 and 2 run once
-    more; damage found again is a ``RunError``).
+    more; damage found again is a ``RunError``). A full disk, an exhausted quota or a read-only OUT is a
+    ``RunError`` naming the file (the previous release stays; a rerun resumes).
     """
-    sources = list(sources)
+    run = partial(_build, list(sources), out, config, engine, workers, on_progress)
     try:
-        return _build(sources, out, config, engine, workers, on_progress, [])
-    except DamagedWork as damage:
-        warnings = [f"work batch {batch}: {what}; its articles are processed again"
-                    for batch, what in damage.batches.items()]  # fmt: skip
         try:
-            return _build(sources, out, config, engine, workers, on_progress, warnings)
-        except DamagedWork as again:
-            batch, what = next(iter(again.batches.items()))
-            raise RunError(f"work batch {batch} is damaged again after it was processed again ({what}): check the "
-                           f"storage of {out}") from again  # fmt: skip
+            return run([])
+        except DamagedWork as damage:
+            warnings = [f"work batch {batch}: {what}; its articles are processed again"
+                        for batch, what in damage.batches.items()]  # fmt: skip
+            return run(warnings)
+    except DamagedWork as again:
+        batch, what = next(iter(again.batches.items()))
+        raise RunError(f"work batch {batch} is damaged again after it was processed again ({what}): check the "
+                       f"storage of {out}") from again  # fmt: skip
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        raise RunError(f"cannot write the build into {out}: {error.strerror}{where}; the previous release is "
+                       "unchanged, rerun when there is room: the build resumes") from error  # fmt: skip
 
 
 def _build(

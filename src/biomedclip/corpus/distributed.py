@@ -35,6 +35,7 @@ from typing import Any
 
 from biomedclip.corpus.articles import WorkConfig, article_name
 from biomedclip.corpus.batches import BatchCounts, WorkItem, WorkStore, process_batch
+from biomedclip.errors import RunError
 
 ENGINES = ("local", "ray")
 DRIVER_PID = "BIOMEDCLIP_BUILD_DRIVER_PID"  # read by phase 2's fork server (lifeline.py)
@@ -258,6 +259,12 @@ def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local",
     pool = _pool(workers, *_stage_context())
     try:
         results = list(pool.map(fn, units, *[[a] * len(units) for a in args]))
+    except BrokenProcessPool as error:  # a worker killed (OOM killer, kill -9): the build stops, a rerun resumes
+        kill_pool(pool)
+        raise RunError(
+            f"a worker process of phase 2 ({fn.__name__}) died (killed, or out of memory); nothing was released: "
+            "rerun the build to finish it"
+        ) from error
     except BaseException:
         kill_pool(pool)
         raise

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biomedclip.errors import InputError
+from biomedclip.errors import InputError, RunError
 from biomedclip.model.inference import select_device
 from biomedclip.model.tokenizer import has_tokenizer_files
 from biomedclip.shards import expand_shards
@@ -350,7 +350,14 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
 
 
 def _export(model: nn.Module, tokenizer: Callable, folder: Path) -> None:
-    """The trained model in the open_clip layout, loadable with ``local-dir:OUTPUT/final``."""
+    """The trained model in the open_clip layout, loadable with ``local-dir:OUTPUT/final``; a folder that cannot
+    be written (a full disk, read-only) is a ``RunError`` (the checkpoints are kept)."""
+    from safetensors import SafetensorError
+
     from biomedclip.model import save_pretrained
 
-    save_pretrained(model, tokenizer, folder)
+    try:
+        save_pretrained(model, tokenizer, folder)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save and safetensors wrap the OSError
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise RunError(f"cannot write the final model {folder} ({detail}); the checkpoints are kept") from err
