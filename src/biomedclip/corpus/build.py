@@ -92,6 +92,7 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)  # damaged work files dropped and processed again
 
 
+RELEASE_MANIFEST = "RELEASE.json"  # S3 OUT: written last by a release, deleted first (see _upload)
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # OUT cannot take the build: one line, not a traceback
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
 
@@ -142,7 +143,8 @@ def _locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
     processes inherited the open file) is stale: it is taken over, with a warning appended to ``warnings``.
     """
     if out.is_s3:
-        yield
+        with _s3_locked(out, warnings):
+            yield
         return
     assert out.root is not None
     out.root.mkdir(parents=True, exist_ok=True)
@@ -174,6 +176,33 @@ def _locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _s3_locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
+    """S3 OUT: hold the object ``OUT/build.lock``, created with a conditional PUT (only if absent), deleted at the
+    end. A lock left by a build of this host that is dead is taken over with a warning; any other is refused."""
+    from botocore.exceptions import ClientError
+
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    while not out.create_object("build.lock", holder.encode()):
+        try:
+            other = out.read_bytes("build.lock").decode(errors="replace").strip()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+            continue  # released meanwhile: try again
+        if not _holder_is_dead(other):
+            raise InputError(
+                f"another build is writing to {out} ({other or 'another process'}); wait for it to finish, or, if "
+                f"no build is running, delete {out}/build.lock"
+            )
+        out.delete("build.lock")
+        warnings.append(f"{out}/build.lock was held for a build that is dead ({other}): taken over")
+    try:
+        yield
+    finally:
+        out.delete("build.lock")
 
 
 def _holder_is_dead(holder: str) -> bool:
@@ -283,15 +312,30 @@ def _release(root: Path) -> None:
 
 
 def _upload(stage: Path, out: OutDir) -> None:
-    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones."""
+    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones.
+
+    S3 has no atomic rename, so the release is marked instead: ``OUT/RELEASE.json`` is deleted before the first
+    upload and written after the last delete, listing the size and SHA-256 of every released file. While it is
+    absent a release is in progress (or was cut short; the next build finishes it); when it is there, the
+    catalog and the shards it lists agree, which a reader can check against the sizes.
+    """
     names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*"))
              if p.is_file() and p.name != "COMPLETE" and not str(p.relative_to(stage)).startswith("work/")]  # fmt: skip
+    manifest = {name: _fingerprint(stage / name) for name in names}
+    out.delete(RELEASE_MANIFEST)
     for name in names:
         out.put_file(name, stage / name)
     for folder in ("shards", "catalog", "report"):
         for old in out.list(folder):
             if old not in names:
                 out.delete(old)
+    _write_json(stage / RELEASE_MANIFEST, manifest)
+    out.put_file(RELEASE_MANIFEST, stage / RELEASE_MANIFEST)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
 
 
 def _write_json(path: Path, data: Any) -> None:

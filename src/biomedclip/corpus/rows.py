@@ -31,8 +31,9 @@ Disk: each processed image is stored once. A worker writes it to its batch tar; 
 into the new shards (kept figures) or packs (the others), reading earlier batches' images from the previous
 release; once released, the batch tars are deleted. An incremental build thus needs no reprocessing. On the two
 real fixture packages OUT holds 88 KB per accepted figure (68 KB of it the shards), where it held 153 KB before.
-With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (no lock on S3); there the
-batch tars stay (an upload is not an atomic release), so S3 OUT keeps the second copy.
+With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (``build.lock`` is an object
+created by a conditional PUT; ``RELEASE.json``, written last, marks a complete upload); there the batch tars
+stay (an upload is not an atomic release), so S3 OUT keeps the second copy.
 """
 
 from __future__ import annotations
