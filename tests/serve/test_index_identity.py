@@ -90,6 +90,10 @@ def test_a_copied_corpus_with_new_times_is_not_a_change(tmp_path, embedder, figu
     shutil.copytree(tmp_path / "shards", moved / "shards")  # copies get new modification times
     os.utime(moved / "shards" / "train-000000.tar", ns=(1, 1))  # certainly another time: the SHA-256 decides
     assert changed_shards(FigureIndex.load(moved / "index")) == {}
+    report = build_index(embedder, [], moved / "index")  # records the new times: the next start check is a stat
+    assert report.changed == {} and report.total == 10
+    meta = json.loads((moved / "index" / "meta.json").read_text())
+    assert meta["shard_identities"]["../shards/train-000000.tar"]["mtime_ns"] == 1
 
 
 def _flip_image_bytes(shard: Path, offset: int, size: int) -> None:

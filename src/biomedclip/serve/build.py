@@ -109,6 +109,11 @@ def build_index(
             kept = [location for location in previous if is_url(location) or os.path.exists(location)]
             shards = [*shards, *(location for location in kept if location not in given)]
             index = FigureIndex(index.dim, index.config)
+        else:  # same bytes; copied shards get their new times recorded, so the service's start check stays a stat
+            for name, recorded in index.identities.items():
+                location = shard_location(out, name)
+                if not is_url(location):
+                    recorded["mtime_ns"] = os.stat(location).st_mtime_ns
     else:
         index = FigureIndex(embedder.dim, config)  # saving it replaces any older records in ``out``
     index.model = embedder.name
