@@ -1,4 +1,5 @@
-"""Load test of ``biomedclip serve``: ``/search`` latency alone, then beside hostile ``/classify`` traffic.
+"""Load test of ``biomedclip serve``: ``/search`` latency alone, beside hostile ``/classify`` traffic, and beside
+slow-body clients.
 
     .venv/bin/python benchmarks/serve_load.py --quick                 # 2 search clients, 4 s per phase, 5k figures
     .venv/bin/python benchmarks/serve_load.py                         # 8 search + 2 hostile clients, 20 s, 100k
@@ -10,8 +11,12 @@ search clients; phase 2 runs the same search clients while hostile clients send,
 ``/classify`` the limits allow (50 labels x 5 templates), one far over them (50 labels x 20,000 templates, the
 issue's 243 KB request), malformed templates (``{} {x}``) and a chunked upload that never ends. Every search
 response is checked (status 200 and k results). The printed ratio is search p95 with the hostile clients over
-p95 without them (target <= 2x). The in-process baseline (text embedding + index search, sequential, no HTTP)
-is measured in the same run for the served / in-process throughput ratio.
+p95 without them (target <= 2x). Phase 3 runs the search clients beside ``--slow-body`` clients (255) from
+another loopback address (127.0.0.2) that each open an upload, send its headers and then one body byte a second;
+a client whose connection is answered (408 after the body timeout, 503 over the per-address cap) or closed opens
+a new one. Its ratio is search p95 with them over p95 alone (target <= 2x). The in-process baseline (text
+embedding + index search, sequential, no HTTP) is measured in the same run for the served / in-process throughput
+ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import collections
 import io
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -146,6 +152,45 @@ def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) ->
     return latencies, errors[0], dict(outcomes)
 
 
+SLOW_BODY_HEAD = (
+    b"POST /search HTTP/1.1\r\nHost: bench\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    b"Content-Length: 10000000\r\n\r\n--b\r\n"
+)
+
+
+def _slow_body_clients(base_url: str, count: int, stop: float, source: str) -> collections.Counter:
+    """``count`` connections from ``source`` that send a body one byte a second until ``stop``; reopened when
+    the server answers or closes. Returns what happened to them (opened, and the status lines received)."""
+    address = (base_url.split("//")[1].split(":")[0], int(base_url.rsplit(":", 1)[1]))
+    outcomes: collections.Counter = collections.Counter()
+    open_sockets: dict[int, socket.socket] = {}
+    while time.monotonic() < stop:
+        for number in range(count):
+            sock = open_sockets.get(number)
+            try:
+                if sock is None:
+                    sock = socket.create_connection(address, timeout=5, source_address=(source, 0))
+                    sock.sendall(SLOW_BODY_HEAD)
+                    open_sockets[number] = sock
+                    outcomes["opened"] += 1
+                elif select.select([sock], [], [], 0)[0]:  # the server answered or closed
+                    status = sock.recv(64).split(b"\r\n")[0].decode(errors="replace") or "closed"
+                    outcomes[status] += 1
+                    sock.close()
+                    del open_sockets[number]
+                else:
+                    sock.sendall(b"x")
+            except OSError as error:
+                outcomes[type(error).__name__] += 1
+                if sock is not None:
+                    sock.close()
+                open_sockets.pop(number, None)
+        time.sleep(1.0)
+    for sock in open_sockets.values():
+        sock.close()
+    return outcomes
+
+
 def _start_server(name: str, index_dir: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     command = [sys.executable, "-m", "biomedclip", "serve", "--model", name, "--index", str(index_dir)]
@@ -173,12 +218,13 @@ def _p(latencies: list[float], q: float) -> float:
 @click.command()
 @click.option("--clients", default=8, show_default=True, help="Search clients.")
 @click.option("--hostile", default=2, show_default=True, help="Hostile /classify clients in phase 2.")
+@click.option("--slow-body", default=255, show_default=True, help="Slow-body connections in phase 3 (0: no phase 3).")
 @click.option("--seconds", default=20.0, show_default=True, help="Length of each phase.")
 @click.option("--figures", default=100_000, show_default=True, help="Synthetic figures in the index.")
 @click.option("-k", default=10, show_default=True)
 @click.option("--quick", is_flag=True, help="A small run that proves the benchmark works: 2 clients, 4 s, 5k figures.")
-def main(clients: int, hostile: int, seconds: float, figures: int, k: int, quick: bool) -> None:
-    """Run both phases and print search p95 without and with hostile traffic, and their ratio."""
+def main(clients: int, hostile: int, slow_body: int, seconds: float, figures: int, k: int, quick: bool) -> None:
+    """Run the phases and print search p95 without and with hostile traffic and slow bodies, and the ratios."""
     from biomedclip.api import load
     from biomedclip.serve.index import FigureIndex
 
@@ -191,6 +237,17 @@ def main(clients: int, hostile: int, seconds: float, figures: int, k: int, quick
             _phase(base_url, clients, 0, min(2.0, seconds), k)  # warm-up
             alone, alone_errors, _ = _phase(base_url, clients, 0, seconds, k)
             mixed, mixed_errors, outcomes = _phase(base_url, clients, hostile, seconds, k)
+            slow_outcomes: collections.Counter = collections.Counter()
+            slow, slow_errors = [], 0
+            if slow_body:
+                stop = time.monotonic() + seconds + 3
+                slow_thread = threading.Thread(
+                    target=lambda: slow_outcomes.update(_slow_body_clients(base_url, slow_body, stop, "127.0.0.2"))
+                )
+                slow_thread.start()
+                time.sleep(2.0)  # every slow connection opened before the searches start
+                slow, slow_errors, _ = _phase(base_url, clients, 0, seconds, k)
+                slow_thread.join()
             health = httpx.get(base_url + "/healthz", timeout=10).json()
         finally:
             server.terminate()
@@ -205,7 +262,10 @@ def main(clients: int, hostile: int, seconds: float, figures: int, k: int, quick
         baseline_rps = done / (time.perf_counter() - baseline_start)
 
     click.echo(f"{clients} search clients x {seconds:g} s per phase, {figures:,} figures ({index.kind}), k={k}")
-    for label, latencies, errors in (("search alone", alone, alone_errors), ("with hostile", mixed, mixed_errors)):
+    phases = [("search alone", alone, alone_errors), ("with hostile", mixed, mixed_errors)]
+    if slow_body:
+        phases.append(("w/ slow body", slow, slow_errors))
+    for label, latencies, errors in phases:
         click.echo(
             f"{label:>13}: {len(latencies) / seconds:7.1f} req/s, p50 {_p(latencies, 50):7.1f} ms, "
             f"p95 {_p(latencies, 95):7.1f} ms, errors {errors}"
@@ -218,7 +278,11 @@ def main(clients: int, hostile: int, seconds: float, figures: int, k: int, quick
     click.echo(f"ratio served (alone) / in-process: {len(alone) / seconds / baseline_rps:.2f}x")
     ratio = _p(mixed, 95) / _p(alone, 95)
     click.echo(f"ratio search p95 with / without hostile requests: {ratio:.2f}x (target <= 2x)")
-    if alone_errors or mixed_errors:
+    if slow_body:
+        click.echo(f"slow-body connections: {slow_body} from 127.0.0.2; outcomes: {dict(slow_outcomes)}")
+        slow_ratio = _p(slow, 95) / _p(alone, 95)
+        click.echo(f"ratio search p95 with / without {slow_body} slow-body clients: {slow_ratio:.2f}x (target <= 2x)")
+    if alone_errors or mixed_errors or slow_errors:
         raise SystemExit(1)
 
 

@@ -76,6 +76,7 @@ FIELDS: dict[str, str] = {
     "inline_references": "list<reference>",  # body paragraphs citing the figure (``corpus.references``)
     "offset": "int64",  # where the image member's data starts in its shard (index only)
     "size": "int64",  # the image member's length in bytes (index only)
+    "image_sha256": "string",  # the SHA-256 of the image member's bytes, checked before they are served (index only)
 }
 # ``<key>.json`` in a shard: the DESIGN.md record plus provenance and the class of labelled images.
 SHARD_RECORD_FIELDS: tuple[str, ...] = (
@@ -84,11 +85,11 @@ SHARD_RECORD_FIELDS: tuple[str, ...] = (
     "inline_references",
 )  # fmt: skip
 # ``catalog.parquet``: one row per figure, accepted or rejected.
-CATALOG_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in ("offset", "size"))
+CATALOG_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in ("offset", "size", "image_sha256"))
 # The figure index's record rows: what search results show, and where the image lies.
 INDEX_FIELDS: tuple[str, ...] = (
     "key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "class_name", "shard",
-    "offset", "size",
+    "offset", "size", "image_sha256",
 )  # fmt: skip
 
 

@@ -362,3 +362,74 @@ def test_another_configuration_releases_without_breaking_the_first(shared_fixtur
     assert again.articles_processed == 2  # the first configuration's images were gone: processed again
     assert _outputs(out) == _outputs(reference)
     assert len(_members(out)) == _image_rows(out)
+
+
+def test_an_image_named_by_many_figures_is_decoded_once_per_article(shared_fixtures: Path, tmp_path, monkeypatch):
+    """One image named by 200 figures of a package (issue 23: 200 figures of one 100-Mpx image took 77 s)."""
+    calls: list[int] = []
+    real = articles_module.process_image
+
+    def counting(data: bytes, config):
+        calls.append(len(data))
+        return real(data, config)
+
+    monkeypatch.setattr(articles_module, "process_image", counting)
+    article = _article(shared_fixtures, "PMC1")
+    caption = "a chest radiograph, frontal view, showing the lungs"
+    shared = [FigureRecord(pmcid="PMC1", fig_id=f"F{i}", label="", caption=caption, graphic=f"{NIHPP}-f0002.jpg")
+              for i in range(200)]  # fmt: skip
+    bad = [FigureRecord(pmcid="PMC1", fig_id=f"B{i}", label="", caption=caption, graphic=f"{NIHPP}-f0001.gif")
+           for i in range(3)]  # fmt: skip
+    article.figures, article.xml = shared + bad, None
+    build([Articles([article])], tmp_path / "out")
+    assert len(calls) == 2  # one decode per distinct image, not per figure
+    rows = pq.read_table(tmp_path / "out" / "catalog.parquet").to_pylist()
+    by_fig = {row["fig_id"]: row for row in rows}
+    assert len(by_fig) == 203
+    for group, count in (("F", 200), ("B", 3)):  # every figure gets what the one decode of its image gave
+        outcomes = {(by_fig[f"{group}{i}"]["sha256"], by_fig[f"{group}{i}"]["width"]) for i in range(count)}
+        assert len(outcomes) == 1, outcomes
+    assert by_fig["F0"]["status"] == "accepted" and by_fig["F0"]["sha256"] != by_fig["B0"]["sha256"]
+
+
+def test_a_killed_phase_2_worker_is_one_line_not_a_traceback() -> None:
+    from biomedclip.corpus.distributed import map_units, stop_fork_server
+    from biomedclip.errors import RunError
+
+    try:
+        with pytest.raises(RunError, match=r"a worker process of phase 2 \(_exit\) died .* rerun the build"):
+            map_units(os._exit, [0, 1, 2], workers=2)  # each unit kills the worker that runs it
+    finally:
+        stop_fork_server()
+
+
+@pytest.mark.parametrize("phase", [1, 2])
+def test_a_full_disk_is_one_line_and_keeps_the_release(shared_fixtures: Path, tmp_path, monkeypatch, phase) -> None:
+    import errno
+
+    from click.testing import CliRunner
+
+    from biomedclip.cli import main
+    from biomedclip.corpus import assemble
+    from biomedclip.corpus.batches import WorkStore
+
+    out = tmp_path / "out"
+    package = shared_fixtures / "pmc/packages/extracted/PMC10802347"
+    command = ["corpus", "build", "--source", str(package), "--out", str(out), "--workers", "0"]
+    assert CliRunner().invoke(main, command).exit_code == 0
+    before = _outputs(out)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "some-file"))
+
+    shutil.rmtree(out / "work")  # so that phase 1 has an article to write
+    if phase == 1:
+        monkeypatch.setattr(WorkStore, "write", full)
+    else:
+        monkeypatch.setattr(assemble, "fsync_file", full)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if "Error:" in line]
+    assert "No space left on device" in line and str(out / "some-file") in line
+    assert _outputs(out) == before

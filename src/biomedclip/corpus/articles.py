@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from biomedclip.corpus.filters import FilterConfig, caption_reason, image_reason
-from biomedclip.corpus.images import ImageConfig, ImageRejected, process_image, resolve_media
+from biomedclip.corpus.images import ImageConfig, ImageRejected, ProcessedImage, process_image, resolve_media
 from biomedclip.corpus.jats import figures_of
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError, strip_root
 from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow, split_reason
@@ -158,7 +158,11 @@ def _row(fig: FigureRecord, key: str, article: str, root: str) -> FigureRow:
     )  # fmt: skip
 
 
-def _process_figure(row: FigureRow, payload: ArticlePayload, config: WorkConfig) -> bytes | None:
+def _process_figure(
+    row: FigureRow, payload: ArticlePayload, config: WorkConfig, decoded: dict[str, ProcessedImage | ImageRejected]
+) -> bytes | None:
+    """The figure's JPEG, or None with ``row`` rejected; ``decoded`` holds each image of the article processed
+    once, for every figure that names it (one large image named by thousands of figures is decoded once)."""
     reason = caption_reason(row.caption, config.filters)
     if reason:
         limit = config.filters.max_caption_chars
@@ -170,10 +174,14 @@ def _process_figure(row: FigureRow, payload: ArticlePayload, config: WorkConfig)
         reason, detail = payload.media_errors[row.image_path]
         row.reject(reason, strip_root(detail, payload.root))
         return None
-    try:
-        image = process_image(payload.media[row.image_path], config.image)
-    except ImageRejected as exc:
-        row.reject(exc.reason, exc.detail)
+    if row.image_path not in decoded:
+        try:
+            decoded[row.image_path] = process_image(payload.media[row.image_path], config.image)
+        except ImageRejected as exc:
+            decoded[row.image_path] = exc
+    image = decoded[row.image_path]
+    if isinstance(image, ImageRejected):
+        row.reject(image.reason, image.detail)
         return None
     row.width, row.height, row.orig_width, row.orig_height = (
         image.width,
@@ -197,11 +205,12 @@ def process_payload(payload: ArticlePayload, config: WorkConfig = WorkConfig()) 
     """
     base = article_key(payload.meta, payload.source)
     rows, images = [], {}
+    decoded: dict[str, ProcessedImage | ImageRejected] = {}
     for fig, key in zip(payload.figures, unique_keys(base, payload.figures), strict=True):
         row = _row(fig, key, base, payload.root)
         if row.status == ACCEPTED:
             try:
-                jpeg = _process_figure(row, payload, config)
+                jpeg = _process_figure(row, payload, config, decoded)
             except Exception as exc:  # a bug on one figure must not lose the others
                 row.reject("internal_error", strip_root(f"{type(exc).__name__}: {exc}", payload.root))
                 jpeg = None

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from biomedclip.corpus.batches import WorkStore
+from biomedclip.corpus.batches import DamagedWork, WorkStore, image_intact
 from biomedclip.corpus.dedup import DedupConfig, components, near_pairs_for_masks
 from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, training_text
 from biomedclip.corpus.report import write_report
@@ -277,6 +277,25 @@ class RowCounts:
 
     partitions: dict[tuple[str, int], int]
     articles: dict[str, int]
+    damaged: str = ""  # what is wrong with the batch's images (then nothing was written for it)
+
+
+def _damaged_images(rows: pa.Table, store: WorkStore) -> str:
+    """What is wrong with the images of ``rows`` where ``_locate`` found them, "" when every one is intact."""
+    images = rows.filter(pc.is_valid(rows["image_size"])).select(["key", "image_file", "image_offset", "image_size",
+                                                                  "image_sha256"])  # fmt: skip
+    bad = []
+    for row in images.sort_by([("image_file", "ascending"), ("image_offset", "ascending")]).to_pylist():
+        try:
+            data = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
+        except Exception:  # a missing or unreadable file, local or on S3, is damage like any other
+            data = b""
+        if not image_intact(data, row["image_size"], row["image_sha256"]):
+            bad.append(row)
+    if not bad:
+        return ""
+    files = sorted({row["image_file"] for row in bad})
+    return f"{len(bad)} of its {len(images)} images differ from what was stored (in {', '.join(files[:3])})"
 
 
 def batch_rows(
@@ -288,6 +307,8 @@ def batch_rows(
     go to a pack. ``released`` locates the images of a batch whose tar was deleted (None: read the tar)."""
     batch, names, dups, released = unit
     rows = _locate(store.read_rows(batch), batch, store, released)
+    if damaged := _damaged_images(rows, store):
+        return RowCounts({}, {}, damaged)
     chosen = pc.is_in(_names(rows), names)
     table = rows.filter(chosen)
     idx = pc.index_in(table["key"], dups["key"])
@@ -555,7 +576,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
                  for b in batches]  # fmt: skip
     partitions: dict[tuple[str, int], int] = {}
     split_articles = dict.fromkeys(SPLITS, 0)
-    for counts in run(batch_rows, row_units, store, decisions, stage):
+    results = run(batch_rows, row_units, store, decisions, stage)
+    damaged = {unit[0]: counts.damaged for unit, counts in zip(row_units, results, strict=True) if counts.damaged}
+    if damaged:  # before any image is copied: the build drops these batches and processes their articles again
+        raise DamagedWork(damaged)
+    for counts in results:
         for part, n in counts.partitions.items():
             partitions[part] = partitions.get(part, 0) + n
         for split, n in counts.articles.items():

@@ -6,6 +6,11 @@ every accepted figure, at offsets recorded in the rows) and ``<id>.parquet`` (th
 its article names, so a rerun that forms the same batch overwrites it with the same content.
 An article whose result is not ``final`` (a transient failure) keeps its rows, but is not done: the next run
 processes it again and phase 2 prefers the final result.
+
+Work files are verified before reuse: the Parquet file is written with page checksums and a build first reads
+every batch's rows with them checked (a damaged file is dropped with its tar, so its articles are processed
+again); each row records its JPEG's size and SHA-256, which phase 2 checks before copying the image into a shard
+or pack (a damaged tar, pack or shard drops the batches whose images it held, see ``DamagedWork``).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +49,24 @@ class BatchCounts:
     articles: int
     figures: int
     accepted: int
+
+
+class DamagedWork(Exception):
+    """Phase 2 found work files whose bytes are not what was recorded; ``batches`` maps batch id -> what."""
+
+    def __init__(self, batches: Mapping[str, str]) -> None:
+        self.batches = dict(batches)
+        super().__init__(f"{len(self.batches)} work batches are damaged")
+
+
+def image_intact(data: bytes, size: int, sha256: str | None) -> bool:
+    """Whether ``data`` is the JPEG a worker stored: ``size`` bytes with the recorded SHA-256 (work written
+    before it was recorded: a JPEG's start and end markers)."""
+    if len(data) != size:
+        return False
+    if sha256:
+        return hashlib.sha256(data).hexdigest() == sha256
+    return data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
 
 
 def batch_id(names: Iterable[str]) -> str:
@@ -89,9 +112,32 @@ class WorkStore:
         return pa.concat_tables([pq.read_table(p) for p in parts]) if parts else None
 
     def read_rows(self, batch: str, columns: list[str] | None = None) -> pa.Table:
-        if self.out.is_s3:
-            return pq.read_table(io.BytesIO(self.out.read_bytes(self.path(batch, ".parquet"))), columns=columns)
-        return pq.read_table(self.out.local(self.path(batch, ".parquet")), columns=columns)
+        """The batch's rows (``columns`` of them), page checksums verified; columns that work written by an older
+        version lacks are null."""
+        source = self.path(batch, ".parquet")
+        data = io.BytesIO(self.out.read_bytes(source)) if self.out.is_s3 else self.out.local(source)
+        table = pq.read_table(data, columns=columns, page_checksum_verification=True)
+        for name in columns or WORK_SCHEMA.names:
+            if name not in table.column_names:
+                table = table.append_column(WORK_SCHEMA.field(name), pa.nulls(len(table), WORK_SCHEMA.field(name).type))
+        return table
+
+    def drop_damaged(self) -> list[str]:
+        """Read every batch's rows; drop (see :meth:`discard`) those that cannot be read. Returns one warning each."""
+        warnings = []
+        for batch in self.batches():
+            try:
+                self.read_rows(batch)
+            except (OSError, pa.ArrowException) as error:
+                self.discard(batch)
+                warnings.append(f"work batch {batch}: its rows cannot be read ({_one_line(error)}); its articles are "
+                                "processed again")  # fmt: skip
+        return warnings
+
+    def discard(self, batch: str) -> None:
+        """Delete a batch's rows (its done marker), then its tar: its articles are processed again."""
+        self.out.delete(self.path(batch, ".parquet"))
+        self.out.delete(self.path(batch, ".tar"))
 
     def done_articles(self) -> Iterator[str]:
         """Names of the articles with a final result in some batch (read batch by batch)."""
@@ -116,13 +162,19 @@ class WorkStore:
                             info.size, info.mtime, info.mode = len(jpeg), 0, 0o644
                             tar.addfile(info, io.BytesIO(jpeg))
                             data_start = tar.offset - -(-len(jpeg) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                            record.update(image_offset=data_start, image_size=len(jpeg))
+                            record.update(image_offset=data_start, image_size=len(jpeg),
+                                          image_sha256=hashlib.sha256(jpeg).hexdigest())  # fmt: skip
                         rows.append(record)
             table = pa.Table.from_pylist([{n: r.get(n) for n in WORK_SCHEMA.names} for r in rows], schema=WORK_SCHEMA)
             parquet_path = tmp / "rows.parquet"
-            pq.write_table(table, parquet_path)
+            pq.write_table(table, parquet_path, write_page_checksum=True)
             self.out.put_file(self.path(batch, ".tar"), tar_path)
             self.out.put_file(self.path(batch, ".parquet"), parquet_path)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:200] if text else type(error).__name__
 
 
 def crashed_result(item: WorkItem, detail: str) -> ArticleResult:

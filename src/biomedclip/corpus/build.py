@@ -15,16 +15,21 @@ See ``rows.py`` for the OUT layout and the figure row.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import pickle
+import re
 import shutil
+import signal
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,7 +39,7 @@ import pyarrow as pa
 
 from biomedclip.corpus import assemble
 from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
-from biomedclip.corpus.batches import WorkItem, WorkStore
+from biomedclip.corpus.batches import DamagedWork, WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_server
 from biomedclip.corpus.outdir import OutDir
@@ -43,7 +48,7 @@ from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, TEXT_
 from biomedclip.corpus.sources import relative_to_root, source_root
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
-from biomedclip.errors import InputError
+from biomedclip.errors import InputError, RunError
 
 __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
 
@@ -99,8 +104,11 @@ class BuildSummary:
     shards: int
     seconds: float
     figures_per_s: float
+    warnings: list[str] = field(default_factory=list)  # damaged work files dropped and processed again
 
 
+RELEASE_MANIFEST = "RELEASE.json"  # S3 OUT: written last by a release, deleted first (see _upload)
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # OUT cannot take the build: one line, not a traceback
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
 
 
@@ -143,28 +151,106 @@ def name_hash(name: str) -> int:
 
 
 @contextmanager
-def _locked(out: OutDir) -> Iterator[None]:
-    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused."""
+def _locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
+    """Hold ``OUT/build.lock`` (local OUT) for the build; a second build into OUT is refused.
+
+    The file names its holder (``pid N on HOST``). A lock still held although that build is dead (its leftover
+    processes inherited the open file) is stale: it is taken over, with a warning appended to ``warnings``.
+    """
     if out.is_s3:
-        yield
+        with _s3_locked(out, warnings):
+            yield
         return
     assert out.root is not None
     out.root.mkdir(parents=True, exist_ok=True)
-    with open(out.root / "build.lock", "a+") as fh:
+    path = out.root / "build.lock"
+    while True:
+        fh = open(path, "a+")  # noqa: SIM115 - held open for the whole build
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise InputError(f"another build is writing to {out} ({holder}); wait for it to finish") from None
+            holder = fh.read().strip()
+            fh.close()
+            if not _holder_is_dead(holder):
+                raise InputError(
+                    f"another build is writing to {out} ({holder or 'another process'}); wait for it to finish"
+                ) from None
+            path.unlink(missing_ok=True)  # a new file, a new lock: what still holds the old one no longer counts
+            warnings.append(f"{path} was held for a build that is dead ({holder}): taken over")
+            continue
+        if os.path.exists(path) and os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+            break
+        fh.close()  # another build took a stale lock over meanwhile: try again with the file that is there now
+    with fh:
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}\n")
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         fh.flush()
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _s3_locked(out: OutDir, warnings: list[str]) -> Iterator[None]:
+    """S3 OUT: hold the object ``OUT/build.lock``, created with a conditional PUT (only if absent), deleted at the
+    end. A lock left by a build of this host that is dead is taken over with a warning; any other is refused."""
+    from botocore.exceptions import ClientError
+
+    holder = f"pid {os.getpid()} on {socket.gethostname()}"
+    while not out.create_object("build.lock", holder.encode()):
+        try:
+            other = out.read_bytes("build.lock").decode(errors="replace").strip()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "NoSuchKey":
+                raise
+            continue  # released meanwhile: try again
+        if not _holder_is_dead(other):
+            raise InputError(
+                f"another build is writing to {out} ({other or 'another process'}); wait for it to finish, or, if "
+                f"no build is running, delete {out}/build.lock"
+            )
+        out.delete("build.lock")
+        warnings.append(f"{out}/build.lock was held for a build that is dead ({other}): taken over")
+    try:
+        yield
+    finally:
+        out.delete("build.lock")
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """Whether the build a lock file names (``pid N on HOST``) is certainly dead: a process of this host that no
+    longer exists. Unknown, older or other-host holders count as alive."""
+    match = re.fullmatch(r"pid (\d+) on (\S+)", holder)
+    if match is None or match.group(2) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While the build runs in the main thread: SIGTERM raises ``SystemExit(143)``, so the build stops as it does
+    on SIGINT (pools killed, fork server stopped, lock released) and exits with the status SIGTERM would give."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _picklable(article: Article) -> bool:
@@ -243,15 +329,30 @@ def _release(root: Path) -> None:
 
 
 def _upload(stage: Path, out: OutDir) -> None:
-    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones."""
+    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones.
+
+    S3 has no atomic rename, so the release is marked instead: ``OUT/RELEASE.json`` is deleted before the first
+    upload and written after the last delete, listing the size and SHA-256 of every released file. While it is
+    absent a release is in progress (or was cut short; the next build finishes it); when it is there, the
+    catalog and the shards it lists agree, which a reader can check against the sizes.
+    """
     names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*"))
              if p.is_file() and p.name != "COMPLETE" and not str(p.relative_to(stage)).startswith("work/")]  # fmt: skip
+    manifest = {name: _fingerprint(stage / name) for name in names}
+    out.delete(RELEASE_MANIFEST)
     for name in names:
         out.put_file(name, stage / name)
     for folder in ("shards", "catalog", "report"):
         for old in out.list(folder):
             if old not in names:
                 out.delete(old)
+    _write_json(stage / RELEASE_MANIFEST, manifest)
+    out.put_file(RELEASE_MANIFEST, stage / RELEASE_MANIFEST)
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -268,30 +369,67 @@ def build(
     workers: int = 0,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> BuildSummary:
-    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring)."""
+    """Build the corpus from ``sources`` into ``out`` (a folder or ``s3://bucket/prefix``; see the module docstring).
+
+    Work files found damaged are dropped with a warning and their articles processed again: a batch whose rows
+    cannot be read before phase 1, the batches whose images phase 2 finds damaged (then phases 1 and 2 run once
+    more; damage found again is a ``RunError``). A full disk, an exhausted quota or a read-only OUT is a
+    ``RunError`` naming the file (the previous release stays; a rerun resumes).
+    """
+    run = partial(_build, list(sources), out, config, engine, workers, on_progress)
+    try:
+        try:
+            return run([])
+        except DamagedWork as damage:
+            warnings = [f"work batch {batch}: {what}; its articles are processed again"
+                        for batch, what in damage.batches.items()]  # fmt: skip
+            return run(warnings)
+    except DamagedWork as again:
+        batch, what = next(iter(again.batches.items()))
+        raise RunError(f"work batch {batch} is damaged again after it was processed again ({what}): check the "
+                       f"storage of {out}") from again  # fmt: skip
+    except OSError as error:
+        if error.errno not in WRITE_ERRORS:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        raise RunError(f"cannot write the build into {out}: {error.strerror}{where}; the previous release is "
+                       "unchanged, rerun when there is room: the build resumes") from error  # fmt: skip
+
+
+def _build(
+    sources: list[Source],
+    out: Path | str,
+    config: BuildConfig,
+    engine: str,
+    workers: int,
+    on_progress: Callable[[Progress], None] | None,
+    warnings: list[str],
+) -> BuildSummary:
     start = time.perf_counter()
     outdir = OutDir(out)
-    with _locked(outdir):
+    with _sigterm_exits(), _locked(outdir, warnings):
         if outdir.root is not None:
             _release(outdir.root)  # a previous build killed while releasing its output: finish that first
         store = WorkStore(outdir, config.work.digest())
         outdir.remove_scratch("work")  # files a killed worker was writing
+        warnings += store.drop_damaged()
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)
-        for counts in run_batches(engine, batches, config.work, store, workers):
-            progress.articles += counts.articles
-            progress.figures += counts.figures
-            progress.accepted += counts.accepted
-            if on_progress:
-                on_progress(progress)
+        with closing(run_batches(engine, batches, config.work, store, workers)) as results:  # closed when interrupted
+            for counts in results:
+                progress.articles += counts.articles
+                progress.figures += counts.figures
+                progress.accepted += counts.accepted
+                if on_progress:
+                    on_progress(progress)
         if on_progress:  # skipped articles after the last processed one
             on_progress(progress)
         listed = listing.table()
         del listing, done, batches  # phase 1's per-article sets: phase 2 needs only the table
         if listed.num_rows == 0:  # nothing selected: leave OUT as it is (the CLI says why)
             seconds = time.perf_counter() - start
-            return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0)
+            return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0, warnings)
         with tempfile.TemporaryDirectory(prefix="biomedclip-next-") as tmp:
             stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
             shutil.rmtree(stage, ignore_errors=True)
@@ -303,6 +441,10 @@ def build(
             run = partial(map_units, engine=engine, workers=workers)
             try:
                 stats = assemble.assemble(stage, store, listed, settings, run)
+            except DamagedWork as damage:
+                for batch in damage.batches:
+                    store.discard(batch)
+                raise
             finally:
                 stop_fork_server()
             _write_json(stage / "build_config.json", asdict(config))
@@ -327,4 +469,5 @@ def build(
         shards=stats["shards"],
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
+        warnings=warnings,
     )

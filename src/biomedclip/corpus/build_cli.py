@@ -114,6 +114,8 @@ def build(
             bar.set_postfix(figures=progress.figures, accepted=progress.accepted, skipped=progress.skipped)
 
         summary = run_build(opened, out, config, engine=engine, workers=workers, on_progress=on_progress)
+    for warning in summary.warnings:
+        click.echo(f"warning: {warning}")
     click.echo(f"articles: {summary.articles} ({summary.articles_processed} processed, "
                f"{summary.articles_skipped} already done)")  # fmt: skip
     click.echo(f"figures: {summary.figures}, accepted: {summary.accepted}, splits: {summary.splits}")

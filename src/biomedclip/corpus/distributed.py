@@ -12,8 +12,11 @@ a Ray Data pipeline (``map_batches`` over the units, streamed, results in order)
 from a fork server (started once, lean, with the stage modules imported), not from the driver, so a worker's
 memory is its unit's, never a copy of the driver's.
 
-Worker processes die with the driver (``PR_SET_PDEATHSIG`` on Linux), so ``kill -9`` of a build leaves no
-orphans. Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
+Worker processes die with the driver (``PR_SET_PDEATHSIG`` on Linux; phase 2's fork server too, see
+``lifeline.py``, and its workers with it), so ``kill -9`` of a build, in either phase, leaves no orphans. An
+interrupted driver (SIGINT, SIGTERM, any exception) kills its pool's workers at once instead of waiting for
+their units to finish, so the build stops, and its lock is released, within a second or two.
+Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
 CPUs; the workers then write into OUT, which must be reachable from every node (a shared file system or s3).
 """
 
@@ -24,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -31,14 +35,17 @@ from typing import Any
 
 from biomedclip.corpus.articles import WorkConfig, article_name
 from biomedclip.corpus.batches import BatchCounts, WorkItem, WorkStore, process_batch
+from biomedclip.errors import RunError
 
 ENGINES = ("local", "ray")
+DRIVER_PID = "BIOMEDCLIP_BUILD_DRIVER_PID"  # read by phase 2's fork server (lifeline.py)
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In a child process: ask Linux to SIGKILL it when its parent dies (no-op elsewhere)."""
-    parent = os.getppid()
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child process: ask Linux to SIGKILL it when its parent dies (no-op elsewhere); ``parent`` is the pid
+    it must have (default: its parent now), so a child whose parent died before this ran exits at once."""
+    parent = os.getppid() if parent is None else parent
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -48,15 +55,30 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _pool(workers: int, context: Any = None) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent)
+def _pool(workers: int, context: Any = None, parent: int | None = None) -> ProcessPoolExecutor:
+    """A pool whose workers die with ``parent`` (default: this process, which forks them)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=die_with_parent,
+                               initargs=(os.getpid() if parent is None else parent,))  # fmt: skip
 
 
-def _stage_context() -> Any:
-    """The fork-server context of phase 2's pools (preloading the stage functions' module)."""
+def _stage_context() -> tuple[Any, int]:
+    """The fork-server context of phase 2's pools (preloading the stage functions' module) and the fork server's
+    pid; it is started from this thread (the driver's main thread) and dies with the driver (``lifeline.py``)."""
+    from multiprocessing import forkserver
+
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["biomedclip.corpus.assemble"])
-    return context
+    context.set_forkserver_preload(["biomedclip.corpus.lifeline", "biomedclip.corpus.assemble"])
+    os.environ[DRIVER_PID] = str(os.getpid())
+    forkserver.ensure_running()
+    return context, forkserver._forkserver._forkserver_pid  # the parent of the pool's workers
+
+
+def kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now: kill its workers (their units are lost; the build was interrupted), then shut it down
+    without waiting. ``shutdown(wait=True)`` after an interrupt could wait for long units, or forever."""
+    for process in list((pool._processes or {}).values()):  # the executor has no public way to reach them
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _Local:
@@ -81,6 +103,10 @@ class _Local:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def kill(self) -> None:
+        if self.pool is not None:
+            kill_pool(self.pool)
 
 
 def _isolate(items: list[WorkItem], executor: _Local, config: WorkConfig, store: WorkStore) -> Iterator[BatchCounts]:
@@ -116,8 +142,10 @@ def run_batches(
                 yield from _collect(pending, executor, config, store)
         while pending:
             yield from _collect(pending, executor, config, store)
-    finally:
-        executor.close()
+    except BaseException:  # interrupted (SIGINT, SIGTERM, the consumer gone): do not wait for the batches in flight
+        executor.kill()
+        raise
+    executor.close()
 
 
 def _collect(
@@ -161,12 +189,32 @@ def start_ray(workers: int) -> None:
         ray.data.DataContext.get_current().enable_progress_bars = False
 
 
-def stop_fork_server() -> None:
+def stop_fork_server(grace_s: float = 2.0) -> None:
     """Stop phase 2's fork server, if running (the next pool starts one): a finished build leaves no process
-    behind, and its workers' CPU time is accounted to this process (``RUSAGE_CHILDREN``)."""
-    from multiprocessing import forkserver
+    behind, and its workers' CPU time is accounted to this process (``RUSAGE_CHILDREN``).
 
-    forkserver._forkserver._stop()  # CPython's own stop (private; its tests use it); a no-op when not started
+    It stops by itself once every process holding its pipe is gone; after an interrupt a worker that was being
+    started when its pool was killed may still hold it, so after ``grace_s`` the fork server is killed, and
+    that worker with it (``die_with_parent``).
+    """
+    from multiprocessing import forkserver, util
+
+    server = forkserver._forkserver  # CPython's own; this is its _stop_unlocked with a bound on the wait
+    with server._lock:
+        pid = server._forkserver_pid
+        if pid is None:
+            return
+        os.close(server._forkserver_alive_fd)  # what asks it to stop
+        deadline = time.monotonic() + grace_s
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.02)
+        if not util.is_abstract_socket_namespace(server._forkserver_address):
+            os.unlink(server._forkserver_address)
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
 
 
 def _run_ray(
@@ -208,8 +256,20 @@ def map_units(fn: Callable, units: list[Any], *args: Any, engine: str = "local",
         return _map_ray_data(fn, units, args, workers)
     if workers <= 0 or not units:  # one unit goes to a worker too: the driver never holds a stage's data
         return [fn(unit, *args) for unit in units]
-    with _pool(workers, _stage_context()) as pool:
-        return list(pool.map(fn, units, *[[a] * len(units) for a in args]))
+    pool = _pool(workers, *_stage_context())
+    try:
+        results = list(pool.map(fn, units, *[[a] * len(units) for a in args]))
+    except BrokenProcessPool as error:  # a worker killed (OOM killer, kill -9): the build stops, a rerun resumes
+        kill_pool(pool)
+        raise RunError(
+            f"a worker process of phase 2 ({fn.__name__}) died (killed, or out of memory); nothing was released: "
+            "rerun the build to finish it"
+        ) from error
+    except BaseException:
+        kill_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
 
 
 def _map_ray_data(fn: Callable, units: list[Any], args: tuple, workers: int) -> list[Any]:

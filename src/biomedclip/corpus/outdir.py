@@ -118,6 +118,19 @@ class OutDir:
         path.parent.mkdir(parents=True, exist_ok=True)
         replace_file(source, path)
 
+    def create_object(self, name: str, data: bytes) -> bool:
+        """S3 OUT: create object ``name`` holding ``data`` only if it does not exist (a conditional PUT,
+        ``If-None-Match: *``, atomic on S3); False when it exists already."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=data, IfNoneMatch="*")
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):  # exists, or racing
+                return False
+            raise
+        return True
+
     def read_bytes(self, name: str) -> bytes:
         if self.is_s3:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()

@@ -31,8 +31,9 @@ Disk: each processed image is stored once. A worker writes it to its batch tar; 
 into the new shards (kept figures) or packs (the others), reading earlier batches' images from the previous
 release; once released, the batch tars are deleted. An incremental build thus needs no reprocessing. On the two
 real fixture packages OUT holds 88 KB per accepted figure (68 KB of it the shards), where it held 153 KB before.
-With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (no lock on S3); there the
-batch tars stay (an upload is not an atomic release), so S3 OUT keeps the second copy.
+With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (``build.lock`` is an object
+created by a conditional PUT; ``RELEASE.json``, written last, marks a complete upload); there the batch tars
+stay (an upload is not an atomic release), so S3 OUT keeps the second copy.
 """
 
 from __future__ import annotations
@@ -104,8 +105,10 @@ CATALOG_SCHEMA = arrow_schema(CATALOG_FIELDS)
 
 WORK_SCHEMA = CATALOG_SCHEMA.append(pa.field("final", pa.bool_())).append(pa.field("batch", pa.string()))
 WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_offset", pa.int64())).append(pa.field("image_size", pa.int64()))
+WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_sha256", pa.string()))
 """A work batch's columns: the catalog's, plus ``final`` (False: a transient failure, retried by the next run),
-``batch`` and where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``)."""
+``batch``, where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``) and the JPEG's
+SHA-256 (``image_sha256``, checked before the image is copied into a shard or pack)."""
 
 
 def split_reason(reason: str, detail: str = "") -> tuple[str, str]:

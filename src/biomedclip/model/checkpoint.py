@@ -68,7 +68,21 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} does not hold a state dict of tensors")
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
+    check_finite(state, path)
     return state
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Raise ``InputError`` when a floating-point tensor of ``state`` holds NaN or inf (a diverged model).
+
+    Every model load (index, classify, serve, eval, export, training from a checkpoint) passes through here.
+    """
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise InputError(
+            f"weight file {path} holds non-finite values (NaN or inf) in {len(bad)} of {len(state)} tensors "
+            f"(e.g. {bad[0]}): the model diverged and cannot be used"
+        )
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

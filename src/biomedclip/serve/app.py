@@ -17,6 +17,7 @@ a request that cannot get its next turn within its time budget gets 503. Respons
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import threading
@@ -94,6 +95,14 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
 
 def _image_media_type(data: bytes) -> str:
     return next((media for magic, media in _MAGIC if data.startswith(magic)), "application/octet-stream")
+
+
+def _image_intact(data: bytes, sha256: str | None) -> bool:
+    """Whether ``data`` are the image bytes the index recorded: their SHA-256 when it was recorded, else (an index
+    built before it was) at least bytes that start like an image."""
+    if sha256:
+        return hashlib.sha256(data).hexdigest() == sha256
+    return _image_media_type(data) != "application/octet-stream"
 
 
 def _batches(items: Sequence[str], size: int) -> list[list[str]]:
@@ -191,6 +200,9 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         values = {"journal": journal.strip(), "license": license.strip(), "split": split.strip()}
         if long := next((name for name, value in values.items() if len(value) > config.max_filter_chars), None):
             raise HTTPException(400, f"the {long} filter is longer than {config.max_filter_chars} characters")
+        for name, year in (("year_min", year_min), ("year_max", year_max)):
+            if year is not None and not 0 <= year <= config.max_year:
+                raise HTTPException(400, f"{name} must be a year between 0 and {config.max_year}, got {year}")
         if year_min is not None and year_max is not None and year_min > year_max:
             raise HTTPException(400, f"year_min {year_min} is after year_max {year_max}")
         return FigureFilter(year_min=year_min, year_max=year_max, **values)
@@ -339,7 +351,7 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
 
     @app.get("/figures/{figure_id}/image", tags=["figures"])
     def figure_image(figure_id: int) -> Response:
-        """The figure's image bytes, read from its shard."""
+        """The figure's image bytes, read from its shard and checked against the SHA-256 the index recorded."""
         try:
             figures = require_index()
             record = figures.record(figure_id)
@@ -349,6 +361,11 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         except ShardError as error:
             log.warning("figure %d: %s", figure_id, error)  # the path goes to the log, not to the client
             raise HTTPException(404, f"figure {figure_id}'s image is unavailable: its shard cannot be read") from error
+        if not _image_intact(data, record.get("image_sha256")):
+            log.error("figure %d: shard %s changed since it was indexed; rebuild the index", figure_id, record["shard"])
+            raise HTTPException(
+                503, f"figure {figure_id}'s image is unavailable: its shard changed since the index was built"
+            )
         return Response(data, media_type=_image_media_type(data), headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/", include_in_schema=False)

@@ -132,6 +132,7 @@ def index_build(
 ):
     """Embed the figures of SHARDS and add them to the index at OUT (only shards it does not hold yet)."""
     from biomedclip.serve.build import build_index
+    from biomedclip.serve.identity import describe_changes
     from biomedclip.serve.index import FigureIndexError, IndexConfig
     from biomedclip.shards import expand_shards
 
@@ -151,6 +152,11 @@ def index_build(
     except FigureIndexError as error:
         raise RunError(str(error)) from error
     elapsed = time.perf_counter() - start
+    if report.changed:
+        click.echo(
+            f"rebuilt: {len(report.changed)} indexed shards changed since they were indexed "
+            f"({describe_changes(report.changed)})"
+        )
     click.echo(
         f"index {out}: {report.total} figures ({report.kind}); added {report.figures_added} from "
         f"{len(report.shards_added)} shards, {len(report.shards_skipped)} shards already indexed, "
@@ -215,10 +221,20 @@ def serve(model: str | None, index_dir: str | None, host: str, port: int, device
 
 
 def _load_index(index_dir: str):
-    """The index at ``index_dir``; one that cannot be read is a ``RunError`` (exit 1)."""
+    """The index at ``index_dir``; one that cannot be read, or whose shards changed since they were indexed (its
+    offsets would serve other bytes), is a ``RunError`` (exit 1)."""
+    from biomedclip.serve.identity import changed_shards, describe_changes
     from biomedclip.serve.index import FigureIndex, FigureIndexError
 
     try:
-        return FigureIndex.load(index_dir)
+        figure_index = FigureIndex.load(index_dir)
     except FigureIndexError as error:
         raise RunError(str(error)) from error
+    changes = changed_shards(figure_index)
+    if changes:
+        raise RunError(
+            f"index {index_dir} no longer matches its corpus: {len(changes)} of its {len(figure_index.shards)} "
+            f"shards changed since they were indexed ({describe_changes(changes)}); run `biomedclip index build "
+            f"-o {index_dir} -s SHARDS` to re-embed them"
+        )
+    return figure_index

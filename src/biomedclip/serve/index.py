@@ -9,10 +9,11 @@ every index kind ranks the same way. The kind is chosen from the collection size
   figure, sub-millisecond search at a million figures, and cheap to train (16 centroids per sub-quantiser).
 - ``hnsw``: a graph index over the full vectors (faster to query, slower to build, 4x the memory).
 
-On disk an index is a folder: ``index.faiss``, ``meta.json`` (dimension, kind, settings, indexed shards) and
+On disk an index is a folder: ``index.faiss``, ``meta.json`` (dimension, kind, settings, indexed shards with
+the size, modification time and SHA-256 each had when it was indexed, see :mod:`biomedclip.serve.identity`) and
 ``records/part-NNNNN.parquet`` (one row per vector, in vector order: caption, pmcid, fig_id, license, shard,
-offset, size, ...). ``add`` appends vectors and records; an ``auto`` index that outgrows ``exact_max`` is rebuilt
-as ``ivfpq`` from its own vectors.
+offset, size, the image's SHA-256, ...). ``add`` appends vectors and records; an ``auto`` index that outgrows
+``exact_max`` is rebuilt as ``ivfpq`` from its own vectors.
 
 A search can be restricted to the figures whose records pass a :class:`FigureFilter` (year range, journal,
 license, split): faiss skips the other ids while it searches (an ID selector), so a filtered search returns the k
@@ -154,6 +155,7 @@ class FigureIndex:
         self.kind = "flat" if self.config.kind in ("auto", "flat") else self.config.kind
         self.faiss_index: faiss.Index | None = faiss.IndexFlatL2(dim) if self.kind == "flat" else None
         self.shards: list[str] = []  # relative to ``folder`` (see serve.shards.shard_name)
+        self.identities: dict[str, dict[str, Any]] = {}  # shard name -> bytes, mtime_ns, sha256 when indexed
         self.folder: Path | None = None  # where the index was saved or loaded from
         self.model: str = ""
         self._parts: list[pa.Table] = []
@@ -314,6 +316,7 @@ class FigureIndex:
             "count": len(self),
             "model": self.model,
             "shards": self.shards,
+            "shard_identities": self.identities,
             "parts": len(self._parts),
             "config": asdict(self.config),
         }
@@ -334,6 +337,7 @@ class FigureIndex:
         index.model = meta.get("model", "")
         index.folder = folder
         index.shards = list(meta.get("shards", []))
+        index.identities = dict(meta.get("shard_identities", {}))
         faiss_path = folder / "index.faiss"
         index.faiss_index = faiss.read_index(str(faiss_path)) if faiss_path.is_file() else None
         if index.faiss_index is not None:

@@ -40,9 +40,12 @@ class ServeConfig:
     max_concurrent_classify: int = 16  # /classify requests at once (below the 40 worker threads); more get 429
     stuck_after_s: float = 60.0  # /healthz is 503 while one model call has run longer than this
     header_timeout_s: float = 10.0  # a connection whose request headers are incomplete after this is closed
+    body_timeout_s: float = 60.0  # a request body incomplete this long after its headers: 408, closed
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     max_header_bytes: int = 16 * 1024  # request line + headers
     max_connections: int = 256  # open connections; more get 503
+    max_connections_per_client: int = 64  # open connections from one address; more get 503 and are closed
+    max_year: int = 9999  # year filters outside 0..max_year are 400
 
     @property
     def max_body_bytes(self) -> int:

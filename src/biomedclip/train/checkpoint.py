@@ -30,6 +30,7 @@ from safetensors.torch import load_model, save_model
 
 from biomedclip.durable import fsync_path
 from biomedclip.errors import InputError, RunError
+from biomedclip.model.checkpoint import check_finite
 
 CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest"
@@ -73,8 +74,23 @@ def step_dir(output_dir: str | Path, step: int) -> Path:
 def save_checkpoint(
     output_dir: str | Path, model: torch.nn.Module, state: TrainState, *, keep: int = 2, config: dict | None = None
 ) -> Path:
-    """Write a checkpoint atomically, point ``latest`` at it and prune all but the ``keep`` newest."""
+    """Write a checkpoint atomically, point ``latest`` at it and prune all but the ``keep`` newest.
+
+    A checkpoint that cannot be written (a full disk, a read-only folder) is a ``RunError`` naming it; ``latest``
+    still names the previous complete checkpoint.
+    """
     final = step_dir(output_dir, state.step)
+    try:
+        return _save(final, model, state, keep, config)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save and safetensors wrap the OSError
+        shutil.rmtree(final.parent / f".{final.name}.tmp", ignore_errors=True)
+        raise RunError(
+            f"cannot write checkpoint {final} ({_one_line(err)}); the previous checkpoint is kept: make room or "
+            "fix the folder's permissions, then resume"
+        ) from err
+
+
+def _save(final: Path, model: torch.nn.Module, state: TrainState, keep: int, config: dict | None) -> Path:
     root = final.parent
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{final.name}.tmp"
@@ -202,6 +218,10 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, map_location: str 
         raise RunError(f"checkpoint file {weights} is damaged and cannot be read ({_one_line(err)})") from err
     except RuntimeError as err:  # strict loading: other keys or shapes than this model's
         raise RunError(f"checkpoint file {weights} does not fit the configured model ({_one_line(err)})") from err
+    try:
+        check_finite(model.state_dict(), weights)
+    except InputError as err:
+        raise RunError(str(err)) from err
     try:
         raw = torch.load(state_file, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, pickle.UnpicklingError) as err:

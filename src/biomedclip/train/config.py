@@ -68,6 +68,8 @@ class OptimConfig:
     batch_size: int = 256  # per rank; the paper's global batch 4096 is 16 ranks x 256
     grad_clip: float | None = None  # max gradient norm (None = no clipping)
     max_steps: int | None = None  # stop early after this many steps (the schedule still spans all epochs)
+    # Steps in a row whose loss or gradient is NaN/inf that are skipped (no update); the next one stops the run.
+    skip_nonfinite_steps: int = 3
 
 
 @dataclass
@@ -290,6 +292,7 @@ def validate(config: TrainConfig) -> None:
         (config.optim.epochs >= 1, "optim.epochs must be >= 1"),
         (config.optim.lr > 0, "optim.lr must be > 0"),
         (config.optim.warmup_steps >= 0, "optim.warmup_steps must be >= 0"),
+        (config.optim.skip_nonfinite_steps >= 0, "optim.skip_nonfinite_steps must be >= 0"),
         (0.0 <= config.model.patch_dropout < 1.0, "model.patch_dropout must be in [0, 1)"),
         (
             config.model.context_length == 0 or config.model.context_length >= 2,

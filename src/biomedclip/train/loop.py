@@ -7,8 +7,10 @@ Launch (see also ``biomedclip.train.distributed``)::
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
         -m biomedclip.train --config configs/paper.yaml
 
-The hot loop never synchronises host and device: losses accumulate on the device and are read only every
-``run.log_every`` steps; the temperature is clamped in place.
+The hot loop synchronises host and device once per step, for one flag: whether the loss and the gradient norm
+are finite (a step where they are not is skipped, ``optim.skip_nonfinite_steps`` in a row stop the run; see
+:mod:`biomedclip.train.finite`). Losses accumulate on the device and are read only every ``run.log_every`` steps;
+the temperature is clamped in place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from biomedclip.errors import InputError
+from biomedclip.errors import InputError, RunError
 from biomedclip.model.inference import select_device
 from biomedclip.model.tokenizer import has_tokenizer_files
 from biomedclip.shards import expand_shards
@@ -49,6 +51,7 @@ from biomedclip.train.data import (
 )
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from biomedclip.train.evaluation import build_evaluator, zeroshot_tasks
+from biomedclip.train.finite import NonFiniteGuard, check_finite_weights, gradient_norm
 from biomedclip.train.init import resolve_image_weights, resolve_text_folder
 from biomedclip.train.loss import ClipLoss, caption_ids
 from biomedclip.train.metrics import MetricsWriter
@@ -274,6 +277,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
     last: dict[str, Any] = {}
     last_eval: dict[str, Any] = {}
     mask_duplicates = config.loss.mask_duplicate_captions
+    guard = NonFiniteGuard(config.optim.skip_nonfinite_steps, distributed=info.distributed)
+    window_finite = 0
     model.train()
     try:
         while step < end_step:
@@ -289,18 +294,24 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
             scaler.scale(loss).backward()
             if config.optim.grad_clip is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(raw_model.parameters(), config.optim.grad_clip)
-            scaler.step(optimizer)
+                grad_norm = nn.utils.clip_grad_norm_(raw_model.parameters(), config.optim.grad_clip)
+            else:  # fp16 gradients are still scaled; its GradScaler skips inf/NaN gradients by itself
+                grad_norm = None if scaler.is_enabled() else gradient_norm(raw_model.parameters())
+            finite = guard.step_is_finite(step + 1, loss, grad_norm)
+            if finite or scaler.is_enabled():
+                scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             with torch.no_grad():
                 raw_model.logit_scale.clamp_(0, max_log_scale)
             step += 1
             window_steps += 1
-            loss_sum += loss.detach()
+            if finite:
+                window_finite += 1
+                loss_sum += loss.detach()
 
             if step % config.run.log_every == 0 or step == end_step:
-                mean_loss = loss_sum / window_steps
+                mean_loss = loss_sum / window_finite if window_finite else torch.full((), math.nan, device=device)
                 if info.distributed:
                     dist.all_reduce(mean_loss)
                     mean_loss /= info.world_size
@@ -316,10 +327,12 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
                     "samples_per_s": window_steps * global_batch / elapsed,
                     "data_wait_pct": 100.0 * wait / elapsed,
                     "eta_s": (end_step - step) * elapsed / window_steps,
+                    "nonfinite_steps": guard.take_skipped(),
                     **batches.take_skipped(),
                 }
                 log(last)
                 loss_sum.zero_()
+                window_finite = 0
                 window_start, window_steps, window_wait = time.perf_counter(), 0, batches.wait_seconds
 
             if evaluator is not None and config.eval.every and step % config.eval.every == 0 and step != end_step:
@@ -327,6 +340,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
                 log(last_eval)
                 model.train()
             if step % config.run.checkpoint_every == 0 or step == end_step:
+                check_finite_weights(raw_model, step, "checkpoint")
                 rng = _gather_rng(info)
                 if info.is_main:
                     state = TrainState(step, optimizer.state_dict(), scheduler.state_dict(), scaler.state_dict(), rng)
@@ -338,6 +352,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         if evaluator is not None:
             last_eval = {"kind": "eval", "step": step, **evaluator(raw_model)}
             log(last_eval)
+        check_finite_weights(raw_model, step, "final model")
         if info.is_main:
             _export(raw_model, tokenizer, output_dir / "final")
         barrier(info)
@@ -357,7 +372,14 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
 
 
 def _export(model: nn.Module, tokenizer: Callable, folder: Path) -> None:
-    """The trained model in the open_clip layout, loadable with ``local-dir:OUTPUT/final``."""
+    """The trained model in the open_clip layout, loadable with ``local-dir:OUTPUT/final``; a folder that cannot
+    be written (a full disk, read-only) is a ``RunError`` (the checkpoints are kept)."""
+    from safetensors import SafetensorError
+
     from biomedclip.model import save_pretrained
 
-    save_pretrained(model, tokenizer, folder)
+    try:
+        save_pretrained(model, tokenizer, folder)
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save and safetensors wrap the OSError
+        detail = " ".join(str(err).split())[:200] or type(err).__name__
+        raise RunError(f"cannot write the final model {folder} ({detail}); the checkpoints are kept") from err
