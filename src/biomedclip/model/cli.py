@@ -101,7 +101,8 @@ def export_command(model: str, fmt: str, out: Path) -> None:
     """Export a model as a self-contained open_clip folder or as ONNX image and text encoders.
 
     The open_clip folder carries the text tower's config and tokenizer (and timm's config for small image
-    trunks): open_clip 3.x loads it offline from inside the folder, as ``local-dir:.``.
+    trunks): open_clip 3.x loads it offline from any working directory, as ``local-dir:OUT``. Exporting a
+    moved bundle onto itself (``-m local-dir:DIR -o DIR``) makes open_clip follow it again.
     """
     from biomedclip.model.export import export_onnx, export_open_clip
     from biomedclip.model.factory import create_model, get_tokenizer
@@ -114,5 +115,5 @@ def export_command(model: str, fmt: str, out: Path) -> None:
     files = sorted(p.name for p in out.iterdir())
     click.echo(f"exported {model} as {fmt} in {time.perf_counter() - start:.1f} s -> {out}: {', '.join(files)}")
     if fmt == "open_clip":
-        code = "import open_clip; open_clip.create_model_and_transforms('local-dir:.')"
-        click.echo(f'open_clip (offline): cd {out} && python -c "{code}"')
+        code = f"import open_clip; open_clip.create_model_and_transforms('local-dir:{out.resolve()}')"
+        click.echo(f'open_clip (offline, from any folder): python -c "{code}"')
