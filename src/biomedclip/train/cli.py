@@ -69,9 +69,11 @@ def train(ctx: click.Context, config_path: str | None, print_config: bool, **opt
     """Train BiomedCLIP contrastively on WebDataset shards.
 
     Any config key can be overridden as --section.key VALUE (e.g. --optim.lr 1e-5 --eval.zeroshot imagefolder:DIR).
+    Precedence: defaults < a preset named in the YAML < the YAML < --preset < --key VALUE; --print-config shows
+    where each value came from.
     Run under torchrun for several GPUs or nodes: torchrun --nproc-per-node G -m biomedclip.train --config FILE.
     """
-    from biomedclip.train.config import ConfigError, load_config, parse_overrides
+    from biomedclip.train.config import ConfigError, load_config_with_history, parse_overrides
 
     aliases = {
         "model": "model.name",
@@ -85,16 +87,16 @@ def train(ctx: click.Context, config_path: str | None, print_config: bool, **opt
         overrides.update({key: options[name] for name, key in aliases.items() if options[name] is not None})
         if options["shards"]:
             overrides["data.train"] = "::".join(options["shards"])
-        config = load_config(config_path, overrides)
+        config, history = load_config_with_history(config_path, overrides)
     except ConfigError as exc:
         raise InputError(str(exc)) from exc
+    from biomedclip.train.config import PRECEDENCE, annotated_yaml, preset_conflicts
+
     if print_config:
-        import yaml
-
-        from biomedclip.train.config import config_to_dict
-
-        click.echo(yaml.safe_dump(config_to_dict(config), sort_keys=False), nl=False)
+        click.echo(annotated_yaml(config, history), nl=False)
         return
+    for line in preset_conflicts(history):
+        click.echo(f"config: {line} ({PRECEDENCE})")
     if not config.data.train:
         raise InputError("set the training shards: -s SPEC (or data.train in the YAML)")
     from biomedclip.train.loop import train as run_training
