@@ -37,6 +37,19 @@ def _one(folder, task: str) -> dict:
     return json.loads(path.read_text())
 
 
+def test_retrieval_and_zeroshot_take_split_all_and_say_what_they_scored(invoke, tmp_path, shards_root, pcam_root):
+    """The issue: `eval retrieval --split all` exited 2 ("unknown split")."""
+    out = tmp_path / "results"
+    common = ["--model", "tiny", "--out", out, "--device", "cpu"]
+    result = invoke("retrieval", *common, "--dataset", shards_root, "--split", "all")
+    counts = _one(out, "retrieval")["counts"]
+    assert counts["n"] == counts["found"] == 12 and counts["rule"] == "all splits, read from the records (12 test)"
+    assert "[all]" in result.output
+    invoke("zeroshot", *common, "--dataset", f"pcam:{pcam_root}", "--split", "all")
+    counts = _one(out, "zeroshot")["counts"]
+    assert counts["n"] == counts["found"] == 30 and counts["rule"] == "all official splits"
+
+
 def test_every_task_then_the_report(invoke, tmp_path, shared_fixtures, shards_root, vqa_rad_root, pcam_root) -> None:
     npz = shared_fixtures / "labeled" / "breastmnist_28_trainval.npz"
     out = tmp_path / "results"

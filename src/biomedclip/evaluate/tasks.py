@@ -191,7 +191,7 @@ def run_retrieval(
     data = load_dataset(dataset, split)
     if not isinstance(data, ImageTextPairs):
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
-    found = len(data)
+    found = data.found or len(data)
     data = _limit(data, settings)
     texts, text_index = group_captions(data.captions, merge=config.merge_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)
