@@ -126,8 +126,13 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
 def _headline(result: dict) -> str:
     metrics = result["metrics"]
     if result["task"] == "linear_probe":
+        seeds = len(result["settings"].get("linear_probe", {}).get("seeds", [])) or "?"
+        chance = metrics.get("seeds_at_chance", {})
         return ", ".join(
-            f"{f}: acc {v['accuracy']['mean']:.3f}±{v['accuracy']['std']:.3f}" for f, v in metrics["summary"].items()
+            f"{f}: acc {v['accuracy']['mean']:.3f}±{v['accuracy']['std']:.3f} "
+            f"(range {v['accuracy']['min']:.3f}-{v['accuracy']['max']:.3f} over {seeds} seeds"
+            f"{', ' + str(len(chance[f])) + ' at chance' if chance.get(f) else ''})"
+            for f, v in metrics["summary"].items()
         )
     keys = [
         k
