@@ -13,6 +13,8 @@ from biomedclip.errors import InputError
 
 def format_record(record: dict[str, Any]) -> str:
     """One console line for a metrics record."""
+    if record.get("kind") == "warning":
+        return f"warning: {record['message']}"
     if record.get("kind") == "eval":
         values = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float | int) and k != "step")
         return f"eval step {record['step']}: {values}"
@@ -39,6 +41,10 @@ def summary_lines(result: Any, config: Any) -> list[str]:
         lines.append(f"last train step {last['step']}: loss {last['loss']:.4f}, logit scale {last['logit_scale']:.2f}")
     if result.last_eval:
         lines.append(format_record(result.last_eval).replace("eval step", "last eval step", 1))
+    warnings = getattr(result, "warnings", [])
+    lines += [f"warning: {message}" for message in warnings]
+    if not warnings:
+        lines.append("health: no collapse (loss at ln(batch), one predicted class) or divergence seen")
     lines.append(f"run folder: {result.output_dir} (config.yaml, metrics.jsonl, checkpoints/)")
     lines.append(f"model: {final} (open_clip layout; load it as local-dir:{final})")
     dataset = config.eval.zeroshot[0] if config.eval.zeroshot else "imagefolder:LABELLED_FOLDER"

@@ -126,7 +126,8 @@ def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[s
 
 @torch.no_grad()
 def zeroshot_metrics(model: torch.nn.Module, task: ZeroShotTask, transform: Callable, tokenizer: Callable) -> dict:
-    """Zero-shot accuracy, balanced accuracy and AUROC (two classes) of one task, with the number of images."""
+    """Zero-shot accuracy, balanced accuracy and AUROC (two classes) of one task, with the number of images, of
+    classes and of classes predicted for at least one image."""
     from biomedclip.evaluate.zeroshot import evaluate_zeroshot
     from biomedclip.model.inference import build_zeroshot_classifier, embed_images
 
@@ -134,7 +135,12 @@ def zeroshot_metrics(model: torch.nn.Module, task: ZeroShotTask, transform: Call
     images = embed_images(model, task.dataset, transform)
     result = evaluate_zeroshot(images, task.dataset.labels, classifier, task.classnames)
     metrics = {f"zeroshot_{task.name}_{k}": result[k] for k in ("accuracy", "balanced_accuracy", "auroc")}
-    return metrics | {f"zeroshot_{task.name}_n": len(task.dataset)}
+    predicted = sum(1 for column in zip(*result["confusion_matrix"], strict=True) if sum(column))
+    return metrics | {
+        f"zeroshot_{task.name}_n": len(task.dataset),
+        f"zeroshot_{task.name}_classes": len(task.classnames),
+        f"zeroshot_{task.name}_predicted_classes": predicted,  # 1: every image got the same class (collapse)
+    }
 
 
 def build_evaluator(

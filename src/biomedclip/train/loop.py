@@ -49,6 +49,7 @@ from biomedclip.train.data import (
 )
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from biomedclip.train.evaluation import build_evaluator, zeroshot_tasks
+from biomedclip.train.health import HealthMonitor
 from biomedclip.train.init import resolve_image_weights, resolve_text_folder
 from biomedclip.train.loss import ClipLoss, caption_ids
 from biomedclip.train.metrics import MetricsWriter
@@ -71,6 +72,7 @@ class TrainResult:
     seconds: float = 0.0  # wall time of this invocation
     workers: int = 0  # DataLoader workers per rank actually used
     notes: list[str] = field(default_factory=list)  # adjustments made to the config (e.g. fewer workers)
+    warnings: list[str] = field(default_factory=list)  # collapse or divergence seen (see :mod:`.health`)
 
 
 def unpack_features(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,10 +243,16 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
     max_log_scale = math.log(config.loss.max_logit_scale)
     autocast = autocast_context(device, config.run.precision)
 
+    health = HealthMonitor(global_batch)
+
     def log(record: dict[str, Any]) -> None:
         if writer is not None:
             writer.write(record)
             on_log(record)
+            for message in health.observe(record):
+                warning = {"kind": "warning", "step": record["step"], "message": message}
+                writer.write(warning)
+                on_log(warning)
 
     step = start_step
     loss_sum = torch.zeros((), device=device)
@@ -331,6 +339,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         seconds=time.perf_counter() - started,
         workers=workers,
         notes=notes,
+        warnings=health.warnings,
     )
 
 
