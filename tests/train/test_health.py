@@ -84,7 +84,8 @@ def test_a_real_run_logs_the_warning_in_metrics_and_repeats_it_in_the_summary(
     result = CliRunner().invoke(main, ["train", *tiny_args(train_shards, out, **extra)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    warned = [i for i, line in enumerate(lines) if line.startswith("warning: steps 0-1: the training loss sits at ln(8)")]
+    expected = "warning: steps 0-1: the training loss sits at ln(8)"
+    warned = [i for i, line in enumerate(lines) if line.startswith(expected)]
     assert len(warned) == 2 and lines[warned[0] - 1].startswith("step 1 ")  # at once, then in the summary
     assert lines[warned[1] - 1].startswith("last train step 2")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
