@@ -170,7 +170,8 @@ def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_path
     output = invoke("zeroshot", *common, "--train-catalog", corpus).output
     total = sum(layout.values())
     assert f"scored {len(scored)} of {total} images (split test " in output
-    assert f"leakage check: 0 of {len(scored)} scored images" in output and "LEAKAGE" not in output
+    assert f"leakage: none of {len(scored)} checked images is among the training images" in output
+    assert "LEAKAGE" not in output
     result = json.loads(next(out.glob("zeroshot__*.result.json")).read_text())
     assert result["leakage"]["overlap"] == 0 and result["leakage"]["checked"] == len(scored)
     assert result["counts"]["n"] == len(scored) and result["counts"]["found"] == total
@@ -183,6 +184,13 @@ def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_path
     invoke("report", out, "--out", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Leakage warnings" in text and f"**LEAKAGE: {len(trained)} training images**" in text
+    flagged = next(out.glob("zeroshot__*__train__*.result.json"))
+    invoke("zeroshot", *common, "--split", "train")  # the issue: a rerun without the catalog replaced the flag
+    assert json.loads(flagged.read_text())["leakage"]["overlap"] == len(trained)  # still there, untouched
+    assert len(list(out.glob("zeroshot__*__train__*.result.json"))) == 2
+    invoke("report", out, "--out", tmp_path / "report2")
+    text = (tmp_path / "report2" / "report.md").read_text()
+    assert f"**LEAKAGE: {len(trained)} training images**" in text and "leakage not checked" in text
 
 
 def test_testing_only_folder_and_single_class_are_errors(invoke, tmp_path, image_paths) -> None:

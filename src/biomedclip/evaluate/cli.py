@@ -97,6 +97,7 @@ def _user_errors() -> Iterator[None]:
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
     from biomedclip.evaluate.models import load_model
+    from biomedclip.evaluate.leakage import leakage_line
     from biomedclip.evaluate.results import counts_line, leakage_warning, write_result
 
     start = time.perf_counter()
@@ -115,9 +116,7 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
         click.echo(f"scored {counts_line(result)}")
     if leakage_warning(result):
         click.secho(leakage_warning(result), fg="red", bold=True, err=True)
-    elif result.get("leakage"):
-        leak = result["leakage"]
-        click.echo(f"leakage check: 0 of {leak['checked']} scored images in {leak['catalog']}")
+    click.echo(leakage_line(result))
     for warning in result["metrics"].get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {path}")
