@@ -96,8 +96,8 @@ def _user_errors() -> Iterator[None]:
 
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
-    from biomedclip.evaluate.models import load_model
     from biomedclip.evaluate.leakage import leakage_line
+    from biomedclip.evaluate.models import load_model
     from biomedclip.evaluate.results import counts_line, leakage_warning, write_result
 
     start = time.perf_counter()
