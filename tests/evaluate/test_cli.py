@@ -194,11 +194,15 @@ def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_path
 
 
 def test_testing_only_folder_and_single_class_are_errors(invoke, tmp_path, image_paths) -> None:
-    """Issue 13: ``Testing/<class>/`` given one level too deep, or one class, used to score accuracy 1.000."""
+    """Issue 13: one class used to score accuracy 1.000; issue 21: ``Testing/<class>/`` is split by hash, and a
+    split that the hash left empty says how it was chosen."""
     _tiny_folder(tmp_path / "brain", image_paths, {"Testing/glioma": 2, "Testing/notumor": 2})
     common = ["--model", "tiny", "--device", "cpu", "--out", tmp_path / "out"]
     result = invoke("zeroshot", *common, "--dataset", f"imagefolder:{tmp_path / 'brain' / 'Testing'}", ok=False)
-    assert result.exit_code == 2 and "is itself a test split folder" in result.output
+    assert result.exit_code == 2 and "no images for split 'test'" in result.output
+    assert "(split test by hash 70/10/20 of Testing/ (named like a split, but it holds the class folders), of 4" in (
+        result.output.replace("\n", " ")
+    )
     _tiny_folder(tmp_path / "one", image_paths, {"Testing/glioma": 2})
     result = invoke("zeroshot", *common, "--dataset", f"imagefolder:{tmp_path / 'one'}", ok=False, code=2)
     assert "only glioma; a labelled folder needs at least 2 classes" in result.output
