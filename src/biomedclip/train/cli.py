@@ -49,6 +49,8 @@ def summary_lines(result: Any, config: Any) -> list[str]:
     lines.append(f"model: {final} (open_clip layout; load it as local-dir:{final})")
     dataset = config.eval.zeroshot[0] if config.eval.zeroshot else "imagefolder:LABELLED_FOLDER"
     extra = f" --class-names {config.eval.class_names}" if config.eval.class_names else ""
+    corpus = getattr(result, "corpus", None)
+    extra += f" --train-catalog {corpus}" if corpus else ""
     lines.append(
         f"next: biomedclip eval zeroshot --model local-dir:{final} --dataset {dataset} "
         f"--prompts-from-run {result.output_dir}{extra} --out {result.output_dir / 'eval'}"

@@ -165,3 +165,43 @@ def build_evaluator(
         return metrics
 
     return evaluate
+
+
+def training_corpus(train_spec: str) -> Path | None:
+    """The ``corpus build`` OUT folder the training shards come from (``OUT/shards/train-*.tar`` with a catalog
+    in ``OUT``), or ``None`` for shards without one (remote, or written by other tools)."""
+    from biomedclip.evaluate.leakage import catalog_path
+    from biomedclip.shards import is_url
+
+    try:
+        urls = expand_shards(train_spec)
+    except (ValueError, OSError):
+        return None
+    if not urls or is_url(urls[0]):
+        return None
+    corpus = Path(urls[0]).resolve().parent.parent
+    try:
+        catalog_path(corpus)
+    except InputError:
+        return None
+    return corpus
+
+
+def zeroshot_leakage(tasks: list[ZeroShotTask], corpus: Path) -> list[str]:
+    """One warning per in-training zero-shot dataset whose scored images include training images of ``corpus``."""
+    from biomedclip.evaluate.leakage import check_overlap
+
+    warnings = []
+    for task in tasks:
+        leak = check_overlap(task.dataset, corpus)
+        if leak["overlap"]:
+            warnings.append(
+                f"zero-shot on {task.name} scores {leak['overlap']} of {leak['checked']} images that are training "
+                f"images of {corpus} (same SHA-256): its in-training numbers overstate the model"
+            )
+        elif leak["unchecked"]:
+            warnings.append(
+                f"zero-shot on {task.name}: {leak['unchecked']} scored images could not be compared with the training "
+                f"images of {corpus} ({leak['unchecked_reason']})"
+            )
+    return warnings

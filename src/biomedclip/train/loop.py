@@ -48,7 +48,7 @@ from biomedclip.train.data import (
     make_train_loader,
 )
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from biomedclip.train.evaluation import build_evaluator, zeroshot_tasks
+from biomedclip.train.evaluation import build_evaluator, training_corpus, zeroshot_leakage, zeroshot_tasks
 from biomedclip.train.health import HealthMonitor
 from biomedclip.train.init import resolve_image_weights, resolve_text_folder
 from biomedclip.train.loss import ClipLoss, caption_ids
@@ -72,7 +72,8 @@ class TrainResult:
     seconds: float = 0.0  # wall time of this invocation
     workers: int = 0  # DataLoader workers per rank actually used
     notes: list[str] = field(default_factory=list)  # adjustments made to the config (e.g. fewer workers)
-    warnings: list[str] = field(default_factory=list)  # collapse or divergence seen (see :mod:`.health`)
+    warnings: list[str] = field(default_factory=list)  # collapse, divergence or leakage seen (see :mod:`.health`)
+    corpus: Path | None = None  # the corpus build OUT folder of the training shards, when they have one
 
 
 def unpack_features(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,6 +245,14 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
     autocast = autocast_context(device, config.run.precision)
 
     health = HealthMonitor(global_batch)
+    corpus = training_corpus(config.data.train)
+    if tasks and corpus is not None:
+        for message in zeroshot_leakage(tasks, corpus):
+            health.warnings.append(message)
+            log_warning = {"kind": "warning", "step": start_step, "message": message}
+            if writer is not None:
+                writer.write(log_warning)
+                on_log(log_warning)
 
     def log(record: dict[str, Any]) -> None:
         if writer is not None:
@@ -340,6 +349,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         workers=workers,
         notes=notes,
         warnings=health.warnings,
+        corpus=corpus,
     )
 
 
