@@ -19,7 +19,8 @@ def _flat_scores_note(scores: list[float]) -> str:
     source = (STATIC / "app.js").read_text(encoding="utf-8")
     start = source.index("const FLAT_SCORE_SPREAD")
     end = source.index("\n}\n", source.index("function flatScoresNote")) + 3
-    script = source[start:end] + f"\nprocess.stdout.write(flatScoresNote({json.dumps([{'score': s} for s in scores])}));"
+    hits = json.dumps([{"score": s} for s in scores])
+    script = source[start:end] + f"\nprocess.stdout.write(flatScoresNote({hits}));"
     return subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True, timeout=60).stdout
 
 
