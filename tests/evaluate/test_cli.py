@@ -143,11 +143,13 @@ def _train_sources(corpus) -> set[str]:
     [
         {"Training/glioma": 8, "Training/notumor": 8, "Testing/glioma": 3, "Testing/notumor": 3},
         {"glioma": 15, "notumor": 15},
+        {"Testing/glioma": 15, "Testing/notumor": 15},  # issue 21: Kaggle's brain MRI layout, no training folder
     ],
-    ids=["split-folders", "no-split-folders"],
+    ids=["split-folders", "no-split-folders", "testing-only"],
 )
 def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_paths, layout) -> None:
-    """Issue 13: corpus build and eval split one folder the same way; --train-catalog proves it by SHA-256."""
+    """Issues 13, 21: corpus build and eval split one folder the same way, also a Testing/-only one (which used to go
+    all to test, leaving nothing to train on); --train-catalog proves it by SHA-256."""
     folder, corpus, out = tmp_path / "mri", tmp_path / "corpus", tmp_path / "results"
     _tiny_folder(folder, image_paths, layout)
     template = "a brain MRI showing {label}"
