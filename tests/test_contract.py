@@ -123,7 +123,7 @@ def test_eval_retrieval_and_zeroshot_on_the_shards(corpora, trained: Path, tmp_p
     cli("eval", "retrieval", "--model", model, "--dataset", f"shards:{corpora['pmc'] / 'shards'}", "--out", tmp_path)
     # the full spec grammar, and imagefolder-built shards as a labelled dataset over all their splits
     labelled = f"shards:{corpora['labelled'] / 'shards'}/*.tar"
-    cli("eval", "zeroshot", "--model", model, "--dataset", labelled, "--out", tmp_path)
+    cli("eval", "zeroshot", "--model", model, "--dataset", labelled, "--split", "all", "--out", tmp_path)
     results = {r["task"]: r for r in map(json.loads, map(Path.read_text, tmp_path.glob("*.json")))}
     n_test = sum(v for k, v in pmc_test.items() if k.startswith("test-"))
     assert results["retrieval"]["metrics"]["n_images"] == n_test >= 1
@@ -132,7 +132,7 @@ def test_eval_retrieval_and_zeroshot_on_the_shards(corpora, trained: Path, tmp_p
 
     from biomedclip.evaluate.datasets import load_dataset
 
-    data = load_dataset(labelled, "test")
+    data = load_dataset(labelled, "all")  # every split: each sample's split is read from its record
     folder_of = {Path(f).stem: label for label, files in LABELLED.items() for f in files}
     truth = [next(label for stem, label in folder_of.items() if key.endswith(f"_{stem}")) for key in data.keys]
     assert [data.classnames[label] for label in data.labels] == truth and len(truth) == len(folder_of)

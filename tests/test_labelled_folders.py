@@ -91,17 +91,37 @@ def test_layouts_that_are_errors(tmp_path, image, files: list[str], message: str
 
 
 def test_split_errors(tmp_path, image) -> None:
-    data = read_labelled_folder(_make(tmp_path / "kaggle", image, ["Testing/a/1.jpg", "Testing/b/2.jpg"]))
-    with pytest.raises(InputError, match=r"has no train split folder \(found test \(Testing/\)\)"):
-        data.select("train")
+    data = read_labelled_folder(_make(tmp_path / "kaggle", image, ["Training/a/1.jpg", "Testing/b/2.jpg"]))
+    with pytest.raises(InputError, match=r"has no val split folder \(found train \(Training/\), test \(Testing/\)\)"):
+        data.select("val")
     with pytest.raises(InputError, match="unknown split 'dev'"):
         data.select("dev")
-    inner = read_labelled_folder(tmp_path / "kaggle" / "Testing")
-    with pytest.raises(InputError, match="is itself a test split folder: pass its parent"):
-        inner.select("test")
-    assert len(inner.select("all")) == 2
     with pytest.raises(InputError, match="does not exist"):
         read_labelled_folder(tmp_path / "missing")
+
+
+def test_a_folder_with_no_training_folder_is_split_by_hash_and_says_so(tmp_path, image) -> None:
+    """The issue's Kaggle brain MRI folder: only Testing/<class>/. Every image used to be test, so training found
+    nothing; given as ROOT/Testing it was refused. Both now split its images alike, by the hash of <class>/<file>."""
+    files = [f"Testing/{c}/{i}.jpg" for c in ("glioma", "notumor") for i in range(40)]
+    root = _make(tmp_path / "kaggle", image, files)
+    data, inner = read_labelled_folder(root), read_labelled_folder(root / "Testing")
+    expected = {f: HashSplit().of(f.removeprefix("Testing/")) for f in files}  # the rule, applied independently
+    for split in ("train", "val", "test"):
+        want = sorted(f for f, s in expected.items() if s == split)
+        assert sorted(i.key for i in data.select(split)) == want
+        assert sorted(f"Testing/{i.key}" for i in inner.select(split)) == want
+    counts = {split: sum(1 for s in expected.values() if s == split) for split in ("train", "val", "test")}
+    assert counts["train"] > 0 and counts["test"] > 0
+    assert data.rule("test") == "split test by hash 70/10/20 of the images in Testing/ (no training folder)"
+    assert inner.rule("test") == (
+        "split test by hash 70/10/20 of Testing/ (named like a split, but it holds the class folders)"
+    )
+    assert data.describe() == (
+        "80 images, 2 classes; split by hash 70/10/20 of the images in Testing/ (no training folder): "
+        f"train {counts['train']}, val {counts['val']}, test {counts['test']}"
+    )
+    assert len(inner.select("all")) == 80
 
 
 def test_folders_filter_and_min_classes(tmp_path, image) -> None:

@@ -4,16 +4,20 @@ Two layouts are understood (folder names compared case-insensitively):
 
 * **split folders**: ``ROOT/<split>/<class>/**/<image>``, where ``<split>`` is one of :data:`SPLIT_ALIASES`
   (``train``/``training``, ``val``/``valid``/``validation``/``dev``, ``test``/``testing``). The folder is the
-  split; a dataset may ship only some splits (Kaggle's ``Training/`` + ``Testing/``).
+  split; a dataset may ship only some splits (Kaggle's ``Training/`` + ``Testing/``). Without a training folder
+  (only ``Testing/``, say) there is nothing to train on, so the images of the split folders present are split by
+  the hash rule below, and every command says so.
 * **class folders only**: ``ROOT/<class>/**/<image>``; each image's split is :meth:`HashSplit.of` its key
-  (its path below ``ROOT``: ``<class>/<file>``), a pure function of that key, the ratios and the salt, so the
-  same folder gives the same split in every command that uses the same ratios (default 70/10/20).
+  (its path below ``ROOT``, or below its split folder: ``<class>/<file>``), a pure function of that key, the
+  ratios and the salt, so the same folder gives the same split in every command that uses the same ratios
+  (default 70/10/20), whether it is given as ``ROOT`` or as ``ROOT/Testing``.
 
 The class of an image is its top class folder's name. Images directly under ``ROOT`` (or ``ROOT/<split>``) have no
 class and are not read. A layout that cannot be read as either is an :class:`~biomedclip.errors.InputError`
 naming the expected layout: class folders that look like split folders (``test_set``, a ``Testing`` folder
-inside ``Training``), split folders mixed with class folders, two folders for one split, fewer than two
-classes, or a hashed split asked of a root that is itself a split folder.
+inside ``Training``), split folders mixed with class folders, two folders for one split, or fewer than two
+classes. A root that is itself named like a split (``ROOT/Testing`` given as the folder) holds class folders, so
+it is split by hash too; :meth:`LabelledFolder.rule` says so, and ``all`` scores every image.
 """
 
 from __future__ import annotations
@@ -112,8 +116,9 @@ class LabelledFolder:
     root: Path
     classes: tuple[str, ...]  # class folder names, sorted
     images: tuple[LabelledImage, ...]
-    split_folders: dict[str, str]  # split -> folder name, empty for the hashed layout
+    split_folders: dict[str, str]  # split -> folder name of the split folders present, empty without any
     hash_split: HashSplit
+    hashed: bool = False  # splits come from the hash rule: no split folders, or none for training
 
     def select(self, split: str) -> list[LabelledImage]:
         """The images of ``split`` (``train``, ``val``, ``test``) or every image (``all``)."""
@@ -121,12 +126,7 @@ class LabelledFolder:
             return list(self.images)
         if split not in SPLITS:
             raise InputError(f"unknown split {split!r}: use one of {', '.join(SPLITS)} or all")
-        if not self.split_folders and split_of_folder(self.root.name):
-            raise InputError(
-                f"{self.root} is itself a {split_of_folder(self.root.name)} split folder: pass its parent "
-                f"(ROOT/<split>/<class>/) or score every image in it with split 'all'"
-            )
-        if self.split_folders and split not in self.split_folders:
+        if not self.hashed and split not in self.split_folders:
             found = ", ".join(f"{s} ({f}/)" for s, f in self.split_folders.items())
             raise InputError(f"{self.root} has no {split} split folder (found {found}); expected {LAYOUT}")
         return [image for image in self.images if image.split == split]
@@ -135,9 +135,29 @@ class LabelledFolder:
         """How ``split`` was chosen, for results and printed counts: ``split test by hash 70/10/20``."""
         if split == "all":
             return "all images"
-        if self.split_folders:
+        if not self.hashed:
             return f"split {split} from folder {self.split_folders[split]}/"
-        return f"split {split} by hash {self.hash_split.describe()}"
+        return f"split {split} by hash {self.hash_split.describe()}{self.hash_note()}"
+
+    def hash_note(self) -> str:
+        """Why a folder with split-like names was split by hash (empty for plain class folders)."""
+        if self.split_folders:
+            given = ", ".join(f"{name}/" for name in self.split_folders.values())
+            return f" of the images in {given} (no training folder)"
+        if split_of_folder(self.root.name):
+            return f" of {self.root.name}/ (named like a split, but it holds the class folders)"
+        return ""
+
+    def describe(self) -> str:
+        """``1,123 images, 4 classes; split by hash 70/10/20 ...: train 752, val 118, test 253``."""
+        counts = {split: sum(1 for image in self.images if image.split == split) for split in SPLITS}
+        how = (
+            f"split by hash {self.hash_split.describe()}{self.hash_note()}"
+            if self.hashed
+            else "split by folder " + ", ".join(f"{name}/ = {split}" for split, name in self.split_folders.items())
+        )
+        tally = ", ".join(f"{split} {count:,}" for split, count in counts.items())
+        return f"{len(self.images):,} images, {len(self.classes)} classes; {how}: {tally}"
 
 
 def _dirs(folder: Path) -> list[Path]:
@@ -180,6 +200,7 @@ def read_labelled_folder(
     else:
         groups = [(None, root)]
     images = []
+    hashed = "train" not in by_split  # no split folders, or none to train on
     for split, base in groups:
         for class_dir in _dirs(base):
             if looks_like_split(class_dir.name):
@@ -189,10 +210,12 @@ def read_labelled_folder(
                 continue
             for path in _images(class_dir):
                 key = path.relative_to(root).as_posix()
-                images.append(LabelledImage(path, class_dir.name, split or hash_split.of(key), key))
+                # hashed on the path below the split folder: ROOT and ROOT/Testing split its images alike
+                chosen = hash_split.of(path.relative_to(base).as_posix()) if hashed else split
+                images.append(LabelledImage(path, class_dir.name, chosen, key))
     classes = tuple(sorted({image.folder for image in images}))
     if len(classes) < min_classes:
         found = f"only {', '.join(classes)}" if classes else "no class folder with images"
         raise InputError(f"{root}: {found}; a labelled folder needs at least {min_classes} classes: {LAYOUT}")
     split_folders = {split: by_split[split][0].name for split, _ in groups if split}
-    return LabelledFolder(root, classes, tuple(images), split_folders, hash_split)
+    return LabelledFolder(root, classes, tuple(images), split_folders, hash_split, hashed)

@@ -38,6 +38,19 @@ def _one(folder, task: str) -> dict:
     return json.loads(path.read_text())
 
 
+def test_retrieval_and_zeroshot_take_split_all_and_say_what_they_scored(invoke, tmp_path, shards_root, pcam_root):
+    """The issue: `eval retrieval --split all` exited 2 ("unknown split")."""
+    out = tmp_path / "results"
+    common = ["--model", "tiny", "--out", out, "--device", "cpu"]
+    result = invoke("retrieval", *common, "--dataset", shards_root, "--split", "all")
+    counts = _one(out, "retrieval")["counts"]
+    assert counts["n"] == counts["found"] == 12 and counts["rule"] == "all splits, read from the records (12 test)"
+    assert "[all]" in result.output
+    invoke("zeroshot", *common, "--dataset", f"pcam:{pcam_root}", "--split", "all")
+    counts = _one(out, "zeroshot")["counts"]
+    assert counts["n"] == counts["found"] == 30 and counts["rule"] == "all official splits"
+
+
 def test_every_task_then_the_report(invoke, tmp_path, shared_fixtures, shards_root, vqa_rad_root, pcam_root) -> None:
     npz = shared_fixtures / "labeled" / "breastmnist_28_trainval.npz"
     out = tmp_path / "results"
@@ -131,11 +144,13 @@ def _train_sources(corpus) -> set[str]:
     [
         {"Training/glioma": 8, "Training/notumor": 8, "Testing/glioma": 3, "Testing/notumor": 3},
         {"glioma": 15, "notumor": 15},
+        {"Testing/glioma": 15, "Testing/notumor": 15},  # issue 21: Kaggle's brain MRI layout, no training folder
     ],
-    ids=["split-folders", "no-split-folders"],
+    ids=["split-folders", "no-split-folders", "testing-only"],
 )
 def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_paths, layout) -> None:
-    """Issue 13: corpus build and eval split one folder the same way; --train-catalog proves it by SHA-256."""
+    """Issues 13, 21: corpus build and eval split one folder the same way, also a Testing/-only one (which used to go
+    all to test, leaving nothing to train on); --train-catalog proves it by SHA-256."""
     folder, corpus, out = tmp_path / "mri", tmp_path / "corpus", tmp_path / "results"
     _tiny_folder(folder, image_paths, layout)
     template = "a brain MRI showing {label}"
@@ -158,7 +173,8 @@ def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_path
     output = invoke("zeroshot", *common, "--train-catalog", corpus).output
     total = sum(layout.values())
     assert f"scored {len(scored)} of {total} images (split test " in output
-    assert f"leakage check: 0 of {len(scored)} scored images" in output and "LEAKAGE" not in output
+    assert f"leakage: none of {len(scored)} checked images is among the training images" in output
+    assert "LEAKAGE" not in output
     result = json.loads(next(out.glob("zeroshot__*.result.json")).read_text())
     assert result["leakage"]["overlap"] == 0 and result["leakage"]["checked"] == len(scored)
     assert result["counts"]["n"] == len(scored) and result["counts"]["found"] == total
@@ -171,14 +187,25 @@ def test_fine_tune_workflow_has_no_leakage(invoke, run_cli, tmp_path, image_path
     invoke("report", out, "--out", tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## Leakage warnings" in text and f"**LEAKAGE: {len(trained)} training images**" in text
+    flagged = next(out.glob("zeroshot__*__train__*.result.json"))
+    invoke("zeroshot", *common, "--split", "train")  # the issue: a rerun without the catalog replaced the flag
+    assert json.loads(flagged.read_text())["leakage"]["overlap"] == len(trained)  # still there, untouched
+    assert len(list(out.glob("zeroshot__*__train__*.result.json"))) == 2
+    invoke("report", out, "--out", tmp_path / "report2")
+    text = (tmp_path / "report2" / "report.md").read_text()
+    assert f"**LEAKAGE: {len(trained)} training images**" in text and "leakage not checked" in text
 
 
 def test_testing_only_folder_and_single_class_are_errors(invoke, tmp_path, image_paths) -> None:
-    """Issue 13: ``Testing/<class>/`` given one level too deep, or one class, used to score accuracy 1.000."""
+    """Issue 13: one class used to score accuracy 1.000; issue 21: ``Testing/<class>/`` is split by hash, and a
+    split that the hash left empty says how it was chosen."""
     _tiny_folder(tmp_path / "brain", image_paths, {"Testing/glioma": 2, "Testing/notumor": 2})
     common = ["--model", "tiny", "--device", "cpu", "--out", tmp_path / "out"]
     result = invoke("zeroshot", *common, "--dataset", f"imagefolder:{tmp_path / 'brain' / 'Testing'}", ok=False)
-    assert result.exit_code == 2 and "is itself a test split folder" in result.output
+    assert result.exit_code == 2 and "no images for split 'test'" in result.output
+    assert "(split test by hash 70/10/20 of Testing/ (named like a split, but it holds the class folders), of 4" in (
+        result.output.replace("\n", " ")
+    )
     _tiny_folder(tmp_path / "one", image_paths, {"Testing/glioma": 2})
     result = invoke("zeroshot", *common, "--dataset", f"imagefolder:{tmp_path / 'one'}", ok=False, code=2)
     assert "only glioma; a labelled folder needs at least 2 classes" in result.output

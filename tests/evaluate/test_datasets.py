@@ -77,19 +77,23 @@ def test_image_folder_with_and_without_split_folders(tmp_path, image_paths) -> N
     assert len(everything_test) == 30  # the ratios reach the hash rule
 
 
-def test_kaggle_testing_only_layout_is_a_test_split_not_a_class(tmp_path, image_paths) -> None:
-    """Issue 13: ``Testing/<class>/`` was read as one class named ``Testing`` (accuracy 1.000)."""
+def test_kaggle_testing_only_layout_is_split_by_hash_not_read_as_a_class(tmp_path, image_paths) -> None:
+    """Issue 13: ``Testing/<class>/`` was read as one class named ``Testing`` (accuracy 1.000). Issue 21: with no
+    training folder its images are split by hash, the same way given as ROOT or as ROOT/Testing."""
+    keys = {}
     for i, path in enumerate(image_paths[:6]):
         folder = tmp_path / "kaggle" / "Testing" / ("glioma" if i % 2 else "notumor")
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, folder)
-    test = load_dataset(f"imagefolder:{tmp_path / 'kaggle'}", "test")
-    assert test.classnames == ("glioma", "notumor") and len(test) == 6
-    with pytest.raises(InputError, match=r"no train split folder \(found test \(Testing/\)\)"):
-        load_dataset(f"imagefolder:{tmp_path / 'kaggle'}", "train")
-    with pytest.raises(InputError, match="is itself a test split folder"):
-        load_dataset(f"imagefolder:{tmp_path / 'kaggle' / 'Testing'}", "test")
-    assert len(load_dataset(f"imagefolder:{tmp_path / 'kaggle' / 'Testing'}", "all")) == 6
+        keys[f"{folder.name}/{path.name}"] = HashSplit().of(f"{folder.name}/{path.name}")
+    for root in (tmp_path / "kaggle", tmp_path / "kaggle" / "Testing"):
+        every = load_dataset(f"imagefolder:{root}", "all")
+        assert every.classnames == ("glioma", "notumor") and len(every) == 6
+        for split in ("train", "val", "test"):
+            want = sorted(k for k, s in keys.items() if s == split)
+            if want:
+                got = load_dataset(f"imagefolder:{root}", split)
+                assert sorted("/".join(p.parts[-2:]) for p in got.paths) == want and "by hash 70/10/20" in got.rule
     (tmp_path / "one" / "Testing" / "glioma").mkdir(parents=True)
     shutil.copy(image_paths[0], tmp_path / "one" / "Testing" / "glioma")
     with pytest.raises(InputError, match="only glioma; a labelled folder needs at least 2 classes"):

@@ -13,7 +13,8 @@ from biomedclip.corpus.images import process_image
 from biomedclip.corpus.rows import CATALOG_SCHEMA
 from biomedclip.errors import InputError
 from biomedclip.evaluate.datasets import load_dataset
-from biomedclip.evaluate.leakage import check_overlap, training_hashes
+from biomedclip.evaluate.leakage import check_overlap, leakage_line, training_hashes
+from biomedclip.evaluate.results import make_result
 
 
 def test_the_catalog_hashes_source_bytes_not_the_shard_jpeg(image_paths) -> None:
@@ -49,11 +50,15 @@ def test_overlap_counts_accepted_training_images_only(tmp_path, image_paths, sha
         "catalog": str(tmp_path / "catalog.parquet"),
         "compared": report["compared"],
         "training_images": 0,
+        "catalog_digest": report["catalog_digest"],
         "checked": 0,
         "unchecked": len(arrays),
+        "unchecked_reason": "images inside shards or arrays have no source file to hash",
         "overlap": 0,
         "examples": [],
     }
+    three = sorted([digest[names[0]], digest[names[1]], "0" * 64])
+    assert report["catalog_digest"] == hashlib.sha256("\n".join(three).encode()).hexdigest()[:12]
 
 
 def test_bad_catalogs_are_input_errors(tmp_path) -> None:
@@ -62,3 +67,35 @@ def test_bad_catalogs_are_input_errors(tmp_path) -> None:
     (tmp_path / "catalog.parquet").write_text("not parquet")
     with pytest.raises(InputError, match="is not a corpus catalog"):
         training_hashes(tmp_path / "catalog.parquet")
+
+
+def test_the_leakage_line_says_what_was_and_was_not_checked() -> None:
+    """The issue's "Leakage: 0 of 0" on shards, where 253 images were not checked."""
+    base = {"catalog": "ft/catalog", "catalog_digest": "abc", "overlap": 0}
+    assert leakage_line({}) == (
+        "leakage: not checked (no --train-catalog: scored images were not compared with a training corpus)"
+    )
+    shards = {"leakage": base | {"checked": 0, "unchecked": 253}}
+    assert leakage_line(shards) == (
+        "leakage: NOT checked: none of the 253 scored images is a file "
+        "(images inside shards or arrays have no source file to hash)"
+    )
+    clean = {"leakage": base | {"checked": 98, "unchecked": 2}}
+    assert leakage_line(clean) == (
+        "leakage: none of 98 checked images is among the training images of ft/catalog; 2 NOT checked "
+        "(images inside shards or arrays have no source file to hash)"
+    )
+    leaked = {"leakage": base | {"checked": 1311, "unchecked": 0, "overlap": 766}}
+    assert leakage_line(leaked) == "leakage: 766 of 1311 checked images are training images of ft/catalog"
+
+
+def test_a_result_checked_against_a_catalog_has_its_own_identity() -> None:
+    """A rerun without --train-catalog (or with another catalog) never replaces the flagged result's file."""
+    args = ("zeroshot", "local-dir:run/final", "imagefolder:xray", "test", {"max_items": None})
+    leak = {"catalog": "ft", "catalog_digest": "aaaaaaaaaaaa", "checked": 5, "unchecked": 0, "overlap": 3}
+    unchecked = make_result(*args[:4], {}, args[4])
+    flagged = make_result(*args[:4], {}, args[4] | {"train_catalog": "ft"}, leakage=leak)
+    other = make_result(*args[:4], {}, args[4] | {"train_catalog": "ft2"}, leakage=leak | {"catalog_digest": "b" * 12})
+    same = make_result(*args[:4], {}, args[4] | {"train_catalog": "elsewhere/ft"}, leakage=leak)
+    assert len({unchecked["identity"], flagged["identity"], other["identity"]}) == 3
+    assert same["identity"] == flagged["identity"]  # the same training images, wherever the catalog lies

@@ -194,3 +194,31 @@ def test_logistic_protocol_matches_an_independent_sweep() -> None:
     assert linear_probe(x, y, tx, ty, 3, config=config)["runs"][0]["n_train"] == 320  # 20% held out for C
     with pytest.raises(ValueError, match="protocol"):
         LinearProbeConfig(protocol="svm")
+
+
+def test_the_probe_reports_the_spread_over_seeds_and_flags_seeds_at_chance() -> None:
+    """Features that carry no label information put every seed at chance; informative ones put none there."""
+    (x, y), (tx, ty) = _clusters(300, 0), _clusters(150, 5)
+    config = LinearProbeConfig(fractions=(1.0,), seeds=(0, 1, 2), lrs=(0.1,), wd_points=13, epochs=5)
+    good = linear_probe(x, y, tx, ty, 3, config=config)
+    stats = good["summary"]["1.0"]
+    per_seed = [r["balanced_accuracy"] for r in good["runs"]]
+    assert stats["balanced_accuracy"]["min"] == min(per_seed) and stats["balanced_accuracy"]["max"] == max(per_seed)
+    assert good["seeds_at_chance"] == {"1.0": []} and good["warnings"] == []
+    noise = np.random.default_rng(9).normal(size=x.shape)  # independent of the labels
+    bad = linear_probe(noise, y, np.zeros_like(tx), ty, 3, config=config)  # constant test features: one class
+    assert bad["seeds_at_chance"] == {"1.0": [0, 1, 2]}
+    (warning,) = bad["warnings"]
+    assert warning.startswith("1 of the labels: seed(s) 0, 1, 2 at chance (balanced accuracy <= 1/3 + 0.02)")
+
+
+def test_chance_and_one_class_thresholds() -> None:
+    from biomedclip.evaluate.metrics import at_chance, one_class_warning
+
+    assert at_chance(0.52, 2) and not at_chance(0.5201, 2)  # exactly 1/2 + 0.02 is chance
+    assert at_chance(0.25, 4) and not at_chance(0.28, 4)
+    assert one_class_warning([[3, 0], [5, 0]], ["a", "b"]) == (
+        "every one of the 8 images was predicted as 'a': the model has collapsed or ignores the image"
+    )
+    assert one_class_warning([[3, 0], [4, 1]], ["a", "b"]) is None
+    assert one_class_warning([[1]], ["a"]) is None and one_class_warning([[1, 0], [0, 0]], ["a", "b"]) is None

@@ -95,6 +95,9 @@ def test_runs_what_is_found_and_reports_the_rest(one_thread, data_root, tmp_path
     row = next(r for r in report["rows"] if (r["task"], r["dataset"]) == ("zeroshot", "pcam"))
     assert row["ours"] == pytest.approx(100 * zeroshot["metrics"]["accuracy"])
     assert row["paper"] == 73.0 and row["delta"] == pytest.approx(row["ours"] - 73.0)
+    counts = zeroshot["counts"]  # n scored beside the paper's number, from the result itself
+    assert (row["n"], row["found"], row["split_rule"]) == (counts["n"], counts["found"], counts["rule"])
+    scored_cell = f"| {counts['n']:,} of {counts['found']:,} ({counts['rule']}) | 73.00 |"
     probe = json.loads(Path(status[("linear_probe", "tcga_til")]["result_file"]).read_text())
     row = next(r for r in report["rows"] if (r["dataset"], r["metric"]) == ("tcga_til", "accuracy@100%"))
     assert row["ours"] == pytest.approx(100 * probe["metrics"]["summary"]["1.0"]["accuracy"]["mean"])
@@ -107,7 +110,7 @@ def test_runs_what_is_found_and_reports_the_rest(one_thread, data_root, tmp_path
     retrieval = status[("retrieval", "pmc15m_test")]
     assert json.loads(Path(retrieval["result_file"]).read_text())["settings"]["merge_captions"] is False
     markdown = (out / "paper_report.md").read_text()
-    assert "| zeroshot | pcam | accuracy |" in markdown and "| 73.00 |" in markdown
+    assert "| zeroshot | pcam | accuracy |" in markdown and scored_cell in markdown
     assert "not confirmed" in markdown and "| vqa | slake | failed |" in markdown
     assert "- zeroshot: Supplementary Appendix, Supplementary Table 5" in markdown
     assert "| zeroshot | tcga_til | auroc |" in markdown and "| 67.04 |" in markdown

@@ -38,8 +38,10 @@ def test_brace_and_glob_specs_select_shards(tmp_path: Path) -> None:
     first = load_dataset(f"shards:{tmp_path}/test-{{000000..000000}}.tar", "test")
     assert first.keys == ["test-000000.tar/k0", "test-000000.tar/k1"] and first.captions == whole.captions[:2]
     assert load_dataset(f"{tmp_path}/test-{{000000..000000}}.tar", "test").keys == first.keys  # detected
-    both = load_dataset(f"shards:{tmp_path}/test-000002.tar::{tmp_path}/train-*.tar", "test")
+    both = load_dataset(f"shards:{tmp_path}/test-000002.tar::{tmp_path}/train-*.tar", "all")
     assert [k.split("/")[1] for k in both.keys] == ["k4", "k0", "k1"]
+    only_test = load_dataset(f"shards:{tmp_path}/test-000002.tar::{tmp_path}/train-*.tar", "test")
+    assert [k.split("/")[1] for k in only_test.keys] == ["k4"]  # the train shards' samples are not test
     assert np.asarray(whole[4]).reshape(-1, 3).tolist()[0] == list(COLORS["green"])  # read by offset
     with pytest.raises(DatasetError, match="not found"):
         load_dataset(f"shards:{tmp_path}/test-{{000000..000009}}.tar", "test")
@@ -73,3 +75,36 @@ def test_compressed_shards_are_refused_with_a_reason(tmp_path: Path) -> None:
             out.addfile(member, tar.extractfile(member))
     with pytest.raises(DatasetError, match="compressed"):
         load_dataset(f"shards:{tmp_path}/test-000000.tar.gz", "test")
+
+
+def _shards_with_records(folder: Path, name: str, splits: list[str | None]) -> None:
+    """One shard file called ``name`` whose records say ``splits`` (None: no split field)."""
+    with ShardWriter(folder, name, max_samples=100) as writer:
+        for i, split in enumerate(splits):
+            record = {"pmcid": f"P{i}"} | ({"split": split} if split else {})
+            writer.write(f"{name}{i}", _png(COLORS["red"]), f"caption {name} {i}", record)
+
+
+def test_a_shard_specs_split_is_read_from_the_records_never_from_the_command(tmp_path: Path) -> None:
+    """The issue's glob: 448 pairs labelled [test], 350 of them from train/val shards. Here records disagree
+    with shard names too: a record's split wins."""
+    _shards_with_records(tmp_path, "test", ["test", "test", "train"])  # a mislabelled record in a test shard
+    _shards_with_records(tmp_path, "train", ["train"] * 4)
+    _shards_with_records(tmp_path, "val", ["val", "val"])
+    spec = f"shards:{tmp_path}/*.tar"
+    test = load_dataset(spec, "test")
+    assert len(test) == 2 and test.found == 9 and all(k.startswith("test-000000.tar/test") for k in test.keys)
+    assert test.rule == "split test read from the records: 2 of 9 samples (2 test, 5 train, 2 val)"
+    train = load_dataset(spec, "train")
+    assert sorted(k.split("/")[1] for k in train.keys) == ["test2", "train0", "train1", "train2", "train3"]
+    every = load_dataset(f"shards:{tmp_path}", "all")  # a folder: every split's shards
+    assert len(every) == 9 and every.rule == "all splits, read from the records (2 test, 5 train, 2 val)"
+    with pytest.raises(DatasetError, match=r"no val samples .*2 test, 5 train"):
+        load_dataset(f"shards:{tmp_path}/test-*.tar::{tmp_path}/train-*.tar", "val")
+
+
+def test_samples_with_no_known_split_are_scored_only_with_split_all(tmp_path: Path) -> None:
+    _shards_with_records(tmp_path, "figures", [None, None])  # no split in the records nor the names
+    with pytest.raises(DatasetError, match=r"2 sample.* name no split .* --split all"):
+        load_dataset(f"shards:{tmp_path}/figures-*.tar", "test")
+    assert len(load_dataset(f"shards:{tmp_path}/figures-*.tar", "all")) == 2

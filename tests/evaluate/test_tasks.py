@@ -78,7 +78,8 @@ def test_retrieval_on_shards_is_one_to_one_unless_merged(toy_eval, shards_root, 
         toy_eval, str(shards_root), config=RetrievalConfig(merge_captions=True), settings=RunSettings()
     )
     assert merged["metrics"]["n_texts"] == 11 and merged["settings"]["merge_captions"] is True
-    assert pairs["counts"] == {"n": 12, "found": 12, "rule": "split test", "unit": "pairs"}
+    rule = "split test read from the records: 12 of 12 samples (12 test)"
+    assert pairs["counts"] == {"n": 12, "found": 12, "rule": rule, "unit": "pairs"}
     limited = run_retrieval(toy_eval, str(shards_root), settings=RunSettings(max_items=5))
     assert limited["counts"]["n"] == 5 and limited["counts"]["found"] == 12
     for result in (pairs, merged):

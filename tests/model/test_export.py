@@ -1,8 +1,12 @@
 """Interoperability: every registry model and a training output load in open_clip 3.x offline from the bundle alone
-(no hub, no hub cache, no absolute path) with the same embeddings, tokens and preprocessing; ONNX encoders match
-PyTorch under onnxruntime and ``onnx_config.json`` carries the whole preprocessing."""
+(no hub, no hub cache), from any working directory, with the same embeddings, tokens and preprocessing; a moved
+bundle is named and rewritten in place; ONNX encoders match PyTorch under onnxruntime and ``onnx_config.json``
+carries the whole preprocessing."""
 
 import json
+import os
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ import torch
 from PIL import Image
 
 from biomedclip.model import create_model_and_transforms, get_tokenizer, list_models, save_pretrained
-from biomedclip.model.pretrained import builtin_tokenizer_dir
+from biomedclip.model.pretrained import MovedBundleWarning, builtin_tokenizer_dir
 
 BIOMEDBERT = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 SLOW = {"small", "biomedclip-base", "biomedclip-384"}  # size cap: only tiny (6M parameters) in the fast suite
@@ -22,28 +26,35 @@ def _inputs(size: int):
     return torch.randn(3, 3, size, size), Image.new("RGB", (size * 2 + 7, size + 3), (200, 30, 60))
 
 
-def _assert_open_clip_matches(bundle, monkeypatch, cut_network):
-    """open_clip, run from inside the bundle with no hub and no cache, gives our tokens, pixels and embeddings."""
+def _assert_open_clip_matches(bundle, monkeypatch, cut_network, tmp_path):
+    """open_clip, run from an unrelated working directory with no hub and no cache, by absolute and by relative
+    name, gives our tokens, pixels and embeddings."""
     import open_clip
 
     calls = cut_network()
     ours, _, our_eval = create_model_and_transforms(f"local-dir:{bundle}")
     our_tokens = get_tokenizer(f"local-dir:{bundle}")(CAPTIONS)
-    monkeypatch.chdir(bundle)
-    theirs, _, their_eval = open_clip.create_model_and_transforms("local-dir:.")
-    their_tokens = open_clip.get_tokenizer("local-dir:.")(CAPTIONS)
-    theirs.eval()
-    assert calls == []
-    assert torch.equal(their_tokens, our_tokens)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
     pixels, image = _inputs(ours.image_size)
-    assert torch.allclose(their_eval(image), our_eval(image), atol=1e-6)
-    with torch.no_grad():
-        assert (theirs.encode_image(pixels) - ours.encode_image(pixels)).abs().max() < 1e-5
-        assert (theirs.encode_text(our_tokens) - ours.encode_text(our_tokens)).abs().max() < 1e-5
-    for path in bundle.rglob("*.json"):  # nothing points outside the bundle
-        assert str(bundle.parent) not in path.read_text(), path
+    for name in (f"local-dir:{bundle.resolve()}", f"local-dir:{os.path.relpath(bundle, elsewhere)}"):
+        theirs, _, their_eval = open_clip.create_model_and_transforms(name)
+        their_tokens = open_clip.get_tokenizer(name)(CAPTIONS)
+        theirs.eval()
+        assert torch.equal(their_tokens, our_tokens)
+        assert torch.allclose(their_eval(image), our_eval(image), atol=1e-6)
+        with torch.no_grad():
+            assert (theirs.encode_image(pixels) - ours.encode_image(pixels)).abs().max() < 1e-5
+            assert (theirs.encode_text(our_tokens) - ours.encode_text(our_tokens)).abs().max() < 1e-5
+    assert calls == []
+    root = str(bundle.resolve())
+    for path in bundle.rglob("*.json"):  # every machine path points into the bundle itself
         if path.name != "tokenizer.json":  # the vocabulary itself holds "/" as a token
-            assert not [v for v in _strings(json.loads(path.read_text())) if v.startswith(("/", "~"))], path
+            for value in _strings(json.loads(path.read_text())):
+                value = value.removeprefix("local-dir:")
+                if value.startswith(("/", "~")):
+                    assert value in (f"{root}/text", f"{root}/vision"), (path, value)
 
 
 def _strings(value):
@@ -65,8 +76,8 @@ def test_model_export_of_every_registry_model_loads_in_open_clip(
     hub_cache.add(BIOMEDBERT, {p.name: p for p in vocab.iterdir()})  # the base models' tokenizer, for the export
     out = tmp_path / "open_clip"
     result = model_cli("export", "-m", name, "--format", "open_clip", "-o", out)
-    assert "exported" in result.output and "local-dir:." in result.output
-    _assert_open_clip_matches(out, monkeypatch, cut_network)
+    assert "exported" in result.output and f"local-dir:{out.resolve()}" in result.output
+    _assert_open_clip_matches(out, monkeypatch, cut_network, tmp_path)
 
 
 def test_training_output_loads_in_open_clip(tiny, tmp_path, monkeypatch, cut_network):
@@ -75,7 +86,29 @@ def test_training_output_loads_in_open_clip(tiny, tmp_path, monkeypatch, cut_net
     model, _, _, tokenizer = tiny
     final = tmp_path / "run" / "final"
     _export(model, tokenizer, final)
-    _assert_open_clip_matches(final, monkeypatch, cut_network)
+    _assert_open_clip_matches(final, monkeypatch, cut_network, tmp_path)
+
+
+def test_a_moved_bundle_is_named_and_export_in_place_makes_open_clip_follow_it(
+    tiny, tmp_path, model_cli, monkeypatch, cut_network
+):
+    model, _, _, tokenizer = tiny
+    written = save_pretrained(model, tokenizer, tmp_path / "written", bin_copy=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MovedBundleWarning)
+        create_model_and_transforms(f"local-dir:{written}")  # where it was written: no warning
+    moved = tmp_path / "copied"
+    shutil.copytree(written, moved)
+    shutil.rmtree(written)
+    with pytest.warns(MovedBundleWarning, match=f"{written}/vision.*-o {moved}"):
+        loaded, _, _ = create_model_and_transforms(f"local-dir:{moved}")  # biomedclip still loads it
+    ids = tokenizer(CAPTIONS)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_text(ids), model.encode_text(ids))
+    model_cli("export", "-m", f"local-dir:{moved}", "--format", "open_clip", "-o", moved)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MovedBundleWarning)
+        _assert_open_clip_matches(moved, monkeypatch, cut_network, tmp_path)
 
 
 def test_bundle_from_a_local_text_folder_keeps_no_machine_path(tiny, tmp_path):
@@ -87,7 +120,9 @@ def test_bundle_from_a_local_text_folder_keeps_no_machine_path(tiny, tmp_path):
     model, _, _ = create_model_and_transforms("tiny", pretrained_text=str(bert))
     assert model.config.text.hf_model_name == str(bert)
     bundle = save_pretrained(model, tokenizer, tmp_path / "bundle", bin_copy=False)
-    assert str(tmp_path) not in (bundle / "open_clip_config.json").read_text()
+    written = (bundle / "open_clip_config.json").read_text()
+    own = written.count(f"{bundle.resolve()}/text") + written.count(f"{bundle.resolve()}/vision")
+    assert str(bert) not in written and written.count(str(tmp_path)) == own == 2
     loaded, _, _ = create_model_and_transforms(f"local-dir:{bundle}")
     ids = tokenizer(CAPTIONS)
     with torch.no_grad():

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from biomedclip.train.config import ConfigError, TrainConfig, load_config, parse_overrides
+from biomedclip.train.config import (
+    ConfigError,
+    TrainConfig,
+    config_to_dict,
+    load_config,
+    load_config_with_history,
+    parse_overrides,
+    preset_conflicts,
+)
 
 
 def test_defaults_are_the_paper_recipe() -> None:
@@ -33,6 +41,34 @@ def test_finetune_preset_lowers_lr_and_yaml_still_overrides(tmp_path) -> None:
     path = tmp_path / "ft.yaml"
     path.write_text("preset: finetune\noptim:\n  lr: 3.0e-5\n")
     assert load_config(path).optim.lr == 3e-5
+
+
+def test_command_line_preset_wins_over_the_yaml_and_keys_win_over_the_preset(tmp_path) -> None:
+    """defaults < preset in the YAML < YAML < --preset < --key: the README's `--preset finetune -c tiny-cpu.yaml`."""
+    path = tmp_path / "cpu.yaml"
+    path.write_text("optim:\n  lr: 1.0e-3\n  batch_size: 32\n")
+    config, history = load_config_with_history(path, {"preset": "finetune"})
+    assert config.optim.lr == 1e-5 and config.optim.batch_size == 32 and config.preset == "finetune"
+    assert history["optim.lr"] == [(str(path), 1e-3), ("preset finetune (--preset)", 1e-5)]
+    assert preset_conflicts(history) == [f"preset finetune (--preset) sets optim.lr = 1.0e-05 over 0.001 from {path}"]
+    assert load_config(path, {"preset": "finetune", "optim.lr": 2e-4}).optim.lr == 2e-4
+    assert load_config(path, {"optim.lr": 2e-4, "preset": "finetune"}).optim.lr == 2e-4  # order on the line: same
+
+
+def test_print_config_names_the_source_of_every_value_and_stays_yaml(run_cli, tmp_path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text("optim:\n  epochs: 3\n  lr: 1.0e-3\n")
+    path = tmp_path / "cpu.yaml"
+    path.write_text("base: base.yaml\noptim:\n  lr: 2.0e-3\n")
+    out = run_cli("train", "-c", path, "--preset", "finetune", "--optim.weight_decay", "0.3", "--print-config").stdout
+    lines = {line.strip().split(":")[0]: line for line in out.splitlines() if ":" in line and "#" in line}
+    assert lines["lr"].endswith(f"# preset finetune (--preset), over 0.002 from {path}")
+    assert lines["epochs"].endswith(f"# preset finetune (--preset), over 3 from {base}")
+    assert lines["weight_decay"].endswith("# command line, over 0.1 from preset finetune (--preset)")
+    assert lines["beta2"].endswith("# default") and lines["preset"].endswith("# command line")
+    assert out.startswith("# precedence: defaults < a preset named in the YAML < the YAML < --preset < --key VALUE")
+    expected = config_to_dict(load_config(path, {"preset": "finetune", "optim.weight_decay": 0.3}))
+    assert yaml.safe_load(out) == expected
 
 
 @pytest.mark.parametrize(

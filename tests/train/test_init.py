@@ -102,6 +102,7 @@ def test_paper_config_is_the_papers_recipe() -> None:
         "timm/vit_base_patch16_224"
     )
     assert paper.data.train_num_samples == 13_900_000  # PMC-15M's training split, not all 15,282,336 pairs
+    assert paper.model.patch_dropout == 0.0  # Supplementary Table 9 lists no patch dropout
     scratch = load_config(CONFIGS / "paper-from-scratch.yaml")
     assert scratch.model.pretrained_text == scratch.model.pretrained_image == ""
     assert scratch.run.output_dir != paper.run.output_dir
@@ -120,3 +121,21 @@ def test_towers_with_a_trained_model_are_refused(minilm_folder, tmp_path) -> Non
     )
     with pytest.raises(InputError, match="is a trained model whose weights would replace them"):
         loop.build_model(config)
+
+
+def test_every_paper_config_value_names_its_source() -> None:
+    """Each value line of configs/paper.yaml carries a [paper T9], [paper] or [ours] tag, on it or just above it."""
+    lines = (CONFIGS / "paper.yaml").read_text().splitlines()
+    untagged = []
+    for i, line in enumerate(lines):
+        code = line.split("#", 1)[0]
+        if not code.strip() or code.rstrip().endswith(":"):
+            continue  # comments, blank lines, section headers
+        above, j = [], i - 1
+        while j >= 0 and lines[j].lstrip().startswith("#") and lines[j].startswith(" "):  # the comment block on top
+            above.append(lines[j])
+            j -= 1
+        tagged = any(tag in text for text in [line, *above] for tag in ("[paper T9]", "[paper]", "[ours]"))
+        if not tagged:
+            untagged.append(line)
+    assert untagged == []

@@ -52,6 +52,11 @@ SOURCE_SETTINGS = "source"
     help='Caption for imagefolder: sources, e.g. "a chest X-ray showing {label}".',
 )
 @click.option(
+    "--class-names",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML class folder -> class text for imagefolder: captions (notumor: no tumor), as train and eval take.",
+)
+@click.option(
     "--split-ratios",
     default="0.7,0.1,0.2",
     show_default=True,
@@ -73,6 +78,7 @@ def build(
     engine: str,
     workers: int | None,
     caption_template: str,
+    class_names: str | None,
     split_ratios: str,
     s3_listing: str,
     selection: Selection,
@@ -87,8 +93,9 @@ def build(
     """
     from tqdm import tqdm
 
+    from biomedclip.classnames import load_class_names
     from biomedclip.corpus.build import build as run_build
-    from biomedclip.corpus.sources import open_source
+    from biomedclip.corpus.sources import ImageFolderSource, open_source
     from biomedclip.labelled_folders import HashSplit
 
     config = build_settings(BuildConfig, {k: v for k, v in settings.items() if k != SOURCE_SETTINGS})
@@ -102,12 +109,17 @@ def build(
             limits=limits,
             s3_listing=s3_listing,
             imagefolder_split=HashSplit.parse(split_ratios),
+            class_names=load_class_names(class_names) if class_names else None,
             defer_packages=True,  # package files are read by the workers, not while listing
         )
         for spec in sources
     ]
+    for source in opened:
+        if isinstance(source, ImageFolderSource):  # the split, stated with counts before any work
+            click.echo(source.describe())
     workers = default_workers() if workers is None else workers
-    with tqdm(desc="articles", unit="art", dynamic_ncols=True) as bar:
+    # disable=None: a progress bar on a terminal only; piped logs get the summary lines, not "\r" redraws
+    with tqdm(desc="articles", unit="art", dynamic_ncols=True, disable=None) as bar:
 
         def on_progress(progress) -> None:
             bar.update(progress.articles + progress.skipped - bar.n)

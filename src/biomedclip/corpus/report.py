@@ -34,7 +34,8 @@ class Aggregates:
     figures: int = 0
     decoded: int = 0
     accepted: int = 0
-    reasons: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)  # every rejected row: figures and whole articles
+    article_reasons: Counter = field(default_factory=Counter)  # rows of articles rejected before any figure
     splits: Counter = field(default_factory=Counter)
     tokens: Counter = field(default_factory=Counter)
     widths: Counter = field(default_factory=Counter)
@@ -55,6 +56,7 @@ class Aggregates:
         self.decoded += _true(pc.and_(is_figure, pc.is_valid(table["sha256"])))
         ok = pc.equal(table["status"], "accepted")
         self.reasons.update(_counts(table.filter(pc.invert(ok))["reason"]))
+        self.article_reasons.update(_counts(table.filter(pc.and_(pc.invert(ok), pc.invert(is_figure)))["reason"]))
         accepted = table.filter(ok)
         self.accepted += len(accepted)
         self.splits.update(_counts(accepted["split"]))
@@ -121,8 +123,9 @@ def compute_stats(
             "after_dedup": agg.accepted,
         },
         "accepted": agg.accepted,
-        "rejected": sum(agg.reasons.values()),
-        "rejected_by_reason": dict(sorted(agg.reasons.items())),
+        "rejected": sum(agg.reasons.values()) - sum(agg.article_reasons.values()),  # figures only
+        "rejected_articles": sum(agg.article_reasons.values()),  # articles rejected before any figure
+        "rejected_by_reason": dict(sorted(agg.reasons.items())),  # figures and articles
         "splits": {s: agg.splits.get(s, 0) for s in ("train", "val", "test")},
         "split_articles": split_articles,
         "shards": shards,
@@ -173,7 +176,7 @@ def _plots(directory: Path, stats: dict, agg: Aggregates) -> list[tuple[str, str
         plots.append((title, f"report/{name}.png"))
 
     bar("stages", "Figures per stage", stats["stages"])
-    bar("rejections", "Rejected figures by reason", stats["rejected_by_reason"] or {"none": 0})
+    bar("rejections", "Rejected figures and articles by reason", stats["rejected_by_reason"] or {"none": 0})
     fig, ax = plt.subplots(figsize=(7, 3.5))
     values = sorted(agg.tokens) or [0]
     ax.hist(values, bins=50, weights=[agg.tokens.get(v, 0) for v in values])
@@ -208,7 +211,8 @@ def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dic
         "# Corpus report",
         "",
         f"- articles: {stats['articles']}; figures found: {stats['stages']['figures_found']}; "
-        f"accepted: {stats['accepted']}; rejected: {stats['rejected']}",
+        f"accepted: {stats['accepted']}; rejected: {stats['rejected']}; articles rejected before any figure: "
+        f"{stats['rejected_articles']}",
         f"- splits (figures): {stats['splits']}; articles per split: {stats['split_articles']}",
         f"- duplicates removed: {stats['dedup']['duplicates_removed']} "
         f"({stats['dedup']['exact_clusters']} exact, {stats['dedup']['near_clusters']} near clusters; "
@@ -227,7 +231,7 @@ def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dic
         "",
         "## Rejections by reason",
         "",
-        "| reason | figures |",
+        "| reason | figures or articles |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in stats["rejected_by_reason"].items()],
         "",

@@ -96,6 +96,7 @@ def _user_errors() -> Iterator[None]:
 
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
+    from biomedclip.evaluate.leakage import leakage_line
     from biomedclip.evaluate.models import load_model
     from biomedclip.evaluate.results import counts_line, leakage_warning, write_result
 
@@ -115,9 +116,7 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
         click.echo(f"scored {counts_line(result)}")
     if leakage_warning(result):
         click.secho(leakage_warning(result), fg="red", bold=True, err=True)
-    elif result.get("leakage"):
-        leak = result["leakage"]
-        click.echo(f"leakage check: 0 of {leak['checked']} scored images in {leak['catalog']}")
+    click.echo(leakage_line(result))
     for warning in result["metrics"].get("warnings", []):
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"wrote {path}")
@@ -126,8 +125,13 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
 def _headline(result: dict) -> str:
     metrics = result["metrics"]
     if result["task"] == "linear_probe":
+        seeds = len(result["settings"].get("linear_probe", {}).get("seeds", [])) or "?"
+        chance = metrics.get("seeds_at_chance", {})
         return ", ".join(
-            f"{f}: acc {v['accuracy']['mean']:.3f}±{v['accuracy']['std']:.3f}" for f, v in metrics["summary"].items()
+            f"{f}: acc {v['accuracy']['mean']:.3f}±{v['accuracy']['std']:.3f} "
+            f"(range {v['accuracy']['min']:.3f}-{v['accuracy']['max']:.3f} over {seeds} seeds"
+            f"{', ' + str(len(chance[f])) + ' at chance' if chance.get(f) else ''})"
+            for f, v in metrics["summary"].items()
         )
     keys = [
         k

@@ -15,6 +15,7 @@ from pathlib import Path
 from biomedclip.errors import InputError
 
 COMPARED = "SHA-256 of the source image file bytes (the corpus catalog hashes source bytes, before resizing)"
+UNCHECKED_REASON = "images inside shards or arrays have no source file to hash"
 
 
 def catalog_path(path: str | Path) -> Path:
@@ -72,12 +73,36 @@ def check_overlap(data, catalog: str | Path, *, examples: int = 5) -> dict:
             checked += 1
             if file_sha256(path) in hashes:
                 overlapping.append(key)
+    unchecked = len(data.keys) - checked
     return {
         "catalog": str(catalog_path(catalog)),
+        "catalog_digest": catalog_digest(hashes),
         "compared": COMPARED,
         "training_images": len(hashes),
         "checked": checked,
-        "unchecked": len(data.keys) - checked,
+        "unchecked": unchecked,
+        "unchecked_reason": "" if not unchecked else UNCHECKED_REASON,
         "overlap": len(overlapping),
         "examples": overlapping[:examples],
     }
+
+
+def catalog_digest(hashes: set[str]) -> str:
+    """A short digest of a catalog's training images (their sorted SHA-256s): part of a result's identity, so a
+    result checked against one training corpus is never replaced by one checked against another, or by none."""
+    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:12]
+
+
+def leakage_line(result: dict) -> str:
+    """What the leakage check of a result covered, in one line (also when nothing could be checked)."""
+    leakage = result.get("leakage")
+    if not leakage:
+        return "leakage: not checked (no --train-catalog: scored images were not compared with a training corpus)"
+    checked, unchecked = leakage["checked"], leakage.get("unchecked", 0)
+    missed = f"; {unchecked} NOT checked ({leakage.get('unchecked_reason') or UNCHECKED_REASON})" if unchecked else ""
+    if not checked:
+        return f"leakage: NOT checked: none of the {unchecked} scored images is a file ({UNCHECKED_REASON})"
+    where = f"training images of {leakage['catalog']}"
+    if leakage["overlap"]:
+        return f"leakage: {leakage['overlap']} of {checked} checked images are {where}{missed}"
+    return f"leakage: none of {checked} checked images is among the {where}{missed}"

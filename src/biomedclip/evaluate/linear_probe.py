@@ -36,7 +36,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
-from biomedclip.evaluate.metrics import classification_metrics
+from biomedclip.evaluate.metrics import CHANCE_MARGIN, at_chance, classification_metrics
 
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 PROTOCOLS = ("elevater", "logistic")
@@ -324,7 +324,7 @@ def linear_probe(
         )
         val_features, val_labels = train_features[val_idx], train_labels[val_idx]
         train_features, train_labels = train_features[train_idx], train_labels[train_idx]
-    runs, summary = [], {}
+    runs, summary, chance = [], {}, {}
     for fraction in config.fractions:
         per_seed = []
         for seed in config.seeds:
@@ -341,8 +341,27 @@ def linear_probe(
             name: {
                 "mean": float(np.mean([r[name] for r in per_seed])),
                 "std": float(np.std([r[name] for r in per_seed])),
+                "min": float(np.min([r[name] for r in per_seed])),
+                "max": float(np.max([r[name] for r in per_seed])),
             }
             for name in SUMMARY_METRICS
             if all(r[name] is not None for r in per_seed)
         }
-    return {"summary": summary, "runs": runs, "config": asdict(config)}
+        runs_at_chance = [at_chance(r["balanced_accuracy"], num_classes) for r in per_seed]
+        chance[str(fraction)] = [seed for seed, low in zip(config.seeds, runs_at_chance, strict=True) if low]
+    warnings = probe_warnings(summary, chance, num_classes)
+    return {"summary": summary, "runs": runs, "config": asdict(config), "seeds_at_chance": chance, "warnings": warnings}
+
+
+def probe_warnings(summary: dict, chance: dict[str, list[int]], num_classes: int) -> list[str]:
+    """One warning per label fraction where some seed's balanced accuracy fell to chance (see ``at_chance``)."""
+    warnings = []
+    for fraction, seeds in chance.items():
+        if seeds:
+            spread = summary[fraction]["balanced_accuracy"]
+            warnings.append(
+                f"{float(fraction):g} of the labels: seed(s) {', '.join(map(str, seeds))} at chance (balanced accuracy "
+                f"<= 1/{num_classes} + {CHANCE_MARGIN}); balanced accuracy over seeds {spread['min']:.3f}-"
+                f"{spread['max']:.3f}, mean {spread['mean']:.3f} ± {spread['std']:.3f}"
+            )
+    return warnings

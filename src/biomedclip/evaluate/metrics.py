@@ -37,3 +37,23 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict:
         "auroc": auroc,
         "confusion_matrix": confusion_matrix(labels, predictions, labels=class_ids).tolist(),
     }
+
+
+# A run is "at chance" when its balanced accuracy is within this margin of 1/C, what a classifier that ignores
+# the image (one class for everything, or a random guess) gets in expectation.
+CHANCE_MARGIN = 0.02
+
+
+def at_chance(balanced_accuracy: float, num_classes: int) -> bool:
+    """True when ``balanced_accuracy`` is at most ``1/num_classes + CHANCE_MARGIN``."""
+    return balanced_accuracy <= 1 / num_classes + CHANCE_MARGIN + 1e-12
+
+
+def one_class_warning(confusion: list[list[int]], classnames: list[str] | tuple[str, ...]) -> str | None:
+    """A warning when every image was predicted as the same class (a collapsed model), else ``None``."""
+    predicted = np.asarray(confusion).sum(axis=0)
+    total = int(predicted.sum())
+    if len(classnames) < 2 or total < 2 or int(predicted.max()) != total:
+        return None
+    name = classnames[int(predicted.argmax())]
+    return f"every one of the {total} images was predicted as {name!r}: the model has collapsed or ignores the image"

@@ -158,9 +158,11 @@ def run_paper(
         for metric, theirs in paper["tables"][spec.task][spec.dataset].items():  # the metrics the paper reports
             ours, std = _ours(spec.task, result["metrics"], metric)
             delta = None if ours is None or theirs is None else ours - theirs
+            counts = result.get("counts", {})
             rows.append(
                 {"task": spec.task, "dataset": spec.dataset, "metric": metric, "ours": ours, "std": std}
-                | {"paper": theirs, "delta": delta}
+                | {"paper": theirs, "delta": delta, "n": counts.get("n"), "found": counts.get("found")}
+                | {"split_rule": counts.get("rule") or f"split {result.get('split')}"}
             )
     report = {
         "model": model.name,
@@ -204,13 +206,21 @@ def render_markdown(report: dict) -> str:
         f"- {task}: {where}" if where else f"- {task}: not confirmed (no stored copy of its table was read)"
         for task, where in report["paper_tables"].items()
     ]
-    lines += ["", "| task | dataset | metric | ours | paper | ours − paper |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "`n scored` is how many of our images (retrieval: pairs) produced our number, of how many were found, and how",
+        "the scored split was chosen; the paper's own test sets may differ in size.",
+        "",
+        "| task | dataset | metric | ours | n scored | paper | ours − paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in report["rows"]:
         paper = "not confirmed" if row["paper"] is None else _number(row["paper"])
         delta = "—" if row["delta"] is None else f"{row['delta']:+.2f}"
+        scored = "—" if row.get("n") is None else f"{row['n']:,} of {row['found']:,} ({row['split_rule']})"
         lines.append(
             f"| {row['task']} | {row['dataset']} | {row['metric']} | {_number(row['ours'], row['std'])} "
-            f"| {paper} | {delta} |"
+            f"| {scored.replace('|', '/')} | {paper} | {delta} |"
         )
     lines += ["", "## Runs", "", "| task | dataset | status | detail |", "|---|---|---|---|"]
     for run in report["runs"]:

@@ -37,7 +37,8 @@ HEADLINE = {
 VARIANT_KEYS = (
     "prompts_hash", "max_items", "seed", "split_ratios", "fractions", "seeds", "merge_captions", "protocol", "head",
 )  # fmt: skip
-CSV_FIELDS = ["identity", "task", "model", "dataset", "split", "n", "found", "majority_rate", "overlap", "variant"]
+CSV_FIELDS = ["identity", "task", "model", "dataset", "split", "n", "found", "majority_rate", "overlap", "leakage"]
+CSV_FIELDS += ["variant"]
 CSV_FIELDS += ["metric", "value", "std"]
 
 
@@ -58,6 +59,16 @@ def variant(result: dict) -> str:
             text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
             parts.append(f"{key.replace('_hash', '')} {text}")
     return ", ".join(parts)
+
+
+def leakage_status(result: dict) -> str:
+    """``leakage checked 253/253 (catalog 1a2b3c4d5e6f)``, ``leakage checked 0/253``, or ``leakage not checked``."""
+    leakage = result.get("leakage")
+    if not leakage:
+        return "leakage not checked"
+    total = leakage["checked"] + leakage.get("unchecked", 0)
+    digest = leakage.get("catalog_digest")
+    return f"leakage checked {leakage['checked']}/{total}" + (f" (catalog {digest})" if digest else "")
 
 
 def latest_per_identity(results: list[dict]) -> tuple[list[dict], dict[str, int]]:
@@ -86,6 +97,7 @@ def metric_rows(result: dict) -> list[dict]:
         "majority_rate": counts.get("majority_rate"),
         "overlap": (result.get("leakage") or {}).get("overlap"),
         "variant": variant(result),
+        "leakage": leakage_status(result),
     }
     metrics = result["metrics"]
     if result["task"] == "linear_probe":
@@ -127,6 +139,7 @@ def markdown_table(rows: list[dict], runs: dict[str, int] | None = None) -> str:
             settings = row["variant"] + (f" ({runs[identity]} runs, newest shown)" if runs.get(identity, 1) > 1 else "")
             if row["overlap"]:
                 settings = f"**LEAKAGE: {row['overlap']} training images** " + settings
+            settings = f"{settings}; {row['leakage']}" if settings else row["leakage"]
             cells = [entry["values"].get(m, "") for m in metrics]
             lines.append(f"| {model} | {dataset} | {split} | {_scored(row)} | {settings} | " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))

@@ -1,9 +1,11 @@
 """Evaluation results: one JSON file per result identity, holding metrics, counts and the resolved settings.
 
 A result's ``identity`` is a hash of everything that changes its numbers: task, model, dataset spec, split and
-every setting except those that only change speed or where output goes (:data:`NEUTRAL_SETTINGS`). So runs that
-differ in prompts, max-items, seed, label fractions or split ratios get their own file and their own report row;
-a rerun with the same settings replaces its file.
+every setting except those that only change speed or where output goes (:data:`NEUTRAL_SETTINGS`), and the
+digest of the training catalog the scored images were checked against (none: unchecked). So runs that differ in
+prompts, max-items, seed, label fractions, split ratios or leakage check get their own file and their own report
+row: a rerun without ``--train-catalog`` never replaces the result that carries the leakage flag; a rerun with the
+same settings and catalog replaces its file.
 """
 
 from __future__ import annotations
@@ -45,10 +47,14 @@ def prompts_hash(classnames: list[str] | tuple[str, ...], templates: list[str] |
     return hashlib.sha256(json.dumps([list(classnames), list(templates)]).encode()).hexdigest()[:12]
 
 
-def result_identity(task: str, model: str, dataset: str, split: str, settings: dict) -> str:
-    """The hash of what changes a result's numbers (see the module docstring)."""
+def result_identity(
+    task: str, model: str, dataset: str, split: str, settings: dict, leakage: dict | None = None
+) -> str:
+    """The hash of what changes a result's numbers or what they can be trusted for (see the module docstring)."""
     numeric = {k: v for k, v in settings.items() if k not in NEUTRAL_SETTINGS}
-    payload = json.dumps([task, model, dataset, split, numeric], sort_keys=True, default=str)
+    checked_against = (leakage or {}).get("catalog_digest", "unchecked")
+    parts = [task, model, dataset, split, numeric] + ([checked_against] if checked_against != "unchecked" else [])
+    payload = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -73,7 +79,7 @@ def make_result(
         "model": model,
         "dataset": dataset,
         "split": split,
-        "identity": result_identity(task, model, dataset, split, settings),
+        "identity": result_identity(task, model, dataset, split, settings, leakage),
         "metrics": metrics,
         "settings": settings,
         "biomedclip_version": __version__,

@@ -21,6 +21,7 @@ from biomedclip.evaluate.datasets import (
 )
 from biomedclip.evaluate.embeddings import EmbeddingCache, embed_images, embed_texts, transform_fingerprint
 from biomedclip.evaluate.linear_probe import LinearProbeConfig, linear_probe
+from biomedclip.evaluate.metrics import one_class_warning
 from biomedclip.evaluate.models import EvalModel
 from biomedclip.evaluate.prompts import DEFAULT_TEMPLATES, PAPER_PROMPTS, PromptSet
 from biomedclip.evaluate.results import make_result, prompts_hash
@@ -130,6 +131,9 @@ def run_zeroshot(
         model.model, model.tokenizer, prompt_set.classnames, prompt_set.templates, device=settings.device
     )
     metrics = evaluate_zeroshot(image_embeddings(model, data, settings), data.labels, classifier, prompt_set.classnames)
+    collapsed = one_class_warning(metrics["confusion_matrix"], prompt_set.classnames)
+    if collapsed:
+        metrics["warnings"] = [*metrics.get("warnings", []), collapsed]
     resolved = asdict(settings) | {
         "classnames": list(prompt_set.classnames),
         "templates": list(prompt_set.templates),
@@ -170,6 +174,9 @@ def run_linear_probe(
         config=config,
     )
     metrics = {"summary": result["summary"], "runs": result["runs"], "classnames": list(train.classnames)}
+    metrics["seeds_at_chance"] = result["seeds_at_chance"]
+    if result["warnings"]:
+        metrics["warnings"] = result["warnings"]
     resolved = asdict(settings) | {
         "linear_probe": result["config"],
         "validation": "val split"
@@ -204,7 +211,7 @@ def run_retrieval(
     data = load_dataset(dataset, split)
     if not isinstance(data, ImageTextPairs):
         raise DatasetError(f"{dataset} is not an image-caption dataset (use corpus shards for retrieval)")
-    found = len(data)
+    found = data.found or len(data)
     data = _limit(long_captions(data, config.min_tokens), settings)
     texts, text_index = group_captions(data.captions, merge=config.merge_captions)
     text_embeddings = embed_texts(model.model, model.tokenizer, texts, device=settings.device)

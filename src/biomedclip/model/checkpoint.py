@@ -122,9 +122,10 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path, bin_copy: 
     (+ ``open_clip_pytorch_model.bin`` when ``bin_copy``), the tokenizer files, the text tower's transformers
     config (``text/config.json``) and, for image trunks with extra timm arguments, timm's ``vision/config.json``.
 
-    biomedclip loads it from anywhere (``local-dir:PATH``); open_clip 3.x loads it offline with no hub cache as
-    ``local-dir:.`` from inside the folder (it resolves the ``./text`` and ``local-dir:./vision`` names of
-    ``model_cfg`` against the working directory). No absolute path is written.
+    biomedclip loads it from anywhere (``local-dir:PATH``), also after the folder moved. open_clip 3.x loads it
+    offline with no hub cache as ``local-dir:PATH`` from any working directory: it resolves the tower names of
+    ``model_cfg`` against the working directory, so those name the bundle's own ``text/`` and ``vision/`` by
+    absolute path (the only machine paths written; see :func:`moved_bundle_paths` for a bundle that moved).
     """
     from safetensors.torch import save_file
 
@@ -152,15 +153,17 @@ def _is_local_path(name: str) -> bool:
 
 
 def _with_bundled_towers(raw: dict, model: nn.Module, out: Path) -> dict:
-    """Point open_clip's ``model_cfg`` at tower configs written inside ``out``; the names biomedclip builds from
-    go to the ``biomedclip`` section (open_clip ignores it). Local folder names (e.g. a PubMedBERT folder the
-    run started from) are not kept: the bundle must not depend on the machine it was written on."""
+    """Point open_clip's ``model_cfg`` at tower configs written inside ``out``, by absolute path (open_clip and
+    timm resolve relative names against the working directory); the names biomedclip builds from go to the
+    ``biomedclip`` section (open_clip ignores it) and name no machine path: local folder names (e.g. a PubMedBERT
+    folder the run started from) are not kept, so biomedclip loads the bundle wherever it is copied."""
     extras = raw.setdefault("biomedclip", {})
+    root = out.resolve()
     vision, text = raw["model_cfg"]["vision_cfg"], raw["model_cfg"]["text_cfg"]
     model.text.transformer.config.save_pretrained(out / TEXT_CONFIG_DIR)
     bundled_text = f"./{TEXT_CONFIG_DIR}"
     extras["hf_model_name"] = bundled_text if _is_local_path(text["hf_model_name"]) else text["hf_model_name"]
-    text["hf_model_name"] = bundled_text
+    text["hf_model_name"] = str(root / TEXT_CONFIG_DIR)
     if _is_local_path(text["hf_tokenizer_name"]):
         text["hf_tokenizer_name"] = "./"
     if extras.get("timm_model_kwargs"):
@@ -172,8 +175,26 @@ def _with_bundled_towers(raw: dict, model: nn.Module, out: Path) -> dict:
         }
         (out / VISION_CONFIG_DIR / "config.json").write_text(json.dumps(timm_config, indent=2) + "\n", encoding="utf-8")
         extras["timm_model_name"] = vision["timm_model_name"]
-        vision["timm_model_name"] = f"local-dir:./{VISION_CONFIG_DIR}"
+        vision["timm_model_name"] = f"local-dir:{root / VISION_CONFIG_DIR}"
     return raw
+
+
+def moved_bundle_paths(folder: str | Path) -> list[str]:
+    """The tower config paths in ``folder``'s ``model_cfg`` that open_clip cannot follow because the bundle was
+    moved or copied after it was written (they name another folder's ``text/`` or ``vision/``); empty when
+    open_clip loads it as is. biomedclip itself does not read these names."""
+    root = Path(folder).resolve()
+    try:
+        model_cfg = json.loads((root / CONFIG_NAME).read_text(encoding="utf-8"))["model_cfg"]
+        names = [model_cfg["text_cfg"].get("hf_model_name", ""), model_cfg["vision_cfg"].get("timm_model_name", "")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    stale = []
+    for name in names:
+        path = Path(str(name).removeprefix("local-dir:"))
+        if path.is_absolute() and path.name in (TEXT_CONFIG_DIR, VISION_CONFIG_DIR) and path.parent != root:
+            stale.append(str(path))
+    return stale
 
 
 def text_config_dict(model: nn.Module) -> dict:

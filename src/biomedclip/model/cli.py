@@ -134,24 +134,35 @@ def extend_context_command(model: str, context_length: int, method: str, out: Pa
 
 @model.command("export")
 @model_option(required=True, show_default=False, help=MODEL_HELP)
-@click.option("--format", "fmt", type=click.Choice(["open_clip", "onnx"]), required=True, help="Export format.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["open_clip", "onnx", "transformers"]), required=True, help="Export format."
+)
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 def export_command(model: str, fmt: str, out: Path) -> None:
-    """Export a model as a self-contained open_clip folder or as ONNX image and text encoders.
+    """Export a model as a self-contained open_clip folder, as ONNX image and text encoders, or as transformers
+    models (``vision/``: ViTModel + image processor, ``text/``: ELECTRA classes holding the BERT tower + tokenizer).
 
     The open_clip folder carries the text tower's config and tokenizer (and timm's config for small image
-    trunks): open_clip 3.x loads it offline from inside the folder, as ``local-dir:.``.
+    trunks): open_clip 3.x loads it offline from any working directory, as ``local-dir:OUT``. Exporting a
+    moved bundle onto itself (``-m local-dir:DIR -o DIR``) makes open_clip follow it again.
     """
     from biomedclip.model.export import export_onnx, export_open_clip
+    from biomedclip.model.export_transformers import export_transformers
     from biomedclip.model.factory import create_model, get_tokenizer
 
     start = time.perf_counter()
     with loading_model(model):
         net = create_model(model)
         tokenizer = get_tokenizer(model)
-    (export_open_clip if fmt == "open_clip" else export_onnx)(net, tokenizer, out)
+    {"open_clip": export_open_clip, "onnx": export_onnx, "transformers": export_transformers}[fmt](net, tokenizer, out)
     files = sorted(p.name for p in out.iterdir())
     click.echo(f"exported {model} as {fmt} in {time.perf_counter() - start:.1f} s -> {out}: {', '.join(files)}")
     if fmt == "open_clip":
-        code = "import open_clip; open_clip.create_model_and_transforms('local-dir:.')"
-        click.echo(f'open_clip (offline): cd {out} && python -c "{code}"')
+        code = f"import open_clip; open_clip.create_model_and_transforms('local-dir:{out.resolve()}')"
+        click.echo(f'open_clip (offline, from any folder): python -c "{code}"')
+    elif fmt == "transformers":
+        click.echo(
+            f"transformers (offline): AutoModel.from_pretrained('{out / 'vision'}') -> pooler_output = image "
+            f"embedding; AutoModelForSequenceClassification.from_pretrained('{out / 'text'}') -> logits = text "
+            "embedding"
+        )

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import re
 import socket
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from biomedclip.errors import InputError
-from biomedclip.model.checkpoint import CONFIG_NAME, WEIGHT_NAMES, find_weights
+from biomedclip.model.checkpoint import CONFIG_NAME, WEIGHT_NAMES, find_weights, moved_bundle_paths
 from biomedclip.model.config import (
     RELEASED_CHECKPOINT,
     ModelConfig,
@@ -50,6 +51,10 @@ def list_pretrained() -> list[str]:
 
 class UntrainedModelWarning(UserWarning):
     """A registry architecture (random weights) was loaded for inference."""
+
+
+class MovedBundleWarning(UserWarning):
+    """A bundle's open_clip config names tower configs of the folder it was written to, not of where it is now."""
 
 
 @dataclass
@@ -101,6 +106,15 @@ def _from_folder(folder: Path) -> Resolved:
     if weights is None:
         raise FileNotFoundError(f"{folder} has no weights (looked for {', '.join(WEIGHT_NAMES)})")
     tokenizer_dir = folder if has_tokenizer_files(folder) else None
+    stale = moved_bundle_paths(folder)
+    if stale:
+        warnings.warn(
+            f"{folder} was moved after it was written: open_clip would look for its tower configs in "
+            f"{', '.join(stale)}; biomedclip loads it as is. For open_clip, rewrite it in place: "
+            f"`biomedclip model export -m local-dir:{folder} --format open_clip -o {folder}`",
+            MovedBundleWarning,
+            stacklevel=3,
+        )
     return Resolved(load_config_file(config_path), weights, tokenizer_dir, f"{LOCAL_DIR_PREFIX}{folder}")
 
 

@@ -13,6 +13,8 @@ from biomedclip.errors import InputError
 
 def format_record(record: dict[str, Any]) -> str:
     """One console line for a metrics record."""
+    if record.get("kind") == "warning":
+        return f"warning: {record['message']}"
     if record.get("kind") == "eval":
         values = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float | int) and k != "step")
         return f"eval step {record['step']}: {values}"
@@ -39,10 +41,16 @@ def summary_lines(result: Any, config: Any) -> list[str]:
         lines.append(f"last train step {last['step']}: loss {last['loss']:.4f}, logit scale {last['logit_scale']:.2f}")
     if result.last_eval:
         lines.append(format_record(result.last_eval).replace("eval step", "last eval step", 1))
+    warnings = getattr(result, "warnings", [])
+    lines += [f"warning: {message}" for message in warnings]
+    if not warnings:
+        lines.append("health: no collapse (loss at ln(batch), one predicted class) or divergence seen")
     lines.append(f"run folder: {result.output_dir} (config.yaml, metrics.jsonl, checkpoints/)")
     lines.append(f"model: {final} (open_clip layout; load it as local-dir:{final})")
     dataset = config.eval.zeroshot[0] if config.eval.zeroshot else "imagefolder:LABELLED_FOLDER"
     extra = f" --class-names {config.eval.class_names}" if config.eval.class_names else ""
+    corpus = getattr(result, "corpus", None)
+    extra += f" --train-catalog {corpus}" if corpus else ""
     lines.append(
         f"next: biomedclip eval zeroshot --model local-dir:{final} --dataset {dataset} "
         f"--prompts-from-run {result.output_dir}{extra} --out {result.output_dir / 'eval'}"
@@ -69,9 +77,11 @@ def train(ctx: click.Context, config_path: str | None, print_config: bool, **opt
     """Train BiomedCLIP contrastively on WebDataset shards.
 
     Any config key can be overridden as --section.key VALUE (e.g. --optim.lr 1e-5 --eval.zeroshot imagefolder:DIR).
+    Precedence: defaults < a preset named in the YAML < the YAML < --preset < --key VALUE; --print-config shows
+    where each value came from.
     Run under torchrun for several GPUs or nodes: torchrun --nproc-per-node G -m biomedclip.train --config FILE.
     """
-    from biomedclip.train.config import ConfigError, load_config, parse_overrides
+    from biomedclip.train.config import ConfigError, load_config_with_history, parse_overrides
 
     aliases = {
         "model": "model.name",
@@ -85,16 +95,16 @@ def train(ctx: click.Context, config_path: str | None, print_config: bool, **opt
         overrides.update({key: options[name] for name, key in aliases.items() if options[name] is not None})
         if options["shards"]:
             overrides["data.train"] = "::".join(options["shards"])
-        config = load_config(config_path, overrides)
+        config, history = load_config_with_history(config_path, overrides)
     except ConfigError as exc:
         raise InputError(str(exc)) from exc
+    from biomedclip.train.config import PRECEDENCE, annotated_yaml, preset_conflicts
+
     if print_config:
-        import yaml
-
-        from biomedclip.train.config import config_to_dict
-
-        click.echo(yaml.safe_dump(config_to_dict(config), sort_keys=False), nl=False)
+        click.echo(annotated_yaml(config, history), nl=False)
         return
+    for line in preset_conflicts(history):
+        click.echo(f"config: {line} ({PRECEDENCE})")
     if not config.data.train:
         raise InputError("set the training shards: -s SPEC (or data.train in the YAML)")
     from biomedclip.train.loop import train as run_training

@@ -126,7 +126,8 @@ def _retrieval(model, urls, transform, tokenizer, config: TrainConfig) -> dict[s
 
 @torch.no_grad()
 def zeroshot_metrics(model: torch.nn.Module, task: ZeroShotTask, transform: Callable, tokenizer: Callable) -> dict:
-    """Zero-shot accuracy, balanced accuracy and AUROC (two classes) of one task, with the number of images."""
+    """Zero-shot accuracy, balanced accuracy and AUROC (two classes) of one task, with the number of images, of
+    classes and of classes predicted for at least one image."""
     from biomedclip.evaluate.zeroshot import evaluate_zeroshot
     from biomedclip.model.inference import build_zeroshot_classifier, embed_images
 
@@ -134,7 +135,12 @@ def zeroshot_metrics(model: torch.nn.Module, task: ZeroShotTask, transform: Call
     images = embed_images(model, task.dataset, transform)
     result = evaluate_zeroshot(images, task.dataset.labels, classifier, task.classnames)
     metrics = {f"zeroshot_{task.name}_{k}": result[k] for k in ("accuracy", "balanced_accuracy", "auroc")}
-    return metrics | {f"zeroshot_{task.name}_n": len(task.dataset)}
+    predicted = sum(1 for column in zip(*result["confusion_matrix"], strict=True) if sum(column))
+    return metrics | {
+        f"zeroshot_{task.name}_n": len(task.dataset),
+        f"zeroshot_{task.name}_classes": len(task.classnames),
+        f"zeroshot_{task.name}_predicted_classes": predicted,  # 1: every image got the same class (collapse)
+    }
 
 
 def build_evaluator(
@@ -159,3 +165,43 @@ def build_evaluator(
         return metrics
 
     return evaluate
+
+
+def training_corpus(train_spec: str) -> Path | None:
+    """The ``corpus build`` OUT folder the training shards come from (``OUT/shards/train-*.tar`` with a catalog
+    in ``OUT``), or ``None`` for shards without one (remote, or written by other tools)."""
+    from biomedclip.evaluate.leakage import catalog_path
+    from biomedclip.shards import is_url
+
+    try:
+        urls = expand_shards(train_spec)
+    except (ValueError, OSError):
+        return None
+    if not urls or is_url(urls[0]):
+        return None
+    corpus = Path(urls[0]).resolve().parent.parent
+    try:
+        catalog_path(corpus)
+    except InputError:
+        return None
+    return corpus
+
+
+def zeroshot_leakage(tasks: list[ZeroShotTask], corpus: Path) -> list[str]:
+    """One warning per in-training zero-shot dataset whose scored images include training images of ``corpus``."""
+    from biomedclip.evaluate.leakage import check_overlap
+
+    warnings = []
+    for task in tasks:
+        leak = check_overlap(task.dataset, corpus)
+        if leak["overlap"]:
+            warnings.append(
+                f"zero-shot on {task.name} scores {leak['overlap']} of {leak['checked']} images that are training "
+                f"images of {corpus} (same SHA-256): its in-training numbers overstate the model"
+            )
+        elif leak["unchecked"]:
+            warnings.append(
+                f"zero-shot on {task.name}: {leak['unchecked']} scored images could not be compared with the training "
+                f"images of {corpus} ({leak['unchecked_reason']})"
+            )
+    return warnings

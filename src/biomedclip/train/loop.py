@@ -50,8 +50,9 @@ from biomedclip.train.data import (
     make_train_loader,
 )
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
-from biomedclip.train.evaluation import build_evaluator, zeroshot_tasks
+from biomedclip.train.evaluation import build_evaluator, training_corpus, zeroshot_leakage, zeroshot_tasks
 from biomedclip.train.finite import NonFiniteGuard, check_finite_weights, gradient_norm
+from biomedclip.train.health import HealthMonitor
 from biomedclip.train.init import resolve_image_weights, resolve_text_folder
 from biomedclip.train.loss import ClipLoss, caption_ids
 from biomedclip.train.metrics import MetricsWriter
@@ -74,6 +75,8 @@ class TrainResult:
     seconds: float = 0.0  # wall time of this invocation
     workers: int = 0  # DataLoader workers per rank actually used
     notes: list[str] = field(default_factory=list)  # adjustments made to the config (e.g. fewer workers)
+    warnings: list[str] = field(default_factory=list)  # collapse, divergence or leakage seen (see :mod:`.health`)
+    corpus: Path | None = None  # the corpus build OUT folder of the training shards, when they have one
 
 
 def unpack_features(output: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -266,10 +269,24 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
     max_log_scale = math.log(config.loss.max_logit_scale)
     autocast = autocast_context(device, config.run.precision)
 
+    health = HealthMonitor(global_batch)
+    corpus = training_corpus(config.data.train)
+    if tasks and corpus is not None:
+        for message in zeroshot_leakage(tasks, corpus):
+            health.warnings.append(message)
+            log_warning = {"kind": "warning", "step": start_step, "message": message}
+            if writer is not None:
+                writer.write(log_warning)
+                on_log(log_warning)
+
     def log(record: dict[str, Any]) -> None:
         if writer is not None:
             writer.write(record)
             on_log(record)
+            for message in health.observe(record):
+                warning = {"kind": "warning", "step": record["step"], "message": message}
+                writer.write(warning)
+                on_log(warning)
 
     step = start_step
     loss_sum = torch.zeros((), device=device)
@@ -368,6 +385,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         seconds=time.perf_counter() - started,
         workers=workers,
         notes=notes,
+        warnings=health.warnings,
+        corpus=corpus,
     )
 
 

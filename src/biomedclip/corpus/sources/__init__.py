@@ -17,6 +17,7 @@ A spec that names nothing readable raises ``SourceError``, an ``InputError`` (ex
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from biomedclip.corpus.records import Article, Source
@@ -89,6 +90,7 @@ def open_source(
     signed: bool = False,
     caption_template: str = DEFAULT_CAPTION_TEMPLATE,
     imagefolder_split: HashSplit | None = None,
+    class_names: Mapping[str, str] | None = None,
     limits: SourceLimits | None = None,
     s3_listing: str = "auto",
     defer_packages: bool = False,
@@ -96,7 +98,8 @@ def open_source(
     """The source a spec names (see the module docstring); raises ``SourceError`` when it names nothing.
 
     ``imagefolder_split`` sets the train/val/test ratios of labelled folders without split folders (default
-    70/10/20, the same as ``eval``'s); a folder in neither labelled layout raises ``InputError``.
+    70/10/20, the same as ``eval``'s) and ``class_names`` their class folder -> caption text map; a folder in
+    neither labelled layout raises ``InputError``.
     ``defer_packages``: package files in a folder are read where their article is processed (``build``'s
     workers), not while listing.
     """
@@ -116,7 +119,7 @@ def open_source(
         path = Path(spec.removeprefix("imagefolder:"))
         if not path.is_dir():
             raise SourceError(f"image folder not found: {path}")
-        return ImageFolderSource(path, caption_template, selection, imagefolder_split or HashSplit())
+        return ImageFolderSource(path, caption_template, selection, imagefolder_split or HashSplit(), class_names)
     path = Path(spec)
     if path.is_dir():
         return FolderSource(path, selection, limits, defer_packages)

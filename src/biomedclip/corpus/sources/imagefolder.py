@@ -7,27 +7,25 @@ same ratios no image scored as ``test`` was written to the training shards. Each
 figure record (the corpus keeps it instead of the article split) and is its own article, with
 ``pmcid`` = ``<split>/<class>/<file stem>``: a change of ratios is a new article, never a stale cached split.
 
-The caption is ``caption_template`` formatted with ``label`` = the class folder name with ``_`` and ``-`` read
-as spaces (``pleural_effusion`` -> ``a chest X-ray showing pleural effusion``).
+The caption is ``caption_template`` formatted with ``label`` = the class text: ``class_names``' text for the folder
+(``notumor: no tumor``, the ``--class-names`` YAML that ``train`` and ``eval`` take too), else the folder name with
+``_`` and ``-`` read as spaces (``pleural_effusion`` -> ``a chest X-ray showing pleural effusion``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
 
+from biomedclip.classnames import class_texts
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord
 from biomedclip.corpus.sources.folder import open_in_folder
 from biomedclip.corpus.sources.selection import Selection
 from biomedclip.labelled_folders import HashSplit, LabelledFolder, read_labelled_folder
 
 DEFAULT_CAPTION_TEMPLATE = "{label}"
-
-
-def class_label(folder_name: str) -> str:
-    return " ".join(folder_name.replace("_", " ").replace("-", " ").split())
 
 
 @dataclass
@@ -38,10 +36,17 @@ class ImageFolderSource:
     caption_template: str = DEFAULT_CAPTION_TEMPLATE
     selection: Selection = field(default_factory=Selection)
     split: HashSplit = field(default_factory=HashSplit)
+    class_names: Mapping[str, str] | None = None  # class folder -> class text (captions)
     folder: LabelledFolder = field(init=False, repr=False)
+    labels: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.folder = read_labelled_folder(self.path, self.split)  # a bad layout fails here, before any work
+        self.labels = dict(zip(self.folder.classes, class_texts(self.folder.classes, self.class_names), strict=True))
+
+    def describe(self) -> str:
+        """What the folder holds and how it was split, with counts (printed by ``corpus build``)."""
+        return f"{self.name}: {self.folder.describe()}"
 
     @property
     def name(self) -> str:
@@ -59,7 +64,7 @@ class ImageFolderSource:
             pmcid = PurePosixPath(image.split, *parts).with_suffix("").as_posix()
             if not self.selection.wants_pmcid(pmcid):
                 continue
-            label = class_label(image.folder)
+            label = self.labels[image.folder]
             figure = FigureRecord(
                 pmcid=pmcid,
                 fig_id=image.path.stem,

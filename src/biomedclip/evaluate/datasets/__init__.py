@@ -14,9 +14,10 @@ A bare path is detected: ``.npz`` -> npz, ``.csv`` -> csv, a folder holding ``*-
 (brace range, glob) -> shards, the VQA-RAD JSON -> vqa_rad, SLAKE's ``train.json`` -> slake, PCam h5 -> pcam,
 any other folder -> imagefolder.
 
-Splits: ``train``, ``val``, ``test``, and ``all`` (every image) for every labelled adapter but PCam. Datasets without an
-official split (labelled folders without split folders, CSVs without a split column, LC25000) use the shared
-hash rule whose ratios ``hash_split`` sets; LC25000's zero-shot default is ``all``, as in the paper.
+Splits: ``train``, ``val``, ``test``, and ``all`` (every image) for every adapter but the VQA ones (trained on
+train); shards read each sample's split from its record. Datasets without an official split (labelled folders
+without split folders, CSVs without a split column, LC25000) use the shared hash rule whose ratios ``hash_split``
+sets; LC25000's zero-shot default is ``all``, as in the paper.
 """
 
 from __future__ import annotations

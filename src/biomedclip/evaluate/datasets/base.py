@@ -98,6 +98,8 @@ class ImageTextPairs:
     keys: list[str]
     loader: Callable[[int], Image.Image]
     source: str = ""
+    found: int | None = None  # samples read before the split was chosen, when known
+    rule: str = ""  # how the split was chosen: "split test read from the records: 98 of 448 samples"
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -118,6 +120,8 @@ class ImageTextPairs:
             [self.keys[i] for i in indices],
             lambda i, base=self.loader, idx=indices: base(idx[i]),
             self.source,
+            self.found,
+            self.rule,
         )
 
 

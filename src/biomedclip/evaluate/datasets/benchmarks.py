@@ -48,33 +48,40 @@ RSNA_PAPER = {"train": 18_678, "val": 4_003, "public_patients": 26_684}
 
 
 def pcam(root: str | Path, split: str = "test", hash_split: HashSplit = DEFAULT_HASH_SPLIT) -> LabeledImages:
-    """PatchCamelyon from its h5 files; images are read lazily from the h5 file (opened once per process)."""
+    """PatchCamelyon from its h5 files (``all``: the three official splits in train, val, test order); images
+    are read lazily from the h5 files (each opened once per process)."""
     import h5py
 
     root = Path(root)
-    stem = f"camelyonpatch_level_2_split_{PCAM_SPLITS[check_split(split)]}"
-    x_path, y_path = root / f"{stem}_x.h5", root / f"{stem}_y.h5"
-    if not x_path.is_file() or not y_path.is_file():
-        raise DatasetError(f"PCam: expected {x_path.name} and {y_path.name} in {root}")
-    with h5py.File(y_path, "r") as handle:
-        labels = np.asarray(handle["y"]).reshape(-1).astype(np.int64)
+    wanted = list(PCAM_SPLITS) if check_split(split, allow_all=True) == "all" else [split]
+    parts: list[tuple[str, Path, np.ndarray]] = []  # split, x file, labels
     found = 0
-    for name in PCAM_SPLITS.values():
-        other = root / f"camelyonpatch_level_2_split_{name}_y.h5"
-        if other.is_file():
-            with h5py.File(other, "r") as handle:
-                found += int(handle["y"].shape[0])
-    handles: dict[str, h5py.File] = {}
+    for name, file_part in PCAM_SPLITS.items():
+        stem = f"camelyonpatch_level_2_split_{file_part}"
+        x_path, y_path = root / f"{stem}_x.h5", root / f"{stem}_y.h5"
+        present = x_path.is_file() and y_path.is_file()
+        if name in wanted and not present:
+            raise DatasetError(f"PCam: expected {x_path.name} and {y_path.name} in {root}")
+        if present:
+            with h5py.File(y_path, "r") as handle:
+                labels = np.asarray(handle["y"]).reshape(-1).astype(np.int64)
+            found += labels.size
+            if name in wanted:
+                parts.append((name, x_path, labels))
+    handles: dict[Path, h5py.File] = {}
+    where = [(path, i) for _, path, labels in parts for i in range(labels.size)]
 
     def load(i: int) -> Image.Image:
-        if "x" not in handles:
-            handles["x"] = h5py.File(x_path, "r")
-        return Image.fromarray(np.asarray(handles["x"]["x"][i])).convert("RGB")
+        path, row = where[i]
+        if path not in handles:
+            handles[path] = h5py.File(path, "r")
+        return Image.fromarray(np.asarray(handles[path]["x"][row])).convert("RGB")
 
-    keys = [f"{split}/{i}" for i in range(labels.size)]
-    source = fingerprint(x_path.resolve(), x_path.stat().st_size, y_path.stat().st_size)
+    keys = [f"{name}/{i}" for name, _, labels in parts for i in range(labels.size)]
+    source = fingerprint(*(f"{path.resolve()}:{path.stat().st_size}" for _, path, _ in parts))
     classnames = PAPER_PROMPTS["pcam"].classnames
-    rule = f"official split {split}"
+    rule = "all official splits" if split == "all" else f"official split {split}"
+    labels = np.concatenate([labels for *_, labels in parts])
     return LabeledImages("pcam", split, classnames, labels, keys, load, source, "pcam", found, rule)
 
 

@@ -35,7 +35,8 @@ def labeled_from_files(
 ) -> LabeledImages:
     """Build :class:`LabeledImages` from ``(file, label)`` pairs (labels must be in ``classnames``)."""
     if not items:
-        raise DatasetError(f"{name}: no images for split {split!r} under {source}")
+        how = f" ({rule}, of {found} images)" if rule and found else ""
+        raise DatasetError(f"{name}: no images for split {split!r} under {source}{how}")
     index = {c: i for i, c in enumerate(classnames)}
     unknown = sorted({label for _, label in items} - set(index))
     if unknown:

@@ -7,6 +7,24 @@ const FILTERS = [["year-min", "year_min"], ["year-max", "year_max"], ["journal",
   ["license", "license"], ["split", "split"]];
 const state = { image: null, imageUrl: null, opener: null, searched: false };
 
+// Scores that all but coincide mean the model does not tell these figures apart (an untrained or collapsed
+// model): say so instead of letting 1.000 and 0.999 read as two near-perfect matches.
+const FLAT_SCORE_SPREAD = 0.01;
+function flatScoresNote(results) {
+  if (results.length < 2) return "";
+  const scores = results.map((hit) => hit.score);
+  const spread = Math.max(...scores) - Math.min(...scores);
+  return spread < FLAT_SCORE_SPREAD
+    ? ` · similarities differ by less than ${FLAT_SCORE_SPREAD}: this model barely tells these figures apart`
+    : "";
+}
+
+// Images far smaller than where they are shown (28 px scans) are scaled up with sharp pixels, not blurred.
+function markPixelated(img) {
+  const mark = () => img.classList.toggle("pixelated", img.naturalWidth > 0 && img.naturalWidth < 128);
+  if (img.complete) mark(); else img.addEventListener("load", mark, { once: true });
+}
+
 function showMessage(id, text, isError = false) {
   const el = $(id);
   el.textContent = text;
@@ -58,6 +76,7 @@ function figureCard(hit) {
   open.setAttribute("aria-label", `View ${figureTitle(hit)}${hit.journal ? `, ${hit.journal}` : ""} in full`);
   const img = document.createElement("img");
   img.src = hit.image_url;
+  markPixelated(img);
   img.alt = "";
   img.loading = "lazy";
   open.append(img);
@@ -120,7 +139,7 @@ async function runSearch() {
     const filters = describeFilters(values);
     const where = filters ? ` (filters: ${filters})` : "";
     showMessage("search-message", data.results.length
-      ? `${data.results.length} figures ${subject}${where}`
+      ? `${data.results.length} figures ${subject}${where}${flatScoresNote(data.results)}`
       : `No figures ${subject}${where}.${filters ? " Try fewer filters." : ""}`);
   } catch (error) {
     $("results").replaceChildren();
@@ -192,6 +211,7 @@ function fact(list, term, value) {
 function openViewer(hit, opener) {
   const viewer = $("viewer");
   $("viewer-image").src = hit.image_url;
+  markPixelated($("viewer-image"));
   $("viewer-image").alt = `${figureTitle(hit)}: ${(hit.caption || "").slice(0, 200)}`;
   $("viewer-title").textContent = figureTitle(hit);
   $("viewer-caption").textContent = hit.caption || "(no caption)";
