@@ -332,9 +332,9 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def _catalog_table(folder: Path) -> pa.Table:
+def _catalog_table(folder: Path, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
     tables = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
-    table = pa.concat_tables(tables) if tables else CATALOG_SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     return table.sort_by([("key", "ascending")])
 
 
@@ -348,7 +348,8 @@ def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkSt
     """Stage 5 for one shard: its samples in key order (slices of its split's key-sorted partitions, see
     ``shard_pieces``) and its catalog part; returns the sample count."""
     name, part, pieces = unit
-    table = pa.concat_tables([_catalog_table(stage / "rows" / folder).slice(lo, hi - lo) for folder, lo, hi in pieces])
+    table = pa.concat_tables([_catalog_table(stage / "rows" / folder, store.catalog).slice(lo, hi - lo)
+                              for folder, lo, hi in pieces])  # fmt: skip
     table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array([name] * len(table), pa.string()))
     split = name.rsplit("-", 1)[0]
     tmp = stage / "tmp" / name
@@ -356,7 +357,7 @@ def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkSt
     with ShardWriter(tmp, split, max_samples=len(table) + 1) as writer:
         for row in table.to_pylist():
             jpeg = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
-            writer.write(row["key"], jpeg, row["caption"], shard_record(row))
+            writer.write(row["key"], jpeg, row["caption"], shard_record(row, store.record_fields))
     target = stage / "shards" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     (tmp / f"{split}-000000.tar").replace(target)
@@ -364,9 +365,8 @@ def write_shard(unit: tuple[str, int, list[tuple[str, int, int]]], store: WorkSt
     shutil.rmtree(tmp, ignore_errors=True)
     batch_of = {f"{k}.jpg": b for k, b in zip(table["key"].to_pylist(), table["batch"].to_pylist(), strict=True)}
     _write_index(target, f"shards/{name}", batch_of, stage / store.images / f"index-{part:05d}.parquet")
-    _write_durable(
-        table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
-    )
+    catalog = table.select(store.catalog.names).cast(store.catalog)
+    _write_durable(catalog, stage / "catalog" / f"part-{part:05d}.parquet")
     return len(table)
 
 
@@ -404,19 +404,17 @@ def write_pack(unit: tuple[str, int], store: WorkStore, stage: Path) -> int:
     return len(table)
 
 
-def write_rejected_part(unit: tuple[str, int], stage: Path) -> int:
-    """Stage 5 for one rejected partition: its catalog part in key order."""
+def write_rejected_part(unit: tuple[str, int], stage: Path, schema: pa.Schema = CATALOG_SCHEMA) -> int:
+    """Stage 5 for one rejected partition: its catalog part (columns ``schema``) in key order."""
     name, part = unit
-    table = _catalog_table(stage / "rows" / name)
-    _write_durable(
-        table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
-    )
+    table = _catalog_table(stage / "rows" / name, schema)
+    _write_durable(table.select(schema.names).cast(schema), stage / "catalog" / f"part-{part:05d}.parquet")
     return len(table)
 
 
-def write_single_catalog(parts: list[Path], stage: Path) -> int:
+def write_single_catalog(parts: list[Path], stage: Path, schema: pa.Schema = CATALOG_SCHEMA) -> int:
     """``catalog.parquet``: the catalog parts one after the other, a few thousand rows at a time."""
-    with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
+    with pq.ParquetWriter(stage / "catalog.parquet", schema) as writer:
         for part in parts:
             for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
                 writer.write_batch(rows)
@@ -512,8 +510,11 @@ def duplicates(
     })  # fmt: skip
 
 
-def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable) -> dict:
-    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units."""
+def assemble(
+    stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable, panels: dict | None = None
+) -> dict:
+    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units; ``panels``: the
+    panel corpus's counts for the report (``report.panel_counts``), None without panels."""
     trim_memory()  # what phase 1's listing left
     batches = store.batches()
     held = run(batch_articles, batches, store)
@@ -559,7 +560,8 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     shard_list = list(pieces)
     counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage)
     rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
-    run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
+    run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage,
+        store.catalog)  # fmt: skip
     pack_units = sorted(p.name for p in (stage / "rows").glob("pack-*")) if (stage / "rows").exists() else []
     run(write_pack, [(name, int(name.removeprefix("pack-"))) for name in pack_units], store, stage)
     (stage / store.images).mkdir(parents=True, exist_ok=True)
@@ -570,11 +572,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
     if rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
-        run(write_single_catalog, [parts], stage)
+        run(write_single_catalog, [parts], stage, store.catalog)
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
     return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
-                        split_articles=split_articles, articles=n_articles,
+                        split_articles=split_articles, articles=n_articles, panels=panels,
                         **cluster_counts(dups))  # fmt: skip
 
 

@@ -6,6 +6,9 @@ every accepted figure, at offsets recorded in the rows) and ``<id>.parquet`` (th
 its article names, so a rerun that forms the same batch overwrites it with the same content.
 An article whose result is not ``final`` (a transient failure) keeps its rows, but is not done: the next run
 processes it again and phase 2 prefers the final result.
+A build with panels (``--unit panel|both``) has a second store, the panel corpus's (``OUT/panels/work/...``): a
+batch's panel rows and crops are written there first, then its figure files, so a batch whose figure rows are
+done has its panels too.
 """
 
 from __future__ import annotations
@@ -31,7 +34,14 @@ from biomedclip.corpus.articles import (
 )
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article
-from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow
+from biomedclip.corpus.rows import (
+    ACCEPTED,
+    CATALOG_SCHEMA,
+    PANEL_CATALOG_SCHEMA,
+    FigureRow,
+    work_schema,
+)
+from biomedclip.shards import PANEL_RECORD_FIELDS, SHARD_RECORD_FIELDS
 
 WorkItem = Article | ArticlePayload
 
@@ -61,10 +71,21 @@ class WorkStore:
     release replaced them) is not used: its articles are processed again.
     """
 
-    def __init__(self, out: OutDir, digest: str) -> None:
+    def __init__(
+        self, out: OutDir, digest: str, *, panels: WorkStore | None = None, catalog: pa.Schema = CATALOG_SCHEMA,
+        record_fields: tuple[str, ...] = SHARD_RECORD_FIELDS,
+    ) -> None:  # fmt: skip
         self.out = out
         self.folder = f"work/{digest}/batches"
         self.images = f"work/{digest}/images"
+        self.panels = panels  # the panel corpus's store, written beside this one (None: figures only)
+        self.catalog = catalog  # the catalog's columns of the rows kept here
+        self.record_fields = record_fields  # the fields of each sample's ``<key>.json``
+
+    @classmethod
+    def of_panels(cls, out: OutDir, digest: str) -> WorkStore:
+        """The store of a panel corpus (``PanelRow``s) in ``out``."""
+        return cls(out, digest, catalog=PANEL_CATALOG_SCHEMA, record_fields=PANEL_RECORD_FIELDS)
 
     def path(self, batch: str, suffix: str) -> str:
         return f"{self.folder}/{batch[:2]}/{batch}{suffix}"
@@ -118,7 +139,8 @@ class WorkStore:
                             data_start = tar.offset - -(-len(jpeg) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                             record.update(image_offset=data_start, image_size=len(jpeg))
                         rows.append(record)
-            table = pa.Table.from_pylist([{n: r.get(n) for n in WORK_SCHEMA.names} for r in rows], schema=WORK_SCHEMA)
+            schema = work_schema(self.catalog)
+            table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
             parquet_path = tmp / "rows.parquet"
             pq.write_table(table, parquet_path)
             self.out.put_file(self.path(batch, ".tar"), tar_path)
@@ -145,6 +167,8 @@ def process_batch(
         results.append(crashed_result(item, "the worker died on this article") if name in crashed
                        else process_article(item, config))  # fmt: skip
     batch = batch_id(r.name for r in results)
+    if store.panels is not None:  # first: the figure rows are the batch's done marker
+        store.panels.write(batch, [ArticleResult(r.name, r.panel_rows, r.panel_images, r.final) for r in results])
     store.write(batch, results)
     rows = [row for r in results for row in r.rows]
     return BatchCounts(batch, len(results), len(rows), sum(1 for r in rows if r.status == ACCEPTED))

@@ -103,6 +103,8 @@ def settings_of(roots: dict[str, Any]) -> Iterator[Setting]:
     def walk(value: Any, path: tuple[str, ...]) -> Iterator[Setting]:
         hints = typing.get_type_hints(type(value))
         for field in dataclasses.fields(value):
+            if not field.metadata.get("setting", True):  # set by the program from another setting
+                continue
             child = getattr(value, field.name)
             if dataclasses.is_dataclass(child):
                 yield from walk(child, (*path, field.name))
@@ -139,6 +141,8 @@ def _param(path: tuple[str, ...]) -> str:
 
 
 def _click_type(kind: type) -> Any:
+    if typing.get_origin(kind) is typing.Literal:
+        return click.Choice([str(choice) for choice in typing.get_args(kind)])
     return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(kind, click.STRING)
 
 
@@ -223,6 +227,11 @@ def _coerce(value: Any, setting: Setting, path_text: str) -> Any:
     if value is None and setting.optional:
         return None
     kind = setting.kind
+    if typing.get_origin(kind) is typing.Literal:
+        if value in typing.get_args(kind):
+            return value
+        raise InputError(f"setting {path_text} must be one of {', '.join(map(str, typing.get_args(kind)))}, "
+                         f"not {value!r}")  # fmt: skip
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
