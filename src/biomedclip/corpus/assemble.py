@@ -510,22 +510,35 @@ def duplicates(
     })  # fmt: skip
 
 
-def assemble(
-    stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable, panels: dict | None = None
-) -> dict:
-    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units; ``panels``: the
-    panel corpus's counts for the report (``report.panel_counts``), None without panels."""
-    trim_memory()  # what phase 1's listing left
-    batches = store.batches()
-    held = run(batch_articles, batches, store)
+def _chosen(store: WorkStore, listing: pa.Table, run: Callable) -> tuple[Chosen, pa.Array]:
+    """Stage 1: the chosen article results of ``store``, and their article keys."""
+    held = run(batch_articles, store.batches(), store)
     empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
                       "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
     chosen = choose(listing, pa.concat_tables([empty, *held]))
+    return chosen, pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
+
+
+def split_rule(store: WorkStore, listing: pa.Table, config: SplitConfig, run: Callable) -> SplitRule:
+    """The split rule of the figures of ``store`` (the panel corpus takes its figures' rule: a panel's split is its
+    article's, whatever the articles with panels are)."""
+    return SplitRule(tiny_corpus_moves(_chosen(store, listing, run)[1], config), config)
+
+
+def assemble(
+    stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable, *,
+    rule: SplitRule | None = None, panels: dict | None = None,
+) -> dict:  # fmt: skip
+    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units; ``rule``: the
+    split rule (None: the rule of this store's articles); ``panels``: the panel corpus's counts for the report
+    (``report.panel_counts``), None without panels."""
+    trim_memory()  # what phase 1's listing left
+    batches = store.batches()
+    chosen, articles = _chosen(store, listing, run)
     names_of, rows = chosen.by_batch(), chosen.rows
-    articles = pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
-    rule = SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
+    rule = rule or SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
     units, n_articles = list(names_of.items()), len(articles)
-    del held, chosen, articles
+    del chosen, articles
     trim_memory()
     prints = run(batch_fingerprints, units, store, rule)
     sample = sorted(key for p in prints for key in p.sample)

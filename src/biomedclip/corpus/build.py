@@ -106,6 +106,7 @@ class BuildSummary:
     shards: int
     seconds: float
     figures_per_s: float
+    panels: dict[str, Any] | None = None  # the panel corpus's numbers (``report.panel_counts``), None without
 
 
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
@@ -329,8 +330,9 @@ def build(
             panels = None
             try:
                 if panel_store is not None:
+                    rule = assemble.split_rule(store, listed, config.split, run)
                     panel_stage = _new_stage(panel_out, Path(tmp) / PANELS)
-                    assemble.assemble(panel_stage, panel_store, listed, settings, run)
+                    assemble.assemble(panel_stage, panel_store, listed, settings, run, rule=rule)
                     panels = panel_counts(sorted((panel_stage / "catalog").glob("part-*.parquet")))
                     _seal(panel_stage, panel_out)
                 stage = _new_stage(outdir, Path(tmp) / "figures")
@@ -358,4 +360,5 @@ def build(
         shards=stats["shards"],
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
+        panels=stats.get("panels"),
     )
