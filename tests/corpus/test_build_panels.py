@@ -137,7 +137,11 @@ def test_panel_shards_hold_the_accepted_panels(both: Path) -> None:
         row = accepted[sample["__key__"]]
         record = sample["json"]
         assert sample["txt"] == row["caption"]
-        assert (record["parent"], record["box"], record["panel_label"]) == (row["parent"], row["box"], row["panel_label"])
+        assert (record["parent"], record["box"], record["panel_label"]) == (
+            row["parent"],
+            row["box"],
+            row["panel_label"],
+        )
         assert (sample["jpg"].width, sample["jpg"].height) == (row["width"], row["height"])
         if row["subcaption"]:
             assert row["caption"].endswith(row["subcaption"])
@@ -161,7 +165,9 @@ def test_panel_crops_are_the_parent_pixels(both: Path) -> None:
             expected = parent.crop(box).convert("L")
             assert abs(expected.width - crop.width) <= 1 and abs(expected.height - crop.height) <= 1
             expected = expected.resize(crop.size)
-            diff = sum(abs(a - b) for a, b in zip(expected.getdata(), crop.getdata(), strict=True)) / len(crop.getdata())
+            diff = sum(abs(a - b) for a, b in zip(expected.getdata(), crop.getdata(), strict=True)) / len(
+                crop.getdata()
+            )
             assert diff < 12, (sample.key, diff)  # JPEG re-encoding noise only
             checked += 1
     assert checked
@@ -185,10 +191,14 @@ def test_stats_count_the_panel_catalog(both: Path) -> None:
     assert f"compound figures: {stats['compound_figures']}; panels: {stats['panels']}" in report
 
 
-def test_unit_panel_keeps_single_figures_whole(shared_fixtures: Path, both: Path, in_links: Path, tmp_path: Path) -> None:
+def test_unit_panel_keeps_single_figures_whole(
+    shared_fixtures: Path, both: Path, in_links: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     build(_sources(shared_fixtures), out, BuildConfig(unit="panel"), workers=0)
-    figures = [r for r in _rows(out / "catalog.parquet") if r["status"] == "accepted" or r["reason"].endswith("_duplicate")]
+    figures = [
+        r for r in _rows(out / "catalog.parquet") if r["status"] == "accepted" or r["reason"].endswith("_duplicate")
+    ]
     rows = _rows(out / "panels/catalog.parquet")
     compound = {r["parent"] for r in rows if r["alignment"] in ("label", "order", "shared")}
     whole = {r["parent"]: r for r in rows if r["alignment"] == "figure"}
@@ -196,12 +206,14 @@ def test_unit_panel_keeps_single_figures_whole(shared_fixtures: Path, both: Path
     assert all(r["key"] == r["parent"] + "_p01" and r["panel_label"] is None for r in whole.values())
     panels = {r["key"] for r in rows} - {r["key"] for r in whole.values()}
     assert panels == {r["key"] for r in _rows(both / "panels/catalog.parquet")}
-    assert _digests(out, ("work", "report", "build.lock", "build_config.json", "panels", "stats.json", "report.md")) == {
-        k: v for k, v in _digests(both).items() if k not in ("stats.json", "report.md")
-    }
+    assert _digests(
+        out, ("work", "report", "build.lock", "build_config.json", "panels", "stats.json", "report.md")
+    ) == {k: v for k, v in _digests(both).items() if k not in ("stats.json", "report.md")}
 
 
-def test_a_splitter_failure_keeps_the_figure(shared_fixtures: Path, in_links: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_splitter_failure_keeps_the_figure(
+    shared_fixtures: Path, in_links: Path, tmp_path: Path, monkeypatch
+) -> None:
     from biomedclip.corpus import panel_rows
 
     def broken(image, caption):
@@ -214,7 +226,9 @@ def test_a_splitter_failure_keeps_the_figure(shared_fixtures: Path, in_links: Pa
     assert {k: v for k, v in _digests(out).items() if k.split("/")[0] in FIGURE_OUTPUTS} == {
         k: v for k, v in reference.items() if k.split("/")[0] in FIGURE_OUTPUTS
     }
-    figures = [r for r in _rows(out / "catalog.parquet") if r["status"] == "accepted" or r["reason"].endswith("_duplicate")]
+    figures = [
+        r for r in _rows(out / "catalog.parquet") if r["status"] == "accepted" or r["reason"].endswith("_duplicate")
+    ]
     rows = _rows(out / "panels/catalog.parquet")
     assert sorted(r["key"] for r in rows) == sorted(f"{f['key']}_p00" for f in figures)
     assert {(r["status"], r["reason"]) for r in rows} == {("rejected", "panel_split_failed")}
@@ -289,7 +303,9 @@ def test_unit_is_a_checked_setting(run_cli, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unit must be one of figure, panel, both"):
         BuildConfig(unit="subfigure")
     assert BuildConfig(unit="both").work.unit == "both"
-    assert BuildConfig().work.digest() != BuildConfig(unit="both").work.digest() != BuildConfig(unit="panel").work.digest()
+    assert (
+        BuildConfig().work.digest() != BuildConfig(unit="both").work.digest() != BuildConfig(unit="panel").work.digest()
+    )
     bad = run_cli("corpus", "build", "--source", str(REPO / "data/sample/pmc"), "-o", str(tmp_path / "o"),
                   "--unit", "subfigure", check=False)  # fmt: skip
     assert bad.returncode == 2 and "subfigure" in bad.stderr
@@ -332,7 +348,9 @@ def test_resume_after_kill_9_gives_the_same_panels(shared_fixtures: Path, tmp_pa
     corpus = tmp_path / "corpus"
     shutil.copytree(REPO / "data/sample/pmc", corpus)
     for i in range(10):
-        shutil.copy(shared_fixtures / "pmc/packages/oa_package_tarballs/PMC7135076.tar.gz", corpus / f"PMC8{i:07d}.tar.gz")
+        shutil.copy(
+            shared_fixtures / "pmc/packages/oa_package_tarballs/PMC7135076.tar.gz", corpus / f"PMC8{i:07d}.tar.gz"
+        )
 
     def run(out: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT, str(corpus), str(out)], stdout=subprocess.DEVNULL,
