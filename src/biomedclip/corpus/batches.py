@@ -115,8 +115,13 @@ class WorkStore:
         return pq.read_table(self.out.local(self.path(batch, ".parquet")), columns=columns)
 
     def done_articles(self) -> Iterator[str]:
-        """Names of the articles with a final result in some batch (read batch by batch)."""
-        for batch in self.batches():
+        """Names of the articles with a final result in some batch (read batch by batch); with panels, in a batch
+        whose panel rows are there too (an article without panels has none, but its batch has its panel files)."""
+        batches = self.batches()
+        if self.panels is not None:
+            with_panels = set(self.panels.batches())
+            batches = [b for b in batches if b in with_panels]
+        for batch in batches:
             table = self.read_rows(batch, ["article", "version", "final"])
             table = table.filter(pc.field("final"))
             pairs = zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)

@@ -308,8 +308,6 @@ def build(
         panel_out.remove_scratch("work")
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
-        if panel_store is not None:
-            done &= {name_hash(name) for name in panel_store.done_articles()}
         batches = _batches(sources, done, listing, progress, config.batch_articles)
         for counts in run_batches(engine, batches, config.work, store, workers):
             progress.articles += counts.articles
