@@ -404,3 +404,20 @@ def test_a_grown_source_processes_only_the_new_articles(shared_fixtures: Path, b
     assert second.articles_skipped == first.articles_processed > 0
     assert again.articles_processed == again.rejected["no_xml"] == 3  # tried again by figure builds too
     assert _outputs(out) == _outputs(both)
+
+
+@pytest.mark.slow
+def test_training_mixes_figure_and_panel_shards(both: Path, tmp_path: Path, run_cli) -> None:
+    """``train -s 'OUT/shards/train-*.tar::OUT/panels/shards/train-*.tar'``: one epoch sees every sample of both."""
+    spec = f"{both}/shards/train-*.tar::{both}/panels/shards/train-*.tar"
+    run = tmp_path / "run"
+    run_cli("train", "-m", "tiny", "-s", spec, "--model.patch_dropout", "0.0", "--model.grad_checkpointing", "False",
+            "--data.workers", "1", "--optim.batch_size", "4", "--optim.epochs", "1", "--optim.warmup_steps", "1",
+            "--run.output_dir", run, "--run.precision", "fp32", "--run.device", "cpu", "--run.log_every", "1",
+            "--run.tensorboard", "False")  # fmt: skip
+    sizes = [json.loads((both / folder / "sizes.json").read_text()) for folder in ("shards", "panels/shards")]
+    samples = sum(n for manifest in sizes for name, n in manifest.items() if name.startswith("train-"))
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [m for m in steps if m["kind"] == "train"][-1]
+    assert (last["step"], last["epoch"]) == (samples // 4, 1.0) and last["skipped_samples"] == 0
+    assert (run / "final" / "open_clip_config.json").is_file()
