@@ -421,3 +421,29 @@ def test_training_mixes_figure_and_panel_shards(both: Path, tmp_path: Path, run_
     last = [m for m in steps if m["kind"] == "train"][-1]
     assert (last["step"], last["epoch"]) == (samples // 4, 1.0) and last["skipped_samples"] == 0
     assert (run / "final" / "open_clip_config.json").is_file()
+
+
+def test_panels_into_s3_match_a_local_build(
+    shared_fixtures: Path, s3_endpoint: str, s3_client, empty_bucket: str, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", s3_endpoint)
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "t"),
+        ("AWS_SECRET_ACCESS_KEY", "t"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    corpus = REPO / "data/sample/pmc"
+    config = BuildConfig(unit="both", shard_size=3)
+    build([open_source(str(corpus))], tmp_path / "local", config, workers=0)
+    build([open_source(str(corpus))], f"s3://{empty_bucket}/c", config, workers=0)
+    local = {str(p.relative_to(tmp_path / "local")): p.read_bytes() for p in (tmp_path / "local/panels").rglob("*")
+             if p.is_file() and p.parent.name in ("shards", "catalog")}  # fmt: skip
+    assert any(name.endswith(".tar") for name in local)
+    for name, data in local.items():
+        assert s3_client.get_object(Bucket=empty_bucket, Key=f"c/{name}")["Body"].read() == data, name
+    again = build([open_source(str(corpus))], f"s3://{empty_bucket}/c", config, workers=0)
+    assert (
+        again.articles_processed == 0
+        and again.panels == json.loads((tmp_path / "local/stats.json").read_text())["panels"]
+    )
