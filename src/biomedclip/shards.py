@@ -82,10 +82,10 @@ SHARD_RECORD_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 # ``catalog.parquet``: one row per figure, accepted or rejected.
 CATALOG_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in ("offset", "size"))
-# The figure index's record rows: what search results show, and where the image lies.
+# The figure index's record rows: what search results show, a panel's lineage, and where the image lies.
 INDEX_FIELDS: tuple[str, ...] = (
-    "key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "class_name", "shard",
-    "offset", "size",
+    "key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "class_name", "parent",
+    "box", "panel_label", "subcaption", "shard", "offset", "size",
 )  # fmt: skip
 # A panel sample's lineage (``corpus build --unit panel|both``), in the panel catalog and records only, so that
 # figure catalogs and records keep their columns: the parent figure's key, the panel's box in the parent's
