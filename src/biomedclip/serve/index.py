@@ -241,7 +241,8 @@ class FigureIndex:
                 parents = parents.filter(pc.invert(pc.equal(parents, "")))
                 mask = pc.fill_null(pc.is_in(records["key"], parents), False).to_numpy(zero_copy_only=False)
                 rows = np.flatnonzero(mask).tolist()
-                self._parents = dict(zip(records["key"].take(pa.array(rows, pa.int64())).to_pylist(), rows, strict=True))
+                keys = records["key"].take(pa.array(rows, pa.int64())).to_pylist()
+                self._parents = dict(zip(keys, rows, strict=True))
         return self._parents
 
     def record(self, row: int) -> dict[str, Any]:
