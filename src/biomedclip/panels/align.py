@@ -61,12 +61,12 @@ def _join_in_order(
     if not free_panels or len(free_panels) != len(free_labels) or any(labels[i] for i in free_panels):
         return
     letters = [label.lower() if label and joined[i] else None for i, label in enumerate(labels)]
-    for index, name in zip(free_panels, free_labels):
+    for index, name in zip(free_panels, free_labels, strict=True):
         letters[index] = name.lower()
     ordered = [_caption_order(letter) for letter in letters if letter is not None]
     if ordered != sorted(ordered) or len(set(ordered)) != len(ordered):
         return
-    for index, name in zip(free_panels, free_labels):
+    for index, name in zip(free_panels, free_labels, strict=True):
         joined[index] = Joined(subcaptions.parts[name], "order")
 
 

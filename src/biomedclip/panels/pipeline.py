@@ -45,9 +45,10 @@ def split_figure(
     subcaptions = split_caption(caption)
     if len(boxes) == 1:
         return _single(boxes[0], detected[0][1], labels[0], caption, subcaptions)
+    joins = align(boxes, labels, subcaptions)
     panels = [
         Panel(box, label, joined.subcaption, float(score), joined.alignment)
-        for box, (_, score), label, joined in zip(boxes, detected, labels, align(boxes, labels, subcaptions))
+        for box, (_, score), label, joined in zip(boxes, detected, labels, joins, strict=True)
     ]
     return FigurePanels(True, subcaptions.shared if caption else None, panels)
 
