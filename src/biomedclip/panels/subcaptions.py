@@ -56,7 +56,7 @@ _SHARED_CUE = re.compile(
 )
 _CONNECTOR = re.compile(r"^[\s,;]*(?:(?:and|or|as well as|versus|vs\.?|respectively)\b[\s,]*)*", re.IGNORECASE)
 _TRAILING_CONNECTOR = re.compile(r"[\s,;]*(?:\b(?:and|or|as well as|versus|vs\.?)[\s,]*)*$", re.IGNORECASE)
-_FUNCTION_WORDS = {"in", "of", "for", "and", "or", "with", "between", "by", "from", "to", "at", "on", "as", "from"}
+_FUNCTION_WORDS = {"in", "of", "for", "and", "or", "with", "between", "by", "from", "to", "at", "on", "as"}
 
 
 @dataclass
@@ -288,7 +288,7 @@ def _valid(markers: list[_Marker], wanted: set[str] | None, known: set[str] | No
 
 def _sentences(text: str, start: int, end: int, starts: set[int]) -> list[tuple[int, int]]:
     cuts = sorted({start} | {s for s in starts if start < s < end})
-    return [(a, b) for a, b in zip(cuts, cuts[1:] + [end]) if text[a:b].strip()]
+    return [(a, b) for a, b in zip(cuts, [*cuts[1:], end], strict=True) if text[a:b].strip()]
 
 
 def _split_segments(
@@ -378,7 +378,7 @@ def _inline_pieces(text: str, a: int, b: int, mentions: list[_Marker]) -> dict[s
         begin = a if index == 0 else mentions[index - 1].end
         items.append(_CONNECTOR.sub("", text[begin : marker.start]))
     head, items[0] = _cut_first_item(items[0], items[1])
-    for marker, item in zip(mentions, items):
+    for marker, item in zip(mentions, items, strict=True):
         for label in marker.labels:
             pieces[label] = _compose(head, f"{item.rstrip()} {text[marker.start : marker.end]}", tail)
     return pieces
