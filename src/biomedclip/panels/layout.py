@@ -1,0 +1,408 @@
+"""Panel detection by layout analysis: compound or single, and the box of each panel.
+
+A figure is cut recursively at gutters (rows or columns of background, thin divider lines, seams between
+abutting photos), and a cut is kept only when both sides look like panels: big enough for the figure and holding
+a graphic (an axis, a bar, an image: a long straight run of ink), not only text. Strips of text that block every
+cut (a figure-wide title, row headers) are peeled off first and given back to the one panel they belong to, or
+to none. The analysis runs on a foreground mask (pixels away from the background colour) of a copy downscaled
+to at most ``ANALYSIS_MAX_SIDE`` pixels; boxes are mapped back to the original pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from biomedclip.panels.types import Box
+
+ANALYSIS_MAX_SIDE = 1000
+FOREGROUND_DISTANCE = 28  # max channel difference from the background colour that still counts as background
+MIN_PANEL_FRACTION = 0.15  # a panel spans at least this fraction of the figure's width and of its height
+MIN_PANEL_PX = 20
+MIN_PANEL_AREA_FRACTION = 0.03
+LINE_FILL = 0.9  # a divider line covers this fraction of the region it crosses
+LINE_MAX_PX = 4
+TEXT_MIN_PX = 16  # a line of text is at most this tall (or this fraction of the figure's longer side)
+TEXT_FRACTION = 0.025
+FACET_GAP_FRACTION = 0.03  # facets of one plot sit closer than this fraction of the figure's longer side
+MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
+
+
+@dataclass
+class _Piece:
+    box: Box  # analysis pixels
+    gap: int  # width of the narrowest gutter that delimits it (analysis pixels); large when the figure is single
+
+
+class _Mask:
+    """A foreground mask with prefix sums, so any region's row or column profile costs one subtraction."""
+
+    def __init__(self, fg: np.ndarray):
+        self.fg = fg
+        self.height, self.width = fg.shape
+        self.rows = np.zeros((self.height, self.width + 1), np.int32)
+        np.cumsum(fg, axis=1, out=self.rows[:, 1:])
+        self.cols = np.zeros((self.height + 1, self.width), np.int32)
+        np.cumsum(fg, axis=0, out=self.cols[1:, :])
+        self.hrun = _run_lengths(fg)
+        self.vrun = _run_lengths(fg.T).T
+
+    def row_profile(self, box: Box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return self.rows[y0:y1, x1] - self.rows[y0:y1, x0]
+
+    def col_profile(self, box: Box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return self.cols[y1, x0:x1] - self.cols[y0, x0:x1]
+
+    def trim(self, box: Box) -> Box | None:
+        """The smallest box holding all foreground of ``box``, or None when it holds none."""
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            return None
+        rows = np.flatnonzero(self.row_profile(box))
+        if rows.size == 0:
+            return None
+        y0, y1 = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
+        cols = np.flatnonzero(self.col_profile((x0, y0, x1, y1)))
+        return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
+
+
+def _run_lengths(fg: np.ndarray) -> np.ndarray:
+    """For each foreground pixel, the length of the horizontal run of foreground it belongs to (0 elsewhere)."""
+    h, w = fg.shape
+    padded = np.zeros((h, w + 2), np.int8)
+    padded[:, 1:-1] = fg
+    step = np.diff(padded, axis=1)
+    starts_r, starts_c = np.nonzero(step == 1)
+    ends_r, ends_c = np.nonzero(step == -1)
+    lengths = np.zeros((h, w + 1), np.int32)
+    run = (ends_c - starts_c).astype(np.int32)
+    lengths[starts_r, starts_c] = run
+    lengths[ends_r, ends_c] -= run
+    out = np.cumsum(lengths, axis=1)[:, :w]
+    return np.where(fg, out, 0).astype(np.int32)
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """The image as an RGB uint8 array; transparency is composited on white, high bit depths are rescaled."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        gray = np.zeros(values.shape, np.uint8) if hi <= lo else ((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _foreground(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that differ from the background colour (the median of the border), isolated specks removed."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
+    background = np.median(border, axis=0)
+    fg = np.abs(rgb.astype(np.int16) - background.astype(np.int16)).max(axis=2) > FOREGROUND_DISTANCE
+    neighbours = np.zeros(fg.shape, np.uint8)
+    neighbours[1:, :] |= fg[:-1, :]
+    neighbours[:-1, :] |= fg[1:, :]
+    neighbours[:, 1:] |= fg[:, :-1]
+    neighbours[:, :-1] |= fg[:, 1:]
+    return fg & neighbours.astype(bool)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges where ``flags`` is true."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    step = np.diff(padded)
+    return list(zip(np.flatnonzero(step == 1).tolist(), np.flatnonzero(step == -1).tolist(), strict=True))
+
+
+class _Splitter:
+    def __init__(self, mask: _Mask):
+        self.mask = mask
+        self.min_w = max(MIN_PANEL_PX, MIN_PANEL_FRACTION * mask.width)
+        self.min_h = max(MIN_PANEL_PX, MIN_PANEL_FRACTION * mask.height)
+        self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
+        self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
+        self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
+        self.decorations: list[Box] = []
+
+    def big_enough(self, box: Box) -> bool:
+        w, h = box[2] - box[0], box[3] - box[1]
+        return w >= self.min_w and h >= self.min_h and w * h >= self.min_area
+
+    def graphic(self, box: Box) -> bool:
+        """Whether the box holds a straight run of ink long for its size (axis, bar, frame, image) and is not
+        only lines of text (rows or columns of ink no taller than a letter, with no longer vertical stroke)."""
+        x0, y0, x1, y1 = box
+        hrun = int(self.mask.hrun[y0:y1, x0:x1].max())
+        vrun = int(self.mask.vrun[y0:y1, x0:x1].max())
+        row_lines = _runs(self.mask.row_profile(box) > 0)
+        if vrun <= self.text_px and max(e - s for s, e in row_lines) <= self.text_px:
+            return False
+        col_lines = _runs(self.mask.col_profile(box) > 0)
+        return not (hrun <= self.text_px and max(e - s for s, e in col_lines) <= self.text_px)
+
+    def panel_like(self, box: Box | None) -> bool:
+        return box is not None and self.big_enough(box) and self.graphic(box)
+
+    def bands(self, box: Box, axis: int) -> list[tuple[int, int]]:
+        """Gutters across ``box``: runs of empty rows (axis 0) or columns (axis 1), and thin full-length lines."""
+        profile = self.mask.row_profile(box) if axis == 0 else self.mask.col_profile(box)
+        span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
+        empty = profile == 0
+        full = profile >= LINE_FILL * span
+        origin = box[1] if axis == 0 else box[0]
+        for start, end in _runs(full):
+            if end - start <= LINE_MAX_PX and 0 < start and end < len(profile):
+                near = np.concatenate([profile[max(0, start - 3) : start], profile[end : end + 3]])
+                if near.max() <= 0.5 * profile[start:end].min() and not self.crossed(box, axis, origin + start, origin + end):
+                    empty[start:end] = True
+        runs = [(s, e) for s, e in _runs(empty) if s > 0 and e < len(profile)]
+        thin = [r for r in runs if r[1] - r[0] <= 2]
+        if len(thin) > MAX_THIN_BANDS:
+            runs = [r for r in runs if r[1] - r[0] > 2]
+        return [(origin + s, origin + e) for s, e in runs if not self.facet_gap(box, axis, origin + s, origin + e)]
+
+    def _edge(self, box: Box, axis: int, index: int) -> np.ndarray:
+        """The mask's row (axis 0) or column (axis 1) ``index`` within ``box``."""
+        if axis == 0:
+            return self.mask.fg[index, box[0] : box[2]]
+        return self.mask.fg[box[1] : box[3], index]
+
+    def crossed(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether ink runs through a line (a grid line under bars), rather than the line dividing two panels."""
+        through = self._edge(box, axis, start - 1) & self._edge(box, axis, end)
+        return int(through.sum()) > 0.1 * through.size
+
+    def facet_gap(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether a narrow gap separates facets of one plot: frame lines of the same extent face each other."""
+        if end - start > self.facet_px:
+            return False
+        spans = []
+        for index, inward in ((start - 1, start - 4), (end, end + 3)):
+            runs = [r for r in _runs(self._edge(box, axis, index)) if r[1] - r[0] >= 0.3 * (box[2 + axis] - box[axis])]
+            if not runs:
+                return False
+            span = max(runs, key=lambda r: r[1] - r[0])
+            lo, hi = (box[1], box[3]) if axis == 0 else (box[0], box[2])
+            if lo <= inward < hi and self._edge(box, axis, inward)[span[0] : span[1]].mean() > 0.5:
+                return False  # filled on: the edge of an image, not a frame line
+            spans.append(span)
+        (a0, a1), (b0, b1) = spans
+        overlap = min(a1, b1) - max(a0, b0)
+        return overlap >= 0.9 * max(a1 - a0, b1 - b0)
+
+    def sides(self, box: Box, axis: int, band: tuple[int, int]) -> tuple[Box | None, Box | None]:
+        x0, y0, x1, y1 = box
+        if axis == 0:
+            return self.mask.trim((x0, y0, x1, band[0])), self.mask.trim((x0, band[1], x1, y1))
+        return self.mask.trim((x0, y0, band[0], y1)), self.mask.trim((band[1], y0, x1, y1))
+
+    def best_cut(self, box: Box) -> tuple[int, Box, Box] | None:
+        best = None
+        for axis in (0, 1):
+            for band in self.bands(box, axis):
+                first, second = self.sides(box, axis, band)
+                if not (self.panel_like(first) and self.panel_like(second)):
+                    continue
+                width = band[1] - band[0]
+                if best is None or width > best[0]:
+                    best = (width, first, second)
+        return best
+
+    def peel(self, box: Box) -> Box | None:
+        """The box without the thin text strips along its edges, or None when nothing is peeled."""
+        core = box
+        for axis in (0, 1):
+            bands = self.bands(core, axis)
+            if not bands:
+                continue
+            lo, hi = (core[1], core[3]) if axis == 0 else (core[0], core[2])
+            edges = [lo] + [b for band in bands for b in band] + [hi]
+            segments = [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]
+            limit = self.min_h if axis == 0 else self.min_w
+            first, last = 0, len(segments) - 1
+            while first < last and segments[first][1] - segments[first][0] < limit:
+                first += 1
+            while last > first and segments[last][1] - segments[last][0] < limit:
+                last -= 1
+            new_lo, new_hi = segments[first][0], segments[last][1]
+            if (new_lo, new_hi) == (lo, hi):
+                continue
+            if axis == 0:
+                strips = [(core[0], lo, core[2], new_lo), (core[0], new_hi, core[2], hi)]
+                inner = (core[0], new_lo, core[2], new_hi)
+            else:
+                strips = [(lo, core[1], new_lo, core[3]), (new_hi, core[1], hi, core[3])]
+                inner = (new_lo, core[1], new_hi, core[3])
+            trimmed = self.mask.trim(inner)
+            if trimmed is None:
+                return None
+            self.pending.extend(s for s in (self.mask.trim(s) for s in strips) if s is not None)
+            core = trimmed
+        return None if core == box else core
+
+    def split(self, box: Box, gap: int) -> list[_Piece]:
+        cut = self.best_cut(box)
+        if cut is not None:
+            width, first, second = cut
+            return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
+        self.pending: list[Box] = []
+        core = self.peel(box)
+        strips = self.pending
+        if core is not None and self.best_cut(core) is not None:
+            self.decorations.extend(strips)
+            return self.split(core, gap)
+        return [_Piece(box, gap)]
+
+
+def _attach_decorations(pieces: list[_Piece], decorations: list[Box]) -> None:
+    """Give each peeled strip to the one panel it lies along, or to none when it spans several."""
+    for d in decorations:
+        touching = []
+        for piece in pieces:
+            b = piece.box
+            x_overlap = min(b[2], d[2]) - max(b[0], d[0])
+            y_overlap = min(b[3], d[3]) - max(b[1], d[1])
+            if x_overlap > 0 or y_overlap > 0:
+                gap = max(b[0] - d[2], d[0] - b[2], b[1] - d[3], d[1] - b[3])
+                touching.append((gap, piece, x_overlap, y_overlap))
+        if not touching:
+            continue
+        nearest_gap = min(t[0] for t in touching)
+        nearest = [t for t in touching if t[0] <= nearest_gap + 4]
+        if len(nearest) != 1:
+            continue
+        _, piece, x_overlap, y_overlap = nearest[0]
+        d_w, d_h = d[2] - d[0], d[3] - d[1]
+        if (x_overlap > 0 and x_overlap >= 0.6 * d_w) or (y_overlap > 0 and y_overlap >= 0.6 * d_h):
+            b = piece.box
+            piece.box = (min(b[0], d[0]), min(b[1], d[1]), max(b[2], d[2]), max(b[3], d[3]))
+
+
+def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
+    """Whether the box starts with a panel letter: a small isolated glyph group at its top-left corner."""
+    x0, y0, x1, y1 = box
+    rows = mask.row_profile((x0, y0, x1, min(y1, y0 + int(2 * text_px)))) > 0
+    first_line = _runs(rows)
+    if not first_line:
+        return False
+    top, bottom = y0 + first_line[0][0], y0 + first_line[0][1]
+    glyphs = _runs(mask.col_profile((x0, top, x1, bottom)) > 0)
+    if not glyphs:
+        return False
+    # glyphs closer than a third of the line height are one word
+    height = bottom - top
+    words = [list(glyphs[0])]
+    for start, end in glyphs[1:]:
+        if start - words[-1][1] < max(2, height / 3):
+            words[-1][1] = end
+        else:
+            words.append([start, end])
+    start, end = words[0]
+    word = mask.trim((x0 + start, top, x0 + end, bottom))
+    if word is None or start > max(6, 0.08 * (x1 - x0)):
+        return False
+    w, h = word[2] - word[0], word[3] - word[1]
+    if not (5 <= h <= 1.5 * text_px and w <= 2.6 * h):
+        return False
+    return len(words) == 1 or words[1][0] - end >= h
+ 
+
+def _merge_unlettered(pieces: list[_Piece], lettered: list[bool]) -> list[_Piece]:
+    """When most pieces start with a letter, join each piece without one to its lettered neighbour above or left."""
+    groups = [(piece, has) for piece, has in zip(pieces, lettered, strict=True)]
+    while True:
+        heads = [g for g in groups if g[1]]
+        orphans = [g for g in groups if not g[1]]
+        if not orphans or not heads:
+            return [g[0] for g in groups]
+        merged = False
+        for orphan in orphans:
+            o = orphan[0].box
+            best = None
+            for head in heads:
+                b = head[0].box
+                x_overlap = min(b[2], o[2]) - max(b[0], o[0])
+                y_overlap = min(b[3], o[3]) - max(b[1], o[1])
+                above = b[3] <= o[1] + 4 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
+                left = b[2] <= o[0] + 4 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
+                if not (above or left):
+                    continue
+                gap = o[1] - b[3] if above else o[0] - b[2]
+                if best is None or gap < best[0]:
+                    best = (gap, head)
+            if best is None:
+                continue
+            head = best[1][0]
+            b = head.box
+            union = (min(b[0], o[0]), min(b[1], o[1]), max(b[2], o[2]), max(b[3], o[3]))
+            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g[0] is not orphan[0]):
+                continue
+            head.box = union
+            head.gap = min(head.gap, orphan[0].gap)
+            groups.remove(orphan)
+            merged = True
+            break
+        if not merged:
+            return [g[0] for g in groups]
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w > 4 and h > 4 and w * h > 0.2 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+
+
+def _reading_order(boxes: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+    """Top-to-bottom rows (boxes whose vertical centre falls in a row's span), left-to-right inside a row."""
+    rows: list[list[tuple[Box, float]]] = []
+    for item in sorted(boxes, key=lambda b: (b[0][1], b[0][0])):
+        box = item[0]
+        centre = (box[1] + box[3]) / 2
+        for row in rows:
+            if row[0][0][1] <= centre < row[0][0][3]:
+                row.append(item)
+                break
+        else:
+            rows.append([item])
+    return [item for row in rows for item in sorted(row, key=lambda b: b[0][0])]
+
+
+def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
+    """Panel boxes of a figure in original pixels, in reading order, each with a score in [0, 1].
+
+    A single-panel figure (or one that cannot be split) gives exactly one box covering the figure.
+    """
+    width, height = image.size
+    whole: Box = (0, 0, width, height)
+    if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
+        return [(whole, 1.0)]
+    factor = max(1, int(np.ceil(max(width, height) / ANALYSIS_MAX_SIDE)))
+    small = image.reduce(factor) if factor > 1 and image.mode in ("L", "RGB", "RGBA", "LA") else image
+    if small.size != (max(1, width // factor), max(1, height // factor)) and factor > 1:
+        small = image.convert("RGB").reduce(factor)
+    mask = _Mask(_foreground(_rgb_array(small)))
+    start = mask.trim((0, 0, mask.width, mask.height))
+    if start is None:
+        return [(whole, 1.0)]
+    splitter = _Splitter(mask)
+    pieces = splitter.split(start, gap=10**6)
+    if len(pieces) < 2:
+        return [(whole, 0.9)]
+    _attach_decorations(pieces, splitter.decorations)
+    lettered = [_has_letter(mask, piece.box, splitter.text_px) for piece in pieces]
+    if sum(lettered) >= 2 and sum(lettered) >= 0.4 * len(pieces):
+        pieces = _merge_unlettered(pieces, lettered)
+    if len(pieces) < 2:
+        return [(whole, 0.9)]
+    result = []
+    for piece in pieces:
+        x0, y0, x1, y1 = piece.box
+        box = (x0 * factor, y0 * factor, min(width, x1 * factor), min(height, y1 * factor))
+        result.append((box, round(0.5 + 0.5 * min(1.0, piece.gap / 12), 4)))
+    return _reading_order(result)
