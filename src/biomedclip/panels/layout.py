@@ -27,6 +27,11 @@ LINE_MAX_PX = 4
 TEXT_MIN_PX = 16  # a line of text is at most this tall (or this fraction of the figure's longer side)
 TEXT_FRACTION = 0.025
 FACET_GAP_FRACTION = 0.03  # facets of one plot sit closer than this fraction of the figure's longer side
+STROKE_TEXT_RATIO = 4  # a stroke this many text heights long is a bar or a line, not a word
+SEAM_STEP = 40  # grey levels between neighbouring pixels across a seam between abutting images
+SEAM_SHARE = 0.8  # share of the seam's length that steps
+SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
+MAX_SEAM_LINES = 8
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
 
@@ -39,13 +44,14 @@ class _Piece:
 class _Mask:
     """A foreground mask with prefix sums, so any region's row or column profile costs one subtraction."""
 
-    def __init__(self, fg: np.ndarray):
+    def __init__(self, fg: np.ndarray, gray: np.ndarray):
         self.fg = fg
         self.height, self.width = fg.shape
         self.rows = np.zeros((self.height, self.width + 1), np.int32)
         np.cumsum(fg, axis=1, out=self.rows[:, 1:])
         self.cols = np.zeros((self.height + 1, self.width), np.int32)
         np.cumsum(fg, axis=0, out=self.cols[1:, :])
+        self.gray = gray
         self.hrun = _run_lengths(fg)
         self.vrun = _run_lengths(fg.T).T
 
@@ -135,16 +141,28 @@ class _Splitter:
         return w >= self.min_w and h >= self.min_h and w * h >= self.min_area
 
     def graphic(self, box: Box) -> bool:
-        """Whether the box holds a straight run of ink long for its size (axis, bar, frame, image) and is not
-        only lines of text (rows or columns of ink no taller than a letter, with no longer vertical stroke)."""
-        x0, y0, x1, y1 = box
-        hrun = int(self.mask.hrun[y0:y1, x0:x1].max())
-        vrun = int(self.mask.vrun[y0:y1, x0:x1].max())
-        row_lines = _runs(self.mask.row_profile(box) > 0)
-        if vrun <= self.text_px and max(e - s for s, e in row_lines) <= self.text_px:
-            return False
-        col_lines = _runs(self.mask.col_profile(box) > 0)
-        return not (hrun <= self.text_px and max(e - s for s, e in col_lines) <= self.text_px)
+        """Whether the box holds more than lines of text: cut at every gap, some block is thicker than a line of
+        text, or a thin block carries a stroke too long for text (a bar, an axis)."""
+        stack = [box]
+        while stack:
+            x0, y0, x1, y1 = stack.pop()
+            w, h = x1 - x0, y1 - y0
+            if min(w, h) <= self.text_px:
+                run = self.mask.hrun[y0:y1, x0:x1] if w >= h else self.mask.vrun[y0:y1, x0:x1]
+                if int(run.max()) >= STROKE_TEXT_RATIO * self.text_px:
+                    return True
+                continue
+            pieces = None
+            for axis in (0, 1):
+                profile = self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
+                filled = _runs(profile > 0)
+                if len(filled) > 1:
+                    pieces = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in filled]
+                    break
+            if pieces is None:
+                return True
+            stack.extend(b for b in (self.mask.trim(p) for p in pieces) if b is not None)
+        return False
 
     def panel_like(self, box: Box | None) -> bool:
         return box is not None and self.big_enough(box) and self.graphic(box)
@@ -246,8 +264,56 @@ class _Splitter:
             core = trimmed
         return None if core == box else core
 
+    def unframe(self, box: Box) -> Box | None:
+        """The inside of a rectangular frame drawn around the box, or None when the box has no frame."""
+        x0, y0, x1, y1 = box
+        rows, cols = self.mask.row_profile(box), self.mask.col_profile(box)
+        edges = (rows[:LINE_MAX_PX], rows[::-1][:LINE_MAX_PX], cols[:LINE_MAX_PX], cols[::-1][:LINE_MAX_PX])
+        spans = (x1 - x0, x1 - x0, y1 - y0, y1 - y0)
+        depth = []
+        for edge, span in zip(edges, spans, strict=True):
+            full = edge >= LINE_FILL * span
+            if not full[0]:
+                return None
+            depth.append(int(np.argmin(full)) if not full.all() else len(full))
+        return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
+
+    def seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge where two abutting images meet (no gutter): a column or row where most of the pixels
+        change sharply, between sides that are both panels."""
+        x0, y0, x1, y1 = box
+        ink = int(self.mask.row_profile(box).sum())
+        if ink < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        gray = self.mask.gray[y0:y1, x0:x1]
+        best = None
+        for axis in (0, 1):
+            change = np.abs(np.diff(gray, axis=axis)) > SEAM_STEP
+            share = change.mean(axis=1 - axis)
+            if share.size < 3:
+                continue
+            if np.count_nonzero(share >= SEAM_SHARE / 2) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            filled = self.mask.fg[y0:y1, x0:x1].mean(axis=1 - axis)
+            for index in np.flatnonzero(share >= SEAM_SHARE):
+                cut = int(index) + 1
+                if index < 2 or cut + 2 >= filled.size or min(filled[index - 2], filled[cut + 2]) < SEAM_FILLED:
+                    continue  # an image edge against background is a frame or an axis, not a seam
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                if self.panel_like(first) and self.panel_like(second):
+                    if best is None or share[index] > best[0]:
+                        best = (float(share[index]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
     def split(self, box: Box, gap: int) -> list[_Piece]:
-        cut = self.best_cut(box)
+        inner = self.unframe(box)
+        if inner is not None and inner != box:
+            pieces = self.split(inner, gap)
+            return pieces if len(pieces) > 1 else [_Piece(box, gap)]
+        cut = self.best_cut(box) or self.seam(box)
         if cut is not None:
             width, first, second = cut
             return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
@@ -386,7 +452,8 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     small = image.reduce(factor) if factor > 1 and image.mode in ("L", "RGB", "RGBA", "LA") else image
     if small.size != (max(1, width // factor), max(1, height // factor)) and factor > 1:
         small = image.convert("RGB").reduce(factor)
-    mask = _Mask(_foreground(_rgb_array(small)))
+    rgb = _rgb_array(small)
+    mask = _Mask(_foreground(rgb), rgb.astype(np.int16).sum(axis=2) // 3)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:
         return [(whole, 1.0)]
