@@ -92,6 +92,13 @@ def _run_lengths(fg: np.ndarray) -> np.ndarray:
     return np.where(fg, out, 0).astype(np.int32)
 
 
+def _integral(flags: np.ndarray) -> np.ndarray:
+    """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
+    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
+    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
+    return table
+
+
 def _rgb_array(image: Image.Image) -> np.ndarray:
     """The image as an RGB uint8 array; transparency is composited on white, high bit depths are rescaled."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -110,7 +117,9 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
     """Pixels that differ from the background colour (the median of the border), isolated specks removed."""
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
     background = np.median(border, axis=0)
-    fg = np.abs(rgb.astype(np.int16) - background.astype(np.int16)).max(axis=2) > FOREGROUND_DISTANCE
+    fg = np.zeros(rgb.shape[:2], bool)
+    for channel in range(3):
+        fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
     neighbours = np.zeros(fg.shape, np.uint8)
     neighbours[1:, :] |= fg[:-1, :]
     neighbours[:-1, :] |= fg[1:, :]
@@ -133,6 +142,9 @@ class _Splitter:
         self.min_h = max(MIN_PANEL_PX, MIN_PANEL_FRACTION * mask.height)
         self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
         self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
+        stroke = STROKE_TEXT_RATIO * self.text_px
+        self.long_h = _integral(mask.hrun >= stroke)
+        self.long_v = _integral(mask.vrun >= stroke)
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []
 
@@ -148,8 +160,8 @@ class _Splitter:
             x0, y0, x1, y1 = stack.pop()
             w, h = x1 - x0, y1 - y0
             if min(w, h) <= self.text_px:
-                run = self.mask.hrun[y0:y1, x0:x1] if w >= h else self.mask.vrun[y0:y1, x0:x1]
-                if int(run.max()) >= STROKE_TEXT_RATIO * self.text_px:
+                strokes = self.long_h if w >= h else self.long_v
+                if strokes[y1, x1] - strokes[y0, x1] - strokes[y1, x0] + strokes[y0, x0] > 0:
                     return True
                 continue
             pieces = None
