@@ -28,8 +28,8 @@ TEXT_MIN_PX = 16  # a line of text is at most this tall (or this fraction of the
 TEXT_FRACTION = 0.025
 FACET_GAP_FRACTION = 0.03  # facets of one plot sit closer than this fraction of the figure's longer side
 STROKE_TEXT_RATIO = 4  # a stroke this many text heights long is a bar or a line, not a word
-SEAM_STEP = 40  # grey levels between neighbouring pixels across a seam between abutting images
-SEAM_SHARE = 0.8  # share of the seam's length that steps
+SEAM_RATIO = 4  # a seam between abutting images steps this many times more than a typical neighbour pair
+SEAM_MIN_STEP = 12  # and at least this many grey levels on average along its length
 SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
 MAX_SEAM_LINES = 8
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
@@ -285,9 +285,9 @@ class _Splitter:
         depth = []
         for edge, span in zip(edges, spans, strict=True):
             full = edge >= LINE_FILL * span
-            if not full[0]:
-                return None
-            depth.append(int(np.argmin(full)) if not full.all() else len(full))
+            if not full[0] or full.all():
+                return None  # no line along this edge, or the edge of a filled image rather than a frame
+            depth.append(int(np.argmin(full)))
         return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
 
     def seam(self, box: Box) -> tuple[int, Box, Box] | None:
@@ -300,14 +300,14 @@ class _Splitter:
         gray = self.mask.gray[y0:y1, x0:x1]
         best = None
         for axis in (0, 1):
-            change = np.abs(np.diff(gray, axis=axis)) > SEAM_STEP
-            share = change.mean(axis=1 - axis)
-            if share.size < 3:
+            step = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)
+            if step.size < 3:
                 continue
-            if np.count_nonzero(share >= SEAM_SHARE / 2) > MAX_SEAM_LINES:
+            share = step / max(float(np.median(step)), SEAM_MIN_STEP / SEAM_RATIO)
+            if np.count_nonzero(share >= SEAM_RATIO / 2) > MAX_SEAM_LINES:
                 continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
             filled = self.mask.fg[y0:y1, x0:x1].mean(axis=1 - axis)
-            for index in np.flatnonzero(share >= SEAM_SHARE):
+            for index in np.flatnonzero(share >= SEAM_RATIO):
                 cut = int(index) + 1
                 if index < 2 or cut + 2 >= filled.size or min(filled[index - 2], filled[cut + 2]) < SEAM_FILLED:
                     continue  # an image edge against background is a frame or an axis, not a seam
