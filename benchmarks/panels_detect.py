@@ -10,6 +10,7 @@ prints one line per set, then the figures it gets most wrong. Time is CPU time o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -110,7 +111,7 @@ def run(rows: list[dict], images: list[Image.Image], name: str) -> None:
         times.append((time.process_time() - start) * 1000)
     metrics = score(rows, predictions)
     times.sort()
-    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
     print(
         f"{name}: figures {len(rows)}  compound_acc {metrics['compound_accuracy']:.3f}  AP50 {metrics['ap50']:.3f}  "
         f"ImageCLEF {metrics['imageclef_accuracy']:.3f}  ms/figure median {statistics.median(times):.1f} p95 {p95:.1f}"
@@ -131,10 +132,8 @@ def main() -> None:
     parser.add_argument("--gt", type=Path, default=shared / "fixtures" / "compound" / "gt.jsonl")
     parser.add_argument("--synthetic", type=int, default=0, help="also score N held-out synthetic compounds")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    except (AttributeError, OSError):
-        pass
     rows = [json.loads(line) for line in args.gt.read_text().splitlines() if line.strip()]
     images = [Image.open(args.gt.parent / row["image"]) for row in rows]
     for image in images:

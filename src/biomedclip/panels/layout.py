@@ -114,9 +114,11 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def _foreground(rgb: np.ndarray) -> np.ndarray:
-    """Pixels that differ from the background colour (the median of the border), isolated specks removed."""
-    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]]).astype(np.int16)
-    background = np.median(border, axis=0)
+    """Pixels that differ from the background colour (the most frequent colour), isolated specks removed."""
+    sample = rgb[::2, ::2].reshape(-1, 3)
+    bins = (sample[:, 0] >> 4).astype(np.int32) << 8 | (sample[:, 1] >> 4).astype(np.int32) << 4 | sample[:, 2] >> 4
+    counts = np.bincount(bins, minlength=4096)
+    background = np.median(sample[bins == int(np.argmax(counts))], axis=0)
     fg = np.zeros(rgb.shape[:2], bool)
     for channel in range(3):
         fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
@@ -166,7 +168,9 @@ class _Splitter:
                 continue
             pieces = None
             for axis in (0, 1):
-                profile = self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
+                profile = (
+                    self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
+                )
                 filled = _runs(profile > 0)
                 if len(filled) > 1:
                     pieces = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in filled]
@@ -187,9 +191,11 @@ class _Splitter:
         full = profile >= LINE_FILL * span
         origin = box[1] if axis == 0 else box[0]
         for start, end in _runs(full):
-            if end - start <= LINE_MAX_PX and 0 < start and end < len(profile):
+            if end - start <= LINE_MAX_PX and start > 0 and end < len(profile):
                 near = np.concatenate([profile[max(0, start - 3) : start], profile[end : end + 3]])
-                if near.max() <= 0.5 * profile[start:end].min() and not self.crossed(box, axis, origin + start, origin + end):
+                if near.max() <= 0.5 * profile[start:end].min() and not self.crossed(
+                    box, axis, origin + start, origin + end
+                ):
                     empty[start:end] = True
         runs = [(s, e) for s, e in _runs(empty) if s > 0 and e < len(profile)]
         thin = [r for r in runs if r[1] - r[0] <= 2]
@@ -315,9 +321,9 @@ class _Splitter:
                     first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
                 else:
                     first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
-                if self.panel_like(first) and self.panel_like(second):
-                    if best is None or share[index] > best[0]:
-                        best = (float(share[index]), first, second)
+                better = best is None or share[index] > best[0]
+                if better and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[index]), first, second)
         return None if best is None else (0, best[1], best[2])
 
     def split(self, box: Box, gap: int) -> list[_Piece]:
@@ -389,7 +395,7 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     if not (5 <= h <= 1.5 * text_px and w <= 2.6 * h):
         return False
     return len(words) == 1 or words[1][0] - end >= h
- 
+
 
 def _merge_unlettered(pieces: list[_Piece], lettered: list[bool]) -> list[_Piece]:
     """When most pieces start with a letter, join each piece without one to its lettered neighbour above or left."""

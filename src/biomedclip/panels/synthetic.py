@@ -177,8 +177,10 @@ def make_figure(rng: random.Random, sources: list[Path]) -> SyntheticFigure:
     """One figure drawn from ``rng``: layout, gutters, background, dividers, panel contents and labels."""
     width, height = rng.randint(500, 1000), rng.randint(300, 900)
     if rng.random() < 0.15:
-        panel = _photo(rng, sources, width, height) if sources and rng.random() < 0.5 else _chart(
-            rng, rng.choice(CHART_KINDS), width, height
+        panel = (
+            _photo(rng, sources, width, height)
+            if sources and rng.random() < 0.5
+            else _chart(rng, rng.choice(CHART_KINDS), width, height)
         )
         return SyntheticFigure(panel, [(0, 0, width, height)], [None], {"single": True})
     gutter = rng.choice([0, 0, rng.randint(1, 4), rng.randint(8, 30)])
@@ -211,11 +213,17 @@ def make_figure(rng: random.Random, sources: list[Path]) -> SyntheticFigure:
         labels.append(label)
     if dividers:
         colour = (128, 128, 128) if background_name != "grey" else (0, 0, 0)
-        for (x0, y0, x1, y1) in boxes:
+        for x0, y0, x1, y1 in boxes:
             if x1 < width:
                 draw.line([(x1 + gutter // 2, y0), (x1 + gutter // 2, y1)], fill=colour, width=1)
             if y1 < height:
                 draw.line([(x0, y1 + gutter // 2), (x1, y1 + gutter // 2)], fill=colour, width=1)
-    layout = {"gutter": gutter, "background": background_name, "dividers": dividers, "label_style": style,
-              "label_outside": outside, "photos_only": photos_only}
+    layout = {
+        "gutter": gutter,
+        "background": background_name,
+        "dividers": dividers,
+        "label_style": style,
+        "label_outside": outside,
+        "photos_only": photos_only,
+    }
     return SyntheticFigure(canvas, boxes, labels, layout)
