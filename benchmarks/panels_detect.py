@@ -143,7 +143,8 @@ def main() -> None:
         from biomedclip.panels.synthetic import held_out_figures
 
         figures = held_out_figures(args.synthetic, shared / "fixtures")
-        run([f.as_gt_row() for f in figures], [f.image for f in figures], "synthetic held-out")
+        rows = [f.as_gt_row(f"held-out-{i}") for i, f in enumerate(figures)]
+        run(rows, [f.image for f in figures], "synthetic held-out")
 
 
 if __name__ == "__main__":
