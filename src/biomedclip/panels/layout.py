@@ -32,6 +32,10 @@ SEAM_RATIO = 4  # a seam between abutting images steps this many times more than
 SEAM_MIN_STEP = 12  # and at least this many grey levels on average along its length
 SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
 MAX_SEAM_LINES = 8
+BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
+MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
+UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
+EDGE_VARIANCE = 100  # rows or columns beside a flat-colour gutter vary at least this much (panel content)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
 
@@ -52,6 +56,11 @@ class _Mask:
         self.cols = np.zeros((self.height + 1, self.width), np.int32)
         np.cumsum(fg, axis=0, out=self.cols[1:, :])
         self.gray = gray
+        squares = gray.astype(np.int32) ** 2
+        self.row_sums = _prefix(gray, axis=1)
+        self.row_squares = _prefix(squares, axis=1)
+        self.col_sums = _prefix(gray, axis=0)
+        self.col_squares = _prefix(squares, axis=0)
         self.hrun = _run_lengths(fg)
         self.vrun = _run_lengths(fg.T).T
 
@@ -62,6 +71,26 @@ class _Mask:
     def col_profile(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
         return self.cols[y1, x0:x1] - self.cols[y0, x0:x1]
+
+    def uniform(self, box: Box, axis: int) -> np.ndarray:
+        """Per row (axis 0) or column (axis 1) of ``box``: whether it is one flat colour (a gutter of any colour)."""
+        x0, y0, x1, y1 = box
+        if axis == 0:
+            n = x1 - x0
+            total = self.row_sums[y0:y1, x1] - self.row_sums[y0:y1, x0]
+            squares = self.row_squares[y0:y1, x1] - self.row_squares[y0:y1, x0]
+        else:
+            n = y1 - y0
+            total = self.col_sums[y1, x0:x1] - self.col_sums[y0, x0:x1]
+            squares = self.col_squares[y1, x0:x1] - self.col_squares[y0, x0:x1]
+        mean = total / n
+        variance = squares / n - mean * mean
+        flat = variance <= UNIFORM_VARIANCE
+        for start, end in _runs(flat):
+            outside = np.concatenate([variance[max(0, start - 2) : start], variance[end : end + 2]])
+            if outside.size and outside.min() < EDGE_VARIANCE:
+                flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
+        return flat
 
     def trim(self, box: Box) -> Box | None:
         """The smallest box holding all foreground of ``box``, or None when it holds none."""
@@ -92,6 +121,15 @@ def _run_lengths(fg: np.ndarray) -> np.ndarray:
     return np.where(fg, out, 0).astype(np.int32)
 
 
+def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
+    """Cumulative sums along an axis with a leading zero, in int32 (enough for 1000 squared grey levels)."""
+    shape = list(values.shape)
+    shape[axis] += 1
+    out = np.zeros(shape, np.int32)
+    np.cumsum(values, axis=axis, dtype=np.int32, out=out[1:, :] if axis == 0 else out[:, 1:])
+    return out
+
+
 def _integral(flags: np.ndarray) -> np.ndarray:
     """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
     table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
@@ -113,12 +151,24 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def _dominant_colour(pixels: np.ndarray) -> np.ndarray:
+    """The median colour of the most populated 16-level RGB bin."""
+    bins = (pixels[:, 0] >> 4).astype(np.int32) << 8 | (pixels[:, 1] >> 4).astype(np.int32) << 4 | pixels[:, 2] >> 4
+    return np.median(pixels[bins == int(np.argmax(np.bincount(bins, minlength=4096)))], axis=0).astype(np.int16)
+
+
 def _foreground(rgb: np.ndarray) -> np.ndarray:
     """Pixels that differ from the background colour (the most frequent colour), isolated specks removed."""
-    sample = rgb[::2, ::2].reshape(-1, 3)
-    bins = (sample[:, 0] >> 4).astype(np.int32) << 8 | (sample[:, 1] >> 4).astype(np.int32) << 4 | sample[:, 2] >> 4
-    counts = np.bincount(bins, minlength=4096)
-    background = np.median(sample[bins == int(np.argmax(counts))], axis=0)
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = _dominant_colour(border)
+    if np.mean(np.abs(border.astype(np.int16) - background).max(axis=1) <= FOREGROUND_DISTANCE) < BORDER_MAJORITY:
+        # panels reach the edges: white or black if common enough, else no background (gutters are then flat bands)
+        sample = rgb[::2, ::2]
+        white = np.mean(sample.min(axis=2) >= 255 - FOREGROUND_DISTANCE)
+        black = np.mean(sample.max(axis=2) <= FOREGROUND_DISTANCE)
+        if max(white, black) < MIN_BACKGROUND_SHARE:
+            return np.ones(rgb.shape[:2], bool)
+        background = np.full(3, 255 if white >= black else 0, np.int16)
     fg = np.zeros(rgb.shape[:2], bool)
     for channel in range(3):
         fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
@@ -188,6 +238,12 @@ class _Splitter:
         profile = self.mask.row_profile(box) if axis == 0 else self.mask.col_profile(box)
         span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
         empty = profile == 0
+        for start, end in _runs(self.mask.uniform(box, axis)):
+            if start > 0 and end < len(profile):
+                thick = end - start > LINE_MAX_PX
+                between_images = min(profile[start - 1], profile[end]) >= SEAM_FILLED * span
+                if thick or between_images:
+                    empty[start:end] = True  # a flat band of any colour; a thin flat line in a frame is not
         full = profile >= LINE_FILL * span
         origin = box[1] if axis == 0 else box[0]
         for start, end in _runs(full):
@@ -413,11 +469,12 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool]) -> list[_Piece
                 b = head[0].box
                 x_overlap = min(b[2], o[2]) - max(b[0], o[0])
                 y_overlap = min(b[3], o[3]) - max(b[1], o[1])
-                above = b[3] <= o[1] + 4 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
-                left = b[2] <= o[0] + 4 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
+                # above: starts higher and ends before the orphan's middle (boxes may overlap by a margin)
+                above = b[1] < o[1] and b[3] <= (o[1] + o[3]) / 2 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
+                left = b[0] < o[0] and b[2] <= (o[0] + o[2]) / 2 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
                 if not (above or left):
                     continue
-                gap = o[1] - b[3] if above else o[0] - b[2]
+                gap = max(0, o[1] - b[3] if above else o[0] - b[2])
                 if best is None or gap < best[0]:
                     best = (gap, head)
             if best is None:

@@ -133,14 +133,24 @@ def _chart(rng: random.Random, kind: str, width: int, height: int) -> Image.Imag
     return Image.open(buffer).convert("RGB").resize((width, height))
 
 
-def _photo(rng: random.Random, sources: list[Path], width: int, height: int) -> Image.Image:
-    """A source image scaled to cover the cell and cropped to it (no letterbox, so the box is the cell)."""
+def _photo(rng: random.Random, sources: list[Path], width: int, height: int) -> tuple[Image.Image, Box]:
+    """A source image fitted into a cell (cropped by at most a quarter towards the cell's shape, never
+    stretched) and its box inside the cell."""
     with Image.open(rng.choice(sources)) as opened:
         image = opened.convert("RGB")
-    scale = max(width / image.width, height / image.height)
-    image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))))
-    left, top = rng.randint(0, image.width - width), rng.randint(0, image.height - height)
-    return image.crop((left, top, left + width, top + height))
+    target = width / height
+    if image.width / image.height > target:
+        keep = round(max(0.75 * image.width, image.height * target))
+        left = rng.randint(0, image.width - keep)
+        image = image.crop((left, 0, left + keep, image.height))
+    else:
+        keep = round(max(0.75 * image.height, image.width / target))
+        top = rng.randint(0, image.height - keep)
+        image = image.crop((0, top, image.width, top + keep))
+    scale = min(width / image.width, height / image.height)
+    size = (max(1, min(width, round(image.width * scale))), max(1, min(height, round(image.height * scale))))
+    left, top = (width - size[0]) // 2, (height - size[1]) // 2
+    return image.resize(size), (left, top, left + size[0], top + size[1])
 
 
 def _cells(rng: random.Random, width: int, height: int, gutter: int) -> list[Box]:
@@ -177,12 +187,11 @@ def make_figure(rng: random.Random, sources: list[Path]) -> SyntheticFigure:
     """One figure drawn from ``rng``: layout, gutters, background, dividers, panel contents and labels."""
     width, height = rng.randint(500, 1000), rng.randint(300, 900)
     if rng.random() < 0.15:
-        panel = (
-            _photo(rng, sources, width, height)
-            if sources and rng.random() < 0.5
-            else _chart(rng, rng.choice(CHART_KINDS), width, height)
-        )
-        return SyntheticFigure(panel, [(0, 0, width, height)], [None], {"single": True})
+        if sources and rng.random() < 0.5:
+            photo, _ = _photo(rng, sources, width, height)
+            return SyntheticFigure(photo, [(0, 0, photo.width, photo.height)], [None], {"single": True})
+        chart = _chart(rng, rng.choice(CHART_KINDS), width, height)
+        return SyntheticFigure(chart, [(0, 0, width, height)], [None], {"single": True})
     gutter = rng.choice([0, 0, rng.randint(1, 4), rng.randint(8, 30)])
     background_name = rng.choice(["white", "white", "black", "grey"])
     background = BACKGROUNDS[background_name]
@@ -195,25 +204,30 @@ def make_figure(rng: random.Random, sources: list[Path]) -> SyntheticFigure:
     boxes, labels = [], []
     font_size = rng.randint(14, 26)
     font = _font(rng, font_size)
-    for index, (x0, y0, x1, y1) in enumerate(_cells(rng, width, height, gutter)):
+    cells = _cells(rng, width, height, gutter)
+    for index, (x0, y0, x1, y1) in enumerate(cells):
         top = y0 + (font_size + 4 if outside else 0)
-        w, h = x1 - x0, y1 - top
-        if photos_only or (sources and rng.random() < 0.4):
-            content = _photo(rng, sources, w, h)
+        is_photo = photos_only or (bool(sources) and rng.random() < 0.4)
+        if is_photo:
+            content, (px0, py0, px1, py1) = _photo(rng, sources, x1 - x0, y1 - top)
+            canvas.paste(content, (x0 + px0, top + py0))
+            box = (x0 + px0, top + py0, x0 + px1, top + py1)
         else:
-            content = _chart(rng, rng.choice(CHART_KINDS), w, h)
-        canvas.paste(content, (x0, top))
+            canvas.paste(_chart(rng, rng.choice(CHART_KINDS), x1 - x0, y1 - top), (x0, top))
+            box = (x0, top, x1, y1)
         label = None
         if style is not None:
             text, label = _label_text(style, index)
-            inside_colour = (255, 255, 255) if photos_only else (0, 0, 0)
-            colour = (255 - background[0],) * 3 if outside else inside_colour
-            draw.text((x0 + 3, y0 + 2), text, font=font, fill=colour)
-        boxes.append((x0, y0, x1, y1))
+            corner = (box[0] + 3, y0 + 2 if outside else box[1] + 2)
+            colour = (255 - background[0],) * 3 if outside else ((255, 255, 255) if is_photo else (0, 0, 0))
+            draw.text(corner, text, font=font, fill=colour)
+            if outside:
+                box = (box[0], y0, box[2], box[3])
+        boxes.append(box)
         labels.append(label)
     if dividers:
         colour = (128, 128, 128) if background_name != "grey" else (0, 0, 0)
-        for x0, y0, x1, y1 in boxes:
+        for x0, y0, x1, y1 in cells:
             if x1 < width:
                 draw.line([(x1 + gutter // 2, y0), (x1 + gutter // 2, y1)], fill=colour, width=1)
             if y1 < height:
