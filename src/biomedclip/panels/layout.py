@@ -36,6 +36,8 @@ BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
 EDGE_VARIANCE = 100  # rows or columns beside a flat-colour gutter vary at least this much (panel content)
+PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
+LETTERED_SHARE = 0.4  # pieces are joined to lettered neighbours when this share of them starts with a letter
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
 
@@ -453,12 +455,19 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     return len(words) == 1 or words[1][0] - end >= h
 
 
-def _merge_unlettered(pieces: list[_Piece], lettered: list[bool]) -> list[_Piece]:
-    """When most pieces start with a letter, join each piece without one to its lettered neighbour above or left."""
+def _density(mask: _Mask, box: Box) -> float:
+    """Share of foreground pixels in the box."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return float(mask.row_profile(box).sum()) / area if area else 0.0
+
+
+def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list[_Piece]:
+    """When most pieces start with a letter, join each piece without one (False; None stands alone) to its
+    lettered neighbour above or left."""
     groups = [(piece, has) for piece, has in zip(pieces, lettered, strict=True)]
     while True:
-        heads = [g for g in groups if g[1]]
-        orphans = [g for g in groups if not g[1]]
+        heads = [g for g in groups if g[1] is True]
+        orphans = [g for g in groups if g[1] is False]
         if not orphans or not heads:
             return [g[0] for g in groups]
         merged = False
@@ -537,8 +546,13 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     if len(pieces) < 2:
         return [(whole, 0.9)]
     _attach_decorations(pieces, splitter.decorations)
-    lettered = [_has_letter(mask, piece.box, splitter.text_px) for piece in pieces]
-    if sum(lettered) >= 2 and sum(lettered) >= 0.4 * len(pieces):
+    # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
+    lettered = [
+        None if _density(mask, piece.box) >= PHOTO_DENSITY else _has_letter(mask, piece.box, splitter.text_px)
+        for piece in pieces
+    ]
+    drawn = [flag for flag in lettered if flag is not None]
+    if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
         pieces = _merge_unlettered(pieces, lettered)
     if len(pieces) < 2:
         return [(whole, 0.9)]
