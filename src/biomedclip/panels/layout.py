@@ -28,8 +28,11 @@ TEXT_MIN_PX = 16  # a line of text is at most this tall (or this fraction of the
 TEXT_FRACTION = 0.025
 FACET_GAP_FRACTION = 0.03  # facets of one plot sit closer than this fraction of the figure's longer side
 STROKE_TEXT_RATIO = 4  # a stroke this many text heights long is a bar or a line, not a word
-SEAM_RATIO = 4  # a seam between abutting images steps this many times more than a typical neighbour pair
+SEAM_RATIO = 4  # a seam between filled images steps this many times more than a typical neighbour pair
 SEAM_MIN_STEP = 12  # and at least this many grey levels on average along its length
+SEAM_STRIP = 3  # pixels on each side of a seam averaged (skipping the 2 px at the seam itself)
+SEAM_STEP = 25  # grey levels between the two strips for a row to step
+SEAM_SHARE = 0.9  # share of the seam's length that steps
 SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
 MAX_SEAM_LINES = 8
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
@@ -355,8 +358,45 @@ class _Splitter:
         return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
 
     def seam(self, box: Box) -> tuple[int, Box, Box] | None:
-        """A straight edge where two abutting images meet (no gutter): a column or row where most of the pixels
-        change sharply, between sides that are both panels."""
+        """A straight edge where two abutting images meet (no gutter): a column (or row) where, in most rows, the
+        strips of pixels on its two sides differ in brightness. A thin line (an axis, a frame) is skipped over by
+        the strips, so only a change of content counts; at least one side must be filled (an image)."""
+        x0, y0, x1, y1 = box
+        if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        best = None
+        for axis in (0, 1):
+            gray = self.mask.gray[y0:y1, x0:x1].astype(np.int32)
+            fill = self.mask.fg[y0:y1, x0:x1].mean(axis=0 if axis == 1 else 1)
+            lines = gray if axis == 1 else gray.T
+            n, w = lines.shape[1], SEAM_STRIP
+            if n < 2 * w + 4:
+                continue
+            sums = np.zeros((lines.shape[0], n + 1), np.int32)
+            np.cumsum(lines, axis=1, out=sums[:, 1:])
+            k = np.arange(w + 1, n - w)
+            left = sums[:, k - 1] - sums[:, k - 1 - w]
+            right = sums[:, k + 1 + w] - sums[:, k + 1]
+            share = (np.abs(left - right) > SEAM_STEP * w).mean(axis=0)
+            peaks = (share >= np.maximum(np.roll(share, 1), np.roll(share, -1))) & (share >= SEAM_SHARE / 2)
+            if np.count_nonzero(peaks) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            for i in np.flatnonzero(peaks & (share >= SEAM_SHARE)):
+                cut = int(k[i])
+                if max(fill[cut - 2], fill[cut + 1]) < SEAM_FILLED:
+                    continue
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                better = best is None or share[i] > best[0]
+                if better and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[i]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
+    def texture_seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge between two abutting images that both fill their side: a column (or row) whose mean
+        change of brightness stands out from the image's own texture."""
         x0, y0, x1, y1 = box
         ink = int(self.mask.row_profile(box).sum())
         if ink < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
@@ -389,7 +429,7 @@ class _Splitter:
         if inner is not None and inner != box:
             pieces = self.split(inner, gap)
             return pieces if len(pieces) > 1 else [_Piece(box, gap)]
-        cut = self.best_cut(box) or self.seam(box)
+        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box)
         if cut is not None:
             width, first, second = cut
             return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
