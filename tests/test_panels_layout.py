@@ -203,3 +203,15 @@ def test_dev_set_scores(shared_fixtures: Path):
     assert compound_hits / len(rows) >= 0.91
     assert sum(clef) / len(clef) >= 0.75
     assert ap >= 0.77
+
+
+def test_run_starts_match_brute_force():
+    from biomedclip.panels.layout import _run_starts
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        fg = rng.random((6, 25)) < 0.7
+        length = int(rng.integers(1, 12))
+        want = np.array([[c + length <= 25 and fg[r, c : c + length].all() for c in range(25)] for r in range(6)])
+        assert np.array_equal(_run_starts(fg, length, axis=1), want)
+        assert np.array_equal(_run_starts(np.ascontiguousarray(fg.T), length, axis=0), want.T)

@@ -67,8 +67,6 @@ class _Mask:
         self.row_squares = _prefix(squares, axis=1)
         self.col_sums = _prefix(gray, axis=0)
         self.col_squares = _prefix(squares, axis=0)
-        self.hrun = _run_lengths(fg)
-        self.vrun = _run_lengths(fg.T).T
 
     def row_profile(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
@@ -111,20 +109,21 @@ class _Mask:
         return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
 
 
-def _run_lengths(fg: np.ndarray) -> np.ndarray:
-    """For each foreground pixel, the length of the horizontal run of foreground it belongs to (0 elsewhere)."""
-    h, w = fg.shape
-    padded = np.zeros((h, w + 2), np.int8)
-    padded[:, 1:-1] = fg
-    step = np.diff(padded, axis=1)
-    starts_r, starts_c = np.nonzero(step == 1)
-    ends_r, ends_c = np.nonzero(step == -1)
-    lengths = np.zeros((h, w + 1), np.int32)
-    run = (ends_c - starts_c).astype(np.int32)
-    lengths[starts_r, starts_c] = run
-    lengths[ends_r, ends_c] -= run
-    out = np.cumsum(lengths, axis=1)[:, :w]
-    return np.where(fg, out, 0).astype(np.int32)
+def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """Pixels where a straight run of at least ``length`` foreground pixels starts along an axis (1: rightwards,
+    0: downwards), by erosion with doubling shifts."""
+    eroded = fg.copy()
+    covered = 1
+    while covered < length:
+        shift = min(covered, length - covered)
+        if axis == 1:
+            eroded[:, :-shift] &= eroded[:, shift:]
+            eroded[:, -shift:] = False
+        else:
+            eroded[:-shift, :] &= eroded[shift:, :]
+            eroded[-shift:, :] = False
+        covered += shift
+    return eroded
 
 
 def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
@@ -201,8 +200,8 @@ class _Splitter:
         self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
         self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
         stroke = STROKE_TEXT_RATIO * self.text_px
-        self.long_h = _integral(mask.hrun >= stroke)
-        self.long_v = _integral(mask.vrun >= stroke)
+        self.long_h = _integral(_run_starts(mask.fg, int(stroke), axis=1))
+        self.long_v = _integral(_run_starts(mask.fg, int(stroke), axis=0))
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []  # strips peeled off a region that was then cut
         self.pending: list[Box] = []  # strips peeled off the region under examination
@@ -581,7 +580,8 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
         rgb = _rgb_array(image.reduce(factor))
     else:
         rgb = _rgb_array(Image.fromarray(_rgb_array(image)).reduce(factor))
-    mask = _Mask(_foreground(rgb), rgb.astype(np.int16).sum(axis=2) // 3)
+    gray = (rgb[:, :, 0].astype(np.int16) + rgb[:, :, 1] + rgb[:, :, 2]) // 3
+    mask = _Mask(_foreground(rgb), gray)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:
         return [(whole, 1.0)]
