@@ -1,0 +1,253 @@
+"""Panel labels: the letter printed on each panel ("A", "b", "A1"; "(c)" and "A." read as "c" and "A").
+
+For each panel box, the top band of the box is thresholded (both polarities, so white letters on micrographs
+count), its glyph-sized connected components are grouped into short tokens, each glyph is classified by the
+small CNN in ``label_model`` (trained here from rendered fonts), and tokens that parse as a label are scored by
+the model's confidence, their place in the panel (labels sit at the top, mostly at the left) and their size.
+Across the figure, labels share one case and should not repeat: ambiguous shapes (c/C, o/O, s/S...) take the
+figure's case, and a letter read twice keeps it only on the surer panel.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged
+from biomedclip.panels.label_model import CLASSES, load_classifier
+from biomedclip.panels.types import Box
+
+MIN_GLYPH_HEIGHT = 7
+"""Smaller marks are tick labels and body text, not panel letters."""
+MIN_SCORE = 0.25
+"""A panel whose best reading scores below this gets no label."""
+_BAND_FRACTION = 0.35
+_MIN_BAND = 48
+_TOKEN_GAP = 0.25
+"""Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
+_MAX_TOKEN = 4
+_CASELESS = frozenset("COPSUVWXZK")
+"""Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
+_UPPER = np.arange(26)
+_LOWER = np.arange(26, 52)
+_DIGITS = np.arange(52, 62)
+_OPEN, _CLOSE = CLASSES.index("("), CLASSES.index(")")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One way to read a panel's label: the text, its score, and whether its case is a guess."""
+
+    text: str
+    score: float
+    case_known: bool
+
+
+def attach_parts(main: Component, parts: list[Component]) -> list[Component]:
+    """``main`` with the small marks just above it that belong to the same glyph (the dot of an i or j)."""
+    attached = [main]
+    for part in parts:
+        if part is main or part.height >= 0.5 * main.height or part.y1 > main.y0 + 1:
+            continue
+        centre = (part.x0 + part.x1) / 2
+        if main.x0 <= centre <= main.x1 and main.y0 - part.y1 <= 0.6 * main.height:
+            attached.append(part)
+    return attached
+
+
+def _on_background(component: Component, mask: np.ndarray) -> bool:
+    """Whether the ring just outside the component is mostly background (not ink of its own polarity)."""
+    height, width = mask.shape
+    y0, y1 = max(0, component.y0 - 2), min(height, component.y1 + 2)
+    x0, x1 = max(0, component.x0 - 2), min(width, component.x1 + 2)
+    window = mask[y0:y1, x0:x1]
+    inner = int(component.mask.sum())
+    ring_size = window.size - component.mask.size
+    return ring_size <= 0 or (int(window.sum()) - inner) <= 0.3 * ring_size
+
+
+def _enclosed(component: Component, others: list[Component]) -> bool:
+    """Whether a glyph-sized blob of the other polarity surrounds the component (the hole of an O or A)."""
+    return any(
+        o.x0 < component.x0 and component.x1 < o.x1 and o.y0 < component.y0 and component.y1 < o.y1 for o in others
+    )
+
+
+def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[Component], list[Component]]:
+    """Glyph-sized components of both polarities in a band (counters excluded), and the small marks that may
+    belong to them (dots)."""
+    found: dict[bool, tuple[np.ndarray, list[Component]]] = {}
+    for mask, light in ink_masks(band):
+        found[light] = (mask, components(mask, light, 2, max_height))
+    glyphs, marks = [], []
+    for light, (mask, parts) in found.items():
+        others = [c for c in found.get(not light, (None, []))[1] if c.height >= MIN_GLYPH_HEIGHT]
+        for part in parts:
+            if part.height < MIN_GLYPH_HEIGHT:
+                marks.append(part)
+            elif _on_background(part, mask) and not _enclosed(part, others):
+                glyphs.append(part)
+    return glyphs, marks
+
+
+def _tokens(glyphs: list[Component]) -> list[list[Component]]:
+    """Glyphs grouped into tokens: same polarity, same line, gaps under ``_TOKEN_GAP`` heights; left to right."""
+    order = sorted(range(len(glyphs)), key=lambda i: glyphs[i].x0)
+    parent = list(range(len(glyphs)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    reach = _TOKEN_GAP * max((g.height for g in glyphs), default=0)
+    for a_pos, a in enumerate(order):
+        ga = glyphs[a]
+        for b in order[a_pos + 1 :]:
+            gb = glyphs[b]
+            if gb.x0 - ga.x1 > reach:
+                break
+            overlap = min(ga.y1, gb.y1) - max(ga.y0, gb.y0)
+            close = gb.x0 - ga.x1 <= _TOKEN_GAP * max(ga.height, gb.height)
+            if close and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
+                parent[root(b)] = root(a)
+    groups: dict[int, list[Component]] = {}
+    for i in order:
+        groups.setdefault(root(i), []).append(glyphs[i])
+    return list(groups.values())
+
+
+def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
+    """Read a token as a label ("(A)", "A", "A1", "a."), or None when it is not one (a word, a number)."""
+    kinds = probs.argmax(axis=1)
+    start, stop = 0, len(token)
+    paren_height = 0
+    if stop - start > 1 and kinds[start] == _OPEN:
+        paren_height = token[start].height
+        start += 1
+    if stop - start > 1 and kinds[stop - 1] == _CLOSE:
+        paren_height = max(paren_height, token[stop - 1].height)
+        stop -= 1
+    if not 1 <= stop - start <= 2:
+        return None
+    letter = probs[start]
+    by_letter = letter[_UPPER] + letter[_LOWER]
+    index = int(by_letter.argmax())
+    score = float(by_letter[index])
+    char = string.ascii_uppercase[index]
+    case_known = char not in _CASELESS
+    if case_known:
+        upper = letter[_UPPER[index]] >= letter[_LOWER[index]]
+    elif paren_height:
+        upper = token[start].height >= 0.68 * paren_height
+        case_known = True
+    else:
+        upper = letter[_UPPER[index]] >= letter[_LOWER[index]]
+    text = char if upper else char.lower()
+    if stop - start == 2:
+        digit = probs[start + 1]
+        text += str(int(digit[_DIGITS].argmax()))
+        score *= float(digit[_DIGITS].max())
+    for bracket, cls in ((token[:start], _OPEN), (token[stop:], _CLOSE)):
+        score *= float(np.prod([probs[token.index(b), cls] for b in bracket])) if bracket else 1.0
+    return Reading(text, score, case_known)
+
+
+def _place_weight(token: list[Component], width: int, band_height: int) -> float:
+    """Prior for a label's place in its panel: near the top, and near the left (or right) edge."""
+    x0, x1 = min(g.x0 for g in token), max(g.x1 for g in token)
+    y0 = min(g.y0 for g in token)
+    vertical = max(0.2, 1.0 - 1.5 * y0 / band_height)
+    side = min(x0, width - x1) / width
+    horizontal = max(0.4, 1.0 - 1.2 * side)
+    return vertical * horizontal
+
+
+def _may_be_label(token: list[Component]) -> bool:
+    """Shape test before classifying: one glyph, two ("A1", "a)"), or three or four with bracket-thin ends."""
+    if len(token) <= 2:
+        return True
+    if len(token) > _MAX_TOKEN:
+        return False
+    thin = [g.width < 0.6 * g.height for g in (token[0], token[-1])]
+    return thin[0] or thin[1] if len(token) == 3 else thin[0] and thin[1]
+
+
+def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
+    """Candidate readings of one panel's label, best first (empty when nothing parses)."""
+    height, width = gray.shape
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(width, int(box[2])), min(height, int(box[3]))
+    if x1 - x0 < MIN_GLYPH_HEIGHT or y1 - y0 < MIN_GLYPH_HEIGHT:
+        return []
+    band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0))))
+    band = gray[y0 : y0 + band_height, x0:x1]
+    max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
+    glyphs, marks = _glyphs(band, max_height)
+    if not glyphs:
+        return []
+    typical = float(np.median([g.height for g in glyphs]))
+    tokens = [t for t in _tokens(glyphs) if _may_be_label(t) and _place_weight(t, x1 - x0, band_height) >= MIN_SCORE]
+    if not tokens:
+        return []
+    flat = [merged(attach_parts(g, marks)) for t in tokens for g in t]
+    probs = load_classifier().probabilities(np.stack([glyph_bitmap(g.mask) for g in flat]))
+    readings, offset = [], 0
+    for token in tokens:
+        reading = _parse(token, probs[offset : offset + len(token)])
+        offset += len(token)
+        if reading is None:
+            continue
+        size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
+        score = reading.score * size * _place_weight(token, x1 - x0, band_height)
+        readings.append(Reading(reading.text, score, reading.case_known))
+    return sorted(readings, key=lambda r: -r.score)
+
+
+def _figure_case(choices: list[Reading | None]) -> bool | None:
+    """The case most sure readings share (True for upper), or None when no reading tells."""
+    votes = [(r.text[0].isupper(), r.score) for r in choices if r is not None and r.case_known]
+    if not votes:
+        return None
+    upper = sum(s for is_upper, s in votes if is_upper)
+    return upper >= sum(s for is_upper, s in votes if not is_upper)
+
+
+def _with_case(reading: Reading, upper: bool | None) -> Reading:
+    if upper is None or reading.case_known:
+        return reading
+    first = reading.text[0].upper() if upper else reading.text[0].lower()
+    return Reading(first + reading.text[1:], reading.score, True)
+
+
+def _resolve(candidates: list[list[Reading]]) -> list[Reading | None]:
+    """One reading per panel: sure readings first, each letter used once, shared case for ambiguous shapes."""
+    chosen: list[Reading | None] = [None] * len(candidates)
+    used: set[str] = set()
+    order = sorted(
+        (i for i, c in enumerate(candidates) if c and c[0].score >= MIN_SCORE), key=lambda i: -candidates[i][0].score
+    )
+    for i in order:
+        for reading in candidates[i]:
+            if reading.score < MIN_SCORE:
+                break
+            if reading.text.upper() not in used:
+                chosen[i] = reading
+                used.add(reading.text.upper())
+                break
+    upper = _figure_case(chosen)
+    return [None if r is None else _with_case(r, upper) for r in chosen]
+
+
+def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, float]]:
+    """The label printed on each panel box with a confidence in [0, 1]; ``(None, confidence)`` where none is
+    read. Boxes are in ``image`` pixels (x1/y1 exclusive); empty or out-of-image boxes read as None."""
+    if not boxes:
+        return []
+    gray = np.asarray(image.convert("L"))
+    chosen = _resolve([_read_box(gray, box) for box in boxes])
+    return [(None, 0.0) if r is None else (r.text, round(min(1.0, r.score), 4)) for r in chosen]
