@@ -24,8 +24,15 @@ MIN_GLYPH_HEIGHT = 7
 """Smaller marks are tick labels and body text, not panel letters."""
 MIN_SCORE = 0.25
 """A panel whose best reading scores below this gets no label."""
+_SINGLE_MIN_SCORE = 0.6
+"""A figure of one panel rarely prints a letter: a bare letter must be surer there (a bracketed one need not)."""
+_SEQUENCE_BONUS = 1.6
+_FILLED_SCORE = 0.2
+"""Confidence of a letter given to a panel only because the figure's sequence lacks it."""
 _BAND_FRACTION = 0.35
 _MIN_BAND = 48
+_ABOVE_FRACTION = 0.1
+"""The band starts this fraction of the box height above the box: letters often sit just over a plot's frame."""
 _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
@@ -44,6 +51,7 @@ class Reading:
     text: str
     score: float
     case_known: bool
+    bracketed: bool = False
 
 
 def attach_parts(main: Component, parts: list[Component]) -> list[Component]:
@@ -113,7 +121,8 @@ def _tokens(glyphs: list[Component]) -> list[list[Component]]:
                 break
             overlap = min(ga.y1, gb.y1) - max(ga.y0, gb.y0)
             close = gb.x0 - ga.x1 <= _TOKEN_GAP * max(ga.height, gb.height)
-            if close and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
+            similar = max(ga.height, gb.height) <= 2.2 * min(ga.height, gb.height)
+            if close and similar and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
                 parent[root(b)] = root(a)
     groups: dict[int, list[Component]] = {}
     for i in order:
@@ -154,7 +163,7 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
         score *= float(digit[_DIGITS].max())
     for bracket, cls in ((token[:start], _OPEN), (token[stop:], _CLOSE)):
         score *= float(np.prod([probs[token.index(b), cls] for b in bracket])) if bracket else 1.0
-    return Reading(text, score, case_known)
+    return Reading(text, score, case_known, start > 0 or stop < len(token))
 
 
 def _place_weight(token: list[Component], width: int, band_height: int) -> float:
@@ -184,8 +193,9 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     x1, y1 = min(width, int(box[2])), min(height, int(box[3]))
     if x1 - x0 < MIN_GLYPH_HEIGHT or y1 - y0 < MIN_GLYPH_HEIGHT:
         return []
-    band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0))))
-    band = gray[y0 : y0 + band_height, x0:x1]
+    above = min(y0, max(8, min(32, round(_ABOVE_FRACTION * (y1 - y0)))))
+    band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0)))) + above
+    band = gray[y0 - above : y0 - above + band_height, x0:x1]
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
     glyphs, marks = _glyphs(band, max_height)
     if not glyphs:
@@ -204,7 +214,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
             continue
         size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
         score = reading.score * size * _place_weight(token, x1 - x0, band_height)
-        readings.append(Reading(reading.text, score, reading.case_known))
+        readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed))
     return sorted(readings, key=lambda r: -r.score)
 
 
@@ -218,27 +228,56 @@ def _figure_case(choices: list[Reading | None]) -> bool | None:
 
 
 def _with_case(reading: Reading, upper: bool | None) -> Reading:
-    if upper is None or reading.case_known:
+    """The reading in the figure's case (letters of one figure share it), or as read when the figure's is unknown."""
+    if upper is None:
         return reading
     first = reading.text[0].upper() if upper else reading.text[0].lower()
-    return Reading(first + reading.text[1:], reading.score, True)
+    return Reading(first + reading.text[1:], reading.score, True, reading.bracketed)
+
+
+def _pick(candidates: list[list[Reading]], bonus: frozenset[str], minimum: float) -> list[Reading | None]:
+    """Greedy one-reading-per-panel choice, surest panel first, each label used once; readings of a letter in
+    ``bonus`` count ``_SEQUENCE_BONUS`` times their score; choices below ``minimum`` are dropped."""
+
+    def adjusted(reading: Reading) -> float:
+        return reading.score * (_SEQUENCE_BONUS if reading.text.upper() in bonus else 1.0)
+
+    best = [max((adjusted(r) for r in c), default=0.0) for c in candidates]
+    chosen: list[Reading | None] = [None] * len(candidates)
+    used: set[str] = set()
+    for i in sorted(range(len(candidates)), key=lambda i: -best[i]):
+        free = [r for r in candidates[i] if r.text.upper() not in used and adjusted(r) >= minimum]
+        if free:
+            top = max(free, key=adjusted)
+            chosen[i] = Reading(top.text, min(1.0, adjusted(top)), top.case_known, top.bracketed)
+            used.add(top.text.upper())
+    return chosen
+
+
+def _expected(chosen: list[Reading | None]) -> frozenset[str]:
+    """The letters a lettered figure of this many panels should use (A onwards), or none when fewer than two
+    panels read as single letters."""
+    letters = [r.text.upper() for r in chosen if r is not None and len(r.text) == 1]
+    if len(letters) < 2:
+        return frozenset()
+    return frozenset(string.ascii_uppercase[: len(chosen)])
 
 
 def _resolve(candidates: list[list[Reading]]) -> list[Reading | None]:
-    """One reading per panel: sure readings first, each letter used once, shared case for ambiguous shapes."""
-    chosen: list[Reading | None] = [None] * len(candidates)
-    used: set[str] = set()
-    order = sorted(
-        (i for i, c in enumerate(candidates) if c and c[0].score >= MIN_SCORE), key=lambda i: -candidates[i][0].score
-    )
-    for i in order:
-        for reading in candidates[i]:
-            if reading.score < MIN_SCORE:
-                break
-            if reading.text.upper() not in used:
-                chosen[i] = reading
-                used.add(reading.text.upper())
-                break
+    """One reading per panel. Sure readings fix the figure's letter sequence and case; a second pass prefers
+    that sequence's letters (so a weak "C" beats a stray "T"), and a single panel left out of an otherwise
+    complete sequence gets the one missing letter."""
+    if len(candidates) == 1:
+        bracketed = [[r for r in candidates[0] if r.bracketed or r.score >= _SINGLE_MIN_SCORE]]
+        chosen = _pick(bracketed, frozenset(), MIN_SCORE)
+    else:
+        expected = _expected(_pick(candidates, frozenset(), MIN_SCORE))
+        chosen = _pick(candidates, expected, MIN_SCORE)
+        missing = sorted(c for c in expected if string.ascii_uppercase.index(c) < len(chosen)) if expected else []
+        missing = [c for c in missing if c not in {r.text.upper() for r in chosen if r is not None}]
+        unread = [i for i, r in enumerate(chosen) if r is None]
+        if len(missing) == 1 and len(unread) == 1 and len(chosen) >= 3:
+            chosen[unread[0]] = Reading(missing[0], _FILLED_SCORE, False)
     upper = _figure_case(chosen)
     return [None if r is None else _with_case(r, upper) for r in chosen]
 
