@@ -115,6 +115,10 @@ def test_no_boxes_and_odd_modes():
         assert len(read_labels(Image.new(mode, (64, 64)), [(0, 0, 64, 64)])) == 1
 
 
+def _texts(readings) -> list[str | None]:
+    return [None if r is None else r.text for r in readings]
+
+
 def test_figure_consistency_resolves_repeats_and_case():
     """A letter read on two panels stays with the surer one (the other takes its next reading); an ambiguous
     shape (c/C) takes the case the figure's unambiguous letters share."""
@@ -122,9 +126,26 @@ def test_figure_consistency_resolves_repeats_and_case():
         [Reading("A", 0.9, True)],
         [Reading("A", 0.5, True), Reading("B", 0.4, True)],
         [Reading("c", 0.8, False)],
-        [Reading("x", 0.1, False)],
     ]
-    assert [None if r is None else r.text for r in _resolve(candidates)] == ["A", "B", "C", None]
+    assert _texts(_resolve(candidates)) == ["A", "B", "C"]
+
+
+def test_figure_sequence_prefers_its_letters_and_fills_one_gap():
+    """With A and B read, a weak C (0.35 x 1.6 = 0.56) beats a stray T (0.5); one unread panel of four gets the
+    one missing letter at low confidence; two unread panels get nothing."""
+    sure = [[Reading("A", 0.9, True)], [Reading("B", 0.8, True)]]
+    chosen = _resolve([*sure, [Reading("T", 0.5, True), Reading("C", 0.35, True)], []])
+    assert _texts(chosen) == ["A", "B", "C", "D"]
+    assert chosen[2].score == pytest.approx(0.56) and chosen[3].score == pytest.approx(0.2)
+    assert _texts(_resolve([*sure, [Reading("C", 0.9, True)], [], []])) == ["A", "B", "C", None, None]
+    assert _texts(_resolve([*sure, [Reading("x", 0.1, False)]])) == ["A", "B", "C"]
+
+
+def test_single_panel_needs_a_sure_or_bracketed_letter():
+    assert _texts(_resolve([[Reading("z", 0.59, False)]])) == [None]
+    assert _texts(_resolve([[Reading("z", 0.6, False)]])) == ["z"]
+    assert _texts(_resolve([[Reading("c", 0.3, True, bracketed=True)]])) == ["c"]
+    assert _texts(_resolve([[Reading("c", 0.24, True, bracketed=True)]])) == [None]
 
 
 def test_synthetic_figures_in_an_unseen_font(shared_fixtures, held_out_font):

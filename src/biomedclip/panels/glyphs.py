@@ -16,6 +16,9 @@ _GLYPH_FIT = 20
 """The glyph's longer side in that bitmap (a 2-pixel margin keeps the 3x3 convolutions off the border)."""
 _MIN_CONTRAST = 40.0
 """A region whose grey levels span less than this holds no readable ink."""
+STRONG_DARK = 80.0
+STRONG_LIGHT = 200.0
+_STRONG_MARGIN = 25.0
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -56,11 +59,18 @@ def otsu_threshold(gray: np.ndarray) -> float | None:
 
 
 def ink_masks(gray: np.ndarray) -> list[tuple[np.ndarray, bool]]:
-    """Dark-on-light and light-on-dark ink masks of a uint8 region, as ``(mask, light)`` pairs (none if flat)."""
+    """Ink masks of a uint8 region as ``(mask, light)`` pairs (none if flat): dark-on-light and light-on-dark at
+    Otsu's threshold, then, where they differ from it, at the strong-ink levels ``STRONG_DARK``/``STRONG_LIGHT``
+    (black letters over a mid-grey micrograph merge with it at Otsu's level but stand alone at these)."""
     threshold = otsu_threshold(gray)
     if threshold is None:
         return []
-    return [(gray < threshold, False), (gray > threshold, True)]
+    masks = [(gray < threshold, False), (gray > threshold, True)]
+    if threshold - STRONG_DARK > _STRONG_MARGIN:
+        masks.append((gray < STRONG_DARK, False))
+    if STRONG_LIGHT - threshold > _STRONG_MARGIN:
+        masks.append((gray > STRONG_LIGHT, True))
+    return masks
 
 
 def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) -> list[Component]:

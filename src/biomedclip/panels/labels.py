@@ -84,21 +84,22 @@ def _enclosed(component: Component, others: list[Component]) -> bool:
     )
 
 
-def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[Component], list[Component]]:
-    """Glyph-sized components of both polarities in a band (counters excluded), and the small marks that may
-    belong to them (dots)."""
-    found: dict[bool, tuple[np.ndarray, list[Component]]] = {}
-    for mask, light in ink_masks(band):
-        found[light] = (mask, components(mask, light, 2, max_height))
-    glyphs, marks = [], []
-    for light, (mask, parts) in found.items():
-        others = [c for c in found.get(not light, (None, []))[1] if c.height >= MIN_GLYPH_HEIGHT]
+def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], list[Component]]:
+    """Glyph-sized components in a band, one list per ink mask (both polarities, every ink level; counters
+    excluded), and the small marks that may belong to them (dots)."""
+    levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
+    per_level, marks = [], []
+    for level, (mask, parts) in enumerate(levels):
+        opposite = levels[level ^ 1][1] if level < 2 else []
+        others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
+        glyphs = []
         for part in parts:
             if part.height < MIN_GLYPH_HEIGHT:
                 marks.append(part)
             elif _on_background(part, mask) and not _enclosed(part, others):
                 glyphs.append(part)
-    return glyphs, marks
+        per_level.append(glyphs)
+    return per_level, marks
 
 
 def _tokens(glyphs: list[Component]) -> list[list[Component]]:
@@ -197,11 +198,18 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0)))) + above
     band = gray[y0 - above : y0 - above + band_height, x0:x1]
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
-    glyphs, marks = _glyphs(band, max_height)
-    if not glyphs:
+    per_level, marks = _glyphs(band, max_height)
+    heights = [g.height for glyphs in per_level for g in glyphs]
+    if not heights:
         return []
-    typical = float(np.median([g.height for g in glyphs]))
-    tokens = [t for t in _tokens(glyphs) if _may_be_label(t) and _place_weight(t, x1 - x0, band_height) >= MIN_SCORE]
+    typical = float(np.median(heights))
+    tokens, seen = [], set()
+    for glyphs in per_level:
+        for token in _tokens(glyphs):
+            key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
+            if key not in seen and _may_be_label(token) and _place_weight(token, x1 - x0, band_height) >= MIN_SCORE:
+                seen.add(key)
+                tokens.append(token)
     if not tokens:
         return []
     flat = [merged(attach_parts(g, marks)) for t in tokens for g in t]
