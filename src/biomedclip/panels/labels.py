@@ -55,13 +55,15 @@ class Reading:
 
 
 def attach_parts(main: Component, parts: list[Component]) -> list[Component]:
-    """``main`` with the small marks just above it that belong to the same glyph (the dot of an i or j)."""
+    """``main`` with the dot just above it when it is a narrow stem (an i or a j); other glyphs alone."""
+    if main.width > 0.6 * main.height:
+        return [main]
     attached = [main]
     for part in parts:
-        if part is main or part.height >= 0.5 * main.height or part.y1 > main.y0 + 1:
+        if part is main or part.height > 0.4 * main.height or part.width > 1.5 * main.width + 2:
             continue
         centre = (part.x0 + part.x1) / 2
-        if main.x0 <= centre <= main.x1 and main.y0 - part.y1 <= 0.6 * main.height:
+        if part.y1 <= main.y0 + 1 and main.x0 <= centre <= main.x1 and main.y0 - part.y1 <= 0.5 * main.height:
             attached.append(part)
     return attached
 
@@ -103,7 +105,8 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
 
 
 def _tokens(glyphs: list[Component]) -> list[list[Component]]:
-    """Glyphs grouped into tokens: same polarity, same line, gaps under ``_TOKEN_GAP`` heights; left to right."""
+    """Glyphs grouped into tokens, left to right: same polarity, similar heights, sharing a top or a baseline,
+    gaps under ``_TOKEN_GAP`` heights (so "G" stays apart from a lower "CSF2" written right after it)."""
     order = sorted(range(len(glyphs)), key=lambda i: glyphs[i].x0)
     parent = list(range(len(glyphs)))
 
@@ -122,8 +125,10 @@ def _tokens(glyphs: list[Component]) -> list[list[Component]]:
                 break
             overlap = min(ga.y1, gb.y1) - max(ga.y0, gb.y0)
             close = gb.x0 - ga.x1 <= _TOKEN_GAP * max(ga.height, gb.height)
-            similar = max(ga.height, gb.height) <= 2.2 * min(ga.height, gb.height)
-            if close and similar and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
+            tall = max(ga.height, gb.height)
+            similar = tall <= 2.2 * min(ga.height, gb.height)
+            aligned = min(abs(ga.y0 - gb.y0), abs(ga.y1 - gb.y1)) <= 0.35 * tall
+            if close and similar and aligned and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
                 parent[root(b)] = root(a)
     groups: dict[int, list[Component]] = {}
     for i in order:
@@ -199,6 +204,8 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     band = gray[y0 - above : y0 - above + band_height, x0:x1]
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
     per_level, marks = _glyphs(band, max_height)
+    if y0 - above > 0:  # ink cut by the band's top edge is the tail of text above, not a letter
+        per_level = [[g for g in glyphs if g.y0 > 0] for glyphs in per_level]
     heights = [g.height for glyphs in per_level for g in glyphs]
     if not heights:
         return []
