@@ -154,7 +154,7 @@ def test_synthetic_figures_in_an_unseen_font(shared_fixtures, held_out_font):
     images = sorted((shared_fixtures / "images").rglob("*.jpg"))
     rng = np.random.default_rng(7)
     right = total = 0
-    for _ in range(12):
+    for _ in range(24):
         figure = make_figure(rng, [held_out_font], images)
         read = [label for label, _ in read_labels(figure.image, figure.boxes)]
         right += sum(got == want for got, want in zip(read, figure.labels, strict=True))

@@ -4,8 +4,6 @@ functions, so the model is trained on exactly what it sees at run time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -22,24 +20,22 @@ _STRONG_MARGIN = 25.0
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-@dataclass(frozen=True)
 class Component:
-    """One connected blob of ink: its box in region pixels (x1/y1 exclusive), its pixels, and its polarity."""
+    """One connected blob of ink: its box in region pixels (x1/y1 exclusive), its polarity, and its pixels
+    (cut from the label image only when asked for)."""
 
-    x0: int
-    y0: int
-    x1: int
-    y1: int
-    mask: np.ndarray
-    light: bool
+    __slots__ = ("_index", "_pixels", "height", "light", "width", "x0", "x1", "y0", "y1")
 
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
+    def __init__(self, x0: int, y0: int, x1: int, y1: int, pixels: np.ndarray, light: bool, index: int = 0) -> None:
+        self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
+        self.height, self.width = y1 - y0, x1 - x0
+        self.light = light
+        self._pixels, self._index = pixels, index
 
     @property
-    def width(self) -> int:
-        return self.x1 - self.x0
+    def mask(self) -> np.ndarray:
+        """The component's pixels in its box (bool); ``pixels`` is either that mask or a label crop."""
+        return self._pixels if self._index == 0 else self._pixels == self._index
 
 
 def otsu_threshold(gray: np.ndarray) -> float | None:
@@ -85,7 +81,7 @@ def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) 
         height, width = ys.stop - ys.start, xs.stop - xs.start
         if not min_height <= height <= max_height or width > 2 * height:
             continue
-        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices] == index, light))
+        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices], light, index))
     return found
 
 

@@ -20,7 +20,7 @@ from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_ma
 from biomedclip.panels.label_model import CLASSES, load_classifier
 from biomedclip.panels.types import Box
 
-MIN_GLYPH_HEIGHT = 7
+MIN_GLYPH_HEIGHT = 6
 """Smaller marks are tick labels and body text, not panel letters."""
 MIN_SCORE = 0.25
 """A panel whose best reading scores below this gets no label."""
@@ -54,18 +54,28 @@ class Reading:
     bracketed: bool = False
 
 
-def attach_parts(main: Component, parts: list[Component]) -> list[Component]:
-    """``main`` with the dot just above it when it is a narrow stem (an i or a j); other glyphs alone."""
-    if main.width > 0.6 * main.height:
+def attach_parts(main: Component, parts: list[Component], boxes: np.ndarray | None = None) -> list[Component]:
+    """``main`` with the dot just above it when it is a narrow stem (an i or a j); other glyphs alone. ``boxes``
+    may hold the parts' ``(x0, y0, x1, y1)`` rows, computed once for many calls."""
+    if main.width > 0.6 * main.height or not parts:
         return [main]
-    attached = [main]
-    for part in parts:
-        if part is main or part.height > 0.4 * main.height or part.width > 1.5 * main.width + 2:
-            continue
-        centre = (part.x0 + part.x1) / 2
-        if part.y1 <= main.y0 + 1 and main.x0 <= centre <= main.x1 and main.y0 - part.y1 <= 0.5 * main.height:
-            attached.append(part)
-    return attached
+    if boxes is None:
+        boxes = _boxes(parts)
+    x0, y0, x1, y1 = boxes.T
+    centre = (x0 + x1) / 2
+    dots = (
+        (y1 - y0 <= 0.4 * main.height)
+        & (x1 - x0 <= 1.5 * main.width + 2)
+        & (y1 <= main.y0 + 1)
+        & (main.y0 - y1 <= 0.5 * main.height)
+        & (centre >= main.x0)
+        & (centre <= main.x1)
+    )
+    return [main, *(parts[i] for i in np.flatnonzero(dots) if parts[i] is not main)]
+
+
+def _boxes(parts: list[Component]) -> np.ndarray:
+    return np.array([(p.x0, p.y0, p.x1, p.y1) for p in parts], dtype=np.int64).reshape(-1, 4)
 
 
 def _on_background(component: Component, mask: np.ndarray) -> bool:
@@ -119,16 +129,18 @@ def _tokens(glyphs: list[Component]) -> list[list[Component]]:
     reach = _TOKEN_GAP * max((g.height for g in glyphs), default=0)
     for a_pos, a in enumerate(order):
         ga = glyphs[a]
+        ax1, ay0, ay1, ah = ga.x1, ga.y0, ga.y1, ga.height
         for b in order[a_pos + 1 :]:
             gb = glyphs[b]
-            if gb.x0 - ga.x1 > reach:
+            gap = gb.x0 - ax1
+            if gap > reach:
                 break
-            overlap = min(ga.y1, gb.y1) - max(ga.y0, gb.y0)
-            close = gb.x0 - ga.x1 <= _TOKEN_GAP * max(ga.height, gb.height)
-            tall = max(ga.height, gb.height)
-            similar = tall <= 2.2 * min(ga.height, gb.height)
-            aligned = min(abs(ga.y0 - gb.y0), abs(ga.y1 - gb.y1)) <= 0.35 * tall
-            if close and similar and aligned and ga.light == gb.light and overlap >= 0.5 * min(ga.height, gb.height):
+            tall, short = (ah, gb.height) if ah >= gb.height else (gb.height, ah)
+            if gap > _TOKEN_GAP * tall or tall > 2.2 * short or ga.light != gb.light:
+                continue
+            overlap = min(ay1, gb.y1) - max(ay0, gb.y0)
+            aligned = min(abs(ay0 - gb.y0), abs(ay1 - gb.y1)) <= 0.35 * tall
+            if aligned and overlap >= 0.5 * short:
                 parent[root(b)] = root(a)
     groups: dict[int, list[Component]] = {}
     for i in order:
@@ -219,7 +231,8 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
                 tokens.append(token)
     if not tokens:
         return []
-    flat = [merged(attach_parts(g, marks)) for t in tokens for g in t]
+    mark_boxes = _boxes(marks)
+    flat = [merged(attach_parts(g, marks, mark_boxes)) for t in tokens for g in t]
     probs = load_classifier().probabilities(np.stack([glyph_bitmap(g.mask) for g in flat]))
     readings, offset = [], 0
     for token in tokens:
