@@ -14,7 +14,7 @@ from biomedclip.panels.label_model.generate import HELD_OUT_FONTS, font_paths, g
 from biomedclip.panels.label_model.net import CLASSES, WEIGHTS_PATH, load_classifier
 from biomedclip.panels.label_model.synthetic_panels import make_figure
 from biomedclip.panels.label_model.train import train
-from biomedclip.panels.labels import Reading, _resolve, read_labels
+from biomedclip.panels.labels import MAX_SIDE, Reading, _resolve, read_labels
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,17 @@ def test_degenerate_boxes_read_none_without_raising(box):
     assert read_labels(image, [box]) == [(None, 0.0)]
 
 
+def test_large_figures_read_like_small_ones(held_out_font):
+    """A figure wider than ``MAX_SIDE`` is read at that size, boxes scaled with it."""
+    figure, boxes = _panel_figure(["A", "B", "C", "D"], held_out_font)
+    big = figure.resize((figure.width * 3, figure.height * 3), Image.Resampling.BICUBIC)
+    assert big.width > MAX_SIDE
+    big_boxes = [tuple(3 * v for v in box) for box in boxes]
+    assert [label for label, _ in read_labels(big, big_boxes)] == ["A", "B", "C", "D"]
+
+
 def test_no_boxes_and_odd_modes():
+    assert read_labels(Image.new("RGB", (0, 0)), [(0, 0, 5, 5)]) == [(None, 0.0)]
     assert read_labels(Image.new("RGB", (10, 10)), []) == []
     for mode in ("L", "RGBA", "P", "1", "I;16"):
         assert len(read_labels(Image.new(mode, (64, 64)), [(0, 0, 64, 64)])) == 1

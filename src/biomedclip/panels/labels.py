@@ -22,6 +22,8 @@ from biomedclip.panels.types import Box
 
 MIN_GLYPH_HEIGHT = 6
 """Smaller marks are tick labels and body text, not panel letters."""
+MAX_SIDE = 1600
+"""Larger figures are read at this size (their letters stay far above the smallest readable glyph)."""
 MIN_SCORE = 0.25
 """A panel whose best reading scores below this gets no label."""
 _SINGLE_MIN_SCORE = 0.6
@@ -36,6 +38,8 @@ _ABOVE_FRACTION = 0.1
 _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
+_BRACKET_FLOOR = 0.5
+"""A bracket-shaped glyph framing a letter costs the reading at most this factor, however unsure its class."""
 _CASELESS = frozenset("COPSUVWXZK")
 """Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
 _UPPER = np.arange(26)
@@ -149,14 +153,19 @@ def _tokens(glyphs: list[Component]) -> list[list[Component]]:
 
 
 def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
-    """Read a token as a label ("(A)", "A", "A1", "a."), or None when it is not one (a word, a number)."""
+    """Read a token as a label ("(A)", "A", "A1", "a."), or None when it is not one (a word, a number). A thin
+    last glyph after an opening bracket closes it even when the model is unsure (a bracket cut from a letter)."""
     kinds = probs.argmax(axis=1)
     start, stop = 0, len(token)
     paren_height = 0
     if stop - start > 1 and kinds[start] == _OPEN:
         paren_height = token[start].height
         start += 1
-    if stop - start > 1 and kinds[stop - 1] == _CLOSE:
+    last = token[stop - 1]
+    closing = kinds[stop - 1] == _CLOSE or (
+        start == 1 and last.width < 0.5 * last.height and probs[stop - 1, _DIGITS].max() < 0.5
+    )
+    if stop - start > 1 and closing:
         paren_height = max(paren_height, token[stop - 1].height)
         stop -= 1
     if not 1 <= stop - start <= 2:
@@ -179,8 +188,10 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
         digit = probs[start + 1]
         text += str(int(digit[_DIGITS].argmax()))
         score *= float(digit[_DIGITS].max())
-    for bracket, cls in ((token[:start], _OPEN), (token[stop:], _CLOSE)):
-        score *= float(np.prod([probs[token.index(b), cls] for b in bracket])) if bracket else 1.0
+    if start:
+        score *= max(_BRACKET_FLOOR, float(probs[0, _OPEN]))
+    if stop < len(token):
+        score *= max(_BRACKET_FLOOR, float(probs[-1, _CLOSE]))
     return Reading(text, score, case_known, start > 0 or stop < len(token))
 
 
@@ -202,6 +213,41 @@ def _may_be_label(token: list[Component]) -> bool:
         return False
     thin = [g.width < 0.6 * g.height for g in (token[0], token[-1])]
     return thin[0] or thin[1] if len(token) == 3 else thin[0] and thin[1]
+
+
+def _cut(glyph: Component, start: float, stop: float) -> list[Component]:
+    """The glyph split at its faintest column between fractions ``start`` and ``stop`` of its width (a letter
+    touching its bracket, as "A)" in serif type), or nothing when a part would be empty."""
+    mask = glyph.mask
+    low, high = max(1, int(start * glyph.width)), min(glyph.width - 1, int(stop * glyph.width) + 1)
+    if high <= low:
+        return []
+    column = low + int(np.argmin(mask[:, low:high].sum(axis=0)))
+    parts = []
+    for offset, piece in ((0, mask[:, :column]), (column, mask[:, column:])):
+        rows = np.flatnonzero(piece.any(axis=1))
+        cols = np.flatnonzero(piece.any(axis=0))
+        if rows.size == 0:
+            return []
+        piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        x0, y0 = glyph.x0 + offset + int(cols[0]), glyph.y0 + int(rows[0])
+        parts.append(Component(x0, y0, x0 + piece.shape[1], y0 + piece.shape[0], piece, glyph.light))
+    return parts
+
+
+def _bracket_splits(token: list[Component]) -> list[list[Component]]:
+    """Alternative tokens for a bracket beside a glyph that swallowed the other bracket: "(" + "A)" is also
+    read as "(" "A" ")", and "(A" + ")" as "(" "A" ")"."""
+    if len(token) != 2:
+        return []
+    first, second = token
+    if first.width < 0.45 * first.height and second.width >= 0.8 * second.height:
+        parts = _cut(second, 0.55, 0.9)
+        return [[first, *parts]] if parts else []
+    if second.width < 0.45 * second.height and first.width >= 0.8 * first.height:
+        parts = _cut(first, 0.1, 0.45)
+        return [[*parts, second]] if parts else []
+    return []
 
 
 def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
@@ -228,7 +274,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
             key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
             if key not in seen and _may_be_label(token) and _place_weight(token, x1 - x0, band_height) >= MIN_SCORE:
                 seen.add(key)
-                tokens.append(token)
+                tokens.extend([token, *_bracket_splits(token)])
     if not tokens:
         return []
     mark_boxes = _boxes(marks)
@@ -311,10 +357,17 @@ def _resolve(candidates: list[list[Reading]]) -> list[Reading | None]:
 
 
 def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, float]]:
-    """The label printed on each panel box with a confidence in [0, 1]; ``(None, confidence)`` where none is
-    read. Boxes are in ``image`` pixels (x1/y1 exclusive); empty or out-of-image boxes read as None."""
+    """The label printed on each panel box with a confidence in (0, 1]; ``(None, 0.0)`` where none is read.
+    Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None."""
     if not boxes:
         return []
-    gray = np.asarray(image.convert("L"))
-    chosen = _resolve([_read_box(gray, box) for box in boxes])
+    if min(image.size) == 0:
+        return [(None, 0.0)] * len(boxes)
+    gray = image.convert("L")
+    scale = min(1.0, MAX_SIDE / max(gray.size))
+    if scale < 1.0:
+        size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
+        gray = gray.resize(size, Image.Resampling.BOX)
+    scaled = [tuple(round(v * scale) for v in box) for box in boxes]
+    chosen = _resolve([_read_box(np.asarray(gray), box) for box in scaled])
     return [(None, 0.0) if r is None else (r.text, round(min(1.0, r.score), 4)) for r in chosen]
