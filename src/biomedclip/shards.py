@@ -90,8 +90,8 @@ INDEX_FIELDS: tuple[str, ...] = (
 # A panel sample's lineage (``corpus build --unit panel|both``), in the panel catalog and records only, so that
 # figure catalogs and records keep their columns: the parent figure's key, the panel's box in the parent's
 # original pixels (x0, y0, x1, y1; x1/y1 exclusive), the letter read on it, its own subcaption and how its text
-# was aligned (``label``, ``order``, ``shared``: the shared caption only, its subcaption unknown; ``figure``: a
-# single-panel figure kept whole).
+# was aligned (``label``, ``order``, ``position``; ``none``: the shared caption only, its subcaption unknown;
+# ``figure``: a single-panel figure kept whole; null: the splitter failed on the figure).
 PANEL_FIELDS: dict[str, str] = {
     "parent": "string",
     "box": "list<int64>",

@@ -176,7 +176,7 @@ def test_panel_crops_are_the_parent_pixels(both: Path) -> None:
 def test_stats_count_the_panel_catalog(both: Path) -> None:
     stats = json.loads((both / "stats.json").read_text())["panels"]
     rows = _rows(both / "panels/catalog.parquet")
-    found = [r for r in rows if r["alignment"] in ("label", "order", "shared")]
+    found = [r for r in rows if r["alignment"] in ("label", "order", "position", "none")]
     accepted = [r for r in rows if r["status"] == "accepted"]
     assert stats["compound_figures"] == len({r["parent"] for r in found}) > 0
     assert stats["panels"] == len(found)
@@ -200,7 +200,7 @@ def test_unit_panel_keeps_single_figures_whole(
         r for r in _rows(out / "catalog.parquet") if r["status"] == "accepted" or r["reason"].endswith("_duplicate")
     ]
     rows = _rows(out / "panels/catalog.parquet")
-    compound = {r["parent"] for r in rows if r["alignment"] in ("label", "order", "shared")}
+    compound = {r["parent"] for r in rows if r["alignment"] not in ("figure", None)}
     whole = {r["parent"]: r for r in rows if r["alignment"] == "figure"}
     assert set(whole) == {r["key"] for r in figures} - compound
     assert all(r["key"] == r["parent"] + "_p01" and r["panel_label"] is None for r in whole.values())
@@ -268,7 +268,7 @@ def test_boxes_are_scaled_to_original_pixels_and_small_panels_rejected_at_the_th
     assert (first.box, second.box, threshold.box, small.box) == ([0, 0, 400, 400], [400, 0, 800, 400],
                                                                  [0, 0, 32, 32], [0, 0, 32, 28])  # fmt: skip
     assert (first.caption, first.alignment, first.panel_label) == ("Two panels. Left, white.", "label", "A")
-    assert (threshold.caption, threshold.alignment, threshold.status) == ("Two panels.", "shared", "accepted")
+    assert (threshold.caption, threshold.alignment, threshold.status) == ("Two panels.", "none", "accepted")
     assert (small.status, small.reason, small.detail) == ("rejected", "image_too_small", "32x28")
     assert (outside.status, outside.reason) == ("rejected", "empty_panel")
     assert set(crops) == {first.key, second.key, threshold.key}
@@ -287,7 +287,7 @@ def test_order_alignment_and_single_figures() -> None:
                                          Panel((100, 0, 200, 100), None, None)])  # fmt: skip
 
     rows, _ = figure_panels(row, jpeg, ImageConfig(), FilterConfig(), keep_single=False, splitter=ordered)
-    assert [(r.alignment, r.caption) for r in rows] == [("order", "Left, white."), ("shared", row.caption)]
+    assert [(r.alignment, r.caption) for r in rows] == [("order", "Left, white."), ("none", row.caption)]
 
     def single(image, caption):
         return FigurePanels(False, None, [Panel((0, 0, 200, 100))])

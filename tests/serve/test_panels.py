@@ -64,8 +64,9 @@ def test_the_service_links_a_panel_to_its_parent(embedder, panel_index: FigureIn
         assert (parent["pmcid"], parent["fig_id"]) == (panel["pmcid"], panel["fig_id"])
         if panel["subcaption"]:
             assert panel["subcaption"] in panel["caption"]
-        found = client.get("/search", params={"q": panel["caption"][:200], "k": len(keys)}).json()["results"]
-        assert len(found) == len(keys)
+        k = min(len(keys), 50)
+        found = client.get("/search", params={"q": panel["caption"][:200], "k": k}).json()["results"]
+        assert len(found) == k and any(hit["parent_id"] is not None for hit in found)
         for hit in found:
             expected = keys.index(parents[hit["id"]]) if parents[hit["id"]] else None
             assert hit["parent_id"] == expected

@@ -7,7 +7,8 @@ re-encoded as JPEG at the build's quality. The splitter sees the normalised pixe
 parent's original pixels for the record (``box``), and the crop uses them as they are.
 
 A panel's text is the shared caption followed by its own subcaption; without a subcaption, the shared caption
-alone (``alignment`` ``shared``), or the whole caption when the splitter found no shared part. Panels pass the
+alone (``alignment`` ``none``), or the whole caption when the splitter found no shared part. ``alignment`` is the
+splitter's (``Panel.alignment``: ``label``, ``order``, ``position``, ``none``). Panels pass the
 figure filters (caption, size and aspect of the box in original pixels) or are rejected with their reason. A
 figure the splitter fails on keeps its place: one rejected row ``<figure key>_p00`` (``panel_split_failed``)
 says why. A single-panel figure gives no panel row, except with ``--unit panel``, where it is kept whole as its own
@@ -107,10 +108,11 @@ def _clamp(box: Box, width: int, height: int) -> Box:
 
 
 def _alignment(panel: Panel, own: str | None) -> str:
-    """How the panel's text was found: by its read label, in reading order, or not at all (shared caption)."""
+    """How the panel's text was found: the splitter's word (by its read label, in reading order, by position),
+    ``none`` without a subcaption (the shared caption only)."""
     if own is None:
-        return "shared"
-    return "label" if panel.label else "order"
+        return "none"
+    return panel.alignment or ("label" if panel.label else "order")
 
 
 def _panel_row(

@@ -170,6 +170,8 @@ def _plots(directory: Path, stats: dict, agg: Aggregates) -> list[tuple[str, str
 
 
 PANEL_COLUMNS = ["parent", "status", "reason", "panel_label", "subcaption", "alignment", "split"]
+PANEL_ALIGNMENTS = ("label", "order", "position", "none")
+"""The ``alignment`` of a panel of a compound figure (``figure``: a single figure kept whole; null: a failure)."""
 
 
 def panel_counts(catalog_parts: Sequence[Path]) -> dict[str, Any]:
@@ -184,8 +186,8 @@ def panel_counts(catalog_parts: Sequence[Path]) -> dict[str, Any]:
     accepted = 0
     for part in catalog_parts:
         table = pq.read_table(part, columns=PANEL_COLUMNS)
-        alignments.update(_counts(pc.fill_null(table["alignment"], "none")))
-        panels = table.filter(pc.is_in(table["alignment"], pa.array(["label", "order", "shared"])))
+        alignments.update(_counts(pc.fill_null(table["alignment"], "")))
+        panels = table.filter(pc.is_in(table["alignment"], pa.array(PANEL_ALIGNMENTS)))
         found["compound_figures"].update(panels["parent"].to_pylist())
         found["panels"] += len(panels)
         found["labelled"] += _true(pc.is_valid(panels["panel_label"]))
@@ -199,7 +201,7 @@ def panel_counts(catalog_parts: Sequence[Path]) -> dict[str, Any]:
         "panels": found["panels"],
         "labelled_panels": found["labelled"],
         "aligned_subcaptions": found["aligned"],
-        "by_alignment": {k: alignments.get(k, 0) for k in ("label", "order", "shared")},
+        "by_alignment": {k: alignments.get(k, 0) for k in PANEL_ALIGNMENTS},
         "single_figures_kept": alignments.get("figure", 0),
         "split_failures": reasons.get("panel_split_failed", 0),
         "accepted": accepted,
