@@ -73,6 +73,7 @@ class Settings:
     shard_size: int
     tokenizer_file: str | None = None
     single_file_rows: int = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
+    plots: bool = True  # the report's PNG plots (the panel corpus has none: its numbers are in the figure report)
 
 
 @dataclass(frozen=True)
@@ -588,7 +589,7 @@ def assemble(
         run(write_single_catalog, [parts], stage, store.catalog)
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
-    return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
+    return write_report(stage, parts, plots=settings.plots, tokenizer=settings.tokenizer_file, shards=len(shard_list),
                         split_articles=split_articles, articles=n_articles, panels=panels,
                         **cluster_counts(dups))  # fmt: skip
 

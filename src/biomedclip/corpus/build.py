@@ -330,7 +330,7 @@ def build(
                 if panel_store is not None:
                     rule = assemble.split_rule(store, listed, config.split, run)
                     panel_stage = _new_stage(panel_out, Path(tmp) / PANELS)
-                    assemble.assemble(panel_stage, panel_store, listed, settings, run, rule=rule)
+                    assemble.assemble(panel_stage, panel_store, listed, replace(settings, plots=False), run, rule=rule)
                     panels = panel_counts(sorted((panel_stage / "catalog").glob("part-*.parquet")))
                     _seal(panel_stage, panel_out)
                 stage = _new_stage(outdir, Path(tmp) / "figures")

@@ -210,8 +210,10 @@ def panel_counts(catalog_parts: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-def write_report(out: Path, catalog_parts: Sequence[Path], panels: dict | None = None, **counts: Any) -> dict:
-    """Write ``stats.json``, ``report.md`` and the plots from the catalog parts; returns the stats.
+def write_report(
+    out: Path, catalog_parts: Sequence[Path], panels: dict | None = None, plots: bool = True, **counts: Any
+) -> dict:
+    """Write ``stats.json``, ``report.md`` and (``plots``) the plots from the catalog parts; returns the stats.
 
     ``counts``: the phase-2 aggregates ``compute_stats`` takes (articles, clusters, duplicates, leaks...);
     ``panels``: the panel corpus's numbers (``panel_counts``), in ``stats.json`` and the report when given.
@@ -222,7 +224,7 @@ def write_report(out: Path, catalog_parts: Sequence[Path], panels: dict | None =
     stats = compute_stats(agg, **counts)
     if panels is not None:
         stats["panels"] = panels
-    plots = _plots(out / "report", stats, agg)
+    drawn = _plots(out / "report", stats, agg) if plots else []
     tmp = out / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / "stats.json")
@@ -245,7 +247,7 @@ def write_report(out: Path, catalog_parts: Sequence[Path], panels: dict | None =
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in stats["rejected_by_reason"].items()],
         "",
-        *[line for title, path in plots for line in (f"## {title}", "", f"![{title}]({path})", "")],
+        *[line for title, path in drawn for line in (f"## {title}", "", f"![{title}]({path})", "")],
         *(_panel_lines(panels) if panels is not None else []),
     ]
     tmp = out / "report.md.tmp"
