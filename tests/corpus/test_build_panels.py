@@ -318,6 +318,7 @@ def test_unit_is_a_checked_setting(run_cli, tmp_path: Path) -> None:
     assert "--unit [figure|panel|both]" in help_text
 
 
+@pytest.mark.slow
 def test_cli_unit_both(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = run_cli("corpus", "build", "--source", str(REPO / "data/sample/pmc"), "-o", str(out), "--unit", "both",
@@ -385,6 +386,7 @@ def test_ray_engine_gives_the_same_panels(shared_fixtures: Path, both: Path, in_
     assert _outputs(tmp_path / "ray") == _outputs(both)
 
 
+@pytest.mark.slow
 def test_a_grown_source_processes_only_the_new_articles(shared_fixtures: Path, both: Path, tmp_path: Path) -> None:
     """Incremental: the panels of earlier batches come from the released panel shards and packs (their work tars
     are deleted once released); the result equals a build of everything at once."""
@@ -423,6 +425,7 @@ def test_training_mixes_figure_and_panel_shards(both: Path, tmp_path: Path, run_
     assert (run / "final" / "open_clip_config.json").is_file()
 
 
+@pytest.mark.slow
 def test_panels_into_s3_match_a_local_build(
     shared_fixtures: Path, s3_endpoint: str, s3_client, empty_bucket: str, tmp_path: Path, monkeypatch
 ) -> None:
