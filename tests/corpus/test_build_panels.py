@@ -3,6 +3,7 @@ fixtures' real PMC packages, with the splitter the workers use (``biomedclip.pan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -314,6 +315,11 @@ def test_unit_is_a_checked_setting(run_cli, tmp_path: Path) -> None:
     bad = run_cli("corpus", "build", "--source", str(REPO / "data/sample/pmc"), "-o", str(tmp_path / "o"),
                   "-c", str(config), check=False)  # fmt: skip
     assert bad.returncode == 2 and "unit must be one of" in bad.stderr
+    reused = tmp_path / "build_config.json"  # an earlier build's resolved config, as a config file
+    reused.write_text(json.dumps(dataclasses.asdict(BuildConfig(unit="panel"))))
+    (tmp_path / "empty").mkdir()
+    ran = run_cli("corpus", "build", "--source", tmp_path / "empty", "-o", tmp_path / "o", "-c", reused, check=False)
+    assert ran.returncode == 1 and "no article selected" in ran.stderr  # the config was read: work.unit ignored
     help_text = run_cli("corpus", "build", "--help").stdout
     assert "--unit [figure|panel|both]" in help_text
 

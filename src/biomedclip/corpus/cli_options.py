@@ -116,6 +116,24 @@ def settings_of(roots: dict[str, Any]) -> Iterator[Setting]:
         yield from walk(value, (name,) if name else ())
 
 
+def derived_paths(roots: dict[str, Any]) -> set[tuple[str, ...]]:
+    """The paths of the fields the program sets from another setting (``metadata={"setting": False}``): no option;
+    a config file may hold them (``build_config.json`` does) and they are ignored there."""
+    found: set[tuple[str, ...]] = set()
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        for field in dataclasses.fields(value):
+            child = getattr(value, field.name)
+            if not field.metadata.get("setting", True):
+                found.add((*path, field.name))
+            elif dataclasses.is_dataclass(child):
+                walk(child, (*path, field.name))
+
+    for name, value in roots.items():
+        walk(value, (name,) if name else ())
+    return found
+
+
 def _field_help(owner: type, name: str) -> str:
     """The field's line in its class docstring's ``Attributes:`` section, else ``Class.field``."""
     for line in (owner.__doc__ or "").splitlines():
@@ -154,12 +172,13 @@ def settings_options(roots: dict[str, Any]) -> Callable[[Callable[..., Any]], Ca
     """
     settings = list(settings_of(roots))
     names = option_names(settings)
+    derived = derived_paths(roots)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def run(*args: Any, config_file: Path | None, **kwargs: Any) -> Any:
             given = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith(PARAM_PREFIX)}
-            tree = _read_config(config_file, settings) if config_file else {}
+            tree = _read_config(config_file, settings, derived) if config_file else {}
             for setting in settings:
                 value = given[_param(setting.path)]
                 if value is not None:
@@ -194,7 +213,7 @@ def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _read_config(file: Path, settings: list[Setting]) -> dict[str, Any]:
+def _read_config(file: Path, settings: list[Setting], derived: set[tuple[str, ...]]) -> dict[str, Any]:
     import yaml
 
     try:
@@ -211,6 +230,8 @@ def _read_config(file: Path, settings: list[Setting]) -> dict[str, Any]:
     def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
         for key, value in node.items():
             here = (*path, str(key))
+            if here in derived:
+                continue
             if here in known:
                 _put(tree, here, _coerce(value, known[here], path_text=".".join(here)))
             elif isinstance(value, dict) and any(p[: len(here)] == here for p in known):
