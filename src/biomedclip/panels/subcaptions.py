@@ -48,7 +48,7 @@ _ABBREVIATIONS = re.compile(
     r"(?:\b(?:e\.g|i\.e|vs|al|fig|figs|approx|ca|cf|no|nos|ref|resp|sp|spp|etc|st|dr)|\b[A-Z])$"
 )
 _SHARED_CUE = re.compile(
-    r"^(?:additional details|details|for details|see |scale bars?\b|all (?:panels|images|data|experiments)|"
+    r"^(?:[*#†‡]|additional details|details|for details|see |scale bars?\b|all (?:panels|images|data|experiments)|"
     r"in all panels|in both panels|data (?:are|represent|shown)|source data|abbreviations?\b)|"
     r"\b(?:can be found|are (?:provided|available) (?:in|at)|in (?:all|both|each) (?:panels?|plots?|graphs?)|"
     r"(?<=\w )for both\b|both panels|all panels|each panel)",
@@ -185,10 +185,12 @@ def _plausible_run(letters: set[str]) -> bool:
     return indices[0] == 0 and indices[-1] + 1 - len(indices) <= max(1, len(indices) // 3)
 
 
-def _sentence_starts(text: str) -> set[int]:
-    """Offsets where a sentence (or a clause after a colon) begins."""
+def _sentence_starts(text: str, colons: bool = True) -> set[int]:
+    """Offsets where a sentence (or, with ``colons``, a clause after a colon) begins."""
     starts = {0}
-    for match in re.finditer(r"[.!?:]\s+", text):
+    for match in re.finditer(
+        r"[.!?:]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])" if colons else r"[.!?]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])", text
+    ):
         before = text[: match.start()]
         if text[match.start()] == "." and _ABBREVIATIONS.search(before) and not re.search(r"\b[A-Z]$", before[-3:]):
             continue
@@ -252,17 +254,19 @@ def _split(text: str, wanted: set[str] | None) -> tuple[dict[str, list[str]], li
         bare = _bare_markers(text, starts)
         taken = {m.start for m in leading}
         leading = sorted(leading + [m for m in bare if m.start not in taken], key=lambda m: m.start)
-    leading = _valid(leading, wanted)
-    inline = [m for m in paren if m not in leading]
-    inline = _valid(inline, wanted, {lab for m in leading + inline for lab in m.labels} if leading else None)
+    leading, inline = _valid(leading, [m for m in paren if m not in leading], wanted)
     parts: dict[str, list[str]] = {}
     shared: list[str] = []
     if leading:
-        shared.append(text[: leading[0].start])
+        described = {label for m in leading for label in m.labels}
+        orphans = [m for m in inline if not set(m.labels) & described]
+        _split_inline_only(text, 0, leading[0].start, orphans, parts, shared)
         _split_segments(text, leading, inline, parts, shared)
     else:
-        _split_inline_only(text, inline, parts, shared)
-    return parts, shared, _positions(text)
+        _split_inline_only(text, 0, len(text), inline, parts, shared)
+    positions, positional = _positions(text)
+    shared = [span for span in shared if not any(span.strip() and span.strip() in used for used in positional)]
+    return parts, shared, positions
 
 
 def _uses_roman(text: str, wanted: set[str] | None) -> bool:
@@ -271,19 +275,27 @@ def _uses_roman(text: str, wanted: set[str] | None) -> bool:
     return bool(re.search(r"\(\s*ii\s*\)", text)) and not re.search(r"\(\s*[bB]\s*\)", text)
 
 
-def _valid(markers: list[_Marker], wanted: set[str] | None, known: set[str] | None = None) -> list[_Marker]:
-    """Keep markers whose labels are panel labels: the requested ones, else a plausible run of letters."""
-    if wanted is not None:
-        keep = [m for m in markers if any(label.lower() in wanted or label.lower()[0] in wanted for label in m.labels)]
-        for m in keep:
-            m.labels = [label for label in m.labels if label.lower() in wanted or label.lower()[0] in wanted]
-        return keep
-    if known:
-        return [m for m in markers if all(label in known for label in m.labels)] if _plausible_run(known) else []
-    letters = {label for m in markers for label in m.labels}
-    if letters and all(label in _ROMAN for label in letters):
-        return markers
-    return markers if _plausible_run(letters) else []
+def _valid(
+    leading: list[_Marker], inline: list[_Marker], wanted: set[str] | None
+) -> tuple[list[_Marker], list[_Marker]]:
+    """Keep the markers whose labels are panel labels: a plausible run of letters, and any requested label."""
+    kept_leading, kept_inline = [], []
+    for keep_leading, keep_inline in ((leading, inline), (leading, []), ([], inline)):
+        letters = {label for m in keep_leading + keep_inline for label in m.labels}
+        if letters and (all(label in _ROMAN for label in letters) or _plausible_run(letters)):
+            kept_leading, kept_inline = keep_leading, keep_inline
+            break
+    if wanted is None:
+        return kept_leading, kept_inline
+    letters = {label[0] for label in wanted if label}
+
+    def requested(marker: _Marker) -> bool:
+        return any(label.lower() in wanted or label.lower()[0] in letters for label in marker.labels)
+
+    return (
+        [m for m in leading if m in kept_leading or requested(m)],
+        [m for m in inline if m in kept_inline or requested(m)],
+    )
 
 
 def _sentences(text: str, start: int, end: int, starts: set[int]) -> list[tuple[int, int]]:
@@ -310,7 +322,7 @@ def _split_segments(
                 for label, piece in _inline_pieces(text, a, b, mentions).items():
                     parts.setdefault(label, []).append(piece)
                 continue
-            if number > 0 and (to_shared or (named and not named & own) or (is_last and _is_shared(sentence))):
+            if number > 0 and (to_shared or (named - own) or (is_last and _is_shared(sentence))):
                 to_shared = to_shared or is_last
                 shared.append(sentence)
                 continue
@@ -323,9 +335,12 @@ def _split_segments(
                 parts.setdefault(label, []).append(sentence)
 
 
-def _split_inline_only(text: str, inline: list[_Marker], parts: dict[str, list[str]], shared: list[str]) -> None:
+def _split_inline_only(
+    text: str, start: int, end: int, inline: list[_Marker], parts: dict[str, list[str]], shared: list[str]
+) -> None:
+    """Sentences naming panels only inline: each named panel gets its piece and the sentences that follow."""
     current: list[str] = []
-    for a, b in _sentences(text, 0, len(text), _sentence_starts(text)):
+    for a, b in _sentences(text, start, end, _sentence_starts(text)):
         sentence = text[a:b]
         mentions = [m for m in inline if a <= m.start < b]
         if mentions:
@@ -358,6 +373,7 @@ def _inline_pieces(text: str, a: int, b: int, mentions: list[_Marker]) -> dict[s
     Postfix ("…KEGG database (B), REACTOME database (C)…"): a label's item ends at its marker. Prefix ("…involved
     in (F) “cell cycle” or (G) “migration”…"): a label's item follows its marker.
     """
+    mentions = _merge_adjacent(text, mentions)
     first = mentions[0]
     words_before = text[a : first.start].split()
     prefix_style = bool(words_before) and (words_before[-1].lower() in _FUNCTION_WORDS or words_before[-1] == ",")
@@ -384,6 +400,18 @@ def _inline_pieces(text: str, a: int, b: int, mentions: list[_Marker]) -> dict[s
     return pieces
 
 
+def _merge_adjacent(text: str, mentions: list[_Marker]) -> list[_Marker]:
+    """ "(a) and (b)" with nothing between them is one mention of both."""
+    merged = [mentions[0]]
+    for marker in mentions[1:]:
+        if not _CONNECTOR.sub("", text[merged[-1].end : marker.start]).strip():
+            previous = merged[-1]
+            merged[-1] = _Marker(previous.start, marker.end, previous.labels + marker.labels)
+        else:
+            merged.append(marker)
+    return merged
+
+
 def _cut_first_item(first: str, second: str) -> tuple[str, str]:
     """Split the first item into the words common to all items and its own words, judged by the second item."""
     second_words = second.split()
@@ -399,18 +427,21 @@ def _cut_first_item(first: str, second: str) -> tuple[str, str]:
 
 
 def _compose(head: str, item: str, tail: str) -> str:
-    return " ".join(part.strip() for part in (head, item, tail) if part.strip())
+    joined = " ".join(part.strip() for part in (head, item, tail) if part.strip())
+    return re.sub(r"\s+([.,;:])", r"\1", joined)
 
 
-def _positions(text: str) -> dict[str, str]:
-    """Positional subcaptions: "Left: …", "(right)" -> {"left": …, "right": …}."""
+def _positions(text: str) -> tuple[dict[str, str], set[str]]:
+    """Positional subcaptions ("Left: …", "…wild-type (top) and knockout (bottom)…" -> {"left": …}) and the
+    sentences they came from."""
     positions: dict[str, list[str]] = {}
-    starts = _sentence_starts(text)
-    for a, b in _sentences(text, 0, len(text), starts):
+    used: set[str] = set()
+    for a, b in _sentences(text, 0, len(text), _sentence_starts(text, colons=False)):
         sentence = text[a:b]
         lead = _LEAD_POSITION.match(sentence)
         if lead:
             positions.setdefault(_position_key(lead.group(1)), []).append(sentence[lead.end() :])
+            used.add(sentence.strip())
             continue
         mentions = [
             _Marker(a + m.start(), a + m.end(), [_position_key(m.group(1))]) for m in _PAREN_POSITION.finditer(sentence)
@@ -418,7 +449,8 @@ def _positions(text: str) -> dict[str, str]:
         if len(mentions) >= 2:
             for label, piece in _inline_pieces(text, a, b, mentions).items():
                 positions.setdefault(label, []).append(piece)
-    return {key: _join(spans) for key, spans in positions.items()}
+            used.add(sentence.strip())
+    return {key: _join(spans) for key, spans in positions.items()}, used
 
 
 def _position_key(words: str) -> str:
