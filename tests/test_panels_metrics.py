@@ -40,12 +40,12 @@ def _brute_force(true, predicted):
     best = (0, 0.0)
     k = min(len(true), len(predicted))
     for columns in itertools.permutations(range(len(predicted)), k):
-        ious = [box_iou(true[t], predicted[p]) for t, p in zip(range(k), columns)]
+        ious = [box_iou(true[t], predicted[p]) for t, p in zip(range(k), columns, strict=True)]
         valid = [iou for iou in ious if iou >= 0.5]
         best = max(best, (len(valid), sum(valid)))
     if len(true) > len(predicted):
         for rows in itertools.permutations(range(len(true)), k):
-            ious = [box_iou(true[t], predicted[p]) for t, p in zip(rows, range(k))]
+            ious = [box_iou(true[t], predicted[p]) for t, p in zip(rows, range(k), strict=True)]
             valid = [iou for iou in ious if iou >= 0.5]
             best = max(best, (len(valid), sum(valid)))
     return best
