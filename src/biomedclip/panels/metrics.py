@@ -1,10 +1,11 @@
 """The ``panels eval`` metrics: predicted panels of figures scored against hand-checked ground truth.
 
 Both sides are ``FigurePanels`` keyed by figure id (boxes ``(x0, y0, x1, y1)``, x1/y1 exclusive). A figure of the
-truth that has no prediction counts as predicted empty (not compound, no panels); predictions for figures not in
-the truth are ignored (and counted). The metrics, each with the number ``n`` it averages over:
+truth that has no prediction has no panels and a wrong compound flag; predictions for figures not in the truth
+are ignored (and counted). The metrics, each with the number ``n`` it averages over:
 
-- ``compound_accuracy``: the predicted ``compound`` flag equals the truth's, over all truth figures.
+- ``compound_accuracy``: the predicted ``compound`` flag equals the truth's, over all truth figures (a figure
+  without a prediction counts as wrong).
 - ``ap50``: COCO-style average precision at IoU 0.5 over every true panel of every figure. Predictions of all
   figures are ranked by score (ties keep file order: figure order, then panel order); within a figure each
   prediction in that order takes the unmatched true panel it overlaps most, if the IoU is at least 0.5. Precision
@@ -179,7 +180,7 @@ def evaluate(truth: dict[str, FigurePanels], predictions: dict[str, FigurePanels
     compound_right, imageclef, label_hits, alignment = [], [], [], []
     for figure_id, true in truth.items():
         predicted = predictions.get(figure_id, empty)
-        compound_right.append(predicted.compound == true.compound)
+        compound_right.append(figure_id in predictions and predicted.compound == true.compound)
         matched = match_panels([p.box for p in true.panels], [p.box for p in predicted.panels])
         if true.compound:
             imageclef.append(len(matched) / max(len(predicted.panels), len(true.panels), 1))
