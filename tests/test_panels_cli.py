@@ -136,8 +136,8 @@ GT_ROW = {
 
 
 def test_eval_prints_each_metric_with_n_and_writes_json(tmp_path):
-    truth = _write(tmp_path / "gt.jsonl", [GT_ROW, {"id": "f2", "compound": False, "shared_caption": None,
-                                                    "panels": [{"box": [0, 0, 5, 5], "label": None, "subcaption": "x"}]}])  # fmt: skip
+    single = {"id": "f2", "compound": False, "shared_caption": None, "panels": [{"box": [0, 0, 5, 5], "subcaption": "x"}]}
+    truth = _write(tmp_path / "gt.jsonl", [GT_ROW, single])
     pred_row = {
         "id": "f1",
         "compound": True,
