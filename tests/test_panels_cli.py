@@ -136,7 +136,7 @@ GT_ROW = {
 
 
 def test_eval_prints_each_metric_with_n_and_writes_json(tmp_path):
-    single = {"id": "f2", "compound": False, "shared_caption": None, "panels": [{"box": [0, 0, 5, 5], "subcaption": "x"}]}
+    single = {"id": "f2", "compound": False, "panels": [{"box": [0, 0, 5, 5], "subcaption": "x"}]}
     truth = _write(tmp_path / "gt.jsonl", [GT_ROW, single])
     pred_row = {
         "id": "f1",
