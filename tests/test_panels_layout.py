@@ -200,9 +200,9 @@ def test_dev_set_scores(shared_fixtures: Path):
             tp += 1
         points.append((tp / n_true, tp / rank))
     ap = np.mean([max([p for r, p in points if r >= level], default=0.0) for level in np.linspace(0, 1, 101)])
-    assert compound_hits / len(rows) >= 0.91
-    assert sum(clef) / len(clef) >= 0.75
-    assert ap >= 0.77
+    assert compound_hits / len(rows) >= 0.94
+    assert sum(clef) / len(clef) >= 0.79
+    assert ap >= 0.80
 
 
 def test_run_starts_match_brute_force():

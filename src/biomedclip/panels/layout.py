@@ -212,8 +212,9 @@ class _Splitter:
 
     def graphic(self, box: Box) -> bool:
         """Whether the box holds more than lines of text: cut at every gap, some block is thicker than a line of
-        text, or a thin block carries a stroke too long for text (a bar, an axis)."""
-        stack = [box]
+        text, or a thin block carries a stroke too long for text (a bar, an axis). A frame does not count: a
+        framed box of text is a legend."""
+        stack = [self.unframe(box) or box]
         while stack:
             x0, y0, x1, y1 = stack.pop()
             w, h = x1 - x0, y1 - y0
@@ -353,9 +354,11 @@ class _Splitter:
         depth = []
         for edge, span in zip(edges, spans, strict=True):
             full = edge >= LINE_FILL * span
-            if not full[0] or full.all():
-                return None  # no line along this edge, or the edge of a filled image rather than a frame
-            depth.append(int(np.argmin(full)))
+            if full.all() or not full[:2].any():
+                return None  # no line along this edge (a faint anti-aliased row may come first), or a filled image
+            line_start = int(np.argmax(full))
+            rest = full[line_start:]
+            depth.append(line_start + (len(rest) if rest.all() else int(np.argmin(rest))))
         return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
 
     def seam(self, box: Box) -> tuple[int, Box, Box] | None:
