@@ -42,6 +42,7 @@ EDGE_VARIANCE = 100  # rows or columns beside a flat-colour gutter vary at least
 PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
 LETTERED_SHARE = 0.4  # pieces are joined to lettered neighbours when this share of them starts with a letter
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
+FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
 
@@ -256,9 +257,9 @@ class _Splitter:
         for start, end in _runs(full):
             if end - start <= LINE_MAX_PX and start > 0 and end < len(profile):
                 near = np.concatenate([profile[max(0, start - 3) : start], profile[end : end + 3]])
-                if near.max() <= 0.5 * profile[start:end].min() and not self.crossed(
-                    box, axis, origin + start, origin + end
-                ):
+                line = (origin + start, origin + end)
+                quiet = near.max() <= 0.5 * profile[start:end].min()
+                if quiet and not self.crossed(box, axis, *line) and not self.frame_side(box, axis, *line):
                     empty[start:end] = True
         runs = [(s, e) for s, e in _runs(empty) if s > 0 and e < len(profile)]
         thin = [r for r in runs if r[1] - r[0] <= 2]
@@ -276,6 +277,24 @@ class _Splitter:
         """Whether ink runs through a line (a grid line under bars), rather than the line dividing two panels."""
         through = self._edge(box, axis, start - 1) & self._edge(box, axis, end)
         return int(through.sum()) > 0.1 * through.size
+
+    def frame_side(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether a line is the side of a frame: at one of its ends a perpendicular line leaves it on one side only
+        (a corner), where a divider ends free or meets other dividers in a cross."""
+        along = self._edge(box, axis, start)
+        ink = np.flatnonzero(along)
+        lo = box[0] if axis == 0 else box[1]
+        reach = FRAME_CORNER_PX
+        for tip in (int(ink[0]), int(ink[-1])):
+            if axis == 0:  # a horizontal line: look up and down from its tips
+                before = self.mask.fg[max(box[1], start - reach) : start, lo + tip]
+                after = self.mask.fg[end : min(box[3], end + reach), lo + tip]
+            else:  # a vertical line: look left and right from its tips
+                before = self.mask.fg[lo + tip, max(box[0], start - reach) : start]
+                after = self.mask.fg[lo + tip, end : min(box[2], end + reach)]
+            if before.size and after.size and before.all() != after.all():
+                return True
+        return False
 
     def facet_gap(self, box: Box, axis: int, start: int, end: int) -> bool:
         """Whether a narrow gap separates facets of one plot: frame lines of the same extent face each other."""
@@ -354,11 +373,9 @@ class _Splitter:
         depth = []
         for edge, span in zip(edges, spans, strict=True):
             full = edge >= LINE_FILL * span
-            if full.all() or not full[:2].any():
-                return None  # no line along this edge (a faint anti-aliased row may come first), or a filled image
-            line_start = int(np.argmax(full))
-            rest = full[line_start:]
-            depth.append(line_start + (len(rest) if rest.all() else int(np.argmin(rest))))
+            if full.all() or not full.any():
+                return None  # no line along this edge (faint anti-aliased rows may come first), or a filled image
+            depth.append(int(np.flatnonzero(full)[-1]) + 1)
         return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
 
     def seam(self, box: Box) -> tuple[int, Box, Box] | None:
