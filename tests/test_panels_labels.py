@@ -79,6 +79,23 @@ def test_white_letters_on_dark_panels(held_out_font):
     assert [label for label, _ in read_labels(figure, boxes)] == ["A", "B", "C"]
 
 
+def test_letter_touching_its_bracket(held_out_font):
+    """A bracketed letter with the closing bracket drawn into its right foot (as serif type at low resolution
+    prints "(A)") still reads as the letter."""
+    figure = Image.new("RGB", (440, 180), "white")
+    draw = ImageDraw.Draw(figure)
+    face = ImageFont.truetype(str(held_out_font), 30)
+    boxes = [(0, 0, 220, 180), (220, 0, 440, 180)]
+    for (x0, _, _, _), letter in zip(boxes, "AB", strict=True):
+        draw.text((x0 + 8, 6), "(", font=face, fill="black", stroke_width=1)
+        right = draw.textbbox((x0 + 20, 6), letter, font=face, stroke_width=1)[2]
+        draw.text((x0 + 20, 6), letter, font=face, fill="black", stroke_width=1)
+        left = draw.textbbox((0, 6), ")", font=face, stroke_width=1)[0]
+        draw.text((right - 7 - left, 6), ")", font=face, fill="black", stroke_width=1)
+        draw.line([(x0 + 60, 60), (x0 + 60, 160), (x0 + 200, 160)], fill="black", width=2)
+    assert [label for label, _ in read_labels(figure, boxes)] == ["A", "B"]
+
+
 def test_panels_without_letters_read_none(held_out_font):
     figure, boxes = _panel_figure([None, None, None], held_out_font)
     assert read_labels(figure, boxes) == [(None, 0.0)] * 3

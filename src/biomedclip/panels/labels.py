@@ -1,11 +1,13 @@
 """Panel labels: the letter printed on each panel ("A", "b", "A1"; "(c)" and "A." read as "c" and "A").
 
-For each panel box, the top band of the box is thresholded (both polarities, so white letters on micrographs
-count), its glyph-sized connected components are grouped into short tokens, each glyph is classified by the
-small CNN in ``label_model`` (trained here from rendered fonts), and tokens that parse as a label are scored by
-the model's confidence, their place in the panel (labels sit at the top, mostly at the left) and their size.
-Across the figure, labels share one case and should not repeat: ambiguous shapes (c/C, o/O, s/S...) take the
-figure's case, and a letter read twice keeps it only on the surer panel.
+For each panel box, a band at the top of the box (starting a little above it) is thresholded at Otsu's level
+and at strong-ink levels, in both polarities (so white letters on micrographs count); its glyph-sized connected
+components are grouped into short tokens, each glyph is classified by the small CNN in ``label_model`` (trained
+here from rendered fonts), and tokens that parse as a label are scored by the model's confidence, their place
+in the panel (labels sit at the top, mostly at the left) and their size. Across the figure, labels form a
+sequence in one case: sure readings fix it, weaker readings of its letters beat stray letters, a letter is
+used once, ambiguous shapes (c/C, o/O, s/S...) take the figure's case, and one panel left out of an otherwise
+read sequence gets the missing letter.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ MIN_SCORE = 0.25
 _SINGLE_MIN_SCORE = 0.6
 """A figure of one panel rarely prints a letter: a bare letter must be surer there (a bracketed one need not)."""
 _SEQUENCE_BONUS = 1.6
+"""Weight of a reading whose letter belongs to the figure's sequence (A up to its panel count)."""
 _FILLED_SCORE = 0.2
 """Confidence of a letter given to a panel only because the figure's sequence lacks it."""
 _BAND_FRACTION = 0.35
@@ -215,41 +218,6 @@ def _may_be_label(token: list[Component]) -> bool:
     return thin[0] or thin[1] if len(token) == 3 else thin[0] and thin[1]
 
 
-def _cut(glyph: Component, start: float, stop: float) -> list[Component]:
-    """The glyph split at its faintest column between fractions ``start`` and ``stop`` of its width (a letter
-    touching its bracket, as "A)" in serif type), or nothing when a part would be empty."""
-    mask = glyph.mask
-    low, high = max(1, int(start * glyph.width)), min(glyph.width - 1, int(stop * glyph.width) + 1)
-    if high <= low:
-        return []
-    column = low + int(np.argmin(mask[:, low:high].sum(axis=0)))
-    parts = []
-    for offset, piece in ((0, mask[:, :column]), (column, mask[:, column:])):
-        rows = np.flatnonzero(piece.any(axis=1))
-        cols = np.flatnonzero(piece.any(axis=0))
-        if rows.size == 0:
-            return []
-        piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        x0, y0 = glyph.x0 + offset + int(cols[0]), glyph.y0 + int(rows[0])
-        parts.append(Component(x0, y0, x0 + piece.shape[1], y0 + piece.shape[0], piece, glyph.light))
-    return parts
-
-
-def _bracket_splits(token: list[Component]) -> list[list[Component]]:
-    """Alternative tokens for a bracket beside a glyph that swallowed the other bracket: "(" + "A)" is also
-    read as "(" "A" ")", and "(A" + ")" as "(" "A" ")"."""
-    if len(token) != 2:
-        return []
-    first, second = token
-    if first.width < 0.45 * first.height and second.width >= 0.8 * second.height:
-        parts = _cut(second, 0.55, 0.9)
-        return [[first, *parts]] if parts else []
-    if second.width < 0.45 * second.height and first.width >= 0.8 * first.height:
-        parts = _cut(first, 0.1, 0.45)
-        return [[*parts, second]] if parts else []
-    return []
-
-
 def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     """Candidate readings of one panel's label, best first (empty when nothing parses)."""
     height, width = gray.shape
@@ -274,7 +242,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
             key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
             if key not in seen and _may_be_label(token) and _place_weight(token, x1 - x0, band_height) >= MIN_SCORE:
                 seen.add(key)
-                tokens.extend([token, *_bracket_splits(token)])
+                tokens.append(token)
     if not tokens:
         return []
     mark_boxes = _boxes(marks)
