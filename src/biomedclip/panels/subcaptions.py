@@ -191,7 +191,7 @@ def _sentence_starts(text: str, colons: bool = True) -> set[int]:
     for match in re.finditer(
         r"[.!?:]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])" if colons else r"[.!?]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])", text
     ):
-        before = text[: match.start()]
+        before = text[max(0, match.start() - 16) : match.start()]
         if text[match.start()] == "." and _ABBREVIATIONS.search(before) and not re.search(r"\b[A-Z]$", before[-3:]):
             continue
         starts.add(match.end())
@@ -202,7 +202,7 @@ def _paren_markers(text: str, roman: bool) -> list[_Marker]:
     pattern = _PAREN_ROMAN if roman else _PAREN_MARKER
     markers = []
     for match in pattern.finditer(text):
-        if _NOT_LABEL_BEFORE.search(text[: match.start()]):
+        if _NOT_LABEL_BEFORE.search(text[max(0, match.start() - 40) : match.start()]):
             continue
         labels = [label.lower() for label in re.split(_LIST_SEP, match.group(1))] if roman else _expand(match.group(1))
         markers.append(_Marker(match.start(), match.end(), labels))
@@ -237,7 +237,7 @@ def _bare_markers(text: str, starts: set[int]) -> list[_Marker]:
 
 def _leading(markers: list[_Marker], text: str, starts: set[int]) -> list[_Marker]:
     """The markers that open a sentence or clause (their text follows them)."""
-    return [m for m in markers if m.start in starts or text[: m.start].rstrip()[-1:] == ";"]
+    return [m for m in markers if m.start in starts or text[max(0, m.start - 8) : m.start].rstrip()[-1:] == ";"]
 
 
 # --- splitting ---------------------------------------------------------------------------------------------
