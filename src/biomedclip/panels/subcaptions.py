@@ -16,6 +16,7 @@ C``, ``A549``, ``(P < 0.05)`` are never labels.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 _ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii", "viii", "ix", "x")
@@ -27,11 +28,17 @@ _LIST = rf"{_ITEM}(?:{_LIST_SEP}{_ITEM})*"
 _ROMAN_LABEL = r"(?:viii|vii|iii|ix|iv|vi|ii|v|x|i)"
 
 # "(A)", "(A, B)", "(A and B)", "(a–c)", "(A1)", "(A–B, E–F)"; also "(i)"..."(x)".
-_PAREN_MARKER = re.compile(rf"\(\s*({_LIST})\s*\)")
+_PAREN_MARKER = re.compile(rf"[(\[]\s*({_LIST})\s*[)\]]")
 _PAREN_ROMAN = re.compile(rf"\(\s*({_ROMAN_LABEL}(?:{_LIST_SEP}{_ROMAN_LABEL})*)\s*\)")
 # A bare marker opening a sentence: "A Text", "A, Text", "A: text", "A. Text", "A, B Text", "E–G Text".
-_BARE_MARKER = re.compile(rf"(?<![\w(\[])({_LIST})(?:\s*[.:,)]\s+|\s+)(?=[A-Z0-9“\"'(\[])")
-_POSITION_WORDS = ("left", "right", "top", "bottom", "middle", "upper", "lower", "centre", "center")
+_BARE_MARKER = re.compile(rf"(?<![\w(\[])({_LIST})(?:\s*[.:,)]\s+|\s+)(?=[A-Z0-9“\"'(\[]|[a-z]{{1,3}}[A-Z-])")
+# "Panel A shows…", "Panels C and D: …" opening a sentence.
+_PANEL_WORD_MARKER = re.compile(rf"\b[Pp]anels?\s+({_LIST})\b(?:\s*[.:,)])?\s+")
+# A sentence ends at . ! ? before a capital, digit, bracket, quote or footnote sign, or a lower-case panel
+# letter opening the next sentence ("… b Western blot", "… c, Quantification", "… d qPCR").
+_NEXT_SENTENCE = r"(?=[A-Z0-9(\[“\"'‘*#†‡]|[a-z]\d{0,2}(?:\s+[A-Za-z]|[.:,)]\s))"
+_SENTENCE_END = re.compile(rf"[.!?]\s+{_NEXT_SENTENCE}")
+_CLAUSE_END = re.compile(rf"[.!?:]\s+{_NEXT_SENTENCE}")
 _POSITION = r"(?:upper|lower|top|bottom|middle)?\s*-?\s*(?:left|right|top|bottom|middle|upper|lower|centre|center)"
 _PAREN_POSITION = re.compile(rf"\(\s*({_POSITION})(?:\s+(?:panels?|rows?|columns?|images?))?\s*\)", re.IGNORECASE)
 _LEAD_POSITION = re.compile(
@@ -188,9 +195,7 @@ def _plausible_run(letters: set[str]) -> bool:
 def _sentence_starts(text: str, colons: bool = True) -> set[int]:
     """Offsets where a sentence (or, with ``colons``, a clause after a colon) begins."""
     starts = {0}
-    for match in re.finditer(
-        r"[.!?:]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])" if colons else r"[.!?]\s+(?=[A-Z0-9(\[“\"'‘*#†‡])", text
-    ):
+    for match in (_CLAUSE_END if colons else _SENTENCE_END).finditer(text):
         before = text[max(0, match.start() - 16) : match.start()]
         if text[match.start()] == "." and _ABBREVIATIONS.search(before) and not re.search(r"\b[A-Z]$", before[-3:]):
             continue
@@ -212,13 +217,14 @@ def _paren_markers(text: str, roman: bool) -> list[_Marker]:
 def _bare_markers(text: str, starts: set[int]) -> list[_Marker]:
     """Bare leading markers ("A Text", "B, Text") at sentence starts, kept only as a run A, B, C..."""
     candidates = []
-    for match in _BARE_MARKER.finditer(text):
+    matches = sorted([*_BARE_MARKER.finditer(text), *_PANEL_WORD_MARKER.finditer(text)], key=lambda m: m.start())
+    for match in matches:
         at_start = match.start() in starts
         after_title = not at_start and match.start() > 0 and not candidates
         if not (at_start or after_title):
             continue
         label_text = match.group(1)
-        if label_text.lower() in {"a", "i"} and re.match(r"[a-z]", text[match.end() :]):
+        if label_text.lower() in {"a", "i"} and re.match(r"[a-z]", text[match.end() :]) and match.re is _BARE_MARKER:
             continue  # the article "A map of…", the pronoun "I"
         labels = _expand(label_text)
         if any(len(label) > 1 and not label[1:].isdigit() for label in labels):
@@ -254,7 +260,8 @@ def _split(text: str, wanted: set[str] | None) -> tuple[dict[str, list[str]], li
         bare = _bare_markers(text, starts)
         taken = {m.start for m in leading}
         leading = sorted(leading + [m for m in bare if m.start not in taken], key=lambda m: m.start)
-    leading, inline = _valid(leading, [m for m in paren if m not in leading], wanted)
+    opening = {m.start for m in leading}
+    leading, inline = _valid(leading, [m for m in paren if m.start not in opening], wanted)
     parts: dict[str, list[str]] = {}
     shared: list[str] = []
     if leading:
@@ -292,31 +299,35 @@ def _valid(
     def requested(marker: _Marker) -> bool:
         return any(label.lower() in wanted or label.lower()[0] in letters for label in marker.labels)
 
-    return (
-        [m for m in leading if m in kept_leading or requested(m)],
-        [m for m in inline if m in kept_inline or requested(m)],
-    )
+    kept = {id(m) for m in kept_leading + kept_inline}
+    return [m for m in leading if id(m) in kept or requested(m)], [m for m in inline if id(m) in kept or requested(m)]
 
 
-def _sentences(text: str, start: int, end: int, starts: set[int]) -> list[tuple[int, int]]:
-    cuts = sorted({start} | {s for s in starts if start < s < end})
+def _sentences(text: str, start: int, end: int, starts: list[int]) -> list[tuple[int, int]]:
+    """The non-blank spans of ``text[start:end]`` cut at ``starts`` (sorted offsets)."""
+    cuts = [start, *starts[bisect_right(starts, start) : bisect_left(starts, end)]]
     return [(a, b) for a, b in zip(cuts, [*cuts[1:], end], strict=True) if text[a:b].strip()]
+
+
+def _within(markers: list[_Marker], a: int, b: int) -> list[_Marker]:
+    """The markers (sorted by start) that start in ``[a, b)``."""
+    offsets = [m.start for m in markers]
+    return markers[bisect_left(offsets, a) : bisect_left(offsets, b)]
 
 
 def _split_segments(
     text: str, leading: list[_Marker], inline: list[_Marker], parts: dict[str, list[str]], shared: list[str]
 ) -> None:
-    starts = {m.end for m in leading} | {s for s in _sentence_starts(text)}
-    sentence_starts = {s for s in starts if s not in {m.end for m in leading}}
+    sentence_starts = sorted(_sentence_starts(text))
+    orphans = {label for m in inline for label in m.labels} - {label for m in leading for label in m.labels}
     for index, marker in enumerate(leading):
         end = leading[index + 1].start if index + 1 < len(leading) else len(text)
         own = set(marker.labels)
-        orphans = {label for m in inline for label in m.labels} - {label for m in leading for label in m.labels}
         is_last = index + 1 == len(leading)
         to_shared = False
-        for number, (a, b) in enumerate(_sentences(text, marker.end, end, sentence_starts | {marker.end})):
+        for number, (a, b) in enumerate(_sentences(text, marker.end, end, sentence_starts)):
             sentence = text[a:b]
-            mentions = [m for m in inline if a <= m.start < b]
+            mentions = _within(inline, a, b)
             named = {label for m in mentions for label in m.labels}
             if named and named <= orphans:
                 for label, piece in _inline_pieces(text, a, b, mentions).items():
@@ -326,7 +337,7 @@ def _split_segments(
                 to_shared = to_shared or is_last
                 shared.append(sentence)
                 continue
-            if len(own) > 1 and len(mentions) > 0 and named <= own and len(named) < len(own) + 1 and len(mentions) > 1:
+            if len(own) > 1 and len(mentions) > 1 and named <= own:
                 pieces = _inline_pieces(text, a, b, mentions)
                 for label in marker.labels:
                     parts.setdefault(label, []).append(pieces.get(label, sentence))
@@ -340,9 +351,9 @@ def _split_inline_only(
 ) -> None:
     """Sentences naming panels only inline: each named panel gets its piece and the sentences that follow."""
     current: list[str] = []
-    for a, b in _sentences(text, start, end, _sentence_starts(text)):
+    for a, b in _sentences(text, start, end, sorted(_sentence_starts(text))):
         sentence = text[a:b]
-        mentions = [m for m in inline if a <= m.start < b]
+        mentions = _within(inline, a, b)
         if mentions:
             pieces = _inline_pieces(text, a, b, mentions)
             current = list(pieces)
@@ -436,7 +447,7 @@ def _positions(text: str) -> tuple[dict[str, str], set[str]]:
     sentences they came from."""
     positions: dict[str, list[str]] = {}
     used: set[str] = set()
-    for a, b in _sentences(text, 0, len(text), _sentence_starts(text, colons=False)):
+    for a, b in _sentences(text, 0, len(text), sorted(_sentence_starts(text, colons=False))):
         sentence = text[a:b]
         lead = _LEAD_POSITION.match(sentence)
         if lead:
