@@ -42,10 +42,12 @@ def test_count_mismatch_keeps_shared_caption_only_and_drops_no_panel():
     assert joined == [Joined(None, "none")] * 4
 
 
-def test_a_misread_letter_is_not_reassigned_by_order():
+def test_a_letter_the_caption_does_not_name_counts_as_unreadable():
     joined = align(TWO_BY_TWO[:3], ["A", "X", None], split_caption(CAPTION))
-    assert joined[0].alignment == "label"
-    assert [j.alignment for j in joined[1:]] == ["none", "none"]
+    assert [j.alignment for j in joined] == ["label", "order", "order"]
+    assert joined[1].subcaption == "Quantification of band intensity."
+    two_labels = split_caption("Title. (A) Western blot. (B) Quantification.")
+    assert [j.alignment for j in align(TWO_BY_TWO[:3], ["A", "X", None], two_labels)] == ["label", "none", "none"]
 
 
 def test_left_right_words_join_by_box_position():

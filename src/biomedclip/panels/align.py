@@ -1,9 +1,9 @@
 """Join detected panels to the caption's subcaptions, saying for each panel how it was joined.
 
 The rule, in order: a panel whose read letter matches a caption label (case-insensitive; "A1" falls back to "A")
-gets that label's text (``"label"``); when the remaining panels have no readable letter and the caption's
-remaining labels agree with them in number, they are joined in reading order, provided the letters then still
-increase along the reading order (``"order"``); a caption that names panels by position ("left", "top") gives
+gets that label's text (``"label"``); when the remaining panels have no readable letter (none, or one the
+caption does not name: a misreading) and the caption's remaining labels agree with them in number, they are
+joined in reading order, provided the letters then still increase along the reading order (``"order"``); a caption that names panels by position ("left", "top") gives
 each remaining panel the words for its side (``"position"``); any other panel keeps the shared caption only
 (``"none"``). No panel is dropped, and no text is given where the join would be a guess against the evidence.
 """
@@ -58,7 +58,7 @@ def _join_in_order(
 ) -> None:
     free_panels = [i for i, j in enumerate(joined) if j is None]
     free_labels = sorted((n for n, t in subcaptions.parts.items() if t and n.lower() not in used), key=_caption_order)
-    if not free_panels or len(free_panels) != len(free_labels) or any(labels[i] for i in free_panels):
+    if not free_panels or len(free_panels) != len(free_labels):
         return
     letters = [label.lower() if label and joined[i] else None for i, label in enumerate(labels)]
     for index, name in zip(free_panels, free_labels, strict=True):
