@@ -5,7 +5,8 @@ gets that label's text (``"label"``); when the remaining panels have no readable
 caption does not name: a misreading) and the caption's remaining labels agree with them in number, they are
 joined in reading order, provided the letters then still increase along the reading order (``"order"``); a
 caption that names panels by position ("left", "top") gives each remaining panel the words for its side
-(``"position"``); any other panel keeps the shared caption only (``"none"``). No panel is dropped, and no text is given where the join would be a guess against the evidence.
+(``"position"``); any other panel keeps the shared caption only (``"none"``). No panel is dropped, and no text
+is given where the join would be a guess against the evidence.
 """
 
 from __future__ import annotations
