@@ -181,3 +181,20 @@ def test_eval_accepts_the_development_set_as_truth_and_as_perfect_prediction(sha
     assert result.exit_code == 0, result.output
     assert "compound accuracy: 1.0000 (n=35)" in result.output
     assert "ImageCLEF accuracy: 1.0000 (n=30)" in result.output
+
+
+def test_eval_scores_subcaptions_output_on_the_development_set(tmp_path, shared_fixtures):
+    gt = shared_fixtures / "compound" / "gt.jsonl"
+    rows = [json.loads(line) for line in gt.read_text().splitlines()]
+    requests = [
+        {"id": r["id"], "caption": r["caption"], "labels": sorted({p["caption_label"] or "" for p in r["panels"]} - {""})}
+        for r in rows
+    ]
+    split = _invoke("panels", "subcaptions", _write(tmp_path / "in.jsonl", requests), "-o", tmp_path / "sub.jsonl")
+    assert split.exit_code == 0, split.output
+    result = _invoke("panels", "eval", "--truth", gt, "--pred", tmp_path / "sub.jsonl")
+    assert result.exit_code == 0, result.output
+    f1_line, sets_line = result.output.splitlines()[:2]
+    assert f1_line.startswith("subcaption F1: ") and f1_line.endswith("(n=117)")
+    assert float(f1_line.split()[2]) >= 0.85
+    assert sets_line == "label sets equal: 1.0000 (n=27)"

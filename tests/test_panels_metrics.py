@@ -151,3 +151,28 @@ def test_perfect_predictions_score_one(shared_fixtures):
     for name in ("compound_accuracy", "ap50", "imageclef_accuracy", "label_accuracy", "alignment_f1"):
         assert result[name].value == pytest.approx(1.0), name
     assert result["imageclef_accuracy"].n == 30 and result["compound_accuracy"].n == 35
+
+
+def test_subcaption_metrics_hand_computed():
+    from biomedclip.panels.metrics import subcaption_metrics
+
+    truth = [
+        {"id": "f1", "compound": True, "panels": [
+            {"label": "A", "caption_label": "A", "subcaption": "red cat"},
+            {"label": "B", "caption_label": "C", "subcaption": "blue dog"},  # printed B, caption calls it C
+            {"label": "D", "caption_label": None, "subcaption": None},
+        ]},
+        {"id": "f2", "compound": True, "panels": [
+            {"label": "a", "subcaption": "x y"},
+            {"label": "b", "subcaption": "z"},
+        ]},
+        {"id": "f3", "compound": False, "panels": [{"label": None, "subcaption": "whole"}]},
+    ]  # fmt: skip
+    predicted = {"f1": {"a": "red cat", "C": "blue", "E": ""}, "f2": {"A": "x", "B": "z", "C": "w"}}
+    result = subcaption_metrics(truth, predicted)
+    # f1: A 1.0, C F1("blue dog", "blue") = 2/3; f2: a F1("x y", "x") = 2/3, b 1.0
+    assert result["subcaption_f1"].n == 4
+    assert result["subcaption_f1"].value == pytest.approx((1 + 2 / 3 + 2 / 3 + 1) / 4)
+    # f1's labels {a, c} are found exactly (E has no text); f2 has an extra C
+    assert (result["label_set_accuracy"].value, result["label_set_accuracy"].n) == (0.5, 2)
+    assert subcaption_metrics(truth, {})["subcaption_f1"].value == 0.0

@@ -21,6 +21,7 @@ METRIC_NAMES = {
     "label_accuracy": "label accuracy",
     "alignment_f1": "alignment F1",
 }
+SUBCAPTION_METRIC_NAMES = {"subcaption_f1": "subcaption F1", "label_set_accuracy": "label sets equal"}
 
 
 @click.group()
@@ -142,29 +143,54 @@ def subcaptions(inputs: Path, out: Path) -> None:
 @click.option("--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="Ground-truth JSONL in the detect output's shape (compound, shared_caption, panels).")  # fmt: skip
 @click.option("--pred", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Predictions: the output of `panels detect`.")  # fmt: skip
+              help="Predictions: the output of `panels detect`, or of `panels subcaptions`.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the metrics as JSON to this file.")  # fmt: skip
 def eval_panels(truth: Path, pred: Path, json_out: Path | None) -> None:
     """Score predicted panels against ground truth: compound accuracy, AP50, ImageCLEF accuracy, label accuracy,
-    alignment F1 (definitions: biomedclip.panels.metrics)."""
-    from biomedclip.panels.metrics import evaluate
+    alignment F1; or, for `panels subcaptions` output, subcaption F1 and label-set accuracy (definitions:
+    biomedclip.panels.metrics)."""
+    from biomedclip.panels.metrics import evaluate, subcaption_metrics
 
-    result = evaluate(_figures(truth), _figures(pred))
-    for key, name in METRIC_NAMES.items():
+    if _is_subcaption_output(pred):
+        truth_rows = [row for _, row in read_rows(truth)]
+        result = subcaption_metrics(truth_rows, _subcaptions(pred))
+        names = SUBCAPTION_METRIC_NAMES
+    else:
+        result = evaluate(_figures(truth), _figures(pred))
+        names = METRIC_NAMES
+    for key, name in names.items():
         metric = result[key]
         value = "n/a" if metric.value is None else f"{metric.value:.4f}"
         click.echo(f"{name}: {value} (n={metric.n})")
-    click.echo(
-        f"figures without a prediction: {result['missing_predictions'].n}; "
-        f"predictions of unknown figures (ignored): {result['unknown_predictions'].n}"
-    )
+    if names is METRIC_NAMES:
+        click.echo(
+            f"figures without a prediction: {result['missing_predictions'].n}; "
+            f"predictions of unknown figures (ignored): {result['unknown_predictions'].n}"
+        )
     if json_out is not None:
         payload = {key: {"value": metric.value, "n": metric.n} for key, metric in result.items()}
         payload["truth"], payload["pred"] = str(truth), str(pred)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {json_out}")
+
+
+def _is_subcaption_output(path: Path) -> bool:
+    """Whether a predictions file holds ``panels subcaptions`` rows (a ``subcaptions`` object, no ``panels``)."""
+    for _, row in read_rows(path):
+        return "subcaptions" in row and "panels" not in row
+    return False
+
+
+def _subcaptions(path: Path) -> dict[str, dict[str, str]]:
+    subcaptions = {}
+    for number, row in read_rows(path):
+        parts = row.get("subcaptions")
+        if not isinstance(parts, dict) or not all(isinstance(v, str | None) for v in parts.values()):
+            raise InputError(f"{path} line {number}: subcaptions must be an object of label -> text")
+        subcaptions[str(row["id"])] = {label: text or "" for label, text in parts.items()}
+    return subcaptions
 
 
 def _figures(path: Path) -> dict[str, Any]:

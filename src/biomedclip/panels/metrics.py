@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from biomedclip.panels.types import Box, FigurePanels
 
@@ -206,3 +207,29 @@ def evaluate(truth: dict[str, FigurePanels], predictions: dict[str, FigurePanels
 
 def _mean(values: list[float] | list[bool]) -> Metric:
     return Metric(sum(values) / len(values) if values else None, len(values))
+
+
+def _caption_key(panel: dict[str, Any]) -> str | None:
+    """The label the caption uses for a ground-truth panel: ``caption_label`` where given, else ``label``."""
+    key = panel.get("caption_label", panel.get("label"))
+    return _normal_label(key) if isinstance(key, str) else None
+
+
+def subcaption_metrics(truth_rows: list[dict[str, Any]], predicted: dict[str, dict[str, str]]) -> dict[str, Metric]:
+    """Scores of ``panels subcaptions`` output against ground-truth rows, over compound figures.
+
+    ``subcaption_f1``: per true panel with a caption label and a subcaption, the token F1 between its subcaption
+    and the predicted text of that label (labels compared as in ``label_accuracy``; a missing label or figure
+    scores 0); the mean. ``label_set_accuracy``: per figure with such panels, whether the predicted labels with
+    text are exactly the true caption labels.
+    """
+    scores: list[float] = []
+    exact: list[bool] = []
+    for row in truth_rows:
+        described = [p for p in row.get("panels") or [] if _caption_key(p) and p.get("subcaption")]
+        if not row.get("compound") or not described:
+            continue
+        found = {_normal_label(k): v for k, v in (predicted.get(str(row["id"])) or {}).items() if v}
+        scores += [token_f1(p["subcaption"], found.get(_caption_key(p))) for p in described]
+        exact.append(set(found) == {_caption_key(p) for p in described})
+    return {"subcaption_f1": _mean(scores), "label_set_accuracy": _mean(exact)}
