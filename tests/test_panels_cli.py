@@ -186,10 +186,10 @@ def test_eval_accepts_the_development_set_as_truth_and_as_perfect_prediction(sha
 def test_eval_scores_subcaptions_output_on_the_development_set(tmp_path, shared_fixtures):
     gt = shared_fixtures / "compound" / "gt.jsonl"
     rows = [json.loads(line) for line in gt.read_text().splitlines()]
-    requests = [
-        {"id": r["id"], "caption": r["caption"], "labels": sorted({p["caption_label"] or "" for p in r["panels"]} - {""})}
-        for r in rows
-    ]
+    requests = []
+    for r in rows:
+        labels = sorted({p["caption_label"] for p in r["panels"] if p["caption_label"]})
+        requests.append({"id": r["id"], "caption": r["caption"], "labels": labels})
     split = _invoke("panels", "subcaptions", _write(tmp_path / "in.jsonl", requests), "-o", tmp_path / "sub.jsonl")
     assert split.exit_code == 0, split.output
     result = _invoke("panels", "eval", "--truth", gt, "--pred", tmp_path / "sub.jsonl")
