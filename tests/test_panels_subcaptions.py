@@ -253,3 +253,10 @@ def test_a_very_long_caption_splits_in_linear_time():
     start = time.perf_counter()
     split_caption(caption)
     assert time.perf_counter() - start < 5  # about 0.2 s; the quadratic version took 10 s on 74k characters
+
+
+def test_consecutive_leading_markers_share_the_text_and_stray_letters_are_dropped():
+    s = split_caption("Title. (A) and (B) Western blots of lysates. (C) Quantification.")
+    assert s.parts == {"A": "Western blots of lysates.", "B": "Western blots of lysates.", "C": "Quantification."}
+    sub_items = split_caption("(A) Overview: (i) cortex, (ii) striatum. (B) Details of (i).")
+    assert sub_items.parts == {"A": "Overview: (i) cortex, (ii) striatum.", "B": "Details of (i)."}

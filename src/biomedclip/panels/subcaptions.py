@@ -192,6 +192,19 @@ def _plausible_run(letters: set[str]) -> bool:
     return indices[0] == 0 and indices[-1] + 1 - len(indices) <= max(1, len(indices) // 3)
 
 
+def _run_from_a(markers: list[_Marker]) -> list[_Marker]:
+    """The markers whose letters belong to the run a, b, c… (one missing letter at most between two): a stray
+    "(i)" of a sub-list or "(T)" after panels A–C is dropped, the panels kept."""
+    indices = sorted({_letter_index(label) for m in markers for label in m.labels})
+    run: set[int] = set()
+    for index in indices:
+        if index == 0 or (run and index - max(run) <= 2):
+            run.add(index)
+        elif run:
+            break
+    return [m for m in markers if all(_letter_index(label) in run for label in m.labels)]
+
+
 def _sentence_starts(text: str, colons: bool = True) -> set[int]:
     """Offsets where a sentence (or, with ``colons``, a clause after a colon) begins."""
     starts = {0}
@@ -260,7 +273,8 @@ def _split(text: str, wanted: set[str] | None) -> tuple[dict[str, list[str]], li
         bare = _bare_markers(text, starts)
         taken = {m.start for m in leading}
         leading = sorted(leading + [m for m in bare if m.start not in taken], key=lambda m: m.start)
-    opening = {m.start for m in leading}
+    leading, absorbed = _absorb_following(text, leading, paren)
+    opening = {m.start for m in leading} | absorbed
     leading, inline = _valid(leading, [m for m in paren if m.start not in opening], wanted)
     parts: dict[str, list[str]] = {}
     shared: list[str] = []
@@ -276,6 +290,23 @@ def _split(text: str, wanted: set[str] | None) -> tuple[dict[str, list[str]], li
     return parts, shared, positions
 
 
+def _absorb_following(text: str, leading: list[_Marker], paren: list[_Marker]) -> tuple[list[_Marker], set[int]]:
+    """ "(A) and (B) Western blots…": markers right after a leading one, joined by "and"/",", lead with it.
+
+    Returns the leading markers so extended and the starts of the markers they absorbed."""
+    starts = [m.start for m in paren]
+    merged, absorbed = [], set()
+    for marker in leading:
+        index = bisect_left(starts, marker.end)
+        while index < len(paren) and not _CONNECTOR.sub("", text[marker.end : paren[index].start]).strip():
+            follower = paren[index]
+            marker = _Marker(marker.start, follower.end, marker.labels + follower.labels)
+            absorbed.add(follower.start)
+            index += 1
+        merged.append(marker)
+    return merged, absorbed
+
+
 def _uses_roman(text: str, wanted: set[str] | None) -> bool:
     if wanted is not None:
         return bool(wanted) and all(label in _ROMAN for label in wanted) and not all(len(w) == 1 for w in wanted)
@@ -287,11 +318,17 @@ def _valid(
 ) -> tuple[list[_Marker], list[_Marker]]:
     """Keep the markers whose labels are panel labels: a plausible run of letters, and any requested label."""
     kept_leading, kept_inline = [], []
-    for keep_leading, keep_inline in ((leading, inline), (leading, []), ([], inline)):
-        letters = {label for m in keep_leading + keep_inline for label in m.labels}
-        if letters and (all(label in _ROMAN for label in letters) or _plausible_run(letters)):
-            kept_leading, kept_inline = keep_leading, keep_inline
-            break
+    letters = {label for m in leading + inline for label in m.labels}
+    if letters and all(label in _ROMAN for label in letters):
+        kept_leading, kept_inline = leading, inline
+    else:
+        for keep_leading, keep_inline in ((leading, inline), (leading, []), ([], inline)):
+            run = {id(m) for m in _run_from_a(keep_leading + keep_inline)}
+            letters = {label for m in keep_leading + keep_inline if id(m) in run for label in m.labels}
+            if _plausible_run(letters):
+                kept_leading = [m for m in keep_leading if id(m) in run]
+                kept_inline = [m for m in keep_inline if id(m) in run]
+                break
     if wanted is None:
         return kept_leading, kept_inline
     letters = {label[0] for label in wanted if label}
