@@ -260,3 +260,9 @@ def test_consecutive_leading_markers_share_the_text_and_stray_letters_are_droppe
     assert s.parts == {"A": "Western blots of lysates.", "B": "Western blots of lysates.", "C": "Quantification."}
     sub_items = split_caption("(A) Overview: (i) cortex, (ii) striatum. (B) Details of (i).")
     assert sub_items.parts == {"A": "Overview: (i) cortex, (ii) striatum.", "B": "Details of (i)."}
+
+
+def test_an_enumeration_opened_by_a_leading_marker():
+    s = split_caption("Cells shown are: (A) control, (B) treated, and (C) knockout cells. Scale bar, 10 µm.")
+    assert s.parts == {"A": "control", "B": "treated", "C": "knockout cells."}
+    assert s.shared == "Cells shown are: Scale bar, 10 µm."

@@ -61,6 +61,7 @@ _SHARED_CUE = re.compile(
     r"(?<=\w )for both\b|both panels|all panels|each panel)",
     re.IGNORECASE,
 )
+_ENUMERATION_GAP = re.compile(r"(?:,|,?\s+(?:and|or))\s*$")
 _CONNECTOR = re.compile(r"^[\s,;]*(?:(?:and|or|as well as|versus|vs\.?|respectively)\b[\s,]*)*", re.IGNORECASE)
 _TRAILING_CONNECTOR = re.compile(r"[\s,;]*(?:\b(?:and|or|as well as|versus|vs\.?)[\s,]*)*$", re.IGNORECASE)
 _FUNCTION_WORDS = {"in", "of", "for", "and", "or", "with", "between", "by", "from", "to", "at", "on", "as"}
@@ -145,7 +146,7 @@ def _select(parts: dict[str, list[str]], positions: dict[str, str], labels: list
 def _join(spans: list[str]) -> str:
     out: list[str] = []
     for span in spans:
-        span = span.strip()
+        span = _TRAILING_CONNECTOR.sub("", span.strip())
         if span and span not in out:
             out.append(span)
     return " ".join(out)
@@ -255,8 +256,24 @@ def _bare_markers(text: str, starts: set[int]) -> list[_Marker]:
 
 
 def _leading(markers: list[_Marker], text: str, starts: set[int]) -> list[_Marker]:
-    """The markers that open a sentence or clause (their text follows them)."""
-    return [m for m in markers if m.start in starts or text[max(0, m.start - 8) : m.start].rstrip()[-1:] == ";"]
+    """The markers that open a sentence or clause (their text follows them), and the next letters of an
+    enumeration they open in the same sentence ("(A) control, (B) treated, and (C) knockout cells")."""
+    leading: list[_Marker] = []
+    for marker in markers:
+        if marker.start in starts or text[max(0, marker.start - 8) : marker.start].rstrip()[-1:] == ";":
+            leading.append(marker)
+        elif leading and _continues(text, leading[-1], marker, starts):
+            leading.append(marker)
+    return leading
+
+
+def _continues(text: str, previous: _Marker, marker: _Marker, starts: set[int]) -> bool:
+    """Whether ``marker`` is the next letter after ``previous`` in one sentence, after its item and a comma/and."""
+    between = text[previous.end : marker.start]
+    same_sentence = not any(offset in starts for offset in range(previous.end + 1, marker.start + 1))
+    next_letter = _letter_index(marker.labels[0]) - _letter_index(previous.labels[-1]) == 1
+    has_item = bool(_CONNECTOR.sub("", between).strip())
+    return same_sentence and next_letter and has_item and bool(_ENUMERATION_GAP.search(between))
 
 
 # --- splitting ---------------------------------------------------------------------------------------------
