@@ -260,9 +260,8 @@ def _leading(markers: list[_Marker], text: str, starts: set[int]) -> list[_Marke
     enumeration they open in the same sentence ("(A) control, (B) treated, and (C) knockout cells")."""
     leading: list[_Marker] = []
     for marker in markers:
-        if marker.start in starts or text[max(0, marker.start - 8) : marker.start].rstrip()[-1:] == ";":
-            leading.append(marker)
-        elif leading and _continues(text, leading[-1], marker, starts):
+        opens_clause = marker.start in starts or text[max(0, marker.start - 8) : marker.start].rstrip()[-1:] == ";"
+        if opens_clause or (leading and _continues(text, leading[-1], marker, starts)):
             leading.append(marker)
     return leading
 
