@@ -266,3 +266,25 @@ def test_an_enumeration_opened_by_a_leading_marker():
     s = split_caption("Cells shown are: (A) control, (B) treated, and (C) knockout cells. Scale bar, 10 µm.")
     assert s.parts == {"A": "control", "B": "treated", "C": "knockout cells."}
     assert s.shared == "Cells shown are: Scale bar, 10 µm."
+
+
+def test_labels_after_whole_sentences_and_panel_word_in_brackets():
+    s = split_caption("Tumour volume increased (A). Body weight did not change (B).")
+    assert s.parts == {"A": "Tumour volume increased (A).", "B": "Body weight did not change (B)."}
+    word = split_caption("Expression in tumours (panel A) and in normal tissue (panel B).")
+    assert word.parts == {"A": "Expression in tumours (panel A).", "B": "Expression in normal tissue (panel B)."}
+
+
+def test_two_crossed_inline_groupings_in_one_caption():
+    s = split_caption(
+        "Flow cytometry of splenocytes from mice treated with PBS (A, C) or drug (B, D). "
+        "Plots show CD4 (A, B) and CD8 (C, D) staining."
+    )
+    assert (
+        s.parts["A"]
+        == "Flow cytometry of splenocytes from mice treated with PBS (A, C). Plots show CD4 (A, B) staining."
+    )
+    assert (
+        s.parts["D"]
+        == "Flow cytometry of splenocytes from mice treated with drug (B, D). Plots show CD8 (C, D) staining."
+    )

@@ -28,7 +28,7 @@ _LIST = rf"{_ITEM}(?:{_LIST_SEP}{_ITEM})*"
 _ROMAN_LABEL = r"(?:viii|vii|iii|ix|iv|vi|ii|v|x|i)"
 
 # "(A)", "(A, B)", "(A and B)", "(a–c)", "(A1)", "(A–B, E–F)"; also "(i)"..."(x)".
-_PAREN_MARKER = re.compile(rf"[(\[]\s*({_LIST})\s*[)\]]")
+_PAREN_MARKER = re.compile(rf"[(\[]\s*(?:[Pp]anels?\s+)?({_LIST})\s*[)\]]")
 _PAREN_ROMAN = re.compile(rf"\(\s*({_ROMAN_LABEL}(?:{_LIST_SEP}{_ROMAN_LABEL})*)\s*\)")
 # A bare marker opening a sentence: "A Text", "A, Text", "A: text", "A. Text", "A, B Text", "E–G Text".
 _BARE_MARKER = re.compile(rf"(?<![\w(\[])({_LIST})(?:\s*[.:,)]\s+|\s+)(?=[A-Z0-9“\"'(\[]|[a-z]{{1,3}}[A-Z-])")
