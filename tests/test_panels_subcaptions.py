@@ -288,3 +288,9 @@ def test_two_crossed_inline_groupings_in_one_caption():
         s.parts["D"]
         == "Flow cytometry of splenocytes from mice treated with drug (B, D). Plots show CD8 (C, D) staining."
     )
+
+
+def test_first_marker_after_a_title_without_full_stop():
+    s = split_caption("Effects of X on Y (A) Western blot of lysates. (B) Quantification.")
+    assert s.shared == "Effects of X on Y"
+    assert s.parts == {"A": "Western blot of lysates.", "B": "Quantification."}

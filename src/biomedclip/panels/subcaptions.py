@@ -263,6 +263,10 @@ def _leading(markers: list[_Marker], text: str, starts: set[int]) -> list[_Marke
         opens_clause = marker.start in starts or text[max(0, marker.start - 8) : marker.start].rstrip()[-1:] == ";"
         if opens_clause or (leading and _continues(text, leading[-1], marker, starts)):
             leading.append(marker)
+    if leading and _letter_index(leading[0].labels[0]) == 1:  # "Title without full stop (A) Text. (B) Text."
+        first = [m for m in markers if m.end <= leading[0].start and _letter_index(m.labels[0]) == 0]
+        if first and re.match(r"\s+[A-Z]", text[first[-1].end :]):
+            leading.insert(0, first[-1])
     return leading
 
 
