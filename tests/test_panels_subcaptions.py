@@ -264,8 +264,19 @@ def test_consecutive_leading_markers_share_the_text_and_stray_letters_are_droppe
 
 def test_an_enumeration_opened_by_a_leading_marker():
     s = split_caption("Cells shown are: (A) control, (B) treated, and (C) knockout cells. Scale bar, 10 µm.")
-    assert s.parts == {"A": "control", "B": "treated", "C": "knockout cells."}
+    assert s.parts == {"A": "control cells.", "B": "treated cells.", "C": "knockout cells."}
     assert s.shared == "Cells shown are: Scale bar, 10 µm."
+    pair = split_caption("Mice received CSP. (A) Body weight and (B) water intake were recorded weekly. N = 12.")
+    assert pair.parts == {
+        "A": "Body weight were recorded weekly.",
+        "B": "water intake were recorded weekly. N = 12.",
+    }
+
+
+def test_a_range_right_after_a_title_without_full_stop():
+    s = split_caption("CSP increased phagocytosis(A-B) Representative images. (C) Phagocytosis index. (D) Residual Aβ.")
+    assert s.shared == "CSP increased phagocytosis"
+    assert s.parts["A"] == s.parts["B"] == "Representative images."
 
 
 def test_labels_after_whole_sentences_and_panel_word_in_brackets():

@@ -92,6 +92,7 @@ class _Marker:
     start: int
     end: int
     labels: list[str]
+    continues: bool = False  # the next item of an enumeration opened by the previous leading marker
 
 
 def split_caption(caption: str | None, labels: list[str] | None = None) -> Subcaptions:
@@ -261,11 +262,15 @@ def _leading(markers: list[_Marker], text: str, starts: set[int]) -> list[_Marke
     leading: list[_Marker] = []
     for marker in markers:
         opens_clause = marker.start in starts or text[max(0, marker.start - 8) : marker.start].rstrip()[-1:] == ";"
-        if opens_clause or (leading and _continues(text, leading[-1], marker, starts)):
+        if opens_clause:
             leading.append(marker)
-    if leading and _letter_index(leading[0].labels[0]) == 1:  # "Title without full stop (A) Text. (B) Text."
+        elif leading and _continues(text, leading[-1], marker, starts):
+            marker.continues = True
+            leading.append(marker)
+    if leading and _letter_index(leading[0].labels[0]) > 0:  # "Title without full stop (A–B) Text. (C) Text."
+        before = _letter_index(leading[0].labels[0]) - 1
         first = [m for m in markers if m.end <= leading[0].start and _letter_index(m.labels[0]) == 0]
-        if first and re.match(r"\s+[A-Z]", text[first[-1].end :]):
+        if first and _letter_index(first[-1].labels[-1]) == before and re.match(r"\s*[A-Z]", text[first[-1].end :]):
             leading.insert(0, first[-1])
     return leading
 
@@ -377,6 +382,7 @@ def _split_segments(
 ) -> None:
     sentence_starts = sorted(_sentence_starts(text))
     orphans = {label for m in inline for label in m.labels} - {label for m in leading for label in m.labels}
+    suffixes = _enumeration_suffixes(text, leading, sentence_starts)
     for index, marker in enumerate(leading):
         end = leading[index + 1].start if index + 1 < len(leading) else len(text)
         own = set(marker.labels)
@@ -399,8 +405,32 @@ def _split_segments(
                 for label in marker.labels:
                     parts.setdefault(label, []).append(pieces.get(label, sentence))
                 continue
+            if number == 0 and index in suffixes:
+                sentence = f"{_TRAILING_CONNECTOR.sub('', sentence.strip())} {suffixes[index]}"
             for label in marker.labels:
                 parts.setdefault(label, []).append(sentence)
+
+
+def _enumeration_suffixes(text: str, leading: list[_Marker], sentence_starts: list[int]) -> dict[int, str]:
+    """ "(A) Body weight and (B) water intake were recorded weekly.": the words after the last item (as long as the
+    item before it) complete every item -> {index of (A): "were recorded weekly."}."""
+    suffixes: dict[int, str] = {}
+    index = 0
+    while index < len(leading):
+        last = index
+        while last + 1 < len(leading) and leading[last + 1].continues:
+            last += 1
+        if last > index:
+            between = text[leading[last - 1].end : leading[last].start]
+            previous_item = _TRAILING_CONNECTOR.sub("", _CONNECTOR.sub("", between)).split()
+            end = leading[last + 1].start if last + 1 < len(leading) else len(text)
+            spans = _sentences(text, leading[last].end, end, sentence_starts)
+            words = text[spans[0][0] : spans[0][1]].split() if spans else []
+            if previous_item and len(words) > len(previous_item):
+                for member in range(index, last):
+                    suffixes[member] = " ".join(words[len(previous_item) :])
+        index = last + 1
+    return suffixes
 
 
 def _split_inline_only(
