@@ -305,3 +305,13 @@ def test_first_marker_after_a_title_without_full_stop():
     s = split_caption("Effects of X on Y (A) Western blot of lysates. (B) Quantification.")
     assert s.shared == "Effects of X on Y"
     assert s.parts == {"A": "Western blot of lysates.", "B": "Quantification."}
+
+
+def test_markers_glued_to_the_previous_full_stop_as_xml_extraction_leaves_them():
+    s = split_caption(
+        "SLC25A48 is required for thermogenesis.A. Protein abundance. N = 5 per group.B. Proteinase K assay."
+    )
+    assert s.shared == "SLC25A48 is required for thermogenesis."
+    assert s.parts == {"A": "Protein abundance. N = 5 per group.", "B": "Proteinase K assay."}
+    assert split_caption("Title.(A) One thing.(B) Another thing.").parts == {"A": "One thing.", "B": "Another thing."}
+    assert split_caption("Made in the U.S. Army labs. A.B. Smith helped.").parts == {}

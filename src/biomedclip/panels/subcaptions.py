@@ -37,6 +37,9 @@ _PANEL_WORD_MARKER = re.compile(rf"\b[Pp]anels?\s+({_LIST})\b(?:\s*[.:,)])?\s+")
 # A sentence ends at . ! ? before a capital, digit, bracket, quote or footnote sign, or a lower-case panel
 # letter opening the next sentence ("… b Western blot", "… c, Quantification", "… d qPCR").
 _NEXT_SENTENCE = r"(?=[A-Z0-9(\[“\"'‘*#†‡]|[a-z]\d{0,2}(?:\s+[A-Za-z]|[.:,)]\s))"
+# A full stop glued to the next panel's marker, as captions extracted from XML often are: "…thermogenesis.A. SLC25A
+# family…", "…feeding.B. Proteinase K…", "…survival.A Whole cell…", "…cells.(B) Quantification…".
+_GLUED_MARKER = re.compile(r"(?<=[a-z0-9)\]][.!?])(?=\([A-Za-z]\d{0,2}\)|[A-Z]\d{0,2}(?:[.:,)]?\s+[A-Z]|[.:,)]\s))")
 _SENTENCE_END = re.compile(rf"[.!?]\s+{_NEXT_SENTENCE}")
 _CLAUSE_END = re.compile(rf"[.!?:]\s+{_NEXT_SENTENCE}")
 _POSITION = r"(?:upper|lower|top|bottom|middle)?\s*-?\s*(?:left|right|top|bottom|middle|upper|lower|centre|center)"
@@ -215,6 +218,7 @@ def _sentence_starts(text: str, colons: bool = True) -> set[int]:
         if text[match.start()] == "." and _ABBREVIATIONS.search(before) and not re.search(r"\b[A-Z]$", before[-3:]):
             continue
         starts.add(match.end())
+    starts.update(match.end() for match in _GLUED_MARKER.finditer(text))
     return starts
 
 
