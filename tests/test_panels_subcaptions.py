@@ -315,3 +315,18 @@ def test_markers_glued_to_the_previous_full_stop_as_xml_extraction_leaves_them()
     assert s.parts == {"A": "Protein abundance. N = 5 per group.", "B": "Proteinase K assay."}
     assert split_caption("Title.(A) One thing.(B) Another thing.").parts == {"A": "One thing.", "B": "Another thing."}
     assert split_caption("Made in the U.S. Army labs. A.B. Smith helped.").parts == {}
+
+
+def test_random_marker_soup_never_fails_and_returns_exactly_the_requested_labels():
+    import random
+
+    rng = random.Random(1)
+    pieces = ["(A)", "(B)", "(a–c)", "A,", "B.", " C ", "(i)", "(ii)", "Left:", "(right)", ";", ". ", ", and ", "text",
+              "Cells", "(n = 3)", "(A1)", "[B]", "Panel C", "(C, D)", "E–G", ":", "(", ")", "type A", ".(D)", "x.E "]  # fmt: skip
+    for _ in range(500):
+        caption = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randrange(0, 40)))
+        labels = rng.choice([None, [], ["A", "B"], ["a", "b", "c"], ["A1", "A2"], ["i", "ii"], ["left", "right"]])
+        split = split_caption(caption, labels)
+        if labels is not None:
+            assert list(split.parts) == labels
+        assert all(isinstance(text, str) for text in split.parts.values())
