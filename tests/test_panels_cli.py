@@ -61,6 +61,7 @@ def test_subcaptions_bad_row_names_its_line_and_keeps_earlier_output(tmp_path, r
     assert result.exit_code == 2
     assert message in result.output and result.output.count("\n") == 1
     assert out.read_text() == "earlier\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no partial file left
 
 
 def test_detect_writes_the_contract_rows_and_records_unreadable_images(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +58,22 @@ def _text_field(path: Path, number: int, row: dict[str, Any], name: str) -> str 
     return value
 
 
-def _write_rows(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Write JSONL beside ``out`` and rename it into place, so a failed run leaves an earlier output untouched."""
+def _write_rows(out: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Stream rows as JSONL beside ``out`` and rename the file into place once all are written, so a run that
+    fails leaves an earlier output untouched; returns the number of rows."""
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
-    with partial.open("w", encoding="utf-8") as stream:
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    count = 0
+    try:
+        with partial.open("w", encoding="utf-8") as stream:
+            for row in rows:
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, out)
+    return count
 
 
 @panels.command()
@@ -83,28 +91,32 @@ def detect(images: Path, captions: Path, out: Path) -> None:
     from biomedclip.panels.pipeline import split_figure
 
     start = time.perf_counter()
-    rows, rejected = [], []
-    for number, row in read_rows(captions, ("id", "image")):
-        caption = _text_field(captions, number, row, "caption")
-        path = images / str(row["image"])
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-        except (FileNotFoundError, IsADirectoryError, UnidentifiedImageError, OSError) as error:
-            rejected.append({"id": row["id"], "line": number, "image": row["image"], "reason": _reason(error)})
-            continue
-        rows.append({"id": row["id"], **split_figure(image, caption).as_dict()})
-    _write_rows(out, rows)
+    rejected: list[dict[str, Any]] = []
+    totals = Counter()
+
+    def figures() -> Iterator[dict[str, Any]]:
+        for number, row in read_rows(captions, ("id", "image")):
+            caption = _text_field(captions, number, row, "caption")
+            try:
+                with Image.open(images / str(row["image"])) as opened:
+                    image = opened.convert("RGB")
+            except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+                rejected.append({"id": row["id"], "line": number, "image": row["image"], "reason": _reason(error)})
+                continue
+            figure = split_figure(image, caption)
+            totals["compound"] += figure.compound
+            totals["panels"] += len(figure.panels)
+            yield {"id": row["id"], **figure.as_dict()}
+
+    written = _write_rows(out, figures())
     rejected_path = out.with_name(f"{out.name}.rejected.jsonl")
     if rejected:
         _write_rows(rejected_path, rejected)
     elif rejected_path.exists():
         rejected_path.unlink()
-    compound = sum(row["compound"] for row in rows)
-    panel_count = sum(len(row["panels"]) for row in rows)
     reasons = Counter(r["reason"] for r in rejected)
     click.echo(
-        f"{len(rows)} figures ({compound} compound, {panel_count} panels), {len(rejected)} rejected"
+        f"{written} figures ({totals['compound']} compound, {totals['panels']} panels), {len(rejected)} rejected"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(reasons.items()))})" if rejected else "")
         + f" in {time.perf_counter() - start:.1f}s"
     )
@@ -113,8 +125,12 @@ def detect(images: Path, captions: Path, out: Path) -> None:
 
 
 def _reason(error: Exception) -> str:
+    from PIL import Image
+
     if isinstance(error, FileNotFoundError | IsADirectoryError):
         return "image not found"
+    if isinstance(error, Image.DecompressionBombError):
+        return "image too large"
     return "image does not decode"
 
 
@@ -126,17 +142,20 @@ def subcaptions(inputs: Path, out: Path) -> None:
     """Split each caption of IN.jsonl ({"id", "caption", "labels" (optional)}) into shared text and subcaptions."""
     from biomedclip.panels.subcaptions import split_caption
 
-    rows = []
-    for number, row in read_rows(inputs):
-        caption = _text_field(inputs, number, row, "caption")
-        labels = row.get("labels")
-        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-            raise InputError(f"{inputs} line {number}: labels must be a list of strings")
-        split = split_caption(caption, labels)
-        rows.append({"id": row["id"], "shared_caption": split.shared, "subcaptions": split.parts})
-    _write_rows(out, rows)
-    described = sum(bool(row["subcaptions"]) for row in rows)
-    click.echo(f"{len(rows)} captions, {described} with panel subcaptions; wrote {out}")
+    described = Counter()
+
+    def splits() -> Iterator[dict[str, Any]]:
+        for number, row in read_rows(inputs):
+            caption = _text_field(inputs, number, row, "caption")
+            labels = row.get("labels")
+            if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+                raise InputError(f"{inputs} line {number}: labels must be a list of strings")
+            split = split_caption(caption, labels)
+            described["with parts"] += bool(split.parts)
+            yield {"id": row["id"], "shared_caption": split.shared, "subcaptions": split.parts}
+
+    written = _write_rows(out, splits())
+    click.echo(f"{written} captions, {described['with parts']} with panel subcaptions; wrote {out}")
 
 
 @panels.command(name="eval")
