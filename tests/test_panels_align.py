@@ -108,3 +108,10 @@ def test_split_figure_without_caption_or_boxes():
     figure = split_figure(Image.new("RGB", (30, 20)), None, detector=detector, reader=reader)
     assert figure.compound is False and figure.shared_caption is None
     assert figure.panels[0].box == (0, 0, 30, 20) and figure.panels[0].subcaption is None
+
+
+def test_two_word_positions_need_both_sides():
+    sub = Subcaptions(None, {}, {"upper left": "Axial CT.", "lower right": "Coronal CT.", "middle": "Ignored."})
+    joined = align(TWO_BY_TWO, [None] * 4, sub)
+    assert [j.subcaption for j in joined] == ["Axial CT.", None, None, "Coronal CT."]
+    assert [j.alignment for j in joined] == ["position", "none", "none", "position"]

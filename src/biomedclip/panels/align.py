@@ -72,22 +72,26 @@ def _join_in_order(
 
 
 def _join_by_position(joined: list[Joined | None], boxes: list[Box], subcaptions: Subcaptions) -> None:
-    sides = {key: text for key, text in subcaptions.positions.items() if key in _SIDES and text}
+    """Panels left unjoined get the text of every position word that fits their box ("left", "upper right")."""
+    sides = {key: text for key, text in subcaptions.positions.items() if text and _fits(key.split(), None)}
     if not sides or len(boxes) < 2:
         return
     centres = {"x": [(b[0] + b[2]) / 2 for b in boxes], "y": [(b[1] + b[3]) / 2 for b in boxes]}
+    middles = {axis: (min(values) + max(values)) / 2 for axis, values in centres.items()}
+    spread = {axis: max(values) - min(values) >= 1 for axis, values in centres.items()}
     for index, j in enumerate(joined):
         if j is not None:
             continue
-        texts = []
-        for key, text in sides.items():
-            axis, end = _SIDES[key]
-            values = centres[axis]
-            low, high = min(values), max(values)
-            if high - low < 1:
-                continue
-            own = centres[axis][index]
-            if (end == 0 and own < (low + high) / 2) or (end == 1 and own > (low + high) / 2):
-                texts.append(text)
+        where = {axis: centres[axis][index] - middles[axis] if spread[axis] else 0.0 for axis in centres}
+        texts = [text for key, text in sides.items() if _fits(key.split(), where)]
         if texts:
             joined[index] = Joined(" ".join(texts), "position")
+
+
+def _fits(words: list[str], where: dict[str, float] | None) -> bool:
+    """Whether every word is a side ("left", "top"…) and, given a box's offset from the middle, the box is on it."""
+    if not words or any(word not in _SIDES for word in words):
+        return False
+    if where is None:
+        return True
+    return all((where[axis] < 0) if end == 0 else (where[axis] > 0) for axis, end in (_SIDES[w] for w in words))
