@@ -82,6 +82,8 @@ class Subcaptions:
         """The own text of ``label`` (case-insensitive; "A1" falls back to "A", "A" to its "A1", "A2"…), else None."""
         key = label.strip("()[]. ").lower()
         found = {name.lower(): text for name, text in self.parts.items() if text}
+        if not key:
+            return None
         if key in found:
             return found[key]
         if len(key) > 1 and key[1:].isdigit() and key[0] in found:
@@ -130,21 +132,10 @@ def _wanted_letters(labels: list[str] | None) -> set[str] | None:
 
 
 def _select(parts: dict[str, list[str]], positions: dict[str, str], labels: list[str]) -> dict[str, str]:
-    """Exactly the requested labels: own text, else a parent's ("A" for "A1") or the children's joined."""
-    found = {label.lower(): spans for label, spans in parts.items()}
-    selected: dict[str, str] = {}
-    for label in labels:
-        key = label.strip("()[]. ").lower()
-        if key in found:
-            selected[label] = _join(found[key])
-        elif key in positions:
-            selected[label] = positions[key]
-        elif len(key) > 1 and key[0] in found and key[1:].isdigit():
-            selected[label] = _join(found[key[0]])
-        else:
-            children = [spans for name, spans in found.items() if name[0] == key and name[1:].isdigit()]
-            selected[label] = _join([span for spans in children for span in spans])
-    return selected
+    """Exactly the requested labels: own text (or a parent's, or the children's, see ``text_for``), else a
+    position's text ("left"), else the empty string."""
+    found = Subcaptions(None, {label: _join(spans) for label, spans in parts.items()}, positions)
+    return {label: found.text_for(label) or positions.get(label.strip().lower(), "") for label in labels}
 
 
 def _join(spans: list[str]) -> str:
