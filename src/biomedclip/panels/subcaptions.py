@@ -246,8 +246,6 @@ def _bare_markers(text: str, starts: set[int]) -> list[_Marker]:
         previous = _letter_index(chain[-1].labels[-1]) if chain else -1
         if (not chain and first == 0) or (chain and 0 < first - previous <= 2 and at_start):
             chain.append(marker)
-        elif not chain:
-            continue
     return chain if len(chain) >= 2 or (chain and len(chain[0].labels) >= 2) else []
 
 
