@@ -330,3 +330,8 @@ def test_random_marker_soup_never_fails_and_returns_exactly_the_requested_labels
         if labels is not None:
             assert list(split.parts) == labels
         assert all(isinstance(text, str) for text in split.parts.values())
+
+
+def test_a_cross_reference_to_one_other_panel_stays_with_its_sentence():
+    s = split_caption("(A) Western blot of lysates. (B) Quantification. Bands as in (A) were measured. (C) Survival.")
+    assert s.parts["B"] == "Quantification. Bands as in (A) were measured."

@@ -389,7 +389,8 @@ def _split_segments(
                 for label, piece in _inline_pieces(text, a, b, mentions).items():
                     parts.setdefault(label, []).append(piece)
                 continue
-            if number > 0 and (to_shared or (named - own) or (is_last and _is_shared(sentence))):
+            about_others = len(named - own) >= 2 and not named & own  # "For (A) and (B), dot size is…"
+            if number > 0 and (to_shared or about_others or (is_last and _is_shared(sentence))):
                 to_shared = to_shared or is_last
                 shared.append(sentence)
                 continue
