@@ -389,7 +389,7 @@ def _split_segments(
                 for label, piece in _inline_pieces(text, a, b, mentions).items():
                     parts.setdefault(label, []).append(piece)
                 continue
-            about_others = len(named - own) >= 2 and not named & own  # "For (A) and (B), dot size is…"
+            about_others = bool(named - own) and len(named) >= 2  # "For (A) and (B), dot size is…"
             if number > 0 and (to_shared or about_others or (is_last and _is_shared(sentence))):
                 to_shared = to_shared or is_last
                 shared.append(sentence)
