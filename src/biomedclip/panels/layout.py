@@ -40,7 +40,7 @@ MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
 EDGE_VARIANCE = 100  # rows or columns beside a flat-colour gutter vary at least this much (panel content)
 PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
-LETTERED_SHARE = 0.4  # pieces are joined to lettered neighbours when this share of them starts with a letter
+LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share of them starts with a letter
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
 FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
@@ -488,32 +488,36 @@ def _attach_decorations(pieces: list[_Piece], decorations: list[Box]) -> None:
 
 
 def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
-    """Whether the box starts with a panel letter: a small isolated glyph group at its top-left corner."""
+    """Whether the box starts with a panel letter: a small glyph group at its top-left corner, apart from the
+    next ink on its own rows."""
     x0, y0, x1, y1 = box
-    rows = mask.row_profile((x0, y0, x1, min(y1, y0 + int(2 * text_px)))) > 0
-    first_line = _runs(rows)
+    first_line = _runs(mask.row_profile((x0, y0, x1, min(y1, y0 + int(2 * text_px)))) > 0)
     if not first_line:
         return False
     top, bottom = y0 + first_line[0][0], y0 + first_line[0][1]
     glyphs = _runs(mask.col_profile((x0, top, x1, bottom)) > 0)
-    if not glyphs:
+    if not glyphs or glyphs[0][0] > max(6, 0.08 * (x1 - x0)):
         return False
-    # glyphs closer than a third of the line height are one word
+    # the leftmost glyph's own rows: lines below it may touch the first line's rows further right
+    leftmost = mask.trim((x0 + glyphs[0][0], top, x0 + glyphs[0][1], bottom))
+    if leftmost is None:
+        return False
+    top, bottom = leftmost[1], leftmost[3]
+    glyphs = _runs(mask.col_profile((x0, top, x1, bottom)) > 0)
     height = bottom - top
-    words = [list(glyphs[0])]
+    words = [list(glyphs[0])]  # glyphs closer than a third of the line height are one word
     for start, end in glyphs[1:]:
         if start - words[-1][1] < max(2, height / 3):
             words[-1][1] = end
         else:
             words.append([start, end])
-    start, end = words[0]
-    word = mask.trim((x0 + start, top, x0 + end, bottom))
-    if word is None or start > max(6, 0.08 * (x1 - x0)):
+    word = mask.trim((x0 + words[0][0], top, x0 + words[0][1], bottom))
+    if word is None:
         return False
     w, h = word[2] - word[0], word[3] - word[1]
     if not (5 <= h <= 1.5 * text_px and w <= 2.6 * h):
         return False
-    return len(words) == 1 or words[1][0] - end >= h
+    return len(words) == 1 or words[1][0] - words[0][1] >= h
 
 
 def _density(mask: _Mask, box: Box) -> float:
