@@ -44,7 +44,8 @@ MAX_SEAM_LINES = 8
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
-EDGE_VARIANCE = 100  # rows or columns beside a flat-colour gutter vary at least this much (panel content)
+EDGE_VARIANCE = 100  # a row or column just beside a flat-colour gutter varies at least this much (panel content)
+EDGE_PX = 3  # within this many pixels on each side
 PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
 LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share of them starts with a letter
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
@@ -98,8 +99,8 @@ class _Mask:
         variance = squares / n - mean * mean
         flat = variance <= UNIFORM_VARIANCE
         for start, end in _runs(flat):
-            outside = np.concatenate([variance[max(0, start - 2) : start], variance[end : end + 2]])
-            if outside.size and outside.min() < EDGE_VARIANCE:
+            before, after = variance[max(0, start - EDGE_PX) : start], variance[end : end + EDGE_PX]
+            if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
                 flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
         return flat
 
