@@ -129,10 +129,13 @@ def test_single_photo_is_one_box():
         Image.new("1", (300, 200), 1),
         Image.new("I;16", (300, 200), 40000),
         Image.new("F", (120, 80), 0.5),
+        Image.new("La", (120, 80)),
+        Image.new("CMYK", (120, 80)),
+        Image.new("LAB", (120, 80)),
         Image.new("RGB", (4000, 30), "white"),
         Image.new("RGB", (30, 3000), "black"),
     ],
-    ids=["1px", "white", "L", "RGBA", "P", "1bit", "I16", "F", "wide", "tall"],
+    ids=["1px", "white", "L", "RGBA", "P", "1bit", "I16", "F", "La", "CMYK", "LAB", "wide", "tall"],
 )
 def test_degenerate_inputs_give_one_box_and_never_raise(image):
     found = detect_panels(image)

@@ -157,7 +157,9 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
         lo, hi = float(values.min()), float(values.max())
         gray = np.zeros(values.shape, np.uint8) if hi <= lo else ((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode == "La":  # premultiplied alpha converts only to LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
