@@ -564,16 +564,30 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list
                 continue
             head = best[1][0]
             b = head.box
-            union = (min(b[0], o[0]), min(b[1], o[1]), max(b[2], o[2]), max(b[3], o[3]))
-            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g[0] is not orphan[0]):
-                continue
+            union = _union(b, o)
+            swallowed = [orphan]
+            grown = True
+            while grown:  # unlettered pieces the union reaches join it too
+                grown = False
+                for g in groups:
+                    if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
+                        swallowed.append(g)
+                        union = _union(union, g[0].box)
+                        grown = True
+            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
+                continue  # never over another lettered panel or a photo
             head.box = union
-            head.gap = min(head.gap, orphan[0].gap)
-            groups.remove(orphan)
+            for g in swallowed:
+                head.gap = min(head.gap, g[0].gap)
+                groups.remove(g)
             merged = True
             break
         if not merged:
             return [g[0] for g in groups]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
 
 
 def _overlaps(a: Box, b: Box) -> bool:
