@@ -42,6 +42,8 @@ _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
 _BRACKET_FLOOR = 0.5
+_BRACKET_BONUS = 1.5
+"""A letter in brackets is rarely anything but a panel label."""
 """A bracket-shaped glyph framing a letter costs the reading at most this factor, however unsure its class."""
 _CASELESS = frozenset("COPSUVWXZK")
 """Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
@@ -195,7 +197,8 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
         score *= max(_BRACKET_FLOOR, float(probs[0, _OPEN]))
     if stop < len(token):
         score *= max(_BRACKET_FLOOR, float(probs[-1, _CLOSE]))
-    return Reading(text, score, case_known, start > 0 or stop < len(token))
+    bracketed = start > 0 or stop < len(token)
+    return Reading(text, score * _BRACKET_BONUS if bracketed else score, case_known, bracketed)
 
 
 def _place_weight(token: list[Component], width: int, band_height: int) -> float:
