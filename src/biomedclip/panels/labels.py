@@ -38,6 +38,8 @@ _BAND_FRACTION = 0.35
 _MIN_BAND = 48
 _ABOVE_FRACTION = 0.1
 """The band starts this fraction of the box height above the box: letters often sit just over a plot's frame."""
+_LEFT_FRACTION = 0.08
+"""The band also reaches this fraction of the box width to its left, where letters stand in the gutter."""
 _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
@@ -230,11 +232,15 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
         return []
     above = min(y0, max(8, min(32, round(_ABOVE_FRACTION * (y1 - y0)))))
     band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0)))) + above
-    band = gray[y0 - above : y0 - above + band_height, x0:x1]
+    left = min(x0, max(8, min(40, round(_LEFT_FRACTION * (x1 - x0)))))
+    band = gray[y0 - above : y0 - above + band_height, x0 - left : x1]
+    band_width = x1 - x0 + left
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
     per_level, marks = _glyphs(band, max_height)
     if y0 - above > 0:  # ink cut by the band's top edge is the tail of text above, not a letter
         per_level = [[g for g in glyphs if g.y0 > 0] for glyphs in per_level]
+    if x0 - left > 0:  # likewise ink cut by its left edge
+        per_level = [[g for g in glyphs if g.x0 > 0] for glyphs in per_level]
     heights = [g.height for glyphs in per_level for g in glyphs]
     if not heights:
         return []
@@ -243,7 +249,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     for glyphs in per_level:
         for token in _tokens(glyphs):
             key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
-            if key not in seen and _may_be_label(token) and _place_weight(token, x1 - x0, band_height) >= MIN_SCORE:
+            if key not in seen and _may_be_label(token) and _place_weight(token, band_width, band_height) >= MIN_SCORE:
                 seen.add(key)
                 tokens.append(token)
     if not tokens:
@@ -258,7 +264,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
         if reading is None:
             continue
         size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
-        score = reading.score * size * _place_weight(token, x1 - x0, band_height)
+        score = reading.score * size * _place_weight(token, band_width, band_height)
         readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed))
     return sorted(readings, key=lambda r: -r.score)
 
