@@ -6,8 +6,8 @@ runs of the command below wrote byte-identical files). Run from the repository r
     PYTHONPATH=src .venv/bin/python -m biomedclip.panels.label_model.train --per-class 1000 --epochs 12 --seed 0
 
 which renders 68,000 glyphs and writes src/biomedclip/panels/label_model/weights.npz (float16 arrays, no
-pickle, 81 KB). Cost: 2.7 CPU-minutes in all (about 1.5 to render, 1.2 to train) on one core of this machine;
-it took 15 minutes of wall time while other jobs shared its two cores.
+pickle, 81 KB). Cost on this machine: 2.7 CPU-minutes in all (user + sys, ``/usr/bin/time``), single-threaded;
+15 minutes of wall time while other jobs shared its two cores.
 """
 
 from __future__ import annotations
