@@ -89,15 +89,15 @@ def _boxes(parts: list[Component]) -> np.ndarray:
     return np.array([(p.x0, p.y0, p.x1, p.y1) for p in parts], dtype=np.int64).reshape(-1, 4)
 
 
-def _on_background(component: Component, mask: np.ndarray) -> bool:
-    """Whether the ring just outside the component is mostly background (not ink of its own polarity)."""
-    height, width = mask.shape
+def _on_background(component: Component, ink_sums: np.ndarray) -> bool:
+    """Whether the ring just outside the component is mostly background (not ink of its own polarity);
+    ``ink_sums`` is the summed-area table of the component's ink mask."""
+    height, width = ink_sums.shape[0] - 1, ink_sums.shape[1] - 1
     y0, y1 = max(0, component.y0 - 2), min(height, component.y1 + 2)
     x0, x1 = max(0, component.x0 - 2), min(width, component.x1 + 2)
-    window = mask[y0:y1, x0:x1]
-    inner = int(component.mask.sum())
-    ring_size = window.size - component.mask.size
-    return ring_size <= 0 or (int(window.sum()) - inner) <= 0.3 * ring_size
+    window = int(ink_sums[y1, x1] - ink_sums[y0, x1] - ink_sums[y1, x0] + ink_sums[y0, x0])
+    ring_size = (y1 - y0) * (x1 - x0) - component.height * component.width
+    return ring_size <= 0 or window - component.area <= 0.3 * ring_size
 
 
 def _enclosed(component: Component, others: list[Component]) -> bool:
@@ -113,13 +113,14 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
     levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
     per_level, marks = [], []
     for level, (mask, parts) in enumerate(levels):
+        ink_sums = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))
         opposite = levels[level ^ 1][1] if level < 2 else []
         others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
         glyphs = []
         for part in parts:
             if part.height < MIN_GLYPH_HEIGHT:
                 marks.append(part)
-            elif _on_background(part, mask) and not _enclosed(part, others):
+            elif _on_background(part, ink_sums) and not _enclosed(part, others):
                 glyphs.append(part)
         per_level.append(glyphs)
     return per_level, marks
