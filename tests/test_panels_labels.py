@@ -74,6 +74,12 @@ def test_letters_in_an_unseen_font(held_out_font, texts, expected):
     assert [label for label, _ in read_labels(figure, boxes)] == expected
 
 
+def test_boxes_in_any_order(held_out_font):
+    """Labels come back in the order the boxes were given, whatever that order is."""
+    figure, boxes = _panel_figure(["A", "B", "C", "D"], held_out_font)
+    assert [label for label, _ in read_labels(figure, boxes[::-1])] == ["D", "C", "B", "A"]
+
+
 def test_white_letters_on_dark_panels(held_out_font):
     figure, boxes = _panel_figure(["A", "B", "C"], held_out_font, dark=True)
     assert [label for label, _ in read_labels(figure, boxes)] == ["A", "B", "C"]
@@ -187,6 +193,21 @@ def test_synthetic_figures_in_an_unseen_font(shared_fixtures, held_out_font):
         right += sum(got == want for got, want in zip(read, figure.labels, strict=True))
         total += len(figure.labels)
     assert right / total >= 0.90
+
+
+def test_synthetic_figures_are_well_formed(shared_fixtures):
+    """Generated compounds: boxes inside the image and disjoint, one label (or None) per box, letters in order."""
+    images = sorted((shared_fixtures / "images").rglob("*.jpg"))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        figure = make_figure(rng, font_paths()[:3], images)
+        assert len(figure.boxes) == len(figure.labels) >= 2
+        for x0, y0, x1, y1 in figure.boxes:
+            assert 0 <= x0 < x1 <= figure.image.width and 0 <= y0 < y1 <= figure.image.height
+        for a, b in zip(figure.boxes, figure.boxes[1:], strict=False):
+            assert a[2] <= b[0] or a[3] <= b[1]
+        letters = [label for label in figure.labels if label is not None]
+        assert letters in ([], [chr(ord(letters[0]) + i) for i in range(len(letters))])
 
 
 def test_shipped_weights_are_small_plain_arrays():

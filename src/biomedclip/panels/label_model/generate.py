@@ -2,8 +2,9 @@
 
 Each sample is drawn onto a small canvas the way panel letters appear in figures (dark on white, white on dark
 micrographs, grey or coloured ink, textured backgrounds, neighbouring text and axes), degraded (rescaling, blur,
-JPEG, noise), and then cut out by the same ``glyphs`` functions the reader uses. Negatives (class ``OTHER``) are
-symbols, Greek letters, letter fragments, plot marks and texture blobs. Everything follows one seed.
+JPEG, noise), and then cut out by the same ``glyphs`` functions the reader uses. Some letters have a bracket run
+into them, as low-resolution serif type prints "(A)". Negatives (class ``OTHER``) are symbols, Greek letters,
+letter fragments, plot marks and texture blobs. Everything follows one seed.
 """
 
 from __future__ import annotations
