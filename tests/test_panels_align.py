@@ -115,3 +115,9 @@ def test_two_word_positions_need_both_sides():
     joined = align(TWO_BY_TWO, [None] * 4, sub)
     assert [j.subcaption for j in joined] == ["Axial CT.", None, None, "Coronal CT."]
     assert [j.alignment for j in joined] == ["position", "none", "none", "position"]
+
+
+def test_positions_inside_a_lettered_caption_do_not_join_panels():
+    sub = split_caption("(A) Blots with anti-Myc (top) and anti-actin (bottom). (B) Quantification. (C) Survival.")
+    joined = align(TWO_BY_TWO, [None, "B", "C", None], sub)
+    assert [j.alignment for j in joined] == ["none", "label", "label", "none"]

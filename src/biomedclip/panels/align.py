@@ -4,8 +4,8 @@ The rule, in order: a panel whose read letter matches a caption label (case-inse
 gets that label's text (``"label"``); when the remaining panels have no readable letter (none, or one the
 caption does not name: a misreading) and the caption's remaining labels agree with them in number, they are
 joined in reading order, provided the letters then still increase along the reading order (``"order"``); a
-caption that names panels by position ("left", "top") gives each remaining panel the words for its side
-(``"position"``); any other panel keeps the shared caption only (``"none"``). No panel is dropped, and no text
+caption that names its panels by position only ("left", "top"; no letters) gives each panel the words for its
+side (``"position"``); any other panel keeps the shared caption only (``"none"``). No panel is dropped, and no text
 is given where the join would be a guess against the evidence.
 """
 
@@ -74,7 +74,7 @@ def _join_in_order(
 def _join_by_position(joined: list[Joined | None], boxes: list[Box], subcaptions: Subcaptions) -> None:
     """Panels left unjoined get the text of every position word that fits their box ("left", "upper right")."""
     sides = {key: text for key, text in subcaptions.positions.items() if text and _fits(key.split(), None)}
-    if not sides or len(boxes) < 2:
+    if not sides or len(boxes) < 2 or any(subcaptions.parts.values()):  # with letters, "(top)" is inside a panel
         return
     centres = {"x": [(b[0] + b[2]) / 2 for b in boxes], "y": [(b[1] + b[3]) / 2 for b in boxes]}
     middles = {axis: (min(values) + max(values)) / 2 for axis, values in centres.items()}
