@@ -42,10 +42,12 @@ def test_count_mismatch_keeps_shared_caption_only_and_drops_no_panel():
     assert joined == [Joined(None, "none")] * 4
 
 
-def test_a_misread_letter_is_not_reassigned_by_order():
+def test_a_letter_the_caption_does_not_name_counts_as_unreadable():
     joined = align(TWO_BY_TWO[:3], ["A", "X", None], split_caption(CAPTION))
-    assert joined[0].alignment == "label"
-    assert [j.alignment for j in joined[1:]] == ["none", "none"]
+    assert [j.alignment for j in joined] == ["label", "order", "order"]
+    assert joined[1].subcaption == "Quantification of band intensity."
+    two_labels = split_caption("Title. (A) Western blot. (B) Quantification.")
+    assert [j.alignment for j in align(TWO_BY_TWO[:3], ["A", "X", None], two_labels)] == ["label", "none", "none"]
 
 
 def test_left_right_words_join_by_box_position():
@@ -106,3 +108,16 @@ def test_split_figure_without_caption_or_boxes():
     figure = split_figure(Image.new("RGB", (30, 20)), None, detector=detector, reader=reader)
     assert figure.compound is False and figure.shared_caption is None
     assert figure.panels[0].box == (0, 0, 30, 20) and figure.panels[0].subcaption is None
+
+
+def test_two_word_positions_need_both_sides():
+    sub = Subcaptions(None, {}, {"upper left": "Axial CT.", "lower right": "Coronal CT.", "middle": "Ignored."})
+    joined = align(TWO_BY_TWO, [None] * 4, sub)
+    assert [j.subcaption for j in joined] == ["Axial CT.", None, None, "Coronal CT."]
+    assert [j.alignment for j in joined] == ["position", "none", "none", "position"]
+
+
+def test_positions_inside_a_lettered_caption_do_not_join_panels():
+    sub = split_caption("(A) Blots with anti-Myc (top) and anti-actin (bottom). (B) Quantification. (C) Survival.")
+    joined = align(TWO_BY_TWO, [None, "B", "C", None], sub)
+    assert [j.alignment for j in joined] == ["none", "label", "label", "none"]

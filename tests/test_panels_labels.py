@@ -74,9 +74,32 @@ def test_letters_in_an_unseen_font(held_out_font, texts, expected):
     assert [label for label, _ in read_labels(figure, boxes)] == expected
 
 
+def test_boxes_in_any_order(held_out_font):
+    """Labels come back in the order the boxes were given, whatever that order is."""
+    figure, boxes = _panel_figure(["A", "B", "C", "D"], held_out_font)
+    assert [label for label, _ in read_labels(figure, boxes[::-1])] == ["D", "C", "B", "A"]
+
+
 def test_white_letters_on_dark_panels(held_out_font):
     figure, boxes = _panel_figure(["A", "B", "C"], held_out_font, dark=True)
     assert [label for label, _ in read_labels(figure, boxes)] == ["A", "B", "C"]
+
+
+def test_letter_touching_its_bracket(held_out_font):
+    """A bracketed letter with the closing bracket drawn into its right foot (as serif type at low resolution
+    prints "(A)") still reads as the letter."""
+    figure = Image.new("RGB", (440, 180), "white")
+    draw = ImageDraw.Draw(figure)
+    face = ImageFont.truetype(str(held_out_font), 30)
+    boxes = [(0, 0, 220, 180), (220, 0, 440, 180)]
+    for (x0, _, _, _), letter in zip(boxes, "AB", strict=True):
+        draw.text((x0 + 8, 6), "(", font=face, fill="black", stroke_width=1)
+        right = draw.textbbox((x0 + 20, 6), letter, font=face, stroke_width=1)[2]
+        draw.text((x0 + 20, 6), letter, font=face, fill="black", stroke_width=1)
+        left = draw.textbbox((0, 6), ")", font=face, stroke_width=1)[0]
+        draw.text((right - 7 - left, 6), ")", font=face, fill="black", stroke_width=1)
+        draw.line([(x0 + 60, 60), (x0 + 60, 160), (x0 + 200, 160)], fill="black", width=2)
+    assert [label for label, _ in read_labels(figure, boxes)] == ["A", "B"]
 
 
 def test_panels_without_letters_read_none(held_out_font):
@@ -170,6 +193,21 @@ def test_synthetic_figures_in_an_unseen_font(shared_fixtures, held_out_font):
         right += sum(got == want for got, want in zip(read, figure.labels, strict=True))
         total += len(figure.labels)
     assert right / total >= 0.90
+
+
+def test_synthetic_figures_are_well_formed(shared_fixtures):
+    """Generated compounds: boxes inside the image and disjoint, one label (or None) per box, letters in order."""
+    images = sorted((shared_fixtures / "images").rglob("*.jpg"))
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        figure = make_figure(rng, font_paths()[:3], images)
+        assert len(figure.boxes) == len(figure.labels) >= 2
+        for x0, y0, x1, y1 in figure.boxes:
+            assert 0 <= x0 < x1 <= figure.image.width and 0 <= y0 < y1 <= figure.image.height
+        for a, b in zip(figure.boxes, figure.boxes[1:], strict=False):
+            assert a[2] <= b[0] or a[3] <= b[1]
+        letters = [label for label in figure.labels if label is not None]
+        assert letters in ([], [chr(ord(letters[0]) + i) for i in range(len(letters))])
 
 
 def test_shipped_weights_are_small_plain_arrays():

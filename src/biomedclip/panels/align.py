@@ -1,11 +1,12 @@
 """Join detected panels to the caption's subcaptions, saying for each panel how it was joined.
 
 The rule, in order: a panel whose read letter matches a caption label (case-insensitive; "A1" falls back to "A")
-gets that label's text (``"label"``); when the remaining panels have no readable letter and the caption's
-remaining labels agree with them in number, they are joined in reading order, provided the letters then still
-increase along the reading order (``"order"``); a caption that names panels by position ("left", "top") gives
-each remaining panel the words for its side (``"position"``); any other panel keeps the shared caption only
-(``"none"``). No panel is dropped, and no text is given where the join would be a guess against the evidence.
+gets that label's text (``"label"``); when the remaining panels have no readable letter (none, or one the
+caption does not name: a misreading) and the caption's remaining labels agree with them in number, they are
+joined in reading order, provided the letters then still increase along the reading order (``"order"``); a
+caption that names its panels by position only ("left", "top"; no letters) gives each panel the words for its
+side (``"position"``); any other panel keeps the shared caption only (``"none"``). No panel is dropped, and no text
+is given where the join would be a guess against the evidence.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _join_in_order(
 ) -> None:
     free_panels = [i for i, j in enumerate(joined) if j is None]
     free_labels = sorted((n for n, t in subcaptions.parts.items() if t and n.lower() not in used), key=_caption_order)
-    if not free_panels or len(free_panels) != len(free_labels) or any(labels[i] for i in free_panels):
+    if not free_panels or len(free_panels) != len(free_labels):
         return
     letters = [label.lower() if label and joined[i] else None for i, label in enumerate(labels)]
     for index, name in zip(free_panels, free_labels, strict=True):
@@ -71,22 +72,26 @@ def _join_in_order(
 
 
 def _join_by_position(joined: list[Joined | None], boxes: list[Box], subcaptions: Subcaptions) -> None:
-    sides = {key: text for key, text in subcaptions.positions.items() if key in _SIDES and text}
-    if not sides or len(boxes) < 2:
+    """Panels left unjoined get the text of every position word that fits their box ("left", "upper right")."""
+    sides = {key: text for key, text in subcaptions.positions.items() if text and _fits(key.split(), None)}
+    if not sides or len(boxes) < 2 or any(subcaptions.parts.values()):  # with letters, "(top)" is inside a panel
         return
     centres = {"x": [(b[0] + b[2]) / 2 for b in boxes], "y": [(b[1] + b[3]) / 2 for b in boxes]}
+    middles = {axis: (min(values) + max(values)) / 2 for axis, values in centres.items()}
+    spread = {axis: max(values) - min(values) >= 1 for axis, values in centres.items()}
     for index, j in enumerate(joined):
         if j is not None:
             continue
-        texts = []
-        for key, text in sides.items():
-            axis, end = _SIDES[key]
-            values = centres[axis]
-            low, high = min(values), max(values)
-            if high - low < 1:
-                continue
-            own = centres[axis][index]
-            if (end == 0 and own < (low + high) / 2) or (end == 1 and own > (low + high) / 2):
-                texts.append(text)
+        where = {axis: centres[axis][index] - middles[axis] if spread[axis] else 0.0 for axis in centres}
+        texts = [text for key, text in sides.items() if _fits(key.split(), where)]
         if texts:
             joined[index] = Joined(" ".join(texts), "position")
+
+
+def _fits(words: list[str], where: dict[str, float] | None) -> bool:
+    """Whether every word is a side ("left", "top"…) and, given a box's offset from the middle, the box is on it."""
+    if not words or any(word not in _SIDES for word in words):
+        return False
+    if where is None:
+        return True
+    return all((where[axis] < 0) if end == 0 else (where[axis] > 0) for axis, end in (_SIDES[w] for w in words))

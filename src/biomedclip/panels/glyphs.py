@@ -21,16 +21,19 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 
 class Component:
-    """One connected blob of ink: its box in region pixels (x1/y1 exclusive), its polarity, and its pixels
-    (cut from the label image only when asked for)."""
+    """One connected blob of ink: its box in region pixels (x1/y1 exclusive), its polarity, its pixel count, and
+    its pixels (cut from the label image only when asked for)."""
 
-    __slots__ = ("_index", "_pixels", "height", "light", "width", "x0", "x1", "y0", "y1")
+    __slots__ = ("_index", "_pixels", "area", "height", "light", "width", "x0", "x1", "y0", "y1")
 
-    def __init__(self, x0: int, y0: int, x1: int, y1: int, pixels: np.ndarray, light: bool, index: int = 0) -> None:
+    def __init__(
+        self, x0: int, y0: int, x1: int, y1: int, pixels: np.ndarray, light: bool, index: int = 0, area: int = -1
+    ) -> None:
         self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
         self.height, self.width = y1 - y0, x1 - x0
         self.light = light
         self._pixels, self._index = pixels, index
+        self.area = area if area >= 0 else int(self.mask.sum())
 
     @property
     def mask(self) -> np.ndarray:
@@ -73,6 +76,7 @@ def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) 
     """The 8-connected components of ``mask`` whose height lies in [min_height, max_height] and that are not
     far wider than tall (ruled lines, merged words)."""
     labels, _ = ndimage.label(mask, structure=_EIGHT)
+    areas = np.bincount(labels.ravel())
     found = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None:
@@ -81,7 +85,7 @@ def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) 
         height, width = ys.stop - ys.start, xs.stop - xs.start
         if not min_height <= height <= max_height or width > 2 * height:
             continue
-        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices], light, index))
+        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices], light, index, int(areas[index])))
     return found
 
 

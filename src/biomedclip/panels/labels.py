@@ -1,11 +1,13 @@
 """Panel labels: the letter printed on each panel ("A", "b", "A1"; "(c)" and "A." read as "c" and "A").
 
-For each panel box, the top band of the box is thresholded (both polarities, so white letters on micrographs
-count), its glyph-sized connected components are grouped into short tokens, each glyph is classified by the
-small CNN in ``label_model`` (trained here from rendered fonts), and tokens that parse as a label are scored by
-the model's confidence, their place in the panel (labels sit at the top, mostly at the left) and their size.
-Across the figure, labels share one case and should not repeat: ambiguous shapes (c/C, o/O, s/S...) take the
-figure's case, and a letter read twice keeps it only on the surer panel.
+For each panel box, a band at the top of the box (starting a little above it) is thresholded at Otsu's level
+and at strong-ink levels, in both polarities (so white letters on micrographs count); its glyph-sized connected
+components are grouped into short tokens, each glyph is classified by the small CNN in ``label_model`` (trained
+here from rendered fonts), and tokens that parse as a label are scored by the model's confidence, their place
+in the panel (labels sit at the top, mostly at the left) and their size. Across the figure, labels form a
+sequence in one case: sure readings fix it, weaker readings of its letters beat stray letters, a letter is
+used once, ambiguous shapes (c/C, o/O, s/S...) take the figure's case, and one panel left out of an otherwise
+read sequence gets the missing letter.
 """
 
 from __future__ import annotations
@@ -29,16 +31,21 @@ MIN_SCORE = 0.25
 _SINGLE_MIN_SCORE = 0.6
 """A figure of one panel rarely prints a letter: a bare letter must be surer there (a bracketed one need not)."""
 _SEQUENCE_BONUS = 1.6
+"""Weight of a reading whose letter belongs to the figure's sequence (A up to its panel count)."""
 _FILLED_SCORE = 0.2
 """Confidence of a letter given to a panel only because the figure's sequence lacks it."""
 _BAND_FRACTION = 0.35
 _MIN_BAND = 48
 _ABOVE_FRACTION = 0.1
 """The band starts this fraction of the box height above the box: letters often sit just over a plot's frame."""
+_LEFT_FRACTION = 0.08
+"""The band also reaches this fraction of the box width to its left, where letters stand in the gutter."""
 _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
 _BRACKET_FLOOR = 0.5
+_BRACKET_BONUS = 1.5
+"""A letter in brackets is rarely anything but a panel label."""
 """A bracket-shaped glyph framing a letter costs the reading at most this factor, however unsure its class."""
 _CASELESS = frozenset("COPSUVWXZK")
 """Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
@@ -82,15 +89,15 @@ def _boxes(parts: list[Component]) -> np.ndarray:
     return np.array([(p.x0, p.y0, p.x1, p.y1) for p in parts], dtype=np.int64).reshape(-1, 4)
 
 
-def _on_background(component: Component, mask: np.ndarray) -> bool:
-    """Whether the ring just outside the component is mostly background (not ink of its own polarity)."""
-    height, width = mask.shape
+def _on_background(component: Component, ink_sums: np.ndarray) -> bool:
+    """Whether the ring just outside the component is mostly background (not ink of its own polarity);
+    ``ink_sums`` is the summed-area table of the component's ink mask."""
+    height, width = ink_sums.shape[0] - 1, ink_sums.shape[1] - 1
     y0, y1 = max(0, component.y0 - 2), min(height, component.y1 + 2)
     x0, x1 = max(0, component.x0 - 2), min(width, component.x1 + 2)
-    window = mask[y0:y1, x0:x1]
-    inner = int(component.mask.sum())
-    ring_size = window.size - component.mask.size
-    return ring_size <= 0 or (int(window.sum()) - inner) <= 0.3 * ring_size
+    window = int(ink_sums[y1, x1] - ink_sums[y0, x1] - ink_sums[y1, x0] + ink_sums[y0, x0])
+    ring_size = (y1 - y0) * (x1 - x0) - component.height * component.width
+    return ring_size <= 0 or window - component.area <= 0.3 * ring_size
 
 
 def _enclosed(component: Component, others: list[Component]) -> bool:
@@ -106,13 +113,14 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
     levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
     per_level, marks = [], []
     for level, (mask, parts) in enumerate(levels):
+        ink_sums = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))
         opposite = levels[level ^ 1][1] if level < 2 else []
         others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
         glyphs = []
         for part in parts:
             if part.height < MIN_GLYPH_HEIGHT:
                 marks.append(part)
-            elif _on_background(part, mask) and not _enclosed(part, others):
+            elif _on_background(part, ink_sums) and not _enclosed(part, others):
                 glyphs.append(part)
         per_level.append(glyphs)
     return per_level, marks
@@ -192,7 +200,8 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
         score *= max(_BRACKET_FLOOR, float(probs[0, _OPEN]))
     if stop < len(token):
         score *= max(_BRACKET_FLOOR, float(probs[-1, _CLOSE]))
-    return Reading(text, score, case_known, start > 0 or stop < len(token))
+    bracketed = start > 0 or stop < len(token)
+    return Reading(text, score * _BRACKET_BONUS if bracketed else score, case_known, bracketed)
 
 
 def _place_weight(token: list[Component], width: int, band_height: int) -> float:
@@ -215,41 +224,6 @@ def _may_be_label(token: list[Component]) -> bool:
     return thin[0] or thin[1] if len(token) == 3 else thin[0] and thin[1]
 
 
-def _cut(glyph: Component, start: float, stop: float) -> list[Component]:
-    """The glyph split at its faintest column between fractions ``start`` and ``stop`` of its width (a letter
-    touching its bracket, as "A)" in serif type), or nothing when a part would be empty."""
-    mask = glyph.mask
-    low, high = max(1, int(start * glyph.width)), min(glyph.width - 1, int(stop * glyph.width) + 1)
-    if high <= low:
-        return []
-    column = low + int(np.argmin(mask[:, low:high].sum(axis=0)))
-    parts = []
-    for offset, piece in ((0, mask[:, :column]), (column, mask[:, column:])):
-        rows = np.flatnonzero(piece.any(axis=1))
-        cols = np.flatnonzero(piece.any(axis=0))
-        if rows.size == 0:
-            return []
-        piece = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        x0, y0 = glyph.x0 + offset + int(cols[0]), glyph.y0 + int(rows[0])
-        parts.append(Component(x0, y0, x0 + piece.shape[1], y0 + piece.shape[0], piece, glyph.light))
-    return parts
-
-
-def _bracket_splits(token: list[Component]) -> list[list[Component]]:
-    """Alternative tokens for a bracket beside a glyph that swallowed the other bracket: "(" + "A)" is also
-    read as "(" "A" ")", and "(A" + ")" as "(" "A" ")"."""
-    if len(token) != 2:
-        return []
-    first, second = token
-    if first.width < 0.45 * first.height and second.width >= 0.8 * second.height:
-        parts = _cut(second, 0.55, 0.9)
-        return [[first, *parts]] if parts else []
-    if second.width < 0.45 * second.height and first.width >= 0.8 * first.height:
-        parts = _cut(first, 0.1, 0.45)
-        return [[*parts, second]] if parts else []
-    return []
-
-
 def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     """Candidate readings of one panel's label, best first (empty when nothing parses)."""
     height, width = gray.shape
@@ -259,11 +233,15 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
         return []
     above = min(y0, max(8, min(32, round(_ABOVE_FRACTION * (y1 - y0)))))
     band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0)))) + above
-    band = gray[y0 - above : y0 - above + band_height, x0:x1]
+    left = min(x0, max(8, min(40, round(_LEFT_FRACTION * (x1 - x0)))))
+    band = gray[y0 - above : y0 - above + band_height, x0 - left : x1]
+    band_width = x1 - x0 + left
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
     per_level, marks = _glyphs(band, max_height)
     if y0 - above > 0:  # ink cut by the band's top edge is the tail of text above, not a letter
         per_level = [[g for g in glyphs if g.y0 > 0] for glyphs in per_level]
+    if x0 - left > 0:  # likewise ink cut by its left edge
+        per_level = [[g for g in glyphs if g.x0 > 0] for glyphs in per_level]
     heights = [g.height for glyphs in per_level for g in glyphs]
     if not heights:
         return []
@@ -272,9 +250,9 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     for glyphs in per_level:
         for token in _tokens(glyphs):
             key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
-            if key not in seen and _may_be_label(token) and _place_weight(token, x1 - x0, band_height) >= MIN_SCORE:
+            if key not in seen and _may_be_label(token) and _place_weight(token, band_width, band_height) >= MIN_SCORE:
                 seen.add(key)
-                tokens.extend([token, *_bracket_splits(token)])
+                tokens.append(token)
     if not tokens:
         return []
     mark_boxes = _boxes(marks)
@@ -287,7 +265,7 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
         if reading is None:
             continue
         size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
-        score = reading.score * size * _place_weight(token, x1 - x0, band_height)
+        score = reading.score * size * _place_weight(token, band_width, band_height)
         readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed))
     return sorted(readings, key=lambda r: -r.score)
 

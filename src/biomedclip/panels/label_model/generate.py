@@ -2,8 +2,9 @@
 
 Each sample is drawn onto a small canvas the way panel letters appear in figures (dark on white, white on dark
 micrographs, grey or coloured ink, textured backgrounds, neighbouring text and axes), degraded (rescaling, blur,
-JPEG, noise), and then cut out by the same ``glyphs`` functions the reader uses. Negatives (class ``OTHER``) are
-symbols, Greek letters, letter fragments, plot marks and texture blobs. Everything follows one seed.
+JPEG, noise), and then cut out by the same ``glyphs`` functions the reader uses. Some letters have a bracket run
+into them, as low-resolution serif type prints "(A)". Negatives (class ``OTHER``) are symbols, Greek letters,
+letter fragments, plot marks and texture blobs. Everything follows one seed.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from biomedclip.panels.glyphs import components, glyph_bitmap, ink_masks, merged
 from biomedclip.panels.label_model.net import CLASSES, OTHER
+from biomedclip.panels.labels import attach_parts
 
 HELD_OUT_FONTS = frozenset({"cmss10.ttf"})
 """Fonts never used for training, kept for testing the reader on a design it has not seen."""
 _SKIPPED_FONTS = ("STIXSiz", "STIXNonUni", "cmex", "cmsy", "cmmi", "LastResort", "Display")
 """Symbol, math-extension and fallback fonts whose code points do not draw Latin letters."""
 _SYMBOLS = "%+-*#&@?/\\<>=~^°µαβγδεηθλπσφψωΔΣΩ±×→←↑↓■□●○▲△★|[]{}!$§"
+_TOUCHING_BRACKETS = 0.08
+"""Share of letter samples drawn with a bracket run into them."""
 _WORDS = ("Ctrl", "WT", "KO", "n=5", "p<0.05", "10", "0.5", "μm", "Day 7", "IL-6", "log2", "%", "kDa", "***")
 
 
@@ -163,6 +167,22 @@ def _fragment_alpha(rng: np.random.Generator, alpha: Image.Image) -> Image.Image
     return Image.fromarray(pixels)
 
 
+def _touching_bracket(rng: np.random.Generator, letter: Image.Image, bracket: Image.Image, right: bool) -> Image.Image:
+    """``letter`` with a bracket pushed into it (serif type at low resolution prints "A)" as one blob); the
+    sample keeps the letter's class, so the reader still reads "(" + "A)" as "A"."""
+    height = max(bracket.height, letter.height)
+    overlap = int(rng.integers(1, max(2, bracket.width // 2) + 1))
+    overlap = max(0, min(overlap, letter.width // 2, bracket.width - 1))
+    width = letter.width + bracket.width - overlap
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    top = max(0, min(height - letter.height, round(0.8 * height) - letter.height))
+    letter_x, bracket_x = (0, letter.width - overlap) if right else (bracket.width - overlap, 0)
+    canvas[top : top + letter.height, letter_x : letter_x + letter.width] = np.asarray(letter)
+    region = canvas[: bracket.height, bracket_x : bracket_x + bracket.width]
+    np.maximum(region, np.asarray(bracket), out=region)
+    return Image.fromarray(canvas)
+
+
 def glyph_alpha(rng: np.random.Generator, label: str, fonts: list[Path]) -> Image.Image:
     """Ink coverage of one sample of class ``label``, in a random font, size, width and weight."""
     cap_height = float(np.exp(rng.uniform(np.log(9), np.log(60))))
@@ -171,6 +191,9 @@ def glyph_alpha(rng: np.random.Generator, label: str, fonts: list[Path]) -> Imag
     stroke = int(rng.integers(1, 3)) if cap_height > 20 and rng.random() < 0.2 else 0
     if label != OTHER:
         alpha = text_alpha(label, font, size, stroke)
+        if label in string.ascii_letters and rng.random() < _TOUCHING_BRACKETS:
+            right = bool(rng.random() < 0.7)
+            alpha = _touching_bracket(rng, alpha, text_alpha(")" if right else "(", font, size, stroke), right)
     else:
         kind = rng.random()
         if kind < 0.4:
@@ -207,8 +230,6 @@ def draw_sample(rng: np.random.Generator, alpha: Image.Image, fonts: list[Path])
 def cut_glyph(gray: np.ndarray, box: tuple, light: bool) -> np.ndarray | None:
     """The bitmap the reader would see for the ink in ``box``: its largest component of the right polarity plus
     the parts the reader attaches to it, or None when thresholding lost it."""
-    from biomedclip.panels.labels import attach_parts
-
     masks = [mask for mask, is_light in ink_masks(gray) if is_light == light]
     if not masks:
         return None

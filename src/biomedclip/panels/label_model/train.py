@@ -1,10 +1,13 @@
 """Train the panel-letter glyph classifier from scratch on rendered glyphs and write ``weights.npz``.
 
-Reproducible: the same seed, sample count and epochs give the same weights (torch on CPU, one thread). Run:
+Reproducible: the same seed, sample count and epochs give the same weights (torch on CPU, one thread; two full
+runs of the command below wrote byte-identical files). Run from the repository root:
 
-    PYTHONPATH=src python -m biomedclip.panels.label_model.train --per-class 1000 --epochs 12 --seed 0
+    PYTHONPATH=src .venv/bin/python -m biomedclip.panels.label_model.train --per-class 1000 --epochs 12 --seed 0
 
-which writes src/biomedclip/panels/label_model/weights.npz (float16 arrays, no pickle).
+which renders 68,000 glyphs and writes src/biomedclip/panels/label_model/weights.npz (float16 arrays, no
+pickle, 81 KB). Cost on this machine: 2.7 CPU-minutes in all (user + sys, ``/usr/bin/time``), single-threaded;
+15 minutes of wall time while other jobs shared its two cores.
 """
 
 from __future__ import annotations
