@@ -65,7 +65,7 @@ class BuildConfig:
     """The whole build recipe; written to ``OUT/build_config.json``.
 
     Attributes:
-        unit: figure; both: also OUT/panels, a sample per panel of compound figures; panel: OUT/panels with singles.
+        unit: figure; both: also OUT/panels, a sample per panel of a compound figure; panel: both, singles kept whole.
     """
 
     work: WorkConfig = field(default_factory=WorkConfig)
