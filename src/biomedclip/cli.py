@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "eval": "biomedclip.evaluate.cli:eval_group",
     "index": "biomedclip.serve.cli:index",
     "model": "biomedclip.model.cli:model",
+    "panels": "biomedclip.panels.cli:panels",
     "serve": "biomedclip.serve.cli:serve",
     "train": "biomedclip.train.cli:train",
 }
@@ -35,6 +36,7 @@ SUMMARIES: dict[str, str] = {
     "eval": "Evaluate a model on local datasets: zero-shot, retrieval, linear probe, VQA; merge results into a report.",
     "index": "Build and query a FAISS index of figures from corpus shards.",
     "model": "The BiomedCLIP model: trained checkpoints and architectures, tokenizer training, export.",
+    "panels": "Compound figures: panel boxes, letters and subcaptions (detect, subcaptions, eval).",
     "serve": "Run the HTTP service and web page (search, classify, embed; OpenAPI docs at /docs).",
     "train": "Train BiomedCLIP contrastively on WebDataset shards.",
 }

@@ -86,15 +86,29 @@ SHARD_RECORD_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 # ``catalog.parquet``: one row per figure, accepted or rejected.
 CATALOG_FIELDS: tuple[str, ...] = tuple(name for name in FIELDS if name not in ("offset", "size", "image_sha256"))
-# The figure index's record rows: what search results show, and where the image lies.
+# The figure index's record rows: what search results show, a panel's lineage, and where the image lies.
 INDEX_FIELDS: tuple[str, ...] = (
-    "key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "class_name", "shard",
-    "offset", "size", "image_sha256",
+    "key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "class_name", "parent",
+    "box", "panel_label", "subcaption", "shard", "offset", "size", "image_sha256",
 )  # fmt: skip
+# A panel sample's lineage (``corpus build --unit panel|both``), in the panel catalog and records only, so that
+# figure catalogs and records keep their columns: the parent figure's key, the panel's box in the parent's
+# original pixels (x0, y0, x1, y1; x1/y1 exclusive), the letter read on it, its own subcaption and how its text
+# was aligned (``label``, ``order``, ``position``; ``none``: the shared caption only, its subcaption unknown;
+# ``figure``: a single-panel figure kept whole; null: the splitter failed on the figure).
+PANEL_FIELDS: dict[str, str] = {
+    "parent": "string",
+    "box": "list<int64>",
+    "panel_label": "string",
+    "subcaption": "string",
+    "alignment": "string",
+}
+PANEL_CATALOG_FIELDS: tuple[str, ...] = (*CATALOG_FIELDS, *PANEL_FIELDS)
+PANEL_RECORD_FIELDS: tuple[str, ...] = (*SHARD_RECORD_FIELDS, *PANEL_FIELDS)
 
 
 def arrow_schema(names: Iterable[str]) -> pa.Schema:
-    """The pyarrow schema of ``names`` (fields of :data:`FIELDS`), in that order."""
+    """The pyarrow schema of ``names`` (fields of :data:`FIELDS` or :data:`PANEL_FIELDS`), in that order."""
     import pyarrow as pa
 
     reference = pa.struct(
@@ -102,13 +116,14 @@ def arrow_schema(names: Iterable[str]) -> pa.Schema:
          ("panels", pa.list_(pa.string())), ("kind", pa.string())]
     )  # fmt: skip
     types = {"string": pa.string(), "int64": pa.int64(), "list<string>": pa.list_(pa.string()),
-             "list<reference>": pa.list_(reference)}  # fmt: skip
-    return pa.schema([(name, types[FIELDS[name]]) for name in names])
+             "list<int64>": pa.list_(pa.int64()), "list<reference>": pa.list_(reference)}  # fmt: skip
+    known = {**FIELDS, **PANEL_FIELDS}
+    return pa.schema([(name, types[known[name]]) for name in names])
 
 
-def shard_record(row: dict[str, Any]) -> dict[str, Any]:
-    """The ``<key>.json`` record of a figure row: the :data:`SHARD_RECORD_FIELDS`, missing ones null."""
-    return {name: row.get(name) for name in SHARD_RECORD_FIELDS}
+def shard_record(row: dict[str, Any], names: Iterable[str] = SHARD_RECORD_FIELDS) -> dict[str, Any]:
+    """The ``<key>.json`` record of a row: the fields ``names`` (a figure's by default), missing ones null."""
+    return {name: row.get(name) for name in names}
 
 
 class ShardSpecError(InputError, FileNotFoundError):

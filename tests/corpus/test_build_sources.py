@@ -47,9 +47,12 @@ def test_cli_builds_an_image_folder_with_a_caption_template(shared_fixtures: Pat
 
 
 def _leaf_paths(value: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every leaf field of a dataclass tree, walked here independently of the CLI."""
+    """Every leaf field of a dataclass tree, walked here independently of the CLI (less the fields the program
+    sets from another setting, marked ``metadata={"setting": False}``: ``WorkConfig.unit`` is ``BuildConfig.unit``)."""
     paths = []
     for field in dataclasses.fields(value):
+        if field.metadata.get("setting") is False:
+            continue
         child = getattr(value, field.name)
         paths += _leaf_paths(child, (*path, field.name)) if dataclasses.is_dataclass(child) else [(*path, field.name)]
     return paths

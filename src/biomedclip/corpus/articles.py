@@ -16,26 +16,38 @@ from dataclasses import asdict, dataclass, field
 from biomedclip.corpus.filters import FilterConfig, caption_reason, image_reason
 from biomedclip.corpus.images import ImageConfig, ImageRejected, ProcessedImage, process_image, resolve_media
 from biomedclip.corpus.jats import figures_of
+from biomedclip.corpus.panel_rows import figure_panels
 from biomedclip.corpus.records import Article, ArticleMeta, FigureRecord, MediaError, TransientMediaError, strip_root
-from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow, split_reason
+from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow, PanelRow, split_reason
 from biomedclip.corpus.tokens import count_tokens
 
 TRANSIENT_ERROR = "transient_error"
+UNITS = ("figure", "panel", "both")
+"""The samples a build makes: figures, panels (single figures kept whole), or both (panels of compound figures)."""
 
 
 @dataclass(frozen=True)
 class WorkConfig:
-    """Everything the per-article work depends on (its hash names the work store)."""
+    """Everything the per-article work depends on (its hash names the work store).
+
+    ``unit`` is ``BuildConfig.unit``, copied here by the build (not a setting of its own): with ``panel`` or
+    ``both`` the workers also split each accepted figure into panels (``panel_rows``).
+    """
 
     image: ImageConfig = field(default_factory=ImageConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     tokenizer_file: str | None = None  # tokenizer.json counting caption tokens; None: bundled BERT WordPiece
+    unit: str = field(default="figure", metadata={"setting": False})
 
     def digest(self) -> str:
         """A short stable hash of this configuration and of the work rows' columns, so that a build never reads
-        a work store written with another row schema (a field added since: its articles are processed again)."""
+        a work store written with another row schema (a field added since: its articles are processed again).
+        Figure-only work keeps the hash it had before units."""
+        values = asdict(self)
+        if self.unit == "figure":
+            del values["unit"]
         columns = [(column.name, str(column.type)) for column in WORK_SCHEMA]
-        return hashlib.sha256(json.dumps([asdict(self), columns], sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps([values, columns], sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _safe(text: str, extra: str = "-_") -> str:
@@ -71,12 +83,17 @@ class ArticlePayload:
 
 @dataclass
 class ArticleResult:
-    """The rows of one article and the JPEG of each accepted figure, by key; ``final`` False: retry next run."""
+    """The rows of one article and the JPEG of each accepted figure, by key; ``final`` False: retry next run.
+
+    With panels (``WorkConfig.unit`` ``panel`` or ``both``), also the panel rows of its figures and their crops.
+    """
 
     name: str
     rows: list[FigureRow]
     images: dict[str, bytes]
     final: bool = True
+    panel_rows: list[PanelRow] = field(default_factory=list)
+    panel_images: dict[str, bytes] = field(default_factory=dict)
 
 
 def read_article(article: Article, config: WorkConfig | None = None) -> ArticlePayload:
@@ -217,11 +234,20 @@ def process_payload(payload: ArticlePayload, config: WorkConfig = WorkConfig()) 
             if jpeg is not None:
                 images[key] = jpeg
         rows.append(row)
-    accepted = [r for r in rows if r.status == ACCEPTED]
-    counts = count_tokens([" ".join(r.caption.split()) for r in accepted], config.tokenizer_file)
-    for row, n_tokens in zip(accepted, counts, strict=True):
-        row.caption_tokens = n_tokens
-    return ArticleResult(name=payload.name, rows=rows, images=images, final=not payload.transient)
+    result = ArticleResult(name=payload.name, rows=rows, images=images, final=not payload.transient)
+    if config.unit != "figure":
+        for row in rows:
+            if row.key in images:
+                found, crops = figure_panels(row, images[row.key], config.image, config.filters,
+                                             keep_single=config.unit == "panel")  # fmt: skip
+                result.panel_rows += found
+                result.panel_images.update(crops)
+    for kept in (rows, result.panel_rows):
+        accepted = [r for r in kept if r.status == ACCEPTED]
+        counts = count_tokens([" ".join(r.caption.split()) for r in accepted], config.tokenizer_file)
+        for row, n_tokens in zip(accepted, counts, strict=True):
+            row.caption_tokens = n_tokens
+    return result
 
 
 def process_article(item: Article | ArticlePayload, config: WorkConfig) -> ArticleResult:

@@ -76,6 +76,7 @@ class Settings:
     single_file_rows: int = 100_000  # catalogs up to this many rows are also written as one catalog.parquet
     text: str = CAPTION  # the training text (``.txt`` member): ``references.TEXT_CHOICES``
     max_reference_chars: int = DEFAULT_REFERENCE_CHARS
+    plots: bool = True  # the report's PNG plots (the panel corpus has none: its numbers are in the figure report)
 
 
 @dataclass(frozen=True)
@@ -356,9 +357,9 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path)
 
 
-def _catalog_table(folder: Path) -> pa.Table:
+def _catalog_table(folder: Path, schema: pa.Schema = CATALOG_SCHEMA) -> pa.Table:
     tables = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
-    table = pa.concat_tables(tables) if tables else CATALOG_SCHEMA.empty_table()
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
     return table.sort_by([("key", "ascending")])
 
 
@@ -375,7 +376,8 @@ def write_shard(
     ``shard_pieces``), their training text as ``settings.text`` says, and its catalog part; returns the sample
     count."""
     name, part, pieces = unit
-    table = pa.concat_tables([_catalog_table(stage / "rows" / folder).slice(lo, hi - lo) for folder, lo, hi in pieces])
+    table = pa.concat_tables([_catalog_table(stage / "rows" / folder, store.catalog).slice(lo, hi - lo)
+                              for folder, lo, hi in pieces])  # fmt: skip
     table = table.set_column(table.schema.get_field_index("shard"), "shard", pa.array([name] * len(table), pa.string()))
     split = name.rsplit("-", 1)[0]
     tmp = stage / "tmp" / name
@@ -384,7 +386,7 @@ def write_shard(
         for row in table.to_pylist():
             jpeg = store.out.read_range(row["image_file"], row["image_offset"], row["image_size"])
             text = training_text(row["caption"], row["inline_references"], settings.text, settings.max_reference_chars)
-            writer.write(row["key"], jpeg, text, shard_record(row))
+            writer.write(row["key"], jpeg, text, shard_record(row, store.record_fields))
     target = stage / "shards" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     (tmp / f"{split}-000000.tar").replace(target)
@@ -392,9 +394,8 @@ def write_shard(
     shutil.rmtree(tmp, ignore_errors=True)
     batch_of = {f"{k}.jpg": b for k, b in zip(table["key"].to_pylist(), table["batch"].to_pylist(), strict=True)}
     _write_index(target, f"shards/{name}", batch_of, stage / store.images / f"index-{part:05d}.parquet")
-    _write_durable(
-        table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
-    )
+    catalog = table.select(store.catalog.names).cast(store.catalog)
+    _write_durable(catalog, stage / "catalog" / f"part-{part:05d}.parquet")
     return len(table)
 
 
@@ -432,19 +433,17 @@ def write_pack(unit: tuple[str, int], store: WorkStore, stage: Path) -> int:
     return len(table)
 
 
-def write_rejected_part(unit: tuple[str, int], stage: Path) -> int:
-    """Stage 5 for one rejected partition: its catalog part in key order."""
+def write_rejected_part(unit: tuple[str, int], stage: Path, schema: pa.Schema = CATALOG_SCHEMA) -> int:
+    """Stage 5 for one rejected partition: its catalog part (columns ``schema``) in key order."""
     name, part = unit
-    table = _catalog_table(stage / "rows" / name)
-    _write_durable(
-        table.select(CATALOG_SCHEMA.names).cast(CATALOG_SCHEMA), stage / "catalog" / f"part-{part:05d}.parquet"
-    )
+    table = _catalog_table(stage / "rows" / name, schema)
+    _write_durable(table.select(schema.names).cast(schema), stage / "catalog" / f"part-{part:05d}.parquet")
     return len(table)
 
 
-def write_single_catalog(parts: list[Path], stage: Path) -> int:
+def write_single_catalog(parts: list[Path], stage: Path, schema: pa.Schema = CATALOG_SCHEMA) -> int:
     """``catalog.parquet``: the catalog parts one after the other, a few thousand rows at a time."""
-    with pq.ParquetWriter(stage / "catalog.parquet", CATALOG_SCHEMA) as writer:
+    with pq.ParquetWriter(stage / "catalog.parquet", schema) as writer:
         for part in parts:
             for rows in pq.ParquetFile(part).iter_batches(batch_size=CATALOG_BATCH_ROWS):
                 writer.write_batch(rows)
@@ -540,19 +539,35 @@ def duplicates(
     })  # fmt: skip
 
 
-def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable) -> dict:
-    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units."""
-    trim_memory()  # what phase 1's listing left
-    batches = store.batches()
-    held = run(batch_articles, batches, store)
+def _chosen(store: WorkStore, listing: pa.Table, run: Callable) -> tuple[Chosen, pa.Array]:
+    """Stage 1: the chosen article results of ``store``, and their article keys."""
+    held = run(batch_articles, store.batches(), store)
     empty = pa.table({"name": pa.array([], pa.string()), "final_min": pa.array([], pa.bool_()),
                       "final_count": pa.array([], pa.int64()), "batch": pa.array([], pa.string())})  # fmt: skip
     chosen = choose(listing, pa.concat_tables([empty, *held]))
+    return chosen, pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
+
+
+def split_rule(store: WorkStore, listing: pa.Table, config: SplitConfig, run: Callable) -> SplitRule:
+    """The split rule of the figures of ``store`` (the panel corpus takes its figures' rule: a panel's split is its
+    article's, whatever the articles with panels are)."""
+    return SplitRule(tiny_corpus_moves(_chosen(store, listing, run)[1], config), config)
+
+
+def assemble(
+    stage: Path, store: WorkStore, listing: pa.Table, settings: Settings, run: Callable, *,
+    rule: SplitRule | None = None, panels: dict | None = None,
+) -> dict:  # fmt: skip
+    """Phase 2 into ``stage`` (see the module docstring); ``run`` maps a stage function over units; ``rule``: the
+    split rule (None: the rule of this store's articles); ``panels``: the panel corpus's counts for the report
+    (``report.panel_counts``), None without panels."""
+    trim_memory()  # what phase 1's listing left
+    batches = store.batches()
+    chosen, articles = _chosen(store, listing, run)
     names_of, rows = chosen.by_batch(), chosen.rows
-    articles = pc.unique(pc.replace_substring_regex(chosen.table["name"], r"\.v[0-9]+$", ""))
-    rule = SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
+    rule = rule or SplitRule(tiny_corpus_moves(articles, settings.split), settings.split)
     units, n_articles = list(names_of.items()), len(articles)
-    del held, chosen, articles
+    del chosen, articles
     trim_memory()
     prints = run(batch_fingerprints, units, store, rule)
     sample = sorted(key for p in prints for key in p.sample)
@@ -591,7 +606,8 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     shard_list = list(pieces)
     counts = run(write_shard, [(name, i, pieces[name]) for i, name in enumerate(shard_list)], store, stage, settings)
     rejected_units = sorted(p.name for p in (stage / "rows").glob("rejected-*")) if (stage / "rows").exists() else []
-    run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage)
+    run(write_rejected_part, [(name, len(shard_list) + i) for i, name in enumerate(rejected_units)], stage,
+        store.catalog)  # fmt: skip
     pack_units = sorted(p.name for p in (stage / "rows").glob("pack-*")) if (stage / "rows").exists() else []
     run(write_pack, [(name, int(name.removeprefix("pack-"))) for name in pack_units], store, stage)
     (stage / store.images).mkdir(parents=True, exist_ok=True)
@@ -602,11 +618,11 @@ def assemble(stage: Path, store: WorkStore, listing: pa.Table, settings: Setting
     (stage / "catalog").mkdir(exist_ok=True)
     parts = sorted((stage / "catalog").glob("part-*.parquet"))
     if rows <= settings.single_file_rows:  # in a worker: the driver's memory stays flat
-        run(write_single_catalog, [parts], stage)
+        run(write_single_catalog, [parts], stage, store.catalog)
     _write_durable(dups.select(["key", "duplicate_of", "kind"]).sort_by([("key", "ascending")]),
                    stage / "clusters.parquet")  # fmt: skip
-    return write_report(stage, parts, tokenizer=settings.tokenizer_file, shards=len(shard_list),
-                        split_articles=split_articles, articles=n_articles,
+    return write_report(stage, parts, plots=settings.plots, tokenizer=settings.tokenizer_file, shards=len(shard_list),
+                        split_articles=split_articles, articles=n_articles, panels=panels,
                         **cluster_counts(dups))  # fmt: skip
 
 

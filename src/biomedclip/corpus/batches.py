@@ -11,6 +11,10 @@ Work files are verified before reuse: the Parquet file is written with page chec
 every batch's rows with them checked (a damaged file is dropped with its tar, so its articles are processed
 again); each row records its JPEG's size and SHA-256, which phase 2 checks before copying the image into a shard
 or pack (a damaged tar, pack or shard drops the batches whose images it held, see ``DamagedWork``).
+
+A build with panels (``--unit panel|both``) has a second store, the panel corpus's (``OUT/panels/work/...``): a
+batch's panel rows and crops are written there first, then its figure files, so a batch whose figure rows are
+done has its panels too.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from biomedclip.corpus.articles import (
 )
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, strip_root
-from biomedclip.corpus.rows import ACCEPTED, WORK_SCHEMA, FigureRow
+from biomedclip.corpus.rows import (
+    ACCEPTED,
+    CATALOG_SCHEMA,
+    PANEL_CATALOG_SCHEMA,
+    FigureRow,
+    work_schema,
+)
+from biomedclip.shards import PANEL_RECORD_FIELDS, SHARD_RECORD_FIELDS
 
 WorkItem = Article | ArticlePayload
 
@@ -84,10 +95,21 @@ class WorkStore:
     release replaced them) is not used: its articles are processed again.
     """
 
-    def __init__(self, out: OutDir, digest: str) -> None:
+    def __init__(
+        self, out: OutDir, digest: str, *, panels: WorkStore | None = None, catalog: pa.Schema = CATALOG_SCHEMA,
+        record_fields: tuple[str, ...] = SHARD_RECORD_FIELDS,
+    ) -> None:  # fmt: skip
         self.out = out
         self.folder = f"work/{digest}/batches"
         self.images = f"work/{digest}/images"
+        self.panels = panels  # the panel corpus's store, written beside this one (None: figures only)
+        self.catalog = catalog  # the catalog's columns of the rows kept here
+        self.record_fields = record_fields  # the fields of each sample's ``<key>.json``
+
+    @classmethod
+    def of_panels(cls, out: OutDir, digest: str) -> WorkStore:
+        """The store of a panel corpus (``PanelRow``s) in ``out``."""
+        return cls(out, digest, catalog=PANEL_CATALOG_SCHEMA, record_fields=PANEL_RECORD_FIELDS)
 
     def path(self, batch: str, suffix: str) -> str:
         return f"{self.folder}/{batch[:2]}/{batch}{suffix}"
@@ -117,9 +139,10 @@ class WorkStore:
         source = self.path(batch, ".parquet")
         data = io.BytesIO(self.out.read_bytes(source)) if self.out.is_s3 else self.out.local(source)
         table = pq.read_table(data, columns=columns, page_checksum_verification=True)
-        for name in columns or WORK_SCHEMA.names:
+        schema = work_schema(self.catalog)
+        for name in columns or schema.names:
             if name not in table.column_names:
-                table = table.append_column(WORK_SCHEMA.field(name), pa.nulls(len(table), WORK_SCHEMA.field(name).type))
+                table = table.append_column(schema.field(name), pa.nulls(len(table), schema.field(name).type))
         return table
 
     def drop_damaged(self) -> list[str]:
@@ -140,8 +163,13 @@ class WorkStore:
         self.out.delete(self.path(batch, ".tar"))
 
     def done_articles(self) -> Iterator[str]:
-        """Names of the articles with a final result in some batch (read batch by batch)."""
-        for batch in self.batches():
+        """Names of the articles with a final result in some batch (read batch by batch); with panels, in a batch
+        whose panel rows are there too (an article without panels has none, but its batch has its panel files)."""
+        batches = self.batches()
+        if self.panels is not None:
+            with_panels = set(self.panels.batches())
+            batches = [b for b in batches if b in with_panels]
+        for batch in batches:
             table = self.read_rows(batch, ["article", "version", "final"])
             table = table.filter(pc.field("final"))
             pairs = zip(table["article"].to_pylist(), table["version"].to_pylist(), strict=True)
@@ -165,7 +193,8 @@ class WorkStore:
                             record.update(image_offset=data_start, image_size=len(jpeg),
                                           image_sha256=hashlib.sha256(jpeg).hexdigest())  # fmt: skip
                         rows.append(record)
-            table = pa.Table.from_pylist([{n: r.get(n) for n in WORK_SCHEMA.names} for r in rows], schema=WORK_SCHEMA)
+            schema = work_schema(self.catalog)
+            table = pa.Table.from_pylist([{n: r.get(n) for n in schema.names} for r in rows], schema=schema)
             parquet_path = tmp / "rows.parquet"
             pq.write_table(table, parquet_path, write_page_checksum=True)
             self.out.put_file(self.path(batch, ".tar"), tar_path)
@@ -198,6 +227,8 @@ def process_batch(
         results.append(crashed_result(item, "the worker died on this article") if name in crashed
                        else process_article(item, config))  # fmt: skip
     batch = batch_id(r.name for r in results)
+    if store.panels is not None:  # first: the figure rows are the batch's done marker
+        store.panels.write(batch, [ArticleResult(r.name, r.panel_rows, r.panel_images, r.final) for r in results])
     store.write(batch, results)
     rows = [row for r in results for row in r.rows]
     return BatchCounts(batch, len(results), len(rows), sum(1 for r in rows if r.status == ACCEPTED))

@@ -11,6 +11,15 @@ Phase 2 (``assemble.py``) is a deterministic function of the results of the arti
 appear without their catalog. A rerun after a kill (even ``kill -9``) gives byte-identical shards and the same
 catalog as an uninterrupted run; a later build over a grown source processes only the new articles.
 See ``rows.py`` for the OUT layout and the figure row.
+
+Panels (``BuildConfig.unit`` ``panel`` or ``both``): the phase-1 workers also split each accepted figure into
+panels (``panel_rows.py``) and write them into the panel corpus's own work store, ``OUT/panels/work``. Phase 2 runs
+twice, the same stages over each store: the panel corpus into ``OUT/panels/.next``, then the figures (whose report
+counts the panels) into ``OUT/.next``; the figures are released first, then the panels (a rerun after a kill
+between the two finishes the second). ``OUT/panels`` has the figure layout (shards, catalog, stats...), so
+``OUT/shards/train-*.tar::OUT/panels/shards/train-*.tar`` mixes figures and panels. With ``unit`` ``figure``, the
+figure outputs are byte-identical to those of a build before units existed, and a panel corpus left by an earlier
+build in OUT is removed.
 """
 
 from __future__ import annotations
@@ -30,21 +39,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 
 from biomedclip.corpus import assemble
-from biomedclip.corpus.articles import WorkConfig, article_key, article_name, read_article
+from biomedclip.corpus.articles import UNITS, WorkConfig, article_key, article_name, read_article
 from biomedclip.corpus.batches import DamagedWork, WorkItem, WorkStore
 from biomedclip.corpus.dedup import DedupConfig
 from biomedclip.corpus.distributed import map_units, run_batches, stop_fork_server
 from biomedclip.corpus.outdir import OutDir
 from biomedclip.corpus.records import Article, Source, SourceListingError
 from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, TEXT_CHOICES
+from biomedclip.corpus.report import panel_counts
 from biomedclip.corpus.sources import relative_to_root, source_root
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
@@ -52,6 +62,7 @@ from biomedclip.errors import InputError, RunError
 
 __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
 
+PANELS = "panels"
 RELEASED = ("shards", "catalog", "catalog.parquet", "clusters.parquet", "stats.json", "report.md", "report",
             "build_config.json")  # fmt: skip
 
@@ -63,6 +74,7 @@ class BuildConfig:
     Attributes:
         text: training text (.txt): caption (the paper's) or caption+references (then body sentences citing it).
         max_reference_chars: the most characters of citing sentences that caption+references adds (whole ones).
+        unit: figure; both: also OUT/panels, a sample per panel of a compound figure; panel: both, singles kept whole.
     """
 
     work: WorkConfig = field(default_factory=WorkConfig)
@@ -72,12 +84,17 @@ class BuildConfig:
     batch_articles: int = 32  # articles per unit of phase-1 work (one tar + one Parquet file in OUT/work)
     text: str = CAPTION
     max_reference_chars: int = DEFAULT_REFERENCE_CHARS
+    unit: Literal["figure", "panel", "both"] = "figure"
 
     def __post_init__(self) -> None:
         if self.text not in TEXT_CHOICES:
             raise ValueError(f"text must be one of {', '.join(TEXT_CHOICES)}, not {self.text!r}")
         if self.max_reference_chars < 0:
             raise ValueError(f"max_reference_chars must be >= 0, not {self.max_reference_chars}")
+        if self.unit not in UNITS:
+            raise InputError(f"unit must be one of {', '.join(UNITS)}, not {self.unit!r}")
+        if self.work.unit != self.unit:
+            object.__setattr__(self, "work", replace(self.work, unit=self.unit))
 
 
 @dataclass
@@ -105,6 +122,7 @@ class BuildSummary:
     seconds: float
     figures_per_s: float
     warnings: list[str] = field(default_factory=list)  # damaged work files dropped and processed again
+    panels: dict[str, Any] | None = None  # the panel corpus's numbers (``report.panel_counts``), None without
 
 
 RELEASE_MANIFEST = "RELEASE.json"  # S3 OUT: written last by a release, deleted first (see _upload)
@@ -355,6 +373,25 @@ def _fingerprint(path: Path) -> dict[str, Any]:
         return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(handle, "sha256").hexdigest()}
 
 
+def _new_stage(out: OutDir, scratch: Path) -> Path:
+    """An empty folder for phase 2's output: ``OUT/.next`` (local OUT), else ``scratch``."""
+    stage = out.root / ".next" if out.root is not None else scratch
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _seal(stage: Path, out: OutDir) -> None:
+    """Local OUT: sync the staged files and mark the stage ``COMPLETE``, ready for ``_release``."""
+    if out.root is None:
+        return
+    for path in stage.rglob("*"):  # shards and catalog parts are synced already: cheap
+        if path.is_file():
+            fsync_file(path)
+    (stage / "COMPLETE").write_text("")
+    fsync_file(stage / "COMPLETE")
+
+
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
@@ -407,11 +444,16 @@ def _build(
 ) -> BuildSummary:
     start = time.perf_counter()
     outdir = OutDir(out)
+    panel_out = OutDir(f"{outdir.url}/{PANELS}")
     with _sigterm_exits(), _locked(outdir, warnings):
-        if outdir.root is not None:
-            _release(outdir.root)  # a previous build killed while releasing its output: finish that first
-        store = WorkStore(outdir, config.work.digest())
+        if outdir.root is not None:  # a previous build killed while releasing its output: finish that first
+            _release(outdir.root)
+            _release(outdir.root / PANELS)
+        digest = config.work.digest()
+        panel_store = WorkStore.of_panels(panel_out, digest) if config.unit != "figure" else None
+        store = WorkStore(outdir, digest, panels=panel_store)
         outdir.remove_scratch("work")  # files a killed worker was writing
+        panel_out.remove_scratch("work")
         warnings += store.drop_damaged()
         listing, progress = Listing(), Progress()
         done = {name_hash(name) for name in store.done_articles()}
@@ -431,32 +473,38 @@ def _build(
             seconds = time.perf_counter() - start
             return BuildSummary(0, progress.articles, progress.skipped, 0, 0, {}, {}, 0, seconds, 0.0, warnings)
         with tempfile.TemporaryDirectory(prefix="biomedclip-next-") as tmp:
-            stage = outdir.root / ".next" if outdir.root is not None else Path(tmp)
-            shutil.rmtree(stage, ignore_errors=True)
-            stage.mkdir(parents=True)
             settings = assemble.Settings(
                 config.dedup, config.split, config.shard_size, config.work.tokenizer_file,
                 text=config.text, max_reference_chars=config.max_reference_chars,
             )  # fmt: skip
             run = partial(map_units, engine=engine, workers=workers)
+            panels = None
             try:
-                stats = assemble.assemble(stage, store, listed, settings, run)
+                if panel_store is not None:
+                    rule = assemble.split_rule(store, listed, config.split, run)
+                    panel_stage = _new_stage(panel_out, Path(tmp) / PANELS)
+                    assemble.assemble(panel_stage, panel_store, listed, replace(settings, plots=False), run, rule=rule)
+                    panels = panel_counts(sorted((panel_stage / "catalog").glob("part-*.parquet")))
+                    _seal(panel_stage, panel_out)
+                stage = _new_stage(outdir, Path(tmp) / "figures")
+                stats = assemble.assemble(stage, store, listed, settings, run, panels=panels)
             except DamagedWork as damage:
                 for batch in damage.batches:
                     store.discard(batch)
+                    if panel_store is not None:
+                        panel_store.discard(batch)
                 raise
             finally:
                 stop_fork_server()
             _write_json(stage / "build_config.json", asdict(config))
-            if outdir.root is not None:
-                for path in stage.rglob("*"):  # shards and catalog parts are synced already: cheap
-                    if path.is_file():
-                        fsync_file(path)
-                (stage / "COMPLETE").write_text("")
-                fsync_file(stage / "COMPLETE")
-                _release(outdir.root)
-            else:
-                _upload(stage, outdir)
+            _seal(stage, outdir)
+            for done_stage, where in [(stage, outdir), *([(panel_stage, panel_out)] if panel_store else [])]:
+                if where.root is not None:
+                    _release(where.root)
+                else:
+                    _upload(done_stage, where)
+            if panel_store is None and panel_out.root is not None and panel_out.root.exists():
+                shutil.rmtree(panel_out.root)  # an earlier build's panels no longer match the figures
     seconds = time.perf_counter() - start
     return BuildSummary(
         articles=stats["articles"],
@@ -470,4 +518,5 @@ def _build(
         seconds=seconds,
         figures_per_s=progress.figures / seconds if seconds else 0.0,
         warnings=warnings,
+        panels=stats.get("panels"),
     )

@@ -135,6 +135,11 @@ def build(
         click.echo(f"  rejected {reason}: {count}")
     click.echo(f"time: {summary.seconds:.1f} s, {summary.figures_per_s:.1f} figures/s processed; "
                f"{summary.shards} shards in {out / 'shards'}")  # fmt: skip
+    if summary.panels is not None:
+        panels = summary.panels
+        click.echo(f"panels: {panels['compound_figures']} compound figures, {panels['panels']} panels "
+                   f"({panels['labelled_panels']} labelled, {panels['aligned_subcaptions']} with their subcaption), "
+                   f"{panels['accepted']} accepted in {out / 'panels' / 'shards'}")  # fmt: skip
     check_nonempty(summary.articles, summary.accepted, summary.rejected, sources, selection)
 
 

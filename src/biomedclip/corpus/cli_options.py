@@ -107,6 +107,8 @@ def settings_of(roots: dict[str, Any]) -> Iterator[Setting]:
     def walk(value: Any, path: tuple[str, ...]) -> Iterator[Setting]:
         hints = typing.get_type_hints(type(value))
         for field in dataclasses.fields(value):
+            if not field.metadata.get("setting", True):  # set by the program from another setting
+                continue
             child = getattr(value, field.name)
             if dataclasses.is_dataclass(child):
                 yield from walk(child, (*path, field.name))
@@ -116,6 +118,24 @@ def settings_of(roots: dict[str, Any]) -> Iterator[Setting]:
 
     for name, value in roots.items():
         yield from walk(value, (name,) if name else ())
+
+
+def derived_paths(roots: dict[str, Any]) -> set[tuple[str, ...]]:
+    """The paths of the fields the program sets from another setting (``metadata={"setting": False}``): no option;
+    a config file may hold them (``build_config.json`` does) and they are ignored there."""
+    found: set[tuple[str, ...]] = set()
+
+    def walk(value: Any, path: tuple[str, ...]) -> None:
+        for field in dataclasses.fields(value):
+            child = getattr(value, field.name)
+            if not field.metadata.get("setting", True):
+                found.add((*path, field.name))
+            elif dataclasses.is_dataclass(child):
+                walk(child, (*path, field.name))
+
+    for name, value in roots.items():
+        walk(value, (name,) if name else ())
+    return found
 
 
 def _field_help(owner: type, name: str) -> str:
@@ -143,6 +163,8 @@ def _param(path: tuple[str, ...]) -> str:
 
 
 def _click_type(kind: type) -> Any:
+    if typing.get_origin(kind) is typing.Literal:
+        return click.Choice([str(choice) for choice in typing.get_args(kind)])
     return {int: click.INT, float: click.FLOAT, str: click.STRING}.get(kind, click.STRING)
 
 
@@ -154,12 +176,13 @@ def settings_options(roots: dict[str, Any]) -> Callable[[Callable[..., Any]], Ca
     """
     settings = list(settings_of(roots))
     names = option_names(settings)
+    derived = derived_paths(roots)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def run(*args: Any, config_file: Path | None, **kwargs: Any) -> Any:
             given = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith(PARAM_PREFIX)}
-            tree = _read_config(config_file, settings) if config_file else {}
+            tree = _read_config(config_file, settings, derived) if config_file else {}
             for setting in settings:
                 value = given[_param(setting.path)]
                 if value is not None:
@@ -194,7 +217,7 @@ def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     tree[path[-1]] = value
 
 
-def _read_config(file: Path, settings: list[Setting]) -> dict[str, Any]:
+def _read_config(file: Path, settings: list[Setting], derived: set[tuple[str, ...]]) -> dict[str, Any]:
     import yaml
 
     try:
@@ -211,6 +234,8 @@ def _read_config(file: Path, settings: list[Setting]) -> dict[str, Any]:
     def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
         for key, value in node.items():
             here = (*path, str(key))
+            if here in derived:
+                continue
             if here in known:
                 _put(tree, here, _coerce(value, known[here], path_text=".".join(here)))
             elif isinstance(value, dict) and any(p[: len(here)] == here for p in known):
@@ -227,6 +252,11 @@ def _coerce(value: Any, setting: Setting, path_text: str) -> Any:
     if value is None and setting.optional:
         return None
     kind = setting.kind
+    if typing.get_origin(kind) is typing.Literal:
+        if value in typing.get_args(kind):
+            return value
+        raise InputError(f"setting {path_text} must be one of {', '.join(map(str, typing.get_args(kind)))}, "
+                         f"not {value!r}")  # fmt: skip
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):

@@ -193,16 +193,62 @@ def _plots(directory: Path, stats: dict, agg: Aggregates) -> list[tuple[str, str
     return plots
 
 
-def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dict:
-    """Write ``stats.json``, ``report.md`` and the plots from the catalog parts; returns the stats.
+PANEL_COLUMNS = ["parent", "status", "reason", "panel_label", "subcaption", "alignment", "split"]
+PANEL_ALIGNMENTS = ("label", "order", "position", "none")
+"""The ``alignment`` of a panel of a compound figure (``figure``: a single figure kept whole; null: a failure)."""
 
-    ``counts``: the phase-2 aggregates ``compute_stats`` takes (articles, clusters, duplicates, leaks...).
+
+def panel_counts(catalog_parts: Sequence[Path]) -> dict[str, Any]:
+    """The panel corpus's numbers for the figure report, from its catalog parts (one row per panel, accepted or
+    rejected): compound figures, panels found, labelled panels (a letter read), aligned subcaptions (a panel
+    text with its own subcaption), panels by alignment, accepted panels per split, rejections by reason, figures
+    kept whole (``--unit panel``) and figures the splitter failed on."""
+    found = {"compound_figures": set(), "panels": 0, "labelled": 0, "aligned": 0}
+    alignments: Counter = Counter()
+    splits: Counter = Counter()
+    reasons: Counter = Counter()
+    accepted = 0
+    for part in catalog_parts:
+        table = pq.read_table(part, columns=PANEL_COLUMNS)
+        alignments.update(_counts(pc.fill_null(table["alignment"], "")))
+        panels = table.filter(pc.is_in(table["alignment"], pa.array(PANEL_ALIGNMENTS)))
+        found["compound_figures"].update(panels["parent"].to_pylist())
+        found["panels"] += len(panels)
+        found["labelled"] += _true(pc.is_valid(panels["panel_label"]))
+        found["aligned"] += _true(pc.is_valid(panels["subcaption"]))
+        ok = pc.equal(table["status"], "accepted")
+        accepted += _true(ok)
+        splits.update(_counts(table.filter(ok)["split"]))
+        reasons.update(_counts(table.filter(pc.invert(ok))["reason"]))
+    return {
+        "compound_figures": len(found["compound_figures"]),
+        "panels": found["panels"],
+        "labelled_panels": found["labelled"],
+        "aligned_subcaptions": found["aligned"],
+        "by_alignment": {k: alignments.get(k, 0) for k in PANEL_ALIGNMENTS},
+        "single_figures_kept": alignments.get("figure", 0),
+        "split_failures": reasons.get("panel_split_failed", 0),
+        "accepted": accepted,
+        "splits": {s: splits.get(s, 0) for s in ("train", "val", "test")},
+        "rejected_by_reason": dict(sorted(reasons.items())),
+    }
+
+
+def write_report(
+    out: Path, catalog_parts: Sequence[Path], panels: dict | None = None, plots: bool = True, **counts: Any
+) -> dict:
+    """Write ``stats.json``, ``report.md`` and (``plots``) the plots from the catalog parts; returns the stats.
+
+    ``counts``: the phase-2 aggregates ``compute_stats`` takes (articles, clusters, duplicates, leaks...);
+    ``panels``: the panel corpus's numbers (``panel_counts``), in ``stats.json`` and the report when given.
     """
     agg = Aggregates()
     for part in catalog_parts:
         agg.add(pq.read_table(part, columns=COLUMNS))
     stats = compute_stats(agg, **counts)
-    plots = _plots(out / "report", stats, agg)
+    if panels is not None:
+        stats["panels"] = panels
+    drawn = _plots(out / "report", stats, agg) if plots else []
     tmp = out / "stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out / "stats.json")
@@ -235,9 +281,28 @@ def write_report(out: Path, catalog_parts: Sequence[Path], **counts: Any) -> dic
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in stats["rejected_by_reason"].items()],
         "",
-        *[line for title, path in plots for line in (f"## {title}", "", f"![{title}]({path})", "")],
+        *[line for title, path in drawn for line in (f"## {title}", "", f"![{title}]({path})", "")],
+        *(_panel_lines(panels) if panels is not None else []),
     ]
     tmp = out / "report.md.tmp"
     tmp.write_text("\n".join(lines))
     os.replace(tmp, out / "report.md")
     return stats
+
+
+def _panel_lines(panels: dict[str, Any]) -> list[str]:
+    """The report's section on the panel corpus (``panels/``)."""
+    return [
+        "## Panels (panels/)",
+        "",
+        f"- compound figures: {panels['compound_figures']}; panels: {panels['panels']}; labelled panels: "
+        f"{panels['labelled_panels']}; aligned subcaptions: {panels['aligned_subcaptions']}",
+        f"- by alignment: {panels['by_alignment']}; single figures kept whole: {panels['single_figures_kept']}; "
+        f"splitter failures: {panels['split_failures']}",
+        f"- accepted panel samples: {panels['accepted']}, splits: {panels['splits']}",
+        "",
+        "| reason | panels |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in panels["rejected_by_reason"].items()],
+        "",
+    ]

@@ -26,6 +26,9 @@ OUT layout (``build(sources, OUT)``; OUT is a local folder or ``s3://bucket/pref
       clusters.parquet                the duplicates: key, duplicate_of (the kept figure), kind (exact|near)
       stats.json, report.md, report/  the report, computed from aggregates of the catalog
       .next/                          phase 2 output being prepared; moved into place once complete
+      panels/                         ``--unit panel|both``: the panel corpus, an OUT of its own with the same
+                                      layout (work/, shards/, catalog/, catalog.parquet, clusters.parquet, stats.json,
+                                      report.md), one ``PanelRow`` per panel; released after the figures
 
 Disk: each processed image is stored once. A worker writes it to its batch tar; phase 2 copies every image
 into the new shards (kept figures) or packs (the others), reading earlier batches' images from the previous
@@ -44,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 
 from biomedclip.corpus.licenses import license_group
-from biomedclip.shards import CATALOG_FIELDS, arrow_schema
+from biomedclip.shards import CATALOG_FIELDS, PANEL_CATALOG_FIELDS, arrow_schema
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -100,15 +103,39 @@ class FigureRow:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass
+class PanelRow(FigureRow):
+    """One panel of a compound figure (``corpus build --unit panel|both``): a crop of its parent's normalised
+    image, keyed ``<parent key>_p<NN>`` (NN from 01 in reading order), with the parent's article fields.
+
+    ``caption`` is the panel's text (shared caption + its own subcaption); ``box`` is in the parent's original
+    pixels; ``alignment`` says how the text was found (see ``shards.PANEL_FIELDS``).
+    """
+
+    parent: str = ""
+    box: list[int] | None = None
+    panel_label: str | None = None
+    subcaption: str | None = None
+    alignment: str | None = None
+
+
 CATALOG_SCHEMA = arrow_schema(CATALOG_FIELDS)
 """The catalog's columns: the record schema's catalog fields (``biomedclip.shards``), one per ``FigureRow`` field."""
+PANEL_CATALOG_SCHEMA = arrow_schema(PANEL_CATALOG_FIELDS)
+"""The panel catalog's columns: the figure catalog's, then the panel fields, one per ``PanelRow`` field."""
 
-WORK_SCHEMA = CATALOG_SCHEMA.append(pa.field("final", pa.bool_())).append(pa.field("batch", pa.string()))
-WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_offset", pa.int64())).append(pa.field("image_size", pa.int64()))
-WORK_SCHEMA = WORK_SCHEMA.append(pa.field("image_sha256", pa.string()))
-"""A work batch's columns: the catalog's, plus ``final`` (False: a transient failure, retried by the next run),
-``batch``, where the figure's JPEG lies in the batch tar (``image_offset``, ``image_size``) and the JPEG's
-SHA-256 (``image_sha256``, checked before the image is copied into a shard or pack)."""
+
+def work_schema(catalog: pa.Schema) -> pa.Schema:
+    """A work batch's columns: the catalog's, plus ``final`` (False: a transient failure, retried by the next
+    run), ``batch``, where the row's JPEG lies in the batch tar (``image_offset``, ``image_size``) and the JPEG's
+    SHA-256 (``image_sha256``, checked before the image is copied into a shard or pack)."""
+    extra = [("final", pa.bool_()), ("batch", pa.string()), ("image_offset", pa.int64()), ("image_size", pa.int64()),
+             ("image_sha256", pa.string())]  # fmt: skip
+    return pa.schema([*catalog, *(pa.field(name, kind) for name, kind in extra)])
+
+
+WORK_SCHEMA = work_schema(CATALOG_SCHEMA)
+PANEL_WORK_SCHEMA = work_schema(PANEL_CATALOG_SCHEMA)
 
 
 def split_reason(reason: str, detail: str = "") -> tuple[str, str]:

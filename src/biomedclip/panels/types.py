@@ -14,15 +14,26 @@ Box = tuple[int, int, int, int]
 
 @dataclass
 class Panel:
-    """One panel: its box, the letter printed on it (if read), its own caption text, and a confidence."""
+    """One panel: its box, the letter printed on it (if read), its own caption text, and a confidence.
+
+    ``alignment`` says how the subcaption was joined (``biomedclip.panels.align``): ``"label"`` (the read letter
+    matches a caption label), ``"order"`` (letters unreadable, caption labels taken in reading order),
+    ``"position"`` (the caption's left/right/top/bottom words), ``"none"`` (shared caption only), ``"whole"``
+    (a single-panel figure given the whole caption), or None
+    where no alignment was made (ground truth, a figure without caption).
+    """
 
     box: Box
     label: str | None = None
     subcaption: str | None = None
     score: float = 1.0
+    alignment: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"box": list(self.box), "label": self.label, "subcaption": self.subcaption, "score": self.score}
+        row = {"box": list(self.box), "label": self.label, "subcaption": self.subcaption, "score": self.score}
+        if self.alignment is not None:
+            row["alignment"] = self.alignment
+        return row
 
 
 @dataclass
@@ -43,7 +54,13 @@ class FigurePanels:
     @classmethod
     def from_dict(cls, row: dict[str, Any]) -> FigurePanels:
         panels = [
-            Panel(tuple(int(v) for v in p["box"]), p.get("label"), p.get("subcaption"), float(p.get("score", 1.0)))
+            Panel(
+                tuple(int(v) for v in p["box"]),
+                p.get("label"),
+                p.get("subcaption"),
+                float(p.get("score", 1.0)),
+                p.get("alignment"),
+            )
             for p in row.get("panels") or []
         ]
         return cls(bool(row.get("compound")), row.get("shared_caption"), panels)

@@ -62,7 +62,8 @@ ACCEPTED_CONTENT_TYPES = {
 }
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO"}
 _MAGIC = ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
-RECORD_FIELDS = ("pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split")
+RECORD_FIELDS = ("pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "parent", "box",
+                 "panel_label", "subcaption")  # fmt: skip
 
 
 def pmc_url(pmcid: str) -> str:
@@ -82,12 +83,15 @@ def public_model_name(name: str) -> str:
     return prefix + (PurePath(path.rstrip("/\\")).name if "/" in path or "\\" in path else path)
 
 
-def _hit_json(hit: Hit) -> dict[str, Any]:
+def _hit_json(hit: Hit, parents: dict[str, int]) -> dict[str, Any]:
+    """A result: the record's fields, links, and for a panel the row of its parent figure (null when the index does
+    not hold it; ``parents`` from ``FigureIndex.parent_rows``)."""
     record = hit.record
     return {
         "id": hit.id,
         "score": round(hit.score, 6),
         **{name: record.get(name) for name in RECORD_FIELDS},
+        "parent_id": parents.get(record.get("parent") or ""),
         "pmc_url": pmc_url(record.get("pmcid", "")),
         "image_url": f"/figures/{hit.id}/image",
     }
@@ -115,6 +119,8 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
     gate = InferenceGate()
     classify_slots = threading.BoundedSemaphore(config.max_concurrent_classify)
     facets = index.facets() if index is not None else FigureIndex(1).facets()
+    if index is not None:
+        index.parent_rows()  # once, before the first request
     app = FastAPI(
         title="BiomedCLIP",
         version=__version__,
@@ -212,7 +218,8 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             hits = require_index().search(vector, k, where)[0]
         except FigureIndexError as error:
             raise HTTPException(400, str(error)) from error
-        return {"query": query, "k": k, "results": [_hit_json(hit) for hit in hits]}
+        parents = require_index().parent_rows()
+        return {"query": query, "k": k, "results": [_hit_json(hit, parents) for hit in hits]}
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> JSONResponse:
@@ -345,7 +352,8 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
     def figure(figure_id: int) -> dict[str, Any]:
         """The record of one indexed figure."""
         try:
-            return _hit_json(Hit(id=figure_id, score=1.0, record=require_index().record(figure_id)))
+            figures = require_index()
+            return _hit_json(Hit(id=figure_id, score=1.0, record=figures.record(figure_id)), figures.parent_rows())
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
 

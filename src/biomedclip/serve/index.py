@@ -129,6 +129,11 @@ def _records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
                     value = int(value) if value not in (None, "") else None
                 except (TypeError, ValueError):
                     value = None
+            elif pa.types.is_list(dtype):  # a panel's box
+                try:
+                    value = [int(v) for v in value] if value else None
+                except (TypeError, ValueError):
+                    value = None
             else:
                 value = "" if value is None else str(value)
             columns[name].append(value)
@@ -161,6 +166,7 @@ class FigureIndex:
         self._parts: list[pa.Table] = []
         self._saved_parts = 0
         self._records: pa.Table | None = None
+        self._parents: dict[str, int] | None = None
 
     def __len__(self) -> int:
         return 0 if self.faiss_index is None else int(self.faiss_index.ntotal)
@@ -213,7 +219,7 @@ class FigureIndex:
             self.faiss_index = self._build_approximate(vectors)
         self.faiss_index.add(vectors)
         self._parts.append(_records_table(records))
-        self._records = None
+        self._records = self._parents = None
 
     # querying ---------------------------------------------------------------------------------------------
 
@@ -225,6 +231,21 @@ class FigureIndex:
                 pa.concat_tables(self._parts) if self._parts else _records_table([]).slice(0, 0)
             ).combine_chunks()
         return self._records
+
+    def parent_rows(self) -> dict[str, int]:
+        """The row of each indexed figure that an indexed panel names as its ``parent`` (an index of figure and
+        panel shards); {} for figures alone, or an index made before panels."""
+        if self._parents is None:
+            records = self.records
+            self._parents = {}
+            if "parent" in records.column_names:
+                parents = pc.unique(records["parent"])
+                parents = parents.filter(pc.invert(pc.equal(parents, "")))
+                mask = pc.fill_null(pc.is_in(records["key"], parents), False).to_numpy(zero_copy_only=False)
+                rows = np.flatnonzero(mask).tolist()
+                keys = records["key"].take(pa.array(rows, pa.int64())).to_pylist()
+                self._parents = dict(zip(keys, rows, strict=True))
+        return self._parents
 
     def record(self, row: int) -> dict[str, Any]:
         """The record of one vector; raises ``FigureIndexError`` for an unknown row."""

@@ -64,7 +64,41 @@ function describeFilters(values) {
 }
 
 function figureTitle(hit) {
-  return hit.label || hit.fig_id || `Figure ${hit.id}`;
+  const figure = hit.label || hit.fig_id || `Figure ${hit.id}`;
+  if (!hit.parent) return figure;
+  return hit.panel_label ? `Panel ${hit.panel_label} of ${figure}` : `A panel of ${figure}`;
+}
+
+// A caption with one part (a panel's own subcaption) marked; the whole caption when the part is not in it.
+function markedCaption(element, caption, part) {
+  element.replaceChildren();
+  const text = caption || "(no caption)";
+  const at = part ? text.indexOf(part) : -1;
+  if (at < 0) {
+    element.textContent = text;
+    return false;
+  }
+  const mark = document.createElement("mark");
+  mark.className = "subcaption";
+  mark.textContent = part;
+  element.append(text.slice(0, at), mark, text.slice(at + part.length));
+  return true;
+}
+
+// A panel's parent figure under the panel, its caption with the panel's subcaption marked.
+async function showParent(hit) {
+  const section = $("viewer-parent");
+  section.hidden = true;
+  if (hit.parent_id === null || hit.parent_id === undefined) return;
+  try {
+    const parent = await callApi(`/figures/${hit.parent_id}`);
+    if ($("viewer").dataset.hit !== String(hit.id)) return;  // another figure was opened meanwhile
+    $("viewer-parent-title").textContent = `From ${figureTitle(parent)}`;
+    $("viewer-parent-image").src = parent.image_url;
+    $("viewer-parent-image").alt = `${figureTitle(parent)}, the figure this panel was cut from`;
+    markedCaption($("viewer-parent-caption"), parent.caption, hit.subcaption);
+    section.hidden = false;
+  } catch (_) { /* the parent cannot be shown: the panel alone is */ }
 }
 
 function figureCard(hit) {
@@ -214,7 +248,9 @@ function openViewer(hit, opener) {
   markPixelated($("viewer-image"));
   $("viewer-image").alt = `${figureTitle(hit)}: ${(hit.caption || "").slice(0, 200)}`;
   $("viewer-title").textContent = figureTitle(hit);
-  $("viewer-caption").textContent = hit.caption || "(no caption)";
+  markedCaption($("viewer-caption"), hit.caption, hit.subcaption);
+  viewer.dataset.hit = String(hit.id);
+  showParent(hit);
   const facts = $("viewer-facts");
   facts.replaceChildren();
   let article = hit.pmcid || null;

@@ -1,0 +1,70 @@
+"""A tiny CNN over ``GLYPH_SIZE`` glyph bitmaps, run with NumPy (no torch at run time).
+
+Layers: conv3x3(1->8) relu maxpool2, conv3x3(8->16) relu maxpool2, dense(16*6*6->64) relu, dense(64->classes).
+``train.py`` defines the same network in torch and writes its weights to ``weights.npz`` (plain arrays, no pickle).
+"""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+OTHER = "?"
+"""The class of everything that is not a letter, a digit or a bracket (symbols, fragments, texture)."""
+CLASSES: tuple[str, ...] = (
+    *string.ascii_uppercase,
+    *string.ascii_lowercase,
+    *string.digits,
+    "(",
+    ")",
+    OTHER,
+)
+WEIGHTS_PATH = Path(__file__).with_name("weights.npz")
+_LAYERS = ("conv1", "conv2", "fc1", "fc2")
+
+
+def _conv3x3_relu_pool(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """'Same' 3x3 convolution, ReLU and 2x2 max-pooling of an (N, C, H, W) batch."""
+    n, c, h, w = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # N, C, H, W, 3, 3
+    columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * 9)
+    out = columns @ weight.reshape(weight.shape[0], -1).T + bias
+    out = np.maximum(out, 0.0).reshape(n, h, w, -1).transpose(0, 3, 1, 2)
+    return out.reshape(n, out.shape[1], h // 2, 2, w // 2, 2).max(axis=(3, 5))
+
+
+class GlyphClassifier:
+    """Class probabilities for glyph bitmaps, from the arrays ``train.py`` exports."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        classes = tuple(str(c) for c in arrays["classes"])
+        if classes != CLASSES:
+            raise ValueError(f"weights were trained for classes {''.join(classes)!r}, not {''.join(CLASSES)!r}")
+        self.params = {
+            f"{layer}.{kind}": arrays[f"{layer}.{kind}"].astype(np.float32)
+            for layer in _LAYERS
+            for kind in ("weight", "bias")
+        }
+
+    def probabilities(self, bitmaps: np.ndarray) -> np.ndarray:
+        """Softmax over ``CLASSES`` for an (N, GLYPH_SIZE, GLYPH_SIZE) batch of bitmaps in [0, 1]."""
+        p = self.params
+        x = bitmaps.astype(np.float32)[:, None]
+        x = _conv3x3_relu_pool(x, p["conv1.weight"], p["conv1.bias"])
+        x = _conv3x3_relu_pool(x, p["conv2.weight"], p["conv2.bias"])
+        x = np.maximum(x.reshape(len(x), -1) @ p["fc1.weight"].T + p["fc1.bias"], 0.0)
+        logits = x @ p["fc2.weight"].T + p["fc2.bias"]
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+@lru_cache(maxsize=4)
+def load_classifier(path: Path = WEIGHTS_PATH) -> GlyphClassifier:
+    """The classifier stored at ``path`` (the shipped ``weights.npz`` by default), loaded once."""
+    with np.load(path, allow_pickle=False) as arrays:
+        return GlyphClassifier(dict(arrays))

@@ -1,0 +1,662 @@
+"""Panel detection by layout analysis: compound or single, and the box of each panel.
+
+The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of
+any colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two
+abutting images meet. A cut is kept only when both sides look like panels: big enough for the figure (a share of
+its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
+plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
+also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are
+peeled off and given back to the one panel they lie along, or to none. When most pieces start with a panel
+letter, a piece without one joins its lettered neighbour above or to the left (the sub-plots of one lettered
+panel); photos stand alone. The analysis runs on a foreground mask (pixels away from the background colour) of a
+copy downscaled to at most ``ANALYSIS_MAX_SIDE`` pixels, with prefix sums so every profile is one subtraction;
+boxes are mapped back to the original pixels. Chosen over a learned detector by measurement on the real
+development set (benchmarks/panels_detect.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from biomedclip.panels.types import Box
+
+ANALYSIS_MAX_SIDE = 1000
+FOREGROUND_DISTANCE = 28  # max channel difference from the background colour that still counts as background
+MIN_PANEL_FRACTION = 0.15  # a panel spans at least this fraction of the figure's width and of its height
+MIN_PANEL_PX = 20
+MIN_PANEL_AREA_FRACTION = 0.03
+LINE_FILL = 0.9  # a divider line covers this fraction of the region it crosses
+LINE_MAX_PX = 4
+TEXT_MIN_PX = 16  # a line of text is at most this tall (or this fraction of the figure's longer side)
+TEXT_FRACTION = 0.025
+FACET_GAP_FRACTION = 0.03  # facets of one plot sit closer than this fraction of the figure's longer side
+STROKE_TEXT_RATIO = 4  # a stroke this many text heights long is a bar or a line, not a word
+SEAM_RATIO = 4  # a seam between filled images steps this many times more than a typical neighbour pair
+SEAM_MIN_STEP = 12  # and at least this many grey levels on average along its length
+SEAM_STRIP = 3  # pixels on each side of a seam averaged (skipping the 2 px at the seam itself)
+SEAM_STEP = 25  # grey levels between the two strips for a row to step
+SEAM_SHARE = 0.9  # share of the seam's length that steps
+SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
+MAX_SEAM_LINES = 8
+BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
+MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
+UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
+EDGE_VARIANCE = 100  # a row or column just beside a flat-colour gutter varies at least this much (panel content)
+EDGE_PX = 3  # within this many pixels on each side
+PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
+LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share of them starts with a letter
+CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
+FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
+MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
+
+
+@dataclass
+class _Piece:
+    box: Box  # analysis pixels
+    gap: int  # width of the narrowest gutter that delimits it (analysis pixels); large when the figure is single
+
+
+class _Mask:
+    """A foreground mask with prefix sums, so any region's row or column profile costs one subtraction."""
+
+    def __init__(self, fg: np.ndarray, gray: np.ndarray):
+        self.fg = fg
+        self.height, self.width = fg.shape
+        self.rows = np.zeros((self.height, self.width + 1), np.int32)
+        np.cumsum(fg, axis=1, out=self.rows[:, 1:])
+        self.cols = np.zeros((self.height + 1, self.width), np.int32)
+        np.cumsum(fg, axis=0, out=self.cols[1:, :])
+        self.gray = gray
+        squares = gray.astype(np.int32) ** 2
+        self.row_sums = _prefix(gray, axis=1)
+        self.row_squares = _prefix(squares, axis=1)
+        self.col_sums = _prefix(gray, axis=0)
+        self.col_squares = _prefix(squares, axis=0)
+
+    def row_profile(self, box: Box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return self.rows[y0:y1, x1] - self.rows[y0:y1, x0]
+
+    def col_profile(self, box: Box) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return self.cols[y1, x0:x1] - self.cols[y0, x0:x1]
+
+    def uniform(self, box: Box, axis: int) -> np.ndarray:
+        """Per row (axis 0) or column (axis 1) of ``box``: whether it is one flat colour (a gutter of any colour)."""
+        x0, y0, x1, y1 = box
+        if axis == 0:
+            n = x1 - x0
+            total = self.row_sums[y0:y1, x1] - self.row_sums[y0:y1, x0]
+            squares = self.row_squares[y0:y1, x1] - self.row_squares[y0:y1, x0]
+        else:
+            n = y1 - y0
+            total = self.col_sums[y1, x0:x1] - self.col_sums[y0, x0:x1]
+            squares = self.col_squares[y1, x0:x1] - self.col_squares[y0, x0:x1]
+        mean = total / n
+        variance = squares / n - mean * mean
+        flat = variance <= UNIFORM_VARIANCE
+        for start, end in _runs(flat):
+            before, after = variance[max(0, start - EDGE_PX) : start], variance[end : end + EDGE_PX]
+            if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
+                flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
+        return flat
+
+    def trim(self, box: Box) -> Box | None:
+        """The smallest box holding all foreground of ``box``, or None when it holds none."""
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            return None
+        rows = np.flatnonzero(self.row_profile(box))
+        if rows.size == 0:
+            return None
+        y0, y1 = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
+        cols = np.flatnonzero(self.col_profile((x0, y0, x1, y1)))
+        return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
+
+
+def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """Pixels where a straight run of at least ``length`` foreground pixels starts along an axis (1: rightwards,
+    0: downwards), by erosion with doubling shifts."""
+    eroded = fg.copy()
+    covered = 1
+    while covered < length:
+        shift = min(covered, length - covered)
+        if axis == 1:
+            eroded[:, :-shift] &= eroded[:, shift:]
+            eroded[:, -shift:] = False
+        else:
+            eroded[:-shift, :] &= eroded[shift:, :]
+            eroded[-shift:, :] = False
+        covered += shift
+    return eroded
+
+
+def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
+    """Cumulative sums along an axis with a leading zero, in int32 (enough for 1000 squared grey levels)."""
+    shape = list(values.shape)
+    shape[axis] += 1
+    out = np.zeros(shape, np.int32)
+    np.cumsum(values, axis=axis, dtype=np.int32, out=out[1:, :] if axis == 0 else out[:, 1:])
+    return out
+
+
+def _integral(flags: np.ndarray) -> np.ndarray:
+    """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
+    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
+    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
+    return table
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """The image as an RGB uint8 array; transparency is composited on white, high bit depths are rescaled."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        gray = np.zeros(values.shape, np.uint8) if hi <= lo else ((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "La":  # premultiplied alpha converts only to LA
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _dominant_colour(pixels: np.ndarray) -> np.ndarray:
+    """The median colour of the most populated 16-level RGB bin."""
+    bins = (pixels[:, 0] >> 4).astype(np.int32) << 8 | (pixels[:, 1] >> 4).astype(np.int32) << 4 | pixels[:, 2] >> 4
+    return np.median(pixels[bins == int(np.argmax(np.bincount(bins, minlength=4096)))], axis=0).astype(np.int16)
+
+
+def _foreground(rgb: np.ndarray) -> np.ndarray:
+    """Pixels that differ from the background colour (the most frequent colour), isolated specks removed."""
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    background = _dominant_colour(border)
+    if np.mean(np.abs(border.astype(np.int16) - background).max(axis=1) <= FOREGROUND_DISTANCE) < BORDER_MAJORITY:
+        # panels reach the edges: white or black if common enough, else no background (gutters are then flat bands)
+        sample = rgb[::2, ::2]
+        white = np.mean(sample.min(axis=2) >= 255 - FOREGROUND_DISTANCE)
+        black = np.mean(sample.max(axis=2) <= FOREGROUND_DISTANCE)
+        if max(white, black) < MIN_BACKGROUND_SHARE:
+            return np.ones(rgb.shape[:2], bool)
+        background = np.full(3, 255 if white >= black else 0, np.int16)
+    fg = np.zeros(rgb.shape[:2], bool)
+    for channel in range(3):
+        fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
+    neighbours = np.zeros(fg.shape, np.uint8)
+    neighbours[1:, :] |= fg[:-1, :]
+    neighbours[:-1, :] |= fg[1:, :]
+    neighbours[:, 1:] |= fg[:, :-1]
+    neighbours[:, :-1] |= fg[:, 1:]
+    return fg & neighbours.astype(bool)
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Half-open index ranges where ``flags`` is true."""
+    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
+    step = np.diff(padded)
+    return list(zip(np.flatnonzero(step == 1).tolist(), np.flatnonzero(step == -1).tolist(), strict=True))
+
+
+class _Splitter:
+    def __init__(self, mask: _Mask):
+        self.mask = mask
+        self.min_w = max(MIN_PANEL_PX, MIN_PANEL_FRACTION * mask.width)
+        self.min_h = max(MIN_PANEL_PX, MIN_PANEL_FRACTION * mask.height)
+        self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
+        self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
+        stroke = STROKE_TEXT_RATIO * self.text_px
+        self.long_h = _integral(_run_starts(mask.fg, int(stroke), axis=1))
+        self.long_v = _integral(_run_starts(mask.fg, int(stroke), axis=0))
+        self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
+        self.decorations: list[Box] = []  # strips peeled off a region that was then cut
+        self.pending: list[Box] = []  # strips peeled off the region under examination
+
+    def big_enough(self, box: Box) -> bool:
+        w, h = box[2] - box[0], box[3] - box[1]
+        return w >= self.min_w and h >= self.min_h and w * h >= self.min_area
+
+    def graphic(self, box: Box) -> bool:
+        """Whether the box holds more than lines of text: cut at every gap, some block is thicker than a line of
+        text, or a thin block carries a stroke too long for text (a bar, an axis). A frame does not count: a
+        framed box of text is a legend."""
+        stack = [self.unframe(box) or box]
+        while stack:
+            x0, y0, x1, y1 = stack.pop()
+            w, h = x1 - x0, y1 - y0
+            if min(w, h) <= self.text_px:
+                strokes = self.long_h if w >= h else self.long_v
+                if strokes[y1, x1] - strokes[y0, x1] - strokes[y1, x0] + strokes[y0, x0] > 0:
+                    return True
+                continue
+            pieces = None
+            for axis in (0, 1):
+                profile = (
+                    self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
+                )
+                filled = _runs(profile > 0)
+                if len(filled) > 1:
+                    pieces = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in filled]
+                    break
+            if pieces is None:
+                return True
+            stack.extend(b for b in (self.mask.trim(p) for p in pieces) if b is not None)
+        return False
+
+    def panel_like(self, box: Box | None) -> bool:
+        return box is not None and self.big_enough(box) and self.graphic(box)
+
+    def bands(self, box: Box, axis: int) -> list[tuple[int, int]]:
+        """Gutters across ``box``: runs of empty rows (axis 0) or columns (axis 1), and thin full-length lines."""
+        profile = self.mask.row_profile(box) if axis == 0 else self.mask.col_profile(box)
+        span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
+        empty = profile == 0
+        for start, end in _runs(self.mask.uniform(box, axis)):
+            if start > 0 and end < len(profile):
+                thick = end - start > LINE_MAX_PX
+                between_images = min(profile[start - 1], profile[end]) >= SEAM_FILLED * span
+                if thick or between_images:
+                    empty[start:end] = True  # a flat band of any colour; a thin flat line in a frame is not
+        full = profile >= LINE_FILL * span
+        origin = box[1] if axis == 0 else box[0]
+        for start, end in _runs(full):
+            if end - start <= LINE_MAX_PX and start > 0 and end < len(profile):
+                near = np.concatenate([profile[max(0, start - 3) : start], profile[end : end + 3]])
+                line = (origin + start, origin + end)
+                quiet = near.max() <= 0.5 * profile[start:end].min()
+                if quiet and not self.crossed(box, axis, *line) and not self.frame_side(box, axis, *line):
+                    empty[start:end] = True
+        runs = [(s, e) for s, e in _runs(empty) if s > 0 and e < len(profile)]
+        thin = [r for r in runs if r[1] - r[0] <= 2]
+        if len(thin) > MAX_THIN_BANDS:
+            runs = [r for r in runs if r[1] - r[0] > 2]
+        return [(origin + s, origin + e) for s, e in runs if not self.facet_gap(box, axis, origin + s, origin + e)]
+
+    def _edge(self, box: Box, axis: int, index: int) -> np.ndarray:
+        """The mask's row (axis 0) or column (axis 1) ``index`` within ``box``."""
+        if axis == 0:
+            return self.mask.fg[index, box[0] : box[2]]
+        return self.mask.fg[box[1] : box[3], index]
+
+    def crossed(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether ink runs through a line (a grid line under bars), rather than the line dividing two panels."""
+        through = self._edge(box, axis, start - 1) & self._edge(box, axis, end)
+        return int(through.sum()) > 0.1 * through.size
+
+    def frame_side(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether a line is the side of a frame: at one of its ends a perpendicular line leaves it on one side only
+        (a corner), where a divider ends free or meets other dividers in a cross."""
+        along = self._edge(box, axis, start)
+        ink = np.flatnonzero(along)
+        lo = box[0] if axis == 0 else box[1]
+        reach = FRAME_CORNER_PX
+        for tip in (int(ink[0]), int(ink[-1])):
+            if axis == 0:  # a horizontal line: look up and down from its tips
+                before = self.mask.fg[max(box[1], start - reach) : start, lo + tip]
+                after = self.mask.fg[end : min(box[3], end + reach), lo + tip]
+            else:  # a vertical line: look left and right from its tips
+                before = self.mask.fg[lo + tip, max(box[0], start - reach) : start]
+                after = self.mask.fg[lo + tip, end : min(box[2], end + reach)]
+            if before.size and after.size and before.all() != after.all():
+                return True
+        return False
+
+    def facet_gap(self, box: Box, axis: int, start: int, end: int) -> bool:
+        """Whether a narrow gap separates facets of one plot: frame lines of the same extent face each other."""
+        if end - start > self.facet_px:
+            return False
+        spans = []
+        for index, inward in ((start - 1, start - 4), (end, end + 3)):
+            runs = [r for r in _runs(self._edge(box, axis, index)) if r[1] - r[0] >= 0.3 * (box[2 + axis] - box[axis])]
+            if not runs:
+                return False
+            span = max(runs, key=lambda r: r[1] - r[0])
+            lo, hi = (box[1], box[3]) if axis == 0 else (box[0], box[2])
+            if lo <= inward < hi and self._edge(box, axis, inward)[span[0] : span[1]].mean() > 0.5:
+                return False  # filled on: the edge of an image, not a frame line
+            spans.append(span)
+        (a0, a1), (b0, b1) = spans
+        overlap = min(a1, b1) - max(a0, b0)
+        return overlap >= 0.9 * max(a1 - a0, b1 - b0)
+
+    def sides(self, box: Box, axis: int, band: tuple[int, int]) -> tuple[Box | None, Box | None]:
+        x0, y0, x1, y1 = box
+        if axis == 0:
+            return self.mask.trim((x0, y0, x1, band[0])), self.mask.trim((x0, band[1], x1, y1))
+        return self.mask.trim((x0, y0, band[0], y1)), self.mask.trim((band[1], y0, x1, y1))
+
+    def best_cut(self, box: Box) -> tuple[int, Box, Box] | None:
+        best = None
+        for axis in (0, 1):
+            for band in self.bands(box, axis):
+                first, second = self.sides(box, axis, band)
+                if not (self.panel_like(first) and self.panel_like(second)):
+                    continue
+                width = band[1] - band[0]
+                if best is None or width > best[0]:
+                    best = (width, first, second)
+        return best
+
+    def peel(self, box: Box) -> Box | None:
+        """The box without the thin text strips along its edges, or None when nothing is peeled."""
+        core = box
+        for axis in (0, 1):
+            bands = self.bands(core, axis)
+            if not bands:
+                continue
+            lo, hi = (core[1], core[3]) if axis == 0 else (core[0], core[2])
+            edges = [lo] + [b for band in bands for b in band] + [hi]
+            segments = [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2)]
+            limit = self.min_h if axis == 0 else self.min_w
+            first, last = 0, len(segments) - 1
+            while first < last and segments[first][1] - segments[first][0] < limit:
+                first += 1
+            while last > first and segments[last][1] - segments[last][0] < limit:
+                last -= 1
+            new_lo, new_hi = segments[first][0], segments[last][1]
+            if (new_lo, new_hi) == (lo, hi):
+                continue
+            if axis == 0:
+                strips = [(core[0], lo, core[2], new_lo), (core[0], new_hi, core[2], hi)]
+                inner = (core[0], new_lo, core[2], new_hi)
+            else:
+                strips = [(lo, core[1], new_lo, core[3]), (new_hi, core[1], hi, core[3])]
+                inner = (new_lo, core[1], new_hi, core[3])
+            trimmed = self.mask.trim(inner)
+            if trimmed is None:
+                return None
+            self.pending.extend(s for s in (self.mask.trim(s) for s in strips) if s is not None)
+            core = trimmed
+        return None if core == box else core
+
+    def unframe(self, box: Box) -> Box | None:
+        """The inside of a rectangular frame drawn around the box, or None when the box has no frame."""
+        x0, y0, x1, y1 = box
+        rows, cols = self.mask.row_profile(box), self.mask.col_profile(box)
+        edges = (rows[:LINE_MAX_PX], rows[::-1][:LINE_MAX_PX], cols[:LINE_MAX_PX], cols[::-1][:LINE_MAX_PX])
+        spans = (x1 - x0, x1 - x0, y1 - y0, y1 - y0)
+        depth = []
+        for edge, span in zip(edges, spans, strict=True):
+            full = edge >= LINE_FILL * span
+            if full.all() or not full.any():
+                return None  # no line along this edge (faint anti-aliased rows may come first), or a filled image
+            depth.append(int(np.flatnonzero(full)[-1]) + 1)
+        return self.mask.trim((x0 + depth[2], y0 + depth[0], x1 - depth[3], y1 - depth[1]))
+
+    def seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge where two abutting images meet (no gutter): a column (or row) where, in most rows, the
+        strips of pixels on its two sides differ in brightness. A thin line (an axis, a frame) is skipped over by
+        the strips, so only a change of content counts; at least one side must be filled (an image)."""
+        x0, y0, x1, y1 = box
+        if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        best = None
+        for axis in (0, 1):
+            gray = self.mask.gray[y0:y1, x0:x1].astype(np.int32)
+            fill = self.mask.fg[y0:y1, x0:x1].mean(axis=0 if axis == 1 else 1)
+            lines = gray if axis == 1 else gray.T
+            n, w = lines.shape[1], SEAM_STRIP
+            if n < 2 * w + 4:
+                continue
+            sums = np.zeros((lines.shape[0], n + 1), np.int32)
+            np.cumsum(lines, axis=1, out=sums[:, 1:])
+            k = np.arange(w + 1, n - w)
+            left = sums[:, k - 1] - sums[:, k - 1 - w]
+            right = sums[:, k + 1 + w] - sums[:, k + 1]
+            share = (np.abs(left - right) > SEAM_STEP * w).mean(axis=0)
+            peaks = (share >= np.maximum(np.roll(share, 1), np.roll(share, -1))) & (share >= SEAM_SHARE / 2)
+            if np.count_nonzero(peaks) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            for i in np.flatnonzero(peaks & (share >= SEAM_SHARE)):
+                cut = int(k[i])
+                if max(fill[cut - 2], fill[cut + 1]) < SEAM_FILLED:
+                    continue
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                better = best is None or share[i] > best[0]
+                if better and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[i]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
+    def texture_seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge between two abutting images that both fill their side: a column (or row) whose mean
+        change of brightness stands out from the image's own texture."""
+        x0, y0, x1, y1 = box
+        ink = int(self.mask.row_profile(box).sum())
+        if ink < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        gray = self.mask.gray[y0:y1, x0:x1]
+        best = None
+        for axis in (0, 1):
+            step = np.abs(np.diff(gray, axis=axis)).mean(axis=1 - axis)
+            if step.size < 3:
+                continue
+            share = step / max(float(np.median(step)), SEAM_MIN_STEP / SEAM_RATIO)
+            if np.count_nonzero(share >= SEAM_RATIO / 2) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            filled = self.mask.fg[y0:y1, x0:x1].mean(axis=1 - axis)
+            for index in np.flatnonzero(share >= SEAM_RATIO):
+                cut = int(index) + 1
+                if index < 2 or cut + 2 >= filled.size or min(filled[index - 2], filled[cut + 2]) < SEAM_FILLED:
+                    continue  # an image edge against background is a frame or an axis, not a seam
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                better = best is None or share[index] > best[0]
+                if better and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[index]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
+    def split(self, box: Box, gap: int) -> list[_Piece]:
+        inner = self.unframe(box)
+        if inner is not None and inner != box:
+            pieces = self.split(inner, gap)
+            return pieces if len(pieces) > 1 else [_Piece(box, gap)]
+        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box)
+        if cut is not None:
+            width, first, second = cut
+            return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
+        self.pending = []
+        core = self.peel(box)
+        strips = self.pending
+        if core is not None and self.best_cut(core) is not None:
+            self.decorations.extend(strips)
+            return self.split(core, gap)
+        return [_Piece(box, gap)]
+
+
+def _attach_decorations(pieces: list[_Piece], decorations: list[Box]) -> None:
+    """Give each peeled strip to the one panel it lies along, or to none when it spans several."""
+    for d in decorations:
+        touching = []
+        for piece in pieces:
+            b = piece.box
+            x_overlap = min(b[2], d[2]) - max(b[0], d[0])
+            y_overlap = min(b[3], d[3]) - max(b[1], d[1])
+            if x_overlap > 0 or y_overlap > 0:
+                gap = max(b[0] - d[2], d[0] - b[2], b[1] - d[3], d[1] - b[3])
+                touching.append((gap, piece, x_overlap, y_overlap))
+        if not touching:
+            continue
+        nearest_gap = min(t[0] for t in touching)
+        nearest = [t for t in touching if t[0] <= nearest_gap + 4]
+        if len(nearest) != 1:
+            continue
+        _, piece, x_overlap, y_overlap = nearest[0]
+        d_w, d_h = d[2] - d[0], d[3] - d[1]
+        if (x_overlap > 0 and x_overlap >= 0.6 * d_w) or (y_overlap > 0 and y_overlap >= 0.6 * d_h):
+            b = piece.box
+            piece.box = (min(b[0], d[0]), min(b[1], d[1]), max(b[2], d[2]), max(b[3], d[3]))
+
+
+def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
+    """Whether the box starts with a panel letter: a small glyph group at its top-left corner, apart from the
+    next ink on its own rows."""
+    x0, y0, x1, y1 = box
+    first_line = _runs(mask.row_profile((x0, y0, x1, min(y1, y0 + int(2 * text_px)))) > 0)
+    if not first_line:
+        return False
+    top, bottom = y0 + first_line[0][0], y0 + first_line[0][1]
+    glyphs = _runs(mask.col_profile((x0, top, x1, bottom)) > 0)
+    if not glyphs or glyphs[0][0] > max(6, 0.08 * (x1 - x0)):
+        return False
+    # the leftmost glyph's own rows: lines below it may touch the first line's rows further right
+    leftmost = mask.trim((x0 + glyphs[0][0], top, x0 + glyphs[0][1], bottom))
+    if leftmost is None:
+        return False
+    top, bottom = leftmost[1], leftmost[3]
+    glyphs = _runs(mask.col_profile((x0, top, x1, bottom)) > 0)
+    height = bottom - top
+    words = [list(glyphs[0])]  # glyphs closer than a third of the line height are one word
+    for start, end in glyphs[1:]:
+        if start - words[-1][1] < max(2, height / 3):
+            words[-1][1] = end
+        else:
+            words.append([start, end])
+    word = mask.trim((x0 + words[0][0], top, x0 + words[0][1], bottom))
+    if word is None:
+        return False
+    w, h = word[2] - word[0], word[3] - word[1]
+    if not (5 <= h <= 1.5 * text_px and w <= 2.6 * h):
+        return False
+    return len(words) == 1 or words[1][0] - words[0][1] >= h
+
+
+def _density(mask: _Mask, box: Box) -> float:
+    """Share of foreground pixels in the box."""
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return float(mask.row_profile(box).sum()) / area if area else 0.0
+
+
+def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list[_Piece]:
+    """When most pieces start with a letter, join each piece without one (False; None stands alone) to its
+    lettered neighbour above or left."""
+    groups = [(piece, has) for piece, has in zip(pieces, lettered, strict=True)]
+    while True:
+        heads = [g for g in groups if g[1] is True]
+        orphans = [g for g in groups if g[1] is False]
+        if not orphans or not heads:
+            return [g[0] for g in groups]
+        merged = False
+        for orphan in orphans:
+            o = orphan[0].box
+            best = None
+            for head in heads:
+                b = head[0].box
+                x_overlap = min(b[2], o[2]) - max(b[0], o[0])
+                y_overlap = min(b[3], o[3]) - max(b[1], o[1])
+                # above: starts higher and ends before the orphan's middle (boxes may overlap by a margin)
+                above = b[1] < o[1] and b[3] <= (o[1] + o[3]) / 2 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
+                left = b[0] < o[0] and b[2] <= (o[0] + o[2]) / 2 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
+                if not (above or left):
+                    continue
+                gap = max(0, o[1] - b[3] if above else o[0] - b[2])
+                if best is None or gap < best[0]:
+                    best = (gap, head)
+            if best is None:
+                continue
+            head = best[1][0]
+            b = head.box
+            union = _union(b, o)
+            swallowed = [orphan]
+            grown = True
+            while grown:  # unlettered pieces the union reaches join it too
+                grown = False
+                for g in groups:
+                    if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
+                        swallowed.append(g)
+                        union = _union(union, g[0].box)
+                        grown = True
+            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
+                continue  # never over another lettered panel or a photo
+            head.box = union
+            for g in swallowed:
+                head.gap = min(head.gap, g[0].gap)
+                groups.remove(g)
+            merged = True
+            break
+        if not merged:
+            return [g[0] for g in groups]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w > 4 and h > 4 and w * h > 0.2 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+
+
+def _reading_order(boxes: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+    """Top-to-bottom rows (boxes whose vertical centre falls in a row's span), left-to-right inside a row."""
+    rows: list[list[tuple[Box, float]]] = []
+    for item in sorted(boxes, key=lambda b: (b[0][1], b[0][0])):
+        box = item[0]
+        centre = (box[1] + box[3]) / 2
+        for row in rows:
+            if row[0][0][1] <= centre < row[0][0][3]:
+                row.append(item)
+                break
+        else:
+            rows.append([item])
+    return [item for row in rows for item in sorted(row, key=lambda b: b[0][0])]
+
+
+def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
+    """Panel boxes of a figure in original pixels, in reading order, each with a score in [0, 1].
+
+    A single-panel figure (or one that cannot be split) gives exactly one box covering the figure.
+    """
+    width, height = image.size
+    whole: Box = (0, 0, width, height)
+    if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
+        return [(whole, 1.0)]
+    factor = max(1, int(np.ceil(max(width, height) / ANALYSIS_MAX_SIDE)))
+    if factor == 1:
+        rgb = _rgb_array(image)
+    elif image.mode in ("L", "RGB"):
+        rgb = _rgb_array(image.reduce(factor))
+    else:
+        rgb = _rgb_array(Image.fromarray(_rgb_array(image)).reduce(factor))
+    gray = (rgb[:, :, 0].astype(np.int16) + rgb[:, :, 1] + rgb[:, :, 2]) // 3
+    mask = _Mask(_foreground(rgb), gray)
+    start = mask.trim((0, 0, mask.width, mask.height))
+    if start is None:
+        return [(whole, 1.0)]
+    splitter = _Splitter(mask)
+    pieces = splitter.split(start, gap=10**6)
+    if len(pieces) < 2:
+        return [(whole, 0.9)]
+    _attach_decorations(pieces, splitter.decorations)
+    # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
+    lettered = [
+        None if _density(mask, piece.box) >= PHOTO_DENSITY else _has_letter(mask, piece.box, splitter.text_px)
+        for piece in pieces
+    ]
+    drawn = [flag for flag in lettered if flag is not None]
+    if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
+        pieces = _merge_unlettered(pieces, lettered)
+    if len(pieces) < 2:
+        return [(whole, 0.9)]
+    result = []
+    for piece in pieces:
+        x0, y0, x1, y1 = piece.box
+        box = (x0 * factor, y0 * factor, min(width, x1 * factor), min(height, y1 * factor))
+        result.append((box, _score(mask, piece, splitter.text_px)))
+    return _reading_order(result)
+
+
+def _score(mask: _Mask, piece: _Piece, text_px: float) -> float:
+    """Confidence of one panel of a compound figure: wider gutters around it, and a letter at its corner or a
+    photo's solid fill, make it surer."""
+    confirmed = _density(mask, piece.box) >= PHOTO_DENSITY or _has_letter(mask, piece.box, text_px)
+    return round(0.5 + 0.25 * min(1.0, piece.gap / CONFIDENT_GAP_PX) + 0.25 * confirmed, 4)

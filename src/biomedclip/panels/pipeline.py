@@ -1,0 +1,60 @@
+"""One figure in, its panels out: detection, label reading, subcaption splitting and alignment.
+
+``split_figure`` is the pure interface the corpus workers and ``biomedclip panels detect`` call. The detector and
+the label reader default to ``biomedclip.panels.layout.detect_panels`` and ``biomedclip.panels.labels.read_labels``
+and may be replaced (tests, other detectors) by functions of the same signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PIL import Image
+
+from biomedclip.panels.align import align
+from biomedclip.panels.subcaptions import Subcaptions, split_caption
+from biomedclip.panels.types import Box, FigurePanels, Panel
+
+Detector = Callable[[Image.Image], list[tuple[Box, float]]]
+LabelReader = Callable[[Image.Image, list[Box]], list[tuple[str | None, float]]]
+
+
+def split_figure(
+    image: Image.Image,
+    caption: str | None,
+    *,
+    detector: Detector | None = None,
+    reader: LabelReader | None = None,
+) -> FigurePanels:
+    """Split one figure into panels, each with its box, read letter, own subcaption and detection score.
+
+    A single-panel figure gives ``compound=False`` and one panel with the whole caption as its subcaption (or,
+    when its printed letter names one part of a caption covering several image files, that part's text).
+    """
+    if detector is None:
+        from biomedclip.panels.layout import detect_panels as detector
+    if reader is None:
+        from biomedclip.panels.labels import read_labels as reader
+    width, height = image.size
+    detected = [(box, score) for box, score in detector(image) if box[2] > box[0] and box[3] > box[1]]
+    if not detected:
+        detected = [((0, 0, width, height), 0.0)]
+    boxes = [tuple(int(v) for v in box) for box, _ in detected]
+    readings = reader(image, boxes)
+    labels = [label for label, _ in readings]
+    subcaptions = split_caption(caption)
+    if len(boxes) == 1:
+        return _single(boxes[0], detected[0][1], labels[0], caption, subcaptions)
+    joins = align(boxes, labels, subcaptions)
+    panels = [
+        Panel(box, label, joined.subcaption, float(score), joined.alignment)
+        for box, (_, score), label, joined in zip(boxes, detected, labels, joins, strict=True)
+    ]
+    return FigurePanels(True, subcaptions.shared if caption else None, panels)
+
+
+def _single(box: Box, score: float, label: str | None, caption: str | None, subcaptions: Subcaptions) -> FigurePanels:
+    own = subcaptions.text_for(label) if label and caption else None
+    if own is not None:
+        return FigurePanels(False, subcaptions.shared, [Panel(box, label, own, float(score), "label")])
+    return FigurePanels(False, None, [Panel(box, label, caption or None, float(score), "whole" if caption else None)])
