@@ -30,6 +30,7 @@ class WorkConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     filters: FilterConfig = field(default_factory=FilterConfig)
     tokenizer_file: str | None = None  # tokenizer.json counting caption tokens; None: bundled BERT WordPiece
+    fingerprints: str = "content-phash+thumb8"  # what phase 1 stores for dedup (a change reprocesses the work)
 
     def digest(self) -> str:
         """A short stable hash of this configuration."""
@@ -175,7 +176,7 @@ def _process_figure(row: FigureRow, payload: ArticlePayload, config: WorkConfig)
         image.orig_width,
         image.orig_height,
     )
-    row.sha256, row.phash = image.sha256, image.phash
+    row.sha256, row.phash, row.thumb = image.sha256, image.phash, image.thumb
     reason = image_reason(image.orig_width, image.orig_height, config.filters)
     if reason:
         row.reject(reason, f"{image.orig_width}x{image.orig_height}")

@@ -77,6 +77,7 @@ class FigureRow:
     orig_height: int | None = None
     sha256: str | None = None
     phash: str | None = None  # 16 hex digits
+    thumb: str | None = None  # the grey thumbnail that confirms a near duplicate (``corpus.pixels``), hex
     caption_tokens: int | None = None
     split: str | None = None  # set by phase 2, unless the source knows it (a labelled folder's split)
     duplicate_of: str | None = None  # set by phase 2
