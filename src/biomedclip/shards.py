@@ -70,6 +70,7 @@ FIELDS: dict[str, str] = {
     "sha256": "string",
     "phash": "string",
     "thumb": "string",
+    "pixel_sha256": "string",
     "caption_tokens": "int64",
     "shard": "string",
     "class_name": "string",  # the class folder of a figure from a labelled image folder, else null

@@ -106,7 +106,7 @@ def plan_bands(n: int, max_distance: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def _band_masks(m: int, r: int) -> list[np.uint64]:
+def band_masks(m: int, r: int) -> list[np.uint64]:
     """Per band, every mask that keeps the band's bits except ``r`` of them."""
     bounds = [round(i * 64 / m) for i in range(m + 1)]
     masks = []
@@ -199,7 +199,7 @@ def near_pairs_for_masks(
 def mask_units(n: int, max_distance: int) -> list[list[np.uint64]]:
     """The masks of ``plan_bands(n, d)``, cut into independent units of work (one per band)."""
     m, r = plan_bands(n, max_distance)
-    masks = _band_masks(m, r)
+    masks = band_masks(m, r)
     per = max(1, len(masks) // m)
     return [masks[i : i + per] for i in range(0, len(masks), per)]
 

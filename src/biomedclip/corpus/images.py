@@ -65,6 +65,7 @@ class ProcessedImage:
     sha256: str
     phash: str  # of the image without its uniform border (``pixels.content``), so a padded copy keeps it
     thumb: str  # ``pixels.thumbnail``, hex
+    pixel_sha256: str  # SHA-256 of the decoded, normalised RGB pixels (and size): one picture in any file format
 
 
 class ImageRejected(Exception):
@@ -171,6 +172,17 @@ def process_image(data: bytes, config: ImageConfig = ImageConfig()) -> Processed
         orig_width=orig_w,
         orig_height=orig_h,
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=str(imagehash.phash(inner.reduce(max(1, min(inner.size) // 128)))),  # a <=255 px copy: 1/3 of the work
+        phash=perceptual_hash(inner),
         thumb=thumbnail(inner).hex(),
+        pixel_sha256=pixel_digest(rgb),
     )
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The 64-bit perceptual hash (16 hex digits) of ``image``, taken on a <=255 px copy (1/3 of the work)."""
+    return str(imagehash.phash(image.reduce(max(1, min(image.size) // 128))))
+
+
+def pixel_digest(rgb: Image.Image) -> str:
+    """SHA-256 of an RGB image's size and pixels."""
+    return hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()
