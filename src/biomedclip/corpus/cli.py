@@ -80,7 +80,7 @@ corpus.add_command(build)
     required=True,
     help="A corpus OUT folder (its catalog), OUT/catalog or a catalog Parquet file.",
 )
-@click.option("--dataset", "spec", required=True, help="An evaluation dataset, as 'eval --dataset' takes it.")
+@click.option("--dataset", "-d", "spec", required=True, help="An evaluation dataset, as 'eval --dataset' takes it.")
 @click.option(
     "--split",
     default="all",
