@@ -128,9 +128,13 @@ def main() -> None:
                 flush=True,
             )
             for change in CHANGES:
-                mine = [k for k in copies if k.split(" ")[1] == change]
-                got = sum((k, k.split(" ", 2)[2]) in found for k in mine)
-                print(f"  {change}: {got}/{len(mine)}", flush=True)
+                line = []
+                for label, tiny in (("large images", False), ("MedMNIST 28 px", True)):
+                    mine = [k for k in copies if k.split(" ")[1] == change and k.startswith("copy") and
+                            k.split(" ", 2)[2].startswith("pneumoniamnist/") == tiny]  # fmt: skip
+                    got = sum((k, k.split(" ", 2)[2]) in found for k in mine)
+                    line.append(f"{label} {got}/{len(mine)} = {got / max(1, len(mine)):.3f}")
+                print(f"  {change}: " + "; ".join(line), flush=True)
             shutil.rmtree(folder)
     finally:
         shutil.rmtree(root, ignore_errors=True)
