@@ -34,9 +34,7 @@ def _grey64(path) -> np.ndarray:
 
 def _name_in(split: str, folder: str, stem: str) -> str:
     """A file name below ``folder`` whose key the hash split sends to ``split``."""
-    return next(
-        f"{folder}/{stem}-{i}.jpg" for i in range(1000) if SPLIT.of(f"{folder}/{stem}-{i}.jpg") == split
-    )
+    return next(f"{folder}/{stem}-{i}.jpg" for i in range(1000) if SPLIT.of(f"{folder}/{stem}-{i}.jpg") == split)
 
 
 @pytest.fixture(scope="module")
