@@ -7,9 +7,10 @@
 For each N the script writes synthetic work results (the batches phase 1 writes: Parquet rows + an image
 tar) of N figures in 10-figure articles: captions of realistic length (log-normal, median ~450 characters,
 a few over 5,000), 10 % rejected by phase 1, planted near-duplicate pairs (0.5 % of figures, 1 to
-``max_distance`` bits apart), planted exact copies (0.5 %), and a heavy cluster of near-blank panels (1 % of
-figures within 3 bits of the all-zero hash). Then it runs ``build()`` over a source listing those articles
-(phase 1 finds every article done, so only phase 2 runs) in a subprocess, sampling the RSS of that process
+``max_distance`` bits apart, one thumbnail), planted exact copies (0.5 %), and a heavy cluster of near-blank
+panels (1 % of figures within 3 bits of the all-zero hash, flat thumbnails); other thumbnails are random. Every
+near pair goes through the pixel check in the workers. Then it runs ``build()`` over a source listing those
+articles (phase 1 finds every article done, so only phase 2 runs) in a subprocess, sampling the RSS of that process
 and of each of its workers every 0.1 s. Checked: every planted pair ends in one cluster, and every pair within
 ``max_distance`` in a random sample of 3,000 accepted figures (numpy brute force) too.
 Targets (issue 11): CPU-seconds per figure at 1M <= 1.3x those at 100k; peak RSS of every process <= 1 GB at
@@ -104,6 +105,10 @@ def generate(work: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     for i in blank:
         bits = rng.choice(64, rng.integers(0, 4), replace=False)
         phash[i] = np.bitwise_or.reduce(np.uint64(1) << bits.astype(np.uint64)) if len(bits) else np.uint64(0)
+    thumbs = rng.integers(0, 256, (n, 64), dtype=np.uint8)  # random pictures: different, as their hashes
+    thumbs[near_b] = thumbs[near_a]
+    thumbs[exact_b] = thumbs[exact_a]
+    thumbs[blank] = 255  # blank panels: flat, confirmed as copies of each other
     lengths = np.clip(rng.lognormal(6.1, 0.8, n).astype(int), 12, 15_000)
     starts = rng.integers(0, len(text) - 16_000, n)
     jpeg = _tiny_jpeg()
@@ -129,7 +134,8 @@ def generate(work: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
                            license="CC BY", journal="J", year=2020, final=True, batch=batch)  # fmt: skip
                 if ok:
                     row.update(width=16, height=16, orig_width=800, orig_height=600, sha256=digests[sha[i]],
-                               phash=f"{int(phash[i]):016x}", caption_tokens=int(lengths[i] // 5))  # fmt: skip
+                               phash=f"{int(phash[i]):016x}", caption_tokens=int(lengths[i] // 5),
+                               thumb=thumbs[i].tobytes().hex())  # fmt: skip
                     info = tarfile.TarInfo(f"{key}.jpg")
                     info.size = len(jpeg)
                     tar.addfile(info, io.BytesIO(jpeg))

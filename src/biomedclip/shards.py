@@ -69,6 +69,8 @@ FIELDS: dict[str, str] = {
     "orig_height": "int64",
     "sha256": "string",
     "phash": "string",
+    "thumb": "string",
+    "pixel_sha256": "string",
     "caption_tokens": "int64",
     "shard": "string",
     "class_name": "string",  # the class folder of a figure from a labelled image folder, else null

@@ -79,7 +79,7 @@ def test_no_figures_and_one_figure() -> None:
     assert find_duplicates([Fingerprint("only", "s", "0" * 16)]) == []
 
 
-def test_near_pairs_computed_elsewhere_get_the_distinct_hashes_and_the_units() -> None:
+def test_near_pairs_computed_elsewhere_get_one_hash_per_file_and_the_units() -> None:
     """The distributed build computes the near pairs in workers (``near_edges``): it gets the distinct hashes and
     the units of work, and the pairs it returns make the clusters."""
     import numpy as np
@@ -89,15 +89,18 @@ def test_near_pairs_computed_elsewhere_get_the_distinct_hashes_and_the_units() -
     phashes = np.array([0b0, 0b1, 0b1, 0b111000, 0b111011], np.uint64)  # 0-1 (1 bit), 1-1 (same), 3-4 (2 bits)
     calls = []
 
-    def near_edges(values, units):
-        calls.append((values.tolist(), units))
+    def near_edges(values, units, reps):
+        calls.append((values.tolist(), units, reps.tolist()))
         return [near_pairs_for_masks(values, unit, 2) for unit in units]
 
     kept, exact = cluster_labels(np.arange(5), phashes, 2, near_edges=near_edges)
     assert kept.tolist() == [0, 0, 0, 3, 3] and exact.tolist() == [False] * 5
-    ((values, units),) = calls
-    assert values == [0b0, 0b1, 0b111000, 0b111011]
-    assert [[int(m) for m in unit] for unit in units] == [[int(m) for m in unit] for unit in mask_units(4, 2)]
+    ((values, units, reps),) = calls
+    assert values == [0b0, 0b1, 0b1, 0b111000, 0b111011] and reps == [0, 1, 2, 3, 4]  # one figure per SHA-256
+    assert [[int(m) for m in unit] for unit in units] == [[int(m) for m in unit] for unit in mask_units(5, 2)]
+    calls.clear()
+    kept, _ = cluster_labels(np.array([0, 1, 1, 2, 3]), phashes, 2, near_edges=near_edges)
+    assert calls[0][2] == [0, 1, 3, 4] and kept.tolist() == [0, 0, 0, 3, 3]  # figure 2 is figure 1's copy
 
 
 def test_masked_bits_include_each_bands_lowest_bit() -> None:

@@ -56,6 +56,7 @@ def test_overlap_counts_accepted_training_images_only(tmp_path, image_paths, sha
         "unchecked_reason": "images inside shards or arrays have no source file to hash",
         "overlap": 0,
         "examples": [],
+        "known_overlap": None,
     }
     three = sorted([digest[names[0]], digest[names[1]], "0" * 64])
     assert report["catalog_digest"] == hashlib.sha256("\n".join(three).encode()).hexdigest()[:12]
@@ -99,3 +100,34 @@ def test_a_result_checked_against_a_catalog_has_its_own_identity() -> None:
     same = make_result(*args[:4], {}, args[4] | {"train_catalog": "elsewhere/ft"}, leakage=leak)
     assert len({unchecked["identity"], flagged["identity"], other["identity"]}) == 3
     assert same["identity"] == flagged["identity"]  # the same training images, wherever the catalog lies
+
+
+def test_a_corpus_overlap_report_names_the_scored_images_with_copies_in_training(tmp_path) -> None:
+    """``--train-overlap``: the scored items that a ``corpus overlap`` report found, per kind, and the warning."""
+    import json
+    from types import SimpleNamespace
+
+    from biomedclip.evaluate.results import leakage_warning
+
+    rows = [
+        {"key": "PMC1_F1", "eval": "sick/a.png", "kind": "near", "distance": 0.1},
+        {"key": "PMC2_F1", "eval": "sick/a.png", "kind": "exact", "distance": 0.0},  # both: counted as exact
+        {"key": "PMC3_F2", "eval": "well/b.png", "kind": "near", "distance": 0.2},
+        {"key": "PMC4_F1", "eval": "well/not-scored.png", "kind": "near", "distance": 0.2},
+    ]
+    report = tmp_path / "overlap.jsonl"
+    report.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = SimpleNamespace(keys=["sick/a.png", "well/b.png", "well/c.png"], paths=None)
+    leak = check_overlap(data, None, overlap_rows=report)
+    assert leak["known_overlap"] == {"file": "overlap.jsonl", "scored": 3, "exact": 1, "near": 1,
+                                     "examples": ["sick/a.png", "well/b.png"]}  # fmt: skip
+    assert leak["overlap"] == 0 and leak["catalog"] is None
+    assert leakage_warning({"leakage": leak}) == (
+        "WARNING: LEAKAGE: 2 of 3 scored images have copies in the training corpus according to overlap.jsonl "
+        "(exact 1, near 1); these numbers overstate the model"
+    )
+    clean = check_overlap(SimpleNamespace(keys=["well/c.png"], paths=None), None, overlap_rows=report)
+    assert leakage_warning({"leakage": clean}) == ""
+    report.write_text('{"key": "x"}\n')
+    with pytest.raises(InputError, match=r"overlap\.jsonl:1: not a 'corpus overlap' row"):
+        check_overlap(data, None, overlap_rows=report)

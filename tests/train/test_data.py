@@ -233,3 +233,38 @@ def test_skipped_samples_reach_the_training_metrics(shards_with_bad_samples, tmp
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     (record,) = [r for r in records if r["kind"] == "train"]
     assert (record["step"], record["skipped_samples"], record["skipped_shards"]) == (3, 3, 0)  # 24 of 29 good used
+
+
+# --- a deny-list of corpus keys (issue 20 item 4: train without a benchmark's images) ----------------------
+
+
+def test_excluded_keys_never_reach_a_batch_and_are_counted(train_shards, tmp_path: Path) -> None:
+    from biomedclip.train.data import read_exclude
+
+    urls = expand_shards(str(train_shards / "train-*.tar"))
+    every = [s.key for s in TrainStream(StreamSpec(urls=urls, batch_size=4, shuffle_buffer=1), lambda im: im,
+                                         lambda t: t).raw_samples(0)]  # fmt: skip
+    deny = tmp_path / "overlap.jsonl"
+    chosen = every[::10]  # 13 of 128
+    deny.write_text("".join(json.dumps({"key": k, "eval": "x", "kind": "near", "distance": 0.1}) + "\n"
+                            for k in chosen) + "\n")  # fmt: skip
+    exclude = read_exclude(deny)
+    assert exclude == frozenset(chosen)
+    spec = StreamSpec(urls=urls, batch_size=5, shuffle_buffer=1, exclude=exclude)
+    stream = TrainStream(spec, lambda im: torch.zeros(1), lambda t: torch.tensor([len(c) for c in t]))
+    kept = [s.key for s in stream.raw_samples(0)]
+    assert kept == [k for k in every if k not in exclude]
+    counted = sum(skipped["excluded"] for _, _, skipped in itertools.islice(iter(stream), 22))  # 110 samples
+    before = [k for k in every[: every.index(kept[109])] if k in exclude]  # met before the 110th kept sample
+    assert len(before) <= counted <= len(chosen)
+
+
+def test_a_bad_exclude_list_is_a_clear_error(tmp_path: Path) -> None:
+    from biomedclip.train.data import read_exclude
+
+    with pytest.raises(DataError, match="cannot read the exclude list"):
+        read_exclude(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"key": "a"}\n{"eval": "b"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: expected a JSON object with a \"key\""):
+        read_exclude(bad)

@@ -38,6 +38,9 @@ class WorkConfig:
     filters: FilterConfig = field(default_factory=FilterConfig)
     tokenizer_file: str | None = None  # tokenizer.json counting caption tokens; None: bundled BERT WordPiece
     unit: str = field(default="figure", metadata={"setting": False})
+    fingerprints: str = (
+        "content-phash+thumb8+pixel-sha256"  # what phase 1 stores for dedup (a change reprocesses the work)
+    )
 
     def digest(self) -> str:
         """A short stable hash of this configuration and of the work rows' columns, so that a build never reads
@@ -206,7 +209,8 @@ def _process_figure(
         image.orig_width,
         image.orig_height,
     )
-    row.sha256, row.phash = image.sha256, image.phash
+    row.sha256, row.phash, row.thumb = image.sha256, image.phash, image.thumb
+    row.pixel_sha256 = image.pixel_sha256
     reason = image_reason(image.orig_width, image.orig_height, config.filters)
     if reason:
         row.reject(reason, f"{image.orig_width}x{image.orig_height}")

@@ -8,9 +8,12 @@ and strings only for the figures in duplicate clusters; rows, captions and image
    listed in this run (latest version per article key), one result: a final one, from the smallest batch id.
 2. ``batch_fingerprints``: per batch, the SHA-256 and perceptual hash and the split (a pure function of the
    article key, see ``split.py``, unless the source gives one) of the chosen accepted figures in key order,
-   and a sample of their keys.
-3. dedup (``dedup.components`` on figure numbers, its near-duplicate bands as parallel units); ``member_keys``
-   fetches the keys of the figures in clusters, and each cluster keeps its smallest key.
+   and a sample of their keys; their thumbnails go to ``thumbs/<batch>.npy`` in the stage folder, never to
+   the driver.
+3. dedup (``dedup.components`` on figure numbers, its near-duplicate bands as parallel units that confirm each
+   candidate pair on the thumbnails they read from ``thumbs/``); ``member_keys`` fetches the keys of the
+   figures in clusters, and each cluster keeps its smallest key. The rejected duplicates take the split of
+   their cluster's kept figure, so a cluster never spans splits.
 4. ``batch_rows``: per batch (every batch, chosen or not), the chosen rows with their verdict and split; the
    survivors are written per split and key-range partition (cut at keys of the sample), the others per
    rejected partition; the locations of its images that no shard takes go to a pack partition. The counts per
@@ -44,7 +47,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from biomedclip.corpus.batches import DamagedWork, WorkStore, image_intact
-from biomedclip.corpus.dedup import DedupConfig, components, near_pairs_for_masks
+from biomedclip.corpus.dedup import DedupConfig, ThumbCheck, components, near_pairs_for_masks
+from biomedclip.corpus.pixels import THUMB_BYTES
 from biomedclip.corpus.references import CAPTION, DEFAULT_REFERENCE_CHARS, training_text
 from biomedclip.corpus.report import write_report
 from biomedclip.corpus.rows import ACCEPTED, CATALOG_SCHEMA, REJECTED
@@ -171,7 +175,8 @@ class Prints:
 
 def _accepted(batch: str, store: WorkStore, names: pa.Array) -> pa.Table:
     """The chosen accepted figures of ``batch`` in key order (the figure numbers dedup works on)."""
-    table = _chosen_rows(batch, store, names, ["key", "article", "version", "status", "sha256", "phash", "split"])
+    columns = ["key", "article", "version", "status", "sha256", "phash", "thumb", "split"]
+    table = _chosen_rows(batch, store, names, columns)
     return table.filter(pc.equal(table["status"], ACCEPTED)).sort_by([("key", "ascending")])
 
 
@@ -183,16 +188,66 @@ def split_codes(splits: pa.Array) -> np.ndarray:
     return codes.to_numpy(zero_copy_only=False).astype(np.int8)
 
 
-def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore, rule: SplitRule) -> Prints:
-    """Stage 2 for one batch: the ``Prints`` of its chosen accepted figures (25 bytes per figure)."""
+def batch_fingerprints(unit: tuple[str, pa.Array], store: WorkStore, rule: SplitRule, stage: Path) -> Prints:
+    """Stage 2 for one batch: the ``Prints`` of its chosen accepted figures (25 bytes per figure); their
+    thumbnails are written to ``thumbs_path(stage, batch)``."""
     batch, names = unit
     table = _accepted(batch, store, names)
     sha = table["sha256"]
+    path = thumbs_path(stage, batch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, thumb_rows(table["thumb"]))
     return Prints(
         parse_hex64(pc.utf8_slice_codeunits(sha, 0, 16)), parse_hex64(pc.utf8_slice_codeunits(sha, 16, 32)),
         parse_hex64(table["phash"]), split_codes(rule.of(table)),
         table["key"].to_pylist()[::SAMPLE_EVERY],
     )  # fmt: skip
+
+
+def thumbs_path(stage: Path, batch: str) -> Path:
+    """Where stage 2 puts a batch's thumbnails for stage 3's workers."""
+    return stage / "thumbs" / f"{batch}.npy"
+
+
+def thumb_rows(column: pa.ChunkedArray) -> np.ndarray:
+    """Per value a row of ``1 + THUMB_BYTES`` uint8: 1 and the thumbnail, or zeros for a null (no thumbnail)."""
+    rows = np.zeros((len(column), 1 + THUMB_BYTES), np.uint8)
+    present = pc.is_valid(column).to_numpy(zero_copy_only=False)
+    if present.any():
+        text = pc.cast(column.filter(pa.array(present)), pa.binary()).combine_chunks()
+        if (
+            pc.min(pc.binary_length(text)).as_py() != 2 * THUMB_BYTES
+            or pc.max(pc.binary_length(text)).as_py() != 2 * THUMB_BYTES
+        ):
+            raise RunError(f"a thumbnail has {2 * THUMB_BYTES} hex digits")
+        offsets = np.frombuffer(text.buffers()[1], np.int32)[text.offset : text.offset + len(text) + 1]
+        nibbles = HEX_DIGITS[np.frombuffer(text.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]].reshape(
+            -1, THUMB_BYTES, 2
+        )
+        rows[present, 0] = 1
+        rows[present, 1:] = (nibbles[:, :, 0] << np.uint64(4)) | nibbles[:, :, 1]
+    return rows
+
+
+class StoredThumbs(ThumbCheck):
+    """``ThumbCheck`` over the thumbnails stage 2 wrote (``thumbs_path``), read by figure number where needed:
+    ``files[i]`` holds the figures from ``starts[i]``; ``reps`` maps searched hashes to figure numbers."""
+
+    def __init__(self, files: list[Path], starts: np.ndarray, reps: np.ndarray, max_pixel_distance: float) -> None:
+        super().__init__(np.zeros((0, THUMB_BYTES), np.uint8), np.zeros(0, bool), max_pixel_distance)
+        self.files, self.starts, self.reps = files, starts, reps
+        self.open: dict[int, np.ndarray] = {}
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        figures = self.reps[idx]
+        batch = np.searchsorted(self.starts, figures, side="right") - 1
+        out = np.zeros((len(idx), 1 + THUMB_BYTES), np.uint8)
+        for b in np.unique(batch).tolist():
+            if b not in self.open:
+                self.open[b] = np.load(self.files[b], mmap_mode="r")
+            mine = batch == b
+            out[mine] = self.open[b][figures[mine] - self.starts[b]]
+        return out[:, 1:], out[:, 0].astype(bool)
 
 
 def member_keys(unit: tuple[str, pa.Array, np.ndarray], store: WorkStore) -> pa.Array:
@@ -201,9 +256,11 @@ def member_keys(unit: tuple[str, pa.Array, np.ndarray], store: WorkStore) -> pa.
     return _accepted(batch, store, names)["key"].combine_chunks().take(pa.array(rows))
 
 
-def near_edges_unit(unit: list, values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 3's parallel part: verified near pairs for one unit of band masks."""
-    return near_pairs_for_masks(values, unit, max_distance)
+def near_edges_unit(
+    unit: list, values: np.ndarray, max_distance: int, check: StoredThumbs
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 3's parallel part: near pairs for one unit of band masks, confirmed on the stored thumbnails."""
+    return near_pairs_for_masks(values, unit, max_distance, check)
 
 
 @dataclass(frozen=True)
@@ -303,9 +360,10 @@ def batch_rows(
     unit: tuple[str, pa.Array, pa.Table, pa.Table | None], store: WorkStore, decisions: Decisions, stage: Path
 ) -> RowCounts:
     """Stage 4 for one batch: its chosen rows completed with their verdict (``dups``: ``key, duplicate_of,
-    kind`` of its duplicates) and split, the survivors written per key-range partition of their split, the
-    others per rejected partition, into ``stage``; the images no shard takes (duplicates, results not chosen)
-    go to a pack. ``released`` locates the images of a batch whose tar was deleted (None: read the tar)."""
+    kind, kept_split`` of its duplicates) and split (a duplicate's is its kept figure's), the survivors
+    written per key-range partition of their split, the others per rejected partition, into ``stage``; the
+    images no shard takes (duplicates, results not chosen) go to a pack. ``released`` locates the images of a
+    batch whose tar was deleted (None: read the tar)."""
     batch, names, dups, released = unit
     rows = _locate(store.read_rows(batch), batch, store, released)
     if damaged := _damaged_images(rows, store):
@@ -319,7 +377,8 @@ def batch_rows(
     kind = pc.binary_join_element_wise(dups["kind"].combine_chunks().take(idx), "_duplicate", "")
     columns = {
         "status": status, "reason": pc.if_else(is_dup, kind, table["reason"]),
-        "detail": pc.if_else(is_dup, "", table["detail"]), "duplicate_of": dup_of, "split": decisions.split.of(table),
+        "detail": pc.if_else(is_dup, "", table["detail"]), "duplicate_of": dup_of,
+        "split": pc.coalesce(dups["kept_split"].combine_chunks().take(idx), decisions.split.of(table)),
     }  # fmt: skip
     for name, column in columns.items():
         table = table.set_column(table.schema.get_field_index(name), name, column)
@@ -493,7 +552,7 @@ def _concat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 
 def duplicates(
     columns: dict[str, list[np.ndarray]], units: list[tuple[str, pa.Array]], store: WorkStore, settings: Settings,
-    run: Callable,
+    run: Callable, stage: Path,
 ) -> pa.Table:  # fmt: skip
     """``key, duplicate_of, kind, batch, split, kept_split`` of every duplicate, from the batches' ``Prints``
     columns (``sha_hi, sha_lo, phash, split``: one array per unit, emptied here as they are joined).
@@ -507,8 +566,11 @@ def duplicates(
     phash = _concat(columns.pop("phash"), np.uint64)
     codes = sha_codes(_concat(columns.pop("sha_hi"), np.uint64), _concat(columns.pop("sha_lo"), np.uint64))
 
-    def near_edges(values: np.ndarray, mask_units: list) -> list:
-        return run(near_edges_unit, mask_units, values, settings.dedup.max_distance)
+    files = [thumbs_path(stage, batch) for batch, _ in units]
+
+    def near_edges(values: np.ndarray, mask_units: list, reps: np.ndarray) -> list:
+        check = StoredThumbs(files, starts[:-1], reps, settings.dedup.max_pixel_distance)
+        return run(near_edges_unit, mask_units, values, settings.dedup.max_distance, check)
 
     labels = components(codes, phash, settings.dedup.max_distance, near_edges)
     del phash
@@ -569,20 +631,21 @@ def assemble(
     units, n_articles = list(names_of.items()), len(articles)
     del chosen, articles
     trim_memory()
-    prints = run(batch_fingerprints, units, store, rule)
+    prints = run(batch_fingerprints, units, store, rule, stage)
     sample = sorted(key for p in prints for key in p.sample)
     accepted = sum(len(p.phash) for p in prints)
     columns = {name: [getattr(p, name) for p in prints] for name in ("sha_hi", "sha_lo", "phash", "split")}
     del prints
-    dups = duplicates(columns, units, store, settings, run)
+    dups = duplicates(columns, units, store, settings, run, stage)
+    shutil.rmtree(stage / "thumbs", ignore_errors=True)
     step = max(1, settings.shard_size // SAMPLE_EVERY)  # partitions of about a shard each
     trim_memory()
     decisions = Decisions(rule, tuple(sample[step::step]),
                           max(1, -(-(rows - accepted + len(dups)) // REJECTED_PART_ROWS)),
                           max(1, len(batches) // BATCHES_PER_PACK))  # fmt: skip
-    dups_of = by_batch(dups.select(["key", "duplicate_of", "kind", "batch"]))
+    dups_of = by_batch(dups.select(["key", "duplicate_of", "kind", "kept_split", "batch"]))
     no_dups = pa.table({"key": pa.array([], pa.string()), "duplicate_of": pa.array([], pa.string()),
-                        "kind": pa.array([], pa.string())})  # fmt: skip
+                        "kind": pa.array([], pa.string()), "kept_split": pa.array([], pa.string())})  # fmt: skip
     tars, released = store.tars(), store.released()
     located = by_batch(released) if released is not None else {}
     none = pa.array([], pa.string())

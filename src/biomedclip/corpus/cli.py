@@ -75,3 +75,66 @@ def figures(
 from biomedclip.corpus.build_cli import build  # noqa: E402 - the build command lives beside its pipeline
 
 corpus.add_command(build)
+
+
+@corpus.command()
+@click.option(
+    "--corpus",
+    "corpus_path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="A corpus OUT folder (its catalog), OUT/catalog or a catalog Parquet file.",
+)
+@click.option("--dataset", "-d", "spec", required=True, help="An evaluation dataset, as 'eval --dataset' takes it.")
+@click.option(
+    "--split",
+    default="all",
+    show_default=True,
+    help="Evaluation split compared (train, val, test or all); 'all' finds every image of the benchmark.",
+)
+@click.option(
+    "--out",
+    "-o",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help='JSON Lines: one {"key", "eval", "kind": "exact"|"near", "distance"} per match.',
+)
+@click.option("--max-distance", type=click.IntRange(0, 16), default=6, show_default=True,
+              help="Perceptual-hash bits within which a corpus figure is a candidate.")  # fmt: skip
+def overlap(corpus_path: Path, spec: str, split: str, out_path: Path, max_distance: int) -> None:
+    """Which images of an evaluation dataset are in the corpus: exact (same pixels) or near (resized,
+    re-compressed, cropped, grey or padded copies, confirmed on pixels).
+
+    Pass the rows to 'train --data.exclude OUT.jsonl' to train without the benchmark's images.
+    """
+    from biomedclip.corpus.overlap import OverlapConfig, catalog_batches, eval_prints, find_overlap
+    from biomedclip.evaluate.datasets import load_dataset
+    from biomedclip.evaluate.leakage import catalog_path
+
+    catalog = catalog_path(corpus_path)
+    data = load_dataset(spec, split)
+    start = time.monotonic()
+    prints = eval_prints(_eval_items(data))
+    result = find_overlap(prints, catalog_batches(catalog), OverlapConfig(max_distance=max_distance))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8") as out:
+        for row in result.rows:
+            out.write(json.dumps(row) + "\n")
+    click.echo(
+        f"overlap: {result.found()} of {result.evaluated} evaluation images found in the corpus "
+        f"(exact {result.found('exact')}, near {result.found('near')}); {len(result.rows)} matches with "
+        f"{len({r['key'] for r in result.rows})} corpus figures of {result.corpus_figures} compared"
+        + (f", {result.unchecked} without fingerprints (rebuild to check them)" if result.unchecked else "")
+        + f"; {time.monotonic() - start:.1f} s -> {out_path}"
+    )
+
+
+def _eval_items(data):
+    """``(id, image)`` of every image of a dataset (a VQA set's distinct images)."""
+    if hasattr(data, "image_loader"):
+        for key in dict.fromkeys(data.image_keys):
+            yield key, data.image_loader(key)
+        return
+    for i, key in enumerate(data.keys):
+        yield key, data[i]

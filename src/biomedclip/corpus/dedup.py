@@ -13,11 +13,18 @@ hashes so that the expected group size stays small: the work per figure stays fl
 Identical hashes are collapsed first, and groups larger than ``LARGE_GROUP`` (a heavy cluster of near-blank
 panels) are verified block-wise in numpy and reduced to a spanning forest, so they cost no Python per pair.
 Everything works on numpy arrays (8 bytes per hash, 8 per SHA code), never on Python objects per figure.
+
+A near pair is a duplicate only when its pixels agree too (``corpus.pixels``: the distance of two tiny grey
+thumbnails): distinct medical images of one modality often lie within a few bits. The check runs where the
+candidate pairs are found (``near_pairs_for_masks``, a worker in a build), on each pair within ``max_distance``
+bits before the pairs are reduced to a spanning forest; a figure without a thumbnail (work written before
+thumbnails) is confirmed by its hash alone. The search runs over one figure per distinct SHA-256 (copies of
+one file are exact duplicates already), so figures with one hash but different pixels stay apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import combinations, pairwise
 from math import comb
@@ -26,23 +33,56 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from biomedclip.corpus.pixels import MAX_PIXEL_DISTANCE, normalised, pair_distances, parse_thumbs
+
 LARGE_GROUP = 64
 
 
 @dataclass(frozen=True)
 class DedupConfig:
-    """``max_distance``: Hamming distance (bits of 64) up to which two perceptual hashes are near duplicates."""
+    """``max_distance``: Hamming distance (bits of 64) up to which two perceptual hashes are near-duplicate
+    candidates; ``max_pixel_distance``: the thumbnail distance (``corpus.pixels``) up to which a candidate is
+    confirmed."""
 
     max_distance: int = 4
+    max_pixel_distance: float = MAX_PIXEL_DISTANCE
 
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What dedup needs of a figure: its unique key, file SHA-256 and perceptual hash (16 hex digits)."""
+    """What dedup needs of a figure: its unique key, file SHA-256, perceptual hash (16 hex digits) and
+    thumbnail (``corpus.pixels``, hex; None: confirmed by its hash alone)."""
 
     key: str
     sha256: str
     phash: str
+    thumb: str | None = None
+
+
+Confirm = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""``confirm(a, b)``: for index arrays into the searched hashes, whether each pair's pixels agree (bool)."""
+PAIR_CHUNK = 65_536
+
+
+class ThumbCheck:
+    """``Confirm`` over thumbnails held in memory: ``thumbs`` (uint8 rows, one per searched hash) and ``present``
+    (False: no thumbnail, the pair is confirmed by its hash)."""
+
+    def __init__(self, thumbs: np.ndarray, present: np.ndarray, max_pixel_distance: float) -> None:
+        self.thumbs, self.present, self.limit = thumbs, present, max_pixel_distance
+
+    def rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Thumbnails and presence of the hashes at ``idx``."""
+        return self.thumbs[idx], self.present[idx]
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(a), bool)
+        for lo in range(0, len(a), PAIR_CHUNK):
+            ta, pa_ = self.rows(a[lo : lo + PAIR_CHUNK])
+            tb, pb = self.rows(b[lo : lo + PAIR_CHUNK])
+            close = pair_distances(normalised(ta), normalised(tb)) <= self.limit
+            ok[lo : lo + PAIR_CHUNK] = close | ~(pa_ & pb)
+        return ok
 
 
 @dataclass(frozen=True)
@@ -66,7 +106,7 @@ def plan_bands(n: int, max_distance: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def _band_masks(m: int, r: int) -> list[np.uint64]:
+def band_masks(m: int, r: int) -> list[np.uint64]:
     """Per band, every mask that keeps the band's bits except ``r`` of them."""
     bounds = [round(i * 64 / m) for i in range(m + 1)]
     masks = []
@@ -81,7 +121,9 @@ def _popcount_ok(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(a, b)) <= d
 
 
-def _large_group_edges(idx: np.ndarray, values: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+def _large_group_edges(
+    idx: np.ndarray, values: np.ndarray, d: int, confirm: Confirm | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Verified near pairs of one large group, reduced to edges of a spanning forest."""
     v = values[idx]
     rows, cols = [], []
@@ -89,6 +131,11 @@ def _large_group_edges(idx: np.ndarray, values: np.ndarray, d: int) -> tuple[np.
         block = v[start : start + 1024]
         hit = np.bitwise_count(np.bitwise_xor(block[:, None], v[None, :])) <= d
         i, j = np.nonzero(hit)
+        if confirm is not None:
+            later = j > i + start  # each pair once; a figure's own loop adds nothing
+            i, j = i[later], j[later]
+            ok = confirm(idx[i + start], idx[j])
+            i, j = i[ok], j[ok]
         rows.append(i + start)
         cols.append(j)
     graph = coo_matrix((np.ones(sum(len(r) for r in rows), bool), (np.concatenate(rows), np.concatenate(cols))),
@@ -115,10 +162,12 @@ def spanning_forest(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return nodes[keep], nodes[root[labels][keep]]
 
 
-def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Verified edges ``(a, b)`` between indices of ``values`` (distinct hashes) that share a masked key,
-    reduced after each mask to a spanning forest: a dense cluster (near-blank panels) costs one edge per member,
-    not one per pair."""
+def near_pairs_for_masks(
+    values: np.ndarray, masks: list[np.uint64], d: int, confirm: Confirm | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Verified edges ``(a, b)`` between indices of ``values`` (hashes) that share a masked key, within ``d``
+    bits and confirmed on pixels (``confirm``; None: by the hash alone), reduced after each mask to a spanning
+    forest: a dense cluster (near-blank panels) costs one edge per member, not one per pair."""
     forest = (np.empty(0, np.int64), np.empty(0, np.int64))
     for mask in masks:
         out_a, out_b = [forest[0]], [forest[1]]
@@ -133,10 +182,14 @@ def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> 
             i = np.flatnonzero(small[:-k] & (run_of[:-k] == run_of[k:]))
             a, b = order[i], order[i + k]
             ok = _popcount_ok(values[a], values[b], d)
-            out_a.append(a[ok])
-            out_b.append(b[ok])
+            a, b = a[ok], b[ok]
+            if confirm is not None and len(a):
+                ok = confirm(a, b)
+                a, b = a[ok], b[ok]
+            out_a.append(a)
+            out_b.append(b)
         for s in np.flatnonzero(sizes > LARGE_GROUP):
-            a, b = _large_group_edges(order[starts[s] : starts[s] + sizes[s]], values, d)
+            a, b = _large_group_edges(order[starts[s] : starts[s] + sizes[s]], values, d, confirm)
             out_a.append(a)
             out_b.append(b)
         forest = spanning_forest(np.concatenate(out_a), np.concatenate(out_b))
@@ -146,31 +199,20 @@ def near_pairs_for_masks(values: np.ndarray, masks: list[np.uint64], d: int) -> 
 def mask_units(n: int, max_distance: int) -> list[list[np.uint64]]:
     """The masks of ``plan_bands(n, d)``, cut into independent units of work (one per band)."""
     m, r = plan_bands(n, max_distance)
-    masks = _band_masks(m, r)
+    masks = band_masks(m, r)
     per = max(1, len(masks) // m)
     return [masks[i : i + per] for i in range(0, len(masks), per)]
 
 
-def _first_and_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct ``values`` (sorted), the first index of each, and each value's position among them (int32)."""
-    order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    new = np.ones(len(order), bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-    distinct = ordered[new]
-    del ordered
-    inverse = np.empty(len(order), np.int32)
-    inverse[order] = np.cumsum(new, dtype=np.int32) - 1
-    first = order[new].astype(np.int32)  # the stable sort puts each value's first index first
-    return distinct, first, inverse
-
-
-def components(sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None) -> np.ndarray:
+def components(
+    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None, confirm: Confirm | None = None
+) -> np.ndarray:
     """Per figure its cluster label (int32).
 
-    ``sha_codes``: a non-negative integer per distinct SHA-256; ``phashes``: uint64. ``near_edges(values,
-    units)`` computes the verified pairs among distinct hashes (default: here, in this process). The graph
-    holds only the edges between different figures (a few per duplicate), with 4-byte indices.
+    ``sha_codes``: a non-negative integer per distinct SHA-256; ``phashes``: uint64. The near search runs over
+    the first figure of each SHA-256 (``reps``). ``near_edges(values, units, reps)`` computes the confirmed
+    pairs among ``values = phashes[reps]`` (default: here, in this process, with ``confirm`` over figure
+    numbers). The graph holds only the edges between different figures (a few per duplicate), 4-byte indices.
     """
     n = len(sha_codes)
     if n == 0:
@@ -178,19 +220,21 @@ def components(sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, ne
     idx = np.arange(n, dtype=np.int32)
     first_sha = np.full(int(sha_codes.max()) + 1, n, np.int32)
     np.minimum.at(first_sha, sha_codes, idx)
-    edges = [(idx, first_sha[sha_codes])]
+    root = first_sha[sha_codes]
     del first_sha
+    edges = [(idx, root)]
     if max_distance >= 0:
-        values, first_ph, inv_ph = _first_and_inverse(phashes)
-        edges.append((idx, first_ph[inv_ph]))
-        del inv_ph
+        reps = np.flatnonzero(root == idx).astype(np.int32)
+        values = phashes[reps]
         units = mask_units(len(values), max_distance)
         if near_edges is None:
-            pairs = [near_pairs_for_masks(values, unit, max_distance) for unit in units]
+            check = None if confirm is None else (lambda a, b: confirm(reps[a], reps[b]))
+            pairs = [near_pairs_for_masks(values, unit, max_distance, check) for unit in units]
         else:
-            pairs = near_edges(values, units)
-        edges += [(first_ph[a], first_ph[b]) for a, b in pairs]
-        del values, first_ph, pairs
+            pairs = near_edges(values, units, reps)
+        edges += [(reps[a], reps[b]) for a, b in pairs]
+        del values, pairs, reps
+    del root
     edges = [(a[a != b], b[a != b]) for a, b in edges]  # a figure's own loop adds nothing
     a = np.concatenate([a for a, _ in edges]).astype(np.int32)
     b = np.concatenate([b for _, b in edges]).astype(np.int32)
@@ -201,7 +245,7 @@ def components(sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, ne
 
 
 def cluster_labels(
-    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None
+    sha_codes: np.ndarray, phashes: np.ndarray, max_distance: int, near_edges=None, confirm: Confirm | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per figure (indices in key order): the index of its cluster's kept figure, and whether its cluster is exact.
 
@@ -210,7 +254,7 @@ def cluster_labels(
     n = len(sha_codes)
     if n == 0:
         return np.arange(0), np.zeros(0, bool)
-    labels = components(sha_codes, phashes, max_distance, near_edges)
+    labels = components(sha_codes, phashes, max_distance, near_edges, confirm)
     kept = np.full(labels.max() + 1, n)
     np.minimum.at(kept, labels, np.arange(n))
     lo = np.full(labels.max() + 1, np.iinfo(np.int64).max)
@@ -225,7 +269,9 @@ def find_duplicates(figures: Iterable[Fingerprint], config: DedupConfig = DedupC
     figures = sorted(figures, key=lambda f: f.key)
     _, sha_codes = np.unique([f.sha256 for f in figures], return_inverse=True)
     phashes = np.array([int(f.phash, 16) for f in figures], dtype=np.uint64)
-    kept, exact = cluster_labels(sha_codes.astype(np.int64), phashes, config.max_distance)
+    thumbs, present = parse_thumbs([f.thumb for f in figures])
+    confirm = ThumbCheck(thumbs, present, config.max_pixel_distance)
+    kept, exact = cluster_labels(sha_codes.astype(np.int64), phashes, config.max_distance, confirm=confirm)
     members: dict[int, list[str]] = {}
     for i, root in enumerate(kept.tolist()):
         if root != i:

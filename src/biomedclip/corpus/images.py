@@ -16,6 +16,7 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from biomedclip.corpus.pixels import content, thumbnail
 from biomedclip.shards import IMAGE_EXTENSIONS
 
 # Full-size formats first; PMC packages put a small ``.gif`` thumbnail beside each full-size ``.jpg``.
@@ -62,7 +63,9 @@ class ProcessedImage:
     orig_width: int
     orig_height: int
     sha256: str
-    phash: str
+    phash: str  # of the image without its uniform border (``pixels.content``), so a padded copy keeps it
+    thumb: str  # ``pixels.thumbnail``, hex
+    pixel_sha256: str  # SHA-256 of the decoded, normalised RGB pixels (and size): one picture in any file format
 
 
 class ImageRejected(Exception):
@@ -159,6 +162,7 @@ def process_image(data: bytes, config: ImageConfig = ImageConfig()) -> Processed
             rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
         out = io.BytesIO()
         rgb.save(out, format="JPEG", quality=config.jpeg_quality)
+        inner = content(rgb)
     except Exception as exc:  # truncated data, bad tiles, unsupported compression
         raise ImageRejected("corrupt_image", f"{type(exc).__name__}: {exc}") from exc
     return ProcessedImage(
@@ -168,5 +172,17 @@ def process_image(data: bytes, config: ImageConfig = ImageConfig()) -> Processed
         orig_width=orig_w,
         orig_height=orig_h,
         sha256=hashlib.sha256(data).hexdigest(),
-        phash=str(imagehash.phash(rgb.reduce(max(1, min(rgb.size) // 128)))),  # a <=255 px copy: 1/3 of the work
+        phash=perceptual_hash(inner),
+        thumb=thumbnail(inner).hex(),
+        pixel_sha256=pixel_digest(rgb),
     )
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The 64-bit perceptual hash (16 hex digits) of ``image``, taken on a <=255 px copy (1/3 of the work)."""
+    return str(imagehash.phash(image.reduce(max(1, min(image.size) // 128))))
+
+
+def pixel_digest(rgb: Image.Image) -> str:
+    """SHA-256 of an RGB image's size and pixels."""
+    return hashlib.sha256(f"{rgb.width}x{rgb.height}:".encode() + rgb.tobytes()).hexdigest()

@@ -82,6 +82,8 @@ class FigureRow:
     orig_height: int | None = None
     sha256: str | None = None
     phash: str | None = None  # 16 hex digits
+    thumb: str | None = None  # the grey thumbnail that confirms a near duplicate (``corpus.pixels``), hex
+    pixel_sha256: str | None = None  # SHA-256 of the normalised decoded pixels (``images.pixel_digest``)
     caption_tokens: int | None = None
     split: str | None = None  # set by phase 2, unless the source knows it (a labelled folder's split)
     duplicate_of: str | None = None  # set by phase 2

@@ -53,6 +53,13 @@ def _common(function):
             default=None,
             help="A training corpus (its OUT folder or OUT/catalog): report scored images that are training images.",
         ),
+        click.option(
+            "--train-overlap",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="The rows 'corpus overlap' wrote for the training corpus and this dataset: report the scored "
+            "images it found there (exact or near copies).",
+        ),
         click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), required=True, help="Result folder."),
         click.option("--batch-size", type=int, default=64, show_default=True),
         device_option,
@@ -78,6 +85,7 @@ def _settings(kwargs: dict):
         cache_dir=kwargs["cache_dir"],
         split_ratios=kwargs.get("split_ratios", RunSettings.split_ratios),
         train_catalog=kwargs.get("train_catalog"),
+        train_overlap=kwargs.get("train_overlap"),
     )
 
 

@@ -10,6 +10,7 @@ The training images are the catalog rows with ``status = accepted`` and ``split 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from biomedclip.errors import InputError
@@ -58,12 +59,49 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_overlap(data, catalog: str | Path, *, examples: int = 5) -> dict:
-    """How many items of ``data`` (a dataset with ``keys`` and optional ``paths``) are training images of ``catalog``.
+def known_overlap(keys: list[str], rows_path: str | Path, *, examples: int = 5) -> dict:
+    """Which of the scored ``keys`` a ``corpus overlap`` report (JSON lines with ``eval`` and ``kind``) found in
+    the training corpus: counts per kind (an item found both ways counts as exact) and up to ``examples`` keys."""
+    kinds: dict[str, str] = {}
+    try:
+        with open(rows_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    item, kind = str(row["eval"]), str(row["kind"])
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    raise InputError(f"{rows_path}:{number}: not a 'corpus overlap' row ({error})") from error
+                if kinds.get(item) != "exact":
+                    kinds[item] = kind
+    except OSError as error:
+        raise InputError(f"cannot read the overlap report {rows_path}: {error}") from error
+    found = [key for key in keys if key in kinds]
+    return {
+        "file": Path(rows_path).name,
+        "scored": len(keys),
+        "exact": sum(kinds[key] == "exact" for key in found),
+        "near": sum(kinds[key] == "near" for key in found),
+        "examples": found[:examples],
+    }
+
+
+def check_overlap(
+    data, catalog: str | Path | None, *, examples: int = 5, overlap_rows: str | Path | None = None
+) -> dict:
+    """How many items of ``data`` (a dataset with ``keys`` and optional ``paths``) are training images of ``catalog``
+    (same file bytes) and, with ``overlap_rows`` (a ``corpus overlap`` report of the training corpus for this
+    dataset), how many it found as exact or near copies (``known_overlap``).
 
     Returns a JSON-ready dict: ``catalog``, ``compared``, ``checked``, ``unchecked`` (items that are not files),
-    ``overlap`` and up to ``examples`` overlapping keys. Call it with the exact items that are scored.
+    ``overlap`` and up to ``examples`` overlapping keys, and ``known_overlap``. Call it with the exact items that
+    are scored.
     """
+    known = known_overlap(list(data.keys), overlap_rows, examples=examples) if overlap_rows else None
+    if catalog is None:
+        return {"catalog": None, "compared": None, "training_images": None, "checked": 0,
+                "unchecked": len(data.keys), "overlap": 0, "examples": [], "known_overlap": known}  # fmt: skip
     hashes = training_hashes(catalog)
     paths = getattr(data, "paths", None)
     overlapping: list[str] = []
@@ -84,6 +122,7 @@ def check_overlap(data, catalog: str | Path, *, examples: int = 5) -> dict:
         "unchecked_reason": "" if not unchecked else UNCHECKED_REASON,
         "overlap": len(overlapping),
         "examples": overlapping[:examples],
+        "known_overlap": known,
     }
 
 

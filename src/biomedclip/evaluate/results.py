@@ -21,7 +21,16 @@ from biomedclip import __version__
 RESULT_SUFFIX = ".result.json"
 # Settings that do not change a result's numbers (speed, devices, caches, checks that only report).
 NEUTRAL_SETTINGS = frozenset(
-    {"batch_size", "device", "num_workers", "cache_dir", "query_chunk", "gallery_chunk", "train_catalog"}
+    {
+        "batch_size",
+        "device",
+        "num_workers",
+        "cache_dir",
+        "query_chunk",
+        "gallery_chunk",
+        "train_catalog",
+        "train_overlap",
+    }
 )
 
 
@@ -146,11 +155,19 @@ def counts_line(result: dict) -> str:
 
 
 def leakage_warning(result: dict) -> str:
-    """A loud one-line warning when the scored images overlap the training corpus, else ``""``."""
+    """A loud warning (a line per check) when the scored images overlap the training corpus, else ``""``."""
     leakage = result.get("leakage") or {}
-    if not leakage.get("overlap"):
-        return ""
-    return (
-        f"WARNING: LEAKAGE: {leakage['overlap']} of {leakage['checked']} scored images are in the training corpus "
-        f"{leakage['catalog']} (same SHA-256); these numbers overstate the model"
-    )
+    lines = []
+    if leakage.get("overlap"):
+        lines.append(
+            f"WARNING: LEAKAGE: {leakage['overlap']} of {leakage['checked']} scored images are in the training "
+            f"corpus {leakage['catalog']} (same SHA-256); these numbers overstate the model"
+        )
+    known = leakage.get("known_overlap") or {}
+    if known.get("exact") or known.get("near"):
+        lines.append(
+            f"WARNING: LEAKAGE: {known['exact'] + known['near']} of {known['scored']} scored images have copies in "
+            f"the training corpus according to {known['file']} (exact {known['exact']}, near {known['near']}); "
+            "these numbers overstate the model"
+        )
+    return "\n".join(lines)

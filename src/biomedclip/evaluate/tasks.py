@@ -41,6 +41,7 @@ class RunSettings:
     cache_dir: str | None = None
     split_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)  # train/val/test of the hash rule (unsplit folders)
     train_catalog: str | None = None  # a corpus catalog: report the scored images that are training images
+    train_overlap: str | None = None  # rows of 'corpus overlap' of the training corpus: report the known copies
 
     @property
     def hash_split(self) -> HashSplit:
@@ -63,12 +64,13 @@ def dataset_counts(data: LabeledImages | ImageTextPairs, found: int | None = Non
 
 
 def _extras(data: LabeledImages | ImageTextPairs, settings: RunSettings, found: int | None = None) -> dict:
-    """The ``counts`` and (with ``train_catalog``) ``leakage`` entries of a result about the scored ``data``."""
+    """The ``counts`` and (with ``train_catalog`` or ``train_overlap``) ``leakage`` entries of a result about the
+    scored ``data``."""
     extras = {"counts": dataset_counts(data, found)}
-    if settings.train_catalog:
+    if settings.train_catalog or settings.train_overlap:
         from biomedclip.evaluate.leakage import check_overlap
 
-        extras["leakage"] = check_overlap(data, settings.train_catalog)
+        extras["leakage"] = check_overlap(data, settings.train_catalog, overlap_rows=settings.train_overlap)
     return extras
 
 

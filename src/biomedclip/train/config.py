@@ -34,6 +34,7 @@ class DataConfig:
     image_key: str = ";".join(IMAGE_EXTENSIONS)  # tar member extensions tried in order for the image
     text_key: str = "txt"
     bad_shards: str = "fail"  # a shard that cannot be read: "fail" stops the run, "skip" warns and goes on
+    exclude: str = ""  # JSON lines with a "key" per sample to leave out ('corpus overlap' rows): excluded_samples
 
 
 @dataclass

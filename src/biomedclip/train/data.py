@@ -159,6 +159,37 @@ class StreamSpec:
     text_key: str = "txt"
     bad_shards: str = "fail"
     skip_log: str | None = None
+    exclude: frozenset[str] = frozenset()  # sample keys left out (``read_exclude``), counted as ``excluded``
+
+
+def read_exclude(path: str | Path) -> frozenset[str]:
+    """The sample keys of a deny-list: JSON lines with a ``key`` each (``corpus overlap`` writes them).
+
+    Raises:
+        DataError: a missing file, or a line that is not a JSON object with a ``key``.
+    """
+    keys = set()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    keys.add(str(json.loads(line)["key"]))
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    raise DataError(f'{path}:{number}: expected a JSON object with a "key" ({error})') from error
+    except OSError as error:
+        raise DataError(f"cannot read the exclude list {path}: {error}") from error
+    return frozenset(keys)
+
+
+def _without(samples: Iterator[Sample], exclude: frozenset[str], on_excluded: Callable[[Sample], None] | None):
+    for sample in samples:
+        if sample.key in exclude:
+            if on_excluded is not None:
+                on_excluded(sample)
+            continue
+        yield sample
 
 
 def decode_pair(sample: Sample, image_keys: tuple[str, ...], text_key: str) -> tuple[Image.Image, str]:
@@ -236,12 +267,19 @@ class TrainStream(torch.utils.data.IterableDataset):
         """How many batches ``worker`` delivered before ``start_batch`` (the DataLoader visits workers in turn)."""
         return max(0, (self.start_batch - worker + self.num_workers - 1) // self.num_workers)
 
-    def raw_samples(self, worker: int, on_bad_shard: Callable[[ShardError], None] | None = None) -> Iterator[Sample]:
-        """The shuffled raw sample stream of (this rank, ``worker``)."""
+    def raw_samples(
+        self,
+        worker: int,
+        on_bad_shard: Callable[[ShardError], None] | None = None,
+        on_excluded: Callable[[Sample], None] | None = None,
+    ) -> Iterator[Sample]:
+        """The shuffled raw sample stream of (this rank, ``worker``), without the excluded keys."""
         slot = self.rank * self.num_workers + worker
         num_slots = self.world_size * self.num_workers
         urls = _slot_shards(self.spec.urls, self.spec.seed, slot, num_slots, self.spec.resampled)
         samples = iterate_samples(urls, bad_shards=self.spec.bad_shards, on_bad_shard=on_bad_shard)
+        if self.spec.exclude:
+            samples = _without(samples, self.spec.exclude, on_excluded)
         rng = random.Random(_sample_seed(self.spec.seed, slot, -1))
         return shuffled(samples, self.spec.shuffle_buffer, rng)
 
@@ -263,7 +301,11 @@ class TrainStream(torch.utils.data.IterableDataset):
             if to_skip == 0:  # shards met while fast-forwarding were counted by the interrupted run
                 skipped["shards"] += 1
 
-        for index, sample in enumerate(self.raw_samples(worker, bad_shard)):
+        def excluded(sample: Sample) -> None:
+            if to_skip == 0:
+                skipped["excluded"] += 1
+
+        for index, sample in enumerate(self.raw_samples(worker, bad_shard, excluded)):
             if to_skip:  # fast-forward without decoding: the samples delivered before are the ones not logged bad
                 to_skip -= (sample.url, sample.key) not in skipped_before
                 continue
@@ -281,7 +323,8 @@ class TrainStream(torch.utils.data.IterableDataset):
                 images.append(self.transform(image))
             captions.append(caption)
             if len(images) == self.spec.batch_size:
-                yield torch.stack(images), self.tokenizer(captions), {"samples": 0, "shards": 0, **skipped}
+                yield torch.stack(images), self.tokenizer(captions), {"samples": 0, "shards": 0, "excluded": 0,
+                                                                      **skipped}  # fmt: skip
                 images, captions = [], []
                 skipped.clear()
 
@@ -332,14 +375,16 @@ class TimedLoader:
         return images, tokens
 
     def take_skipped(self) -> dict[str, int]:
-        """``{"skipped_samples": n, "skipped_shards": m}`` since the last call, summed over ranks when distributed."""
-        counts = torch.tensor([self.skipped["samples"], self.skipped["shards"]], dtype=torch.long)
+        """``{"skipped_samples": n, "skipped_shards": m, "excluded_samples": e}`` since the last call, summed over
+        ranks when distributed."""
+        counts = torch.tensor([self.skipped["samples"], self.skipped["shards"], self.skipped["excluded"]],
+                              dtype=torch.long)  # fmt: skip
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             if torch.distributed.get_backend() == "nccl":
                 counts = counts.cuda()
             torch.distributed.all_reduce(counts)
         self.skipped.clear()
-        return {"skipped_samples": int(counts[0]), "skipped_shards": int(counts[1])}
+        return {"skipped_samples": int(counts[0]), "skipped_shards": int(counts[1]), "excluded_samples": int(counts[2])}
 
 
 def make_train_loader(

@@ -48,6 +48,7 @@ from biomedclip.train.data import (
     count_samples,
     loader_workers,
     make_train_loader,
+    read_exclude,
 )
 from biomedclip.train.distributed import DistInfo, barrier, init_distributed, shutdown
 from biomedclip.train.evaluation import build_evaluator, training_corpus, zeroshot_leakage, zeroshot_tasks
@@ -249,6 +250,7 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
             text_key=config.data.text_key,
             bad_shards=config.data.bad_shards,
             skip_log=str(output_dir / "skipped_samples.jsonl"),
+            exclude=read_exclude(config.data.exclude) if config.data.exclude else frozenset(),
         ),
         train_tf,
         tokenizer,
