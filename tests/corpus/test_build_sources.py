@@ -92,7 +92,7 @@ def test_config_file_and_options_reach_the_build(shared_fixtures: Path, tmp_path
     assert written["work"]["image"]["jpeg_quality"] == 70 and written["work"]["filters"]["min_side"] == 64
     assert written["work"]["filters"]["reject_placeholder_captions"] is False
     assert written["work"]["image"]["max_short_side"] == 512  # defaults fill the rest
-    assert written["dedup"] == {"max_distance": 4}
+    assert written["dedup"] == {"max_distance": 4, "max_pixel_distance": 0.25}
 
 
 @pytest.mark.parametrize(
