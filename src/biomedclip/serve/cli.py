@@ -56,6 +56,8 @@ def _load(model: str, device: str):
 @workers_option(default=1, help="--engine ray: actors, each with one model copy (one GPU each on CUDA).")
 @click.option("--decode-threads", type=click.IntRange(min=0), default=4, show_default=True,
               help="--shards: threads decoding images per model copy (0: in the main thread).")  # fmt: skip
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="--shards: autocast on a GPU (the CPU runs fp32); vectors are stored as float16.")  # fmt: skip
 def embed(
     images: tuple[str, ...],
     shards: tuple[str, ...],
@@ -67,6 +69,7 @@ def embed(
     engine: str,
     workers: int,
     decode_threads: int,
+    precision: str,
 ):
     """Embed IMAGES (and --text strings) into a Parquet file, or corpus --shards into a vector folder."""
     if bool(images) == bool(shards):
@@ -76,7 +79,7 @@ def embed(
     if shards:
         if texts:
             raise click.UsageError("--text goes with IMAGES, not --shards")
-        _embed_shards(shards, model, out, device, batch_size, engine, workers, decode_threads)
+        _embed_shards(shards, model, out, device, batch_size, engine, workers, decode_threads, precision)
         return
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -112,6 +115,7 @@ def _embed_shards(
     engine: str,
     workers: int,
     decode_threads: int,
+    precision: str,
 ) -> None:
     """``embed --shards``: vector shards in OUT, one line per shard, a summary; exit 1 if a shard failed."""
     from biomedclip.serve.embed_run import Rank, ShardWorker, embed_local, embed_on_ray
@@ -135,12 +139,12 @@ def _embed_shards(
         if workers < 1:
             raise click.UsageError("--engine ray needs --workers of at least 1")
         outcomes = embed_on_ray(model, device, paths, out, workers=workers, batch_size=batch_size,
-                                decode_threads=decode_threads, on_shard=report)  # fmt: skip
+                                decode_threads=decode_threads, precision=precision, on_shard=report)  # fmt: skip
     else:
         from biomedclip.model.inference import select_device
 
         embedder = _load(model, str(select_device(device, rank.local_rank)))
-        worker = ShardWorker(embedder, out, batch_size=batch_size, decode_threads=decode_threads)
+        worker = ShardWorker(embedder, out, batch_size=batch_size, decode_threads=decode_threads, precision=precision)
         try:
             outcomes = embed_local(worker, paths, rank, on_shard=report)
         finally:

@@ -56,16 +56,26 @@ class Rank:
 class ShardWorker:
     """One model copy writing shards into a vector folder; images decode on ``decode_threads`` threads."""
 
-    def __init__(self, embedder: Embedder, folder: str | Path, *, batch_size: int = 64, decode_threads: int = 4):
+    def __init__(
+        self,
+        embedder: Embedder,
+        folder: str | Path,
+        *,
+        batch_size: int = 64,
+        decode_threads: int = 4,
+        precision: str = "fp32",
+    ) -> None:
         self.embedder = embedder
         self.folder = open_vector_folder(folder, embedder.name, embedder.dim)
         self.batch_size = batch_size
+        self.precision = precision
         self.pool = ThreadPoolExecutor(max(1, decode_threads)) if decode_threads > 0 else None
 
     def __call__(self, shard: str, stem: str) -> ShardOutcome:
         """Embed (or keep) one shard; a shard that cannot be read, or a stem held by another shard, is reported."""
         try:
-            return embed_shard(self.embedder, shard, self.folder, stem, batch_size=self.batch_size, pool=self.pool)
+            return embed_shard(self.embedder, shard, self.folder, stem, batch_size=self.batch_size, pool=self.pool,
+                               precision=self.precision)  # fmt: skip
         except (ShardError, RunError) as error:
             return ShardOutcome(shard, stem, error=str(error))
 
@@ -100,6 +110,7 @@ def embed_on_ray(
     workers: int,
     batch_size: int = 64,
     decode_threads: int = 4,
+    precision: str = "fp32",
     on_shard: Callable[[ShardOutcome], None] | None = None,
 ) -> list[ShardOutcome]:
     """Embed ``shards`` on ``workers`` Ray actors (``RAY_ADDRESS``'s cluster, else a local Ray), each loading
@@ -117,8 +128,8 @@ def embed_on_ray(
     start_ray(workers)
     gpu = device.startswith("cuda")
     actor = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_restarts=0)(_RayShardWorker)
-    actors = [actor.remote(model, "cuda" if gpu else device, str(folder), batch_size, decode_threads)
-              for _ in range(max(1, workers))]  # fmt: skip
+    settings = (model, "cuda" if gpu else device, str(folder), batch_size, decode_threads, precision)
+    actors = [actor.remote(*settings) for _ in range(max(1, workers))]
     try:
         try:
             ray.get([a.ready.remote() for a in actors])
@@ -138,13 +149,15 @@ def embed_on_ray(
 class _RayShardWorker:
     """A :class:`ShardWorker` in a Ray actor: the model is loaded once, in the actor's process."""
 
-    def __init__(self, model: str, device: str, folder: str, batch_size: int, decode_threads: int) -> None:
+    def __init__(
+        self, model: str, device: str, folder: str, batch_size: int, decode_threads: int, precision: str
+    ) -> None:
         self.error: Exception | None = None
         try:
             from biomedclip.api import load
 
             self.worker = ShardWorker(load(model, device=device), folder, batch_size=batch_size,
-                                      decode_threads=decode_threads)  # fmt: skip
+                                      decode_threads=decode_threads, precision=precision)  # fmt: skip
         except Exception as error:  # raised from ready(), where the driver sees it as the cause
             self.error = error
 

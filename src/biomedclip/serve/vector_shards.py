@@ -20,6 +20,7 @@ not decode are skipped and listed in the marker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -45,6 +46,7 @@ from biomedclip.shards import is_url
 VECTORS_FORMAT = "biomedclip-vectors/1"
 HEADER = "vectors.json"
 ROW_GROUP_SIZE = 4096  # records are read by row group (one lookup decodes at most this many rows)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -143,6 +145,13 @@ def _prepared(figure: ShardFigure, transform: Callable[[Any], torch.Tensor]) -> 
         return error
 
 
+def _autocast(embedder: Embedder, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on a GPU (as training runs); fp32 elsewhere."""
+    if PRECISIONS[precision] is None or embedder.device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=PRECISIONS[precision])
+
+
 def _batches(figures: Iterator[ShardFigure], size: int) -> Iterator[list[ShardFigure]]:
     batch: list[ShardFigure] = []
     for figure in figures:
@@ -155,11 +164,17 @@ def _batches(figures: Iterator[ShardFigure], size: int) -> Iterator[list[ShardFi
 
 
 def embed_shard_figures(
-    embedder: Embedder, shard: str, name: str, *, batch_size: int = 64, pool: Executor | None = None
+    embedder: Embedder,
+    shard: str,
+    name: str,
+    *,
+    batch_size: int = 64,
+    pool: Executor | None = None,
+    precision: str = "fp32",
 ) -> EmbeddedFigures:
-    """Embed every decodable figure of ``shard`` (named ``name`` in the records), ``batch_size`` per forward pass;
-    images are decoded and transformed on ``pool`` when given. Samples without an image or with one that does not
-    decode are listed in ``skipped``.
+    """Embed every decodable figure of ``shard`` (named ``name`` in the records), ``batch_size`` per forward pass
+    (autocast to ``precision`` on a GPU); images are decoded and transformed on ``pool`` when given. Samples without
+    an image or with one that does not decode are listed in ``skipped``.
 
     Raises:
         ShardError: the shard cannot be read.
@@ -177,7 +192,8 @@ def embed_shard_figures(
             tensors.append(prepared)
             records.append(index_record(figure, name))
         if tensors:
-            vectors.append(embed_images(embedder.model, tensors, lambda t: t, batch_size=len(tensors)))
+            with _autocast(embedder, precision):
+                vectors.append(embed_images(embedder.model, tensors, lambda t: t, batch_size=len(tensors)))
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
     return EmbeddedFigures(stacked, records, sorted(skipped, key=lambda item: item["key"]))
 
@@ -197,7 +213,14 @@ def marker_is_valid(folder: Path, stem: str, source: dict[str, Any]) -> dict[str
 
 
 def embed_shard(
-    embedder: Embedder, shard: str, folder: str | Path, stem: str, *, batch_size: int = 64, pool: Executor | None = None
+    embedder: Embedder,
+    shard: str,
+    folder: str | Path,
+    stem: str,
+    *,
+    batch_size: int = 64,
+    pool: Executor | None = None,
+    precision: str = "fp32",
 ) -> ShardOutcome:
     """Make ``folder/stem.*`` hold ``shard``'s vectors: keep them if the done marker is valid, else embed the shard.
 
@@ -220,7 +243,7 @@ def embed_shard(
     if done is not None:
         return ShardOutcome(shard, stem, rows=done["rows"], skipped=len(done["skipped"]))
     marker.unlink(missing_ok=True)
-    embedded = embed_shard_figures(embedder, shard, name, batch_size=batch_size, pool=pool)
+    embedded = embed_shard_figures(embedder, shard, name, batch_size=batch_size, pool=pool, precision=precision)
     npy, parquet = folder / f"{stem}.npy", folder / f"{stem}.parquet"
     vectors = np.ascontiguousarray(embedded.vectors.astype(np.float16))
     _write_atomic(npy, lambda tmp: _save_npy(tmp, vectors))
