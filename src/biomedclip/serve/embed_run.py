@@ -136,10 +136,13 @@ def embed_on_ray(
         except ray.exceptions.RayTaskError as error:
             raise RunError(f"a Ray worker could not start: {error.cause}") from error
         by_shard = {}
-        for outcome in ActorPool(actors).map_unordered(lambda a, s: a.embed.remote(s, stems[s]), list(shards)):
-            by_shard[outcome.shard] = outcome
-            if on_shard is not None:
-                on_shard(outcome)
+        try:
+            for outcome in ActorPool(actors).map_unordered(lambda a, s: a.embed.remote(s, stems[s]), list(shards)):
+                by_shard[outcome.shard] = outcome
+                if on_shard is not None:
+                    on_shard(outcome)
+        except ray.exceptions.RayError as error:  # a worker died (out of memory, a lost node)
+            raise RunError(f"a Ray worker failed after {len(by_shard)} shards: {error}; rerun to resume") from error
     finally:
         for a in actors:
             ray.kill(a)

@@ -94,9 +94,10 @@ def vector_stems(shards: Iterable[str]) -> dict[str, str]:
     return stems
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write ``path`` through ``write(tmp)`` beside it, flush it to disk, then move it into place."""
-    tmp = path.with_name(path.name + ".tmp")
+def _write_atomic(path: Path, write: Callable[[Path], None], tag: str = "") -> None:
+    """Write ``path`` through ``write(tmp)`` beside it, flush it to disk, then move it into place; ``tag`` sets
+    writers of one file (torchrun ranks writing ``vectors.json``) apart."""
+    tmp = path.with_name(f"{path.name}{tag}.tmp")
     write(tmp)
     fsync_file(tmp)
     os.replace(tmp, path)
@@ -121,7 +122,7 @@ def open_vector_folder(folder: str | Path, model: str, dim: int) -> Path:
             raise RunError(f"{folder} holds vectors of {found.get('model')!r} ({found.get('dim')}-d), not {model!r} "
                            f"({dim}-d): embed into another folder")  # fmt: skip
         return folder
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(header) + "\n"))
+    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(header) + "\n"), tag=f".{os.getpid()}")
     return folder
 
 
