@@ -139,14 +139,15 @@ def _skip_reason(error: ImageDecodeError) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", f"undecodable image: {type(cause).__name__}: {cause}")
 
 
-def _prepared(figure: ShardFigure, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor | ImageDecodeError:
+def prepare_figure(figure: ShardFigure, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor | ImageDecodeError:
+    """The model's input tensor of the figure's image, or the error that says why it does not decode."""
     try:
         return transform(open_image(figure.image))
     except ImageDecodeError as error:
         return error
 
 
-def _autocast(embedder: Embedder, precision: str) -> contextlib.AbstractContextManager:
+def autocast_for(embedder: Embedder, precision: str) -> contextlib.AbstractContextManager:
     """bf16/fp16 autocast on a GPU (as training runs); fp32 elsewhere."""
     if PRECISIONS[precision] is None or embedder.device.type != "cuda":
         return contextlib.nullcontext()
@@ -184,7 +185,7 @@ def embed_shard_figures(
     figures = iter_shard(shard, on_no_image=lambda key: skipped.append({"key": key, "reason": "no image member"}))
     vectors, records = [], []
     for batch in _batches(figures, batch_size):
-        prepare = lambda figure: _prepared(figure, embedder.transform)  # noqa: E731
+        prepare = lambda figure: prepare_figure(figure, embedder.transform)  # noqa: E731
         tensors = []
         for figure, prepared in zip(batch, pool.map(prepare, batch) if pool else map(prepare, batch), strict=True):
             if isinstance(prepared, ImageDecodeError):
@@ -193,7 +194,7 @@ def embed_shard_figures(
             tensors.append(prepared)
             records.append(index_record(figure, name))
         if tensors:
-            with _autocast(embedder, precision):
+            with autocast_for(embedder, precision):
                 vectors.append(embed_images(embedder.model, tensors, lambda t: t, batch_size=len(tensors)))
     stacked = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)
     return EmbeddedFigures(stacked, records, sorted(skipped, key=lambda item: item["key"]))
