@@ -259,3 +259,26 @@ def test_refusals(tmp_path: Path, shards, model_name: str):
 )  # fmt: skip
 def test_vector_stems(shard: str, stem: str):
     assert vector_stem(shard) == stem
+
+
+def test_decode_threads_do_not_change_the_bytes(tmp_path: Path, shards, model_name: str):
+    for threads in (0, 3):
+        invoke("embed", "-m", model_name, "--device", "cpu", "-s", shards[0].parent, "-o", tmp_path / f"t{threads}",
+               "--decode-threads", threads, "--batch-size", 4)  # fmt: skip
+    assert folder_bytes(tmp_path / "t0") == folder_bytes(tmp_path / "t3")
+
+
+def test_an_unreadable_shard_fails_alone_and_a_rerun_finishes(tmp_path: Path, figures, model_name: str):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_shard(corpus / "train-000000.tar", figures[:2])
+    (corpus / "train-000001.tar").write_bytes(b"not a tar at all" * 64)
+    args = ("embed", "-m", model_name, "--device", "cpu", "-s", corpus, "-o", tmp_path / "vectors")
+    failed = invoke(*args, code=1).output
+    assert "1 shard(s) could not be embedded, e.g. train-000001" in failed and "rerun to retry" in failed
+    assert sorted(p.name for p in (tmp_path / "vectors").glob("*.done.json")) == ["train-000000.done.json"]
+    write_shard(corpus / "train-000001.tar", figures[2:3])
+    again = invoke(*args).output
+    assert (
+        "train-000000: 2 vectors, 0 skipped, kept" in again and "train-000001: 1 vectors, 0 skipped, embedded" in again
+    )
