@@ -32,7 +32,7 @@ SUMMARIES: dict[str, str] = {
     "classify": "Classify IMAGES zero-shot over --labels and print each image's class probabilities.",
     "corpus": "Build the PMC figure-caption corpus.",
     "demo": "Corpus -> train -> evaluate -> report -> search index on the bundled real sample, on the CPU.",
-    "embed": "Embed IMAGES (and --text strings) into a Parquet file: columns kind, input, embedding.",
+    "embed": "Embed IMAGES (and --text strings) into a Parquet file, or corpus --shards into a vector folder.",
     "eval": "Evaluate a model on local datasets: zero-shot, retrieval, linear probe, VQA; merge results into a report.",
     "index": "Build and query a FAISS index of figures from corpus shards.",
     "model": "The BiomedCLIP model: trained checkpoints and architectures, tokenizer training, export.",

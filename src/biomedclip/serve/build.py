@@ -9,19 +9,16 @@ decoded is skipped and counted, never fatal.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from biomedclip.api import Embedder, ImageDecodeError, open_image
+from biomedclip.api import Embedder
 from biomedclip.serve.identity import changed_shards, shard_identity
 from biomedclip.serve.index import FigureIndex, FigureIndexError, IndexConfig
-from biomedclip.serve.shards import ShardFigure, iter_shard, shard_location, shard_name
+from biomedclip.serve.shards import shard_location, shard_name
+from biomedclip.serve.vector_shards import embed_shard_figures
 from biomedclip.shards import is_url
 
 
@@ -36,40 +33,6 @@ class BuildReport:
     total: int = 0
     kind: str = ""
     changed: dict[str, str] = field(default_factory=dict)  # held shards that changed (name -> why): rebuilt
-
-
-def _record(figure: ShardFigure, shard: str) -> dict[str, Any]:
-    return {
-        **figure.record,
-        "key": figure.key,
-        "caption": figure.caption,
-        "shard": shard,
-        "offset": figure.offset,
-        "size": figure.size,
-        "image_sha256": hashlib.sha256(figure.image).hexdigest(),
-    }
-
-
-def _embed_shard(
-    embedder: Embedder, shard: str, name: str, batch_size: int
-) -> tuple[np.ndarray, list[dict[str, Any]], int]:
-    vectors, records, skipped = [], [], 0
-    batch_images, batch_records = [], []
-    for figure in iter_shard(shard):
-        try:
-            batch_images.append(open_image(figure.image))
-        except ImageDecodeError:
-            skipped += 1
-            continue
-        batch_records.append(_record(figure, name))
-        if len(batch_images) == batch_size:
-            vectors.append(embedder.embed_images(batch_images))
-            records += batch_records
-            batch_images, batch_records = [], []
-    if batch_images:
-        vectors.append(embedder.embed_images(batch_images))
-        records += batch_records
-    return (np.concatenate(vectors) if vectors else np.zeros((0, embedder.dim), np.float32)), records, skipped
 
 
 def build_index(
@@ -123,7 +86,8 @@ def build_index(
         if shard_location(out, name) in held:
             report.shards_skipped.append(shard)
             continue
-        vectors, records, skipped = _embed_shard(embedder, shard, name, batch_size)
+        embedded = embed_shard_figures(embedder, shard, name, batch_size=batch_size)
+        vectors, records, skipped = embedded.vectors, embedded.records, len(embedded.skipped)
         identity = shard_identity(shard)
         index.add(vectors, records)
         index.shards.append(name)

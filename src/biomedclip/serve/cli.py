@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from biomedclip.cli_options import device_option, loading_model, model_option
+from biomedclip.cli_options import device_option, loading_model, model_option, workers_option
 from biomedclip.errors import InputError, RunError
 from biomedclip.model.config import RELEASED_CHECKPOINT
 
@@ -33,14 +33,54 @@ def _load(model: str, device: str):
 
 
 @click.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--shards",
+    "-s",
+    multiple=True,
+    help="Instead of IMAGES: corpus shards (a folder, a glob, 'train-{000000..000009}.tar', joined by '::'; "
+    "repeatable), embedded into the vector folder --out.",
+)
 @model_option(default=RELEASED_CHECKPOINT, help=MODEL_HELP)
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
-@click.option("--text", "texts", multiple=True, help="Also embed this text (repeatable).")
+@click.option("--out", "-o", required=True, type=click.Path(), help="Output Parquet file (IMAGES) or vector folder.")
+@click.option("--text", "texts", multiple=True, help="Also embed this text (repeatable; IMAGES only).")
 @device_option
 @click.option("--batch-size", default=32, show_default=True)
-def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...], device: str, batch_size: int):
-    """Embed IMAGES (and --text strings) into a Parquet file: columns kind, input, embedding."""
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="--shards: this process (under torchrun: this rank's share), or Ray actors (RAY_ADDRESS, else local).",
+)
+@workers_option(default=1, help="--engine ray: actors, each with one model copy (one GPU each on CUDA).")
+@click.option("--decode-threads", type=click.IntRange(min=0), default=4, show_default=True,
+              help="--shards: threads decoding images per model copy (0: in the main thread).")  # fmt: skip
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="--shards: autocast on a GPU (the CPU runs fp32); vectors are stored as float16.")  # fmt: skip
+def embed(
+    images: tuple[str, ...],
+    shards: tuple[str, ...],
+    model: str,
+    out: str,
+    texts: tuple[str, ...],
+    device: str,
+    batch_size: int,
+    engine: str,
+    workers: int,
+    decode_threads: int,
+    precision: str,
+):
+    """Embed IMAGES (and --text strings) into a Parquet file, or corpus --shards into a vector folder."""
+    if bool(images) == bool(shards):
+        raise click.UsageError("give either IMAGES or --shards")
+    if batch_size < 1:
+        raise click.UsageError(f"--batch-size must be positive, got {batch_size}")
+    if shards:
+        if texts:
+            raise click.UsageError("--text goes with IMAGES, not --shards")
+        _embed_shards(shards, model, out, device, batch_size, engine, workers, decode_threads, precision)
+        return
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -64,6 +104,63 @@ def embed(images: tuple[str, ...], model: str, out: str, texts: tuple[str, ...],
         f"embedded {len(images)} images and {len(texts)} texts ({embedder.dim}-d) -> {out} "
         f"in {time.perf_counter() - start:.1f} s"
     )
+
+
+def _embed_shards(
+    specs: tuple[str, ...],
+    model: str,
+    out: str,
+    device: str,
+    batch_size: int,
+    engine: str,
+    workers: int,
+    decode_threads: int,
+    precision: str,
+) -> None:
+    """``embed --shards``: vector shards in OUT, one line per shard, a summary; exit 1 if a shard failed."""
+    from biomedclip.serve.embed_run import Rank, ShardWorker, embed_local, embed_on_ray
+    from biomedclip.serve.vector_shards import vector_stems
+    from biomedclip.shards import expand_shards
+
+    paths = expand_shards(specs)
+    vector_stems(paths)  # two shards with one name: exit 2 before any model loads
+    rank = Rank.from_env()
+    who = f"rank {rank.rank}/{rank.world}: " if rank.world > 1 else ""
+
+    def report(outcome) -> None:
+        if outcome.error:
+            click.echo(f"  ! {outcome.stem}: {outcome.error}", err=True)
+        else:
+            state = "embedded" if outcome.embedded else "kept (done)"
+            click.echo(f"  {who}{outcome.stem}: {outcome.rows} vectors, {outcome.skipped} skipped, {state}")
+
+    start = time.perf_counter()
+    if engine == "ray":
+        if workers < 1:
+            raise click.UsageError("--engine ray needs --workers of at least 1")
+        outcomes = embed_on_ray(model, device, paths, out, workers=workers, batch_size=batch_size,
+                                decode_threads=decode_threads, precision=precision, on_shard=report)  # fmt: skip
+    else:
+        from biomedclip.model.inference import select_device
+
+        embedder = _load(model, str(select_device(device, rank.local_rank)))
+        worker = ShardWorker(embedder, out, batch_size=batch_size, decode_threads=decode_threads, precision=precision)
+        try:
+            outcomes = embed_local(worker, paths, rank, on_shard=report)
+        finally:
+            worker.close()
+    elapsed = time.perf_counter() - start
+    embedded = [o for o in outcomes if o.embedded]
+    failed = [o for o in outcomes if o.error]
+    figures = sum(o.rows + o.skipped for o in embedded)
+    click.echo(
+        f"{who}vectors {out}: {len(embedded)} shards embedded ({sum(o.rows for o in embedded)} vectors, "
+        f"{sum(o.skipped for o in embedded)} images skipped), {len(outcomes) - len(embedded) - len(failed)} already "
+        f"done, {len(failed)} failed; {elapsed:.1f} s ({figures / max(elapsed, 1e-9):.1f} images/s)"
+    )
+    if failed:
+        raise RunError(f"{len(failed)} shard(s) could not be embedded, e.g. {failed[0].stem}: {failed[0].error}; "
+                       "rerun to retry them")  # fmt: skip
 
 
 @click.command()

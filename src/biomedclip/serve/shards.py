@@ -7,15 +7,24 @@ index names its shards relative to its own folder, so an index folder can move t
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from biomedclip.shards import ShardError, is_url, iter_samples, read_member
 
-__all__ = ["ShardError", "ShardFigure", "iter_shard", "read_image_bytes", "shard_location", "shard_name"]
+__all__ = [
+    "ShardError",
+    "ShardFigure",
+    "index_record",
+    "iter_shard",
+    "read_image_bytes",
+    "shard_location",
+    "shard_name",
+]
 
 
 @dataclass
@@ -31,8 +40,9 @@ class ShardFigure:
     caption: str = ""
 
 
-def iter_shard(path: str | Path) -> Iterator[ShardFigure]:
-    """Yield every sample with an image from one shard, in tar order (``shard`` is the path as given).
+def iter_shard(path: str | Path, on_no_image: Callable[[str], None] | None = None) -> Iterator[ShardFigure]:
+    """Yield every sample with an image from one shard, in tar order (``shard`` is the path as given);
+    ``on_no_image(key)`` is called for each sample without one.
 
     Raises:
         ShardError: the file is missing, is not a tar, is compressed (no offsets) or is truncated.
@@ -41,11 +51,27 @@ def iter_shard(path: str | Path) -> Iterator[ShardFigure]:
     for sample in iter_samples(shard):
         image = sample.image_span("the search index")
         if image is None:
+            if on_no_image is not None:
+                on_no_image(sample.key)
             continue
         ext, (offset, size) = image
         record = sample.record()
         caption = sample.text() or str(record.get("caption", ""))
         yield ShardFigure(sample.key, shard, offset, size, sample.data[ext], record, caption)
+
+
+def index_record(figure: ShardFigure, shard: str) -> dict[str, Any]:
+    """The figure's index record: its shard record with key, caption, ``shard`` (the shard's name in the index or
+    vector folder), where the image lies and the SHA-256 of its bytes."""
+    return {
+        **figure.record,
+        "key": figure.key,
+        "caption": figure.caption,
+        "shard": shard,
+        "offset": figure.offset,
+        "size": figure.size,
+        "image_sha256": hashlib.sha256(figure.image).hexdigest(),
+    }
 
 
 def shard_name(index_folder: str | Path, shard: str) -> str:
