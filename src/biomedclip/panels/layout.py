@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from biomedclip.panels.labels import Letter, top_letters
 from biomedclip.panels.types import Box
 
 ANALYSIS_MAX_SIDE = 1000
@@ -50,6 +51,8 @@ PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph
 LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share of them starts with a letter
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
 FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
+LETTER_BAND_TEXT = 3  # panel letters are read in a band this many text heights deep along each piece's top
+MAX_SEQUENCE_GAP = 1  # letters of a figure's sequence may skip this many unread letters (A, C: B was missed)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
 
@@ -529,6 +532,31 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     return len(words) == 1 or words[1][0] - words[0][1] >= h
 
 
+def _sequence_heads(letters: list[list[Letter]]) -> list[Letter | None]:
+    """The letter heading each piece when the pieces' top letters spell the figure's sequence (A, B, C...; case
+    ignored, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it most
+    surely that has none yet; a stray letter past the run (a "T" of a title) heads nothing."""
+    heads: list[Letter | None] = [None] * len(letters)
+    missed = 0
+    for code in range(ord("A"), ord("Z") + 1):
+        options = [
+            (letter.score, i, letter)
+            for i, found in enumerate(letters)
+            if heads[i] is None
+            for letter in found
+            if len(letter.text) == 1 and letter.text.upper() == chr(code)
+        ]
+        if not options:
+            missed += 1
+            if missed > MAX_SEQUENCE_GAP:
+                break
+            continue
+        missed = 0
+        _, index, letter = max(options, key=lambda option: option[0])
+        heads[index] = letter
+    return heads
+
+
 def _density(mask: _Mask, box: Box) -> float:
     """Share of foreground pixels in the box."""
     area = (box[2] - box[0]) * (box[3] - box[1])
@@ -637,14 +665,21 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     if len(pieces) < 2:
         return [(whole, 0.9)]
     _attach_decorations(pieces, splitter.decorations)
-    # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
-    lettered = [
-        None if _density(mask, piece.box) >= PHOTO_DENSITY else _has_letter(mask, piece.box, splitter.text_px)
-        for piece in pieces
-    ]
-    drawn = [flag for flag in lettered if flag is not None]
-    if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
+    dense = [_density(mask, piece.box) >= PHOTO_DENSITY for piece in pieces]
+    letters = top_letters(mask.gray.astype(np.uint8), [p.box for p in pieces], int(LETTER_BAND_TEXT * splitter.text_px))
+    heads = _sequence_heads(letters)
+    if sum(head is not None for head in heads) >= 2:
+        # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
+        lettered: list[bool | None] = [
+            True if head is not None else (None if d else False) for head, d in zip(heads, dense, strict=True)
+        ]
         pieces = _merge_unlettered(pieces, lettered)
+    else:
+        # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
+        flags = [None if d else _has_letter(mask, p.box, splitter.text_px) for p, d in zip(pieces, dense, strict=True)]
+        drawn = [flag for flag in flags if flag is not None]
+        if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
+            pieces = _merge_unlettered(pieces, flags)
     if len(pieces) < 2:
         return [(whole, 0.9)]
     result = []
