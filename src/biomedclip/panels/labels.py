@@ -47,7 +47,7 @@ _BRACKET_FLOOR = 0.5
 _BRACKET_BONUS = 1.5
 """A letter in brackets is rarely anything but a panel label."""
 """A bracket-shaped glyph framing a letter costs the reading at most this factor, however unsure its class."""
-_CASELESS = frozenset("COPSUVWXZK")
+CASELESS = frozenset("COPSUVWXZK")
 """Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
 _UPPER = np.arange(26)
 _LOWER = np.arange(26, 52)
@@ -183,7 +183,7 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
     index = int(by_letter.argmax())
     score = float(by_letter[index])
     char = string.ascii_uppercase[index]
-    case_known = char not in _CASELESS
+    case_known = char not in CASELESS
     if case_known:
         upper = letter[_UPPER[index]] >= letter[_LOWER[index]]
     elif paren_height:

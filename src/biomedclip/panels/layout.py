@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.labels import Letter, top_letters
+from biomedclip.panels.labels import CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
 ANALYSIS_MAX_SIDE = 1000
@@ -52,6 +52,7 @@ LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
 FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
 LETTER_BAND_TEXT = 3  # panel letters are read in a band this many text heights deep along each piece's top
+HEAD_TEXT = 1.0  # a panel's letter starts within this many text heights of its piece's top
 MAX_SEQUENCE_GAP = 1  # letters of a figure's sequence may skip this many unread letters (A, C: B was missed)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
@@ -532,19 +533,23 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     return len(words) == 1 or words[1][0] - words[0][1] >= h
 
 
-def _sequence_heads(letters: list[list[Letter]]) -> list[Letter | None]:
-    """The letter heading each piece when the pieces' top letters spell the figure's sequence (A, B, C...; case
-    ignored, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it most
-    surely that has none yet; a stray letter past the run (a "T" of a title) heads nothing."""
+def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], list[tuple[int, Letter]]]:
+    """The letter heading each piece when the pieces' top letters spell the figure's sequence (A, B, C... in the
+    figure's case, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it
+    most surely that has none yet; a stray letter past the run (a "T" of a title) heads nothing. Also returned: the
+    run's letters read only on pieces that already have a head (two panels in one piece), with their piece."""
+    cased = [(t.text[0].isupper(), t.score) for found in letters for t in found if t.text[0].upper() not in CASELESS]
+    upper = sum(s for is_upper, s in cased if is_upper) >= sum(s for is_upper, s in cased if not is_upper)
     heads: list[Letter | None] = [None] * len(letters)
+    extras: list[tuple[int, Letter]] = []
     missed = 0
     for code in range(ord("A"), ord("Z") + 1):
+        wanted = chr(code) if upper or chr(code) in CASELESS else chr(code).lower()
         options = [
-            (letter.score, i, letter)
+            (heads[i] is None, letter.score, i, letter)
             for i, found in enumerate(letters)
-            if heads[i] is None
             for letter in found
-            if len(letter.text) == 1 and letter.text.upper() == chr(code)
+            if letter.text == wanted or (wanted in CASELESS and letter.text.upper() == wanted)
         ]
         if not options:
             missed += 1
@@ -552,9 +557,43 @@ def _sequence_heads(letters: list[list[Letter]]) -> list[Letter | None]:
                 break
             continue
         missed = 0
-        _, index, letter = max(options, key=lambda option: option[0])
-        heads[index] = letter
-    return heads
+        free, _, index, letter = max(options, key=lambda option: option[:2])
+        if free:
+            heads[index] = letter
+        else:
+            extras.append((index, letter))
+    return heads, extras
+
+
+def _cut_at_letters(
+    splitter: _Splitter, pieces: list[_Piece], heads: list[Letter | None], extras: list[tuple[int, Letter]]
+) -> tuple[list[_Piece], list[Letter | None]]:
+    """Pieces re-cut by their letters: a head letter standing below a piece's first line at its left edge starts
+    its panel there (what lies above is left unheaded, to join the panel above); a second letter of the sequence
+    on a piece's first line, right of its head, starts a panel of its own (two panels without a gutter)."""
+    mask, text = splitter.mask, splitter.text_px
+    out_pieces, out_heads = [], []
+    second = dict(extras)
+    for index, (piece, head) in enumerate(zip(pieces, heads, strict=True)):
+        x0, y0, x1, y1 = piece.box
+        if head is not None and head.box[1] > y0 + HEAD_TEXT * text:
+            upper, lower = mask.trim((x0, y0, x1, head.box[1] - 1)), mask.trim((x0, head.box[1] - 1, x1, y1))
+            if upper is not None and lower is not None and splitter.big_enough(lower):
+                out_pieces.append(_Piece(upper, piece.gap))
+                out_heads.append(None)
+                piece = _Piece(lower, piece.gap)
+                x0, y0, x1, y1 = piece.box
+        extra = second.get(index)
+        if head is not None and extra is not None and extra.box[0] > head.box[2] + text:
+            left, right = mask.trim((x0, y0, extra.box[0] - 1, y1)), mask.trim((extra.box[0] - 1, y0, x1, y1))
+            near_top = extra.box[1] <= y0 + HEAD_TEXT * text
+            if near_top and left and right and splitter.big_enough(left) and splitter.big_enough(right):
+                out_pieces += [_Piece(left, piece.gap), _Piece(right, 0)]
+                out_heads += [head, extra]
+                continue
+        out_pieces.append(piece)
+        out_heads.append(head)
+    return out_pieces, out_heads
 
 
 def _density(mask: _Mask, box: Box) -> float:
@@ -575,7 +614,7 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list
         merged = False
         for orphan in orphans:
             o = orphan[0].box
-            best = None
+            candidates = []
             for head in heads:
                 b = head[0].box
                 x_overlap = min(b[2], o[2]) - max(b[0], o[0])
@@ -583,33 +622,30 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list
                 # above: starts higher and ends before the orphan's middle (boxes may overlap by a margin)
                 above = b[1] < o[1] and b[3] <= (o[1] + o[3]) / 2 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
                 left = b[0] < o[0] and b[2] <= (o[0] + o[2]) / 2 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
-                if not (above or left):
-                    continue
-                gap = max(0, o[1] - b[3] if above else o[0] - b[2])
-                if best is None or gap < best[0]:
-                    best = (gap, head)
-            if best is None:
-                continue
-            head = best[1][0]
-            b = head.box
-            union = _union(b, o)
-            swallowed = [orphan]
-            grown = True
-            while grown:  # unlettered pieces the union reaches join it too
-                grown = False
-                for g in groups:
-                    if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
-                        swallowed.append(g)
-                        union = _union(union, g[0].box)
-                        grown = True
-            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
-                continue  # never over another lettered panel or a photo
-            head.box = union
-            for g in swallowed:
-                head.gap = min(head.gap, g[0].gap)
-                groups.remove(g)
-            merged = True
-            break
+                if above or left:
+                    candidates.append((max(0, o[1] - b[3] if above else o[0] - b[2]), id(head), head))
+            for _, _, best in sorted(candidates, key=lambda c: c[:2]):  # the nearest head it can join
+                head = best[0]
+                union = _union(head.box, o)
+                swallowed = [orphan]
+                grown = True
+                while grown:  # unlettered pieces the union reaches join it too
+                    grown = False
+                    for g in groups:
+                        if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
+                            swallowed.append(g)
+                            union = _union(union, g[0].box)
+                            grown = True
+                if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
+                    continue  # never over another lettered panel or a photo
+                head.box = union
+                for g in swallowed:
+                    head.gap = min(head.gap, g[0].gap)
+                    groups.remove(g)
+                merged = True
+                break
+            if merged:
+                break
         if not merged:
             return [g[0] for g in groups]
 
@@ -665,17 +701,24 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     if len(pieces) < 2:
         return [(whole, 0.9)]
     _attach_decorations(pieces, splitter.decorations)
-    dense = [_density(mask, piece.box) >= PHOTO_DENSITY for piece in pieces]
     letters = top_letters(mask.gray.astype(np.uint8), [p.box for p in pieces], int(LETTER_BAND_TEXT * splitter.text_px))
-    heads = _sequence_heads(letters)
+    # a panel's letter stands on its first line (or at its left edge); letters further in name parts of plots
+    letters = [
+        [t for t in found if min(t.box[1] - p.box[1], t.box[0] - p.box[0]) <= HEAD_TEXT * splitter.text_px]
+        for found, p in zip(letters, pieces, strict=True)
+    ]
+    heads, extras = _sequence_heads(letters)
     if sum(head is not None for head in heads) >= 2:
+        pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
         # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
         lettered: list[bool | None] = [
-            True if head is not None else (None if d else False) for head, d in zip(heads, dense, strict=True)
+            True if head is not None else (None if _density(mask, p.box) >= PHOTO_DENSITY else False)
+            for head, p in zip(heads, pieces, strict=True)
         ]
         pieces = _merge_unlettered(pieces, lettered)
     else:
         # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
+        dense = [_density(mask, piece.box) >= PHOTO_DENSITY for piece in pieces]
         flags = [None if d else _has_letter(mask, p.box, splitter.text_px) for p, d in zip(pieces, dense, strict=True)]
         drawn = [flag for flag in flags if flag is not None]
         if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
