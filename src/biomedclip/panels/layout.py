@@ -565,18 +565,40 @@ def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], l
     return heads, extras
 
 
+def _fill_gaps(pieces: list[_Piece], heads: list[Letter | None]) -> list[Letter | None]:
+    """Heads for letters the sequence skips (A before a found B, C between found B and D): when exactly one
+    unheaded piece lies between the neighbouring letters' pieces in reading order, the missing letter is its."""
+    order = [i for (_, i) in _reading_order([(p.box, i) for i, p in enumerate(pieces)])]
+    rank = {i: r for r, i in enumerate(order)}
+    codes = {ord(h.text.upper()): i for i, h in enumerate(heads) if h is not None}
+    filled = list(heads)
+    for code in range(ord("A"), max(codes, default=ord("A"))):
+        if code in codes:
+            continue
+        before = [rank[i] for c, i in codes.items() if c < code]
+        after = [rank[i] for c, i in codes.items() if c > code]
+        lo, hi = max(before, default=-1), min(after)
+        between = [order[r] for r in range(lo + 1, hi) if filled[order[r]] is None]
+        if len(between) == 1:
+            first = next(h for h in heads if h is not None)
+            filled[between[0]] = Letter(chr(code) if first.text.isupper() else chr(code).lower(), pieces[between[0]].box, 0.0)
+    return filled
+
+
 def _cut_at_letters(
     splitter: _Splitter, pieces: list[_Piece], heads: list[Letter | None], extras: list[tuple[int, Letter]]
 ) -> tuple[list[_Piece], list[Letter | None]]:
     """Pieces re-cut by their letters: a head letter standing below a piece's first line at its left edge starts
-    its panel there (what lies above is left unheaded, to join the panel above); a second letter of the sequence
+    its panel there when another piece lies above (what lies above the letter is left unheaded, to join that
+    piece's panel); a second letter of the sequence
     on a piece's first line, right of its head, starts a panel of its own (two panels without a gutter)."""
     mask, text = splitter.mask, splitter.text_px
     out_pieces, out_heads = [], []
     second = dict(extras)
     for index, (piece, head) in enumerate(zip(pieces, heads, strict=True)):
         x0, y0, x1, y1 = piece.box
-        if head is not None and head.box[1] > y0 + HEAD_TEXT * text:
+        above = any(p.box[3] <= y0 + 2 and min(p.box[2], x1) - max(p.box[0], x0) > 0 for p in pieces)
+        if head is not None and head.box[1] > y0 + HEAD_TEXT * text and above:
             upper, lower = mask.trim((x0, y0, x1, head.box[1] - 1)), mask.trim((x0, head.box[1] - 1, x1, y1))
             if upper is not None and lower is not None and splitter.big_enough(lower):
                 out_pieces.append(_Piece(upper, piece.gap))
@@ -710,6 +732,7 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     heads, extras = _sequence_heads(letters)
     if sum(head is not None for head in heads) >= 2:
         pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
+        heads = _fill_gaps(pieces, heads)
         # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
         lettered: list[bool | None] = [
             True if head is not None else (None if _density(mask, p.box) >= PHOTO_DENSITY else False)
