@@ -735,7 +735,9 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
         heads = _fill_gaps(pieces, heads)
         # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
         lettered: list[bool | None] = [
-            True if head is not None else (None if _density(mask, p.box) >= PHOTO_DENSITY else False)
+            True
+            if head is not None
+            else (None if _density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) else False)
             for head, p in zip(heads, pieces, strict=True)
         ]
         pieces = _merge_unlettered(pieces, lettered)
