@@ -17,6 +17,7 @@ development set (benchmarks/panels_detect.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -55,6 +56,9 @@ LETTER_BAND_TEXT = 3  # panel letters are read in a band this many text heights 
 HEAD_TEXT = 1.0  # a panel's letter starts within this many text heights of its piece's top
 MAX_SEQUENCE_GAP = 1  # letters of a figure's sequence may skip this many unread letters (A, C: B was missed)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
+
+
+_Item = TypeVar("_Item", bound=tuple)  # a tuple whose first item is a box
 
 
 @dataclass
@@ -558,6 +562,7 @@ def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], l
             continue
         missed = 0
         free, _, index, letter = max(options, key=lambda option: option[:2])
+        letter = Letter(wanted, letter.box, letter.score)  # in the figure's case (c/C, s/S... read alike)
         if free:
             heads[index] = letter
         else:
@@ -682,9 +687,9 @@ def _overlaps(a: Box, b: Box) -> bool:
     return w > 4 and h > 4 and w * h > 0.2 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def _reading_order(boxes: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+def _reading_order(boxes: list[_Item]) -> list[_Item]:
     """Top-to-bottom rows (boxes whose vertical centre falls in a row's span), left-to-right inside a row."""
-    rows: list[list[tuple[Box, float]]] = []
+    rows: list[list[_Item]] = []
     for item in sorted(boxes, key=lambda b: (b[0][1], b[0][0])):
         box = item[0]
         centre = (box[1] + box[3]) / 2
@@ -702,10 +707,17 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
 
     A single-panel figure (or one that cannot be split) gives exactly one box covering the figure.
     """
+    return [(box, score) for box, score, _ in detect_panels_and_letters(image)]
+
+
+def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str | None]]:
+    """``detect_panels``'s boxes and scores, each with the letter of the figure's sequence (A, B, C...) read at
+    the top of the panel while grouping its parts, or None where none was read (the label reader may still find
+    one): one glyph pass shared by detection and labels."""
     width, height = image.size
     whole: Box = (0, 0, width, height)
     if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
-        return [(whole, 1.0)]
+        return [(whole, 1.0, None)]
     factor = max(1, int(np.ceil(max(width, height) / ANALYSIS_MAX_SIDE)))
     if factor == 1:
         rgb = _rgb_array(image)
@@ -717,11 +729,11 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     mask = _Mask(_foreground(rgb), gray)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:
-        return [(whole, 1.0)]
+        return [(whole, 1.0, None)]
     splitter = _Splitter(mask)
     pieces = splitter.split(start, gap=10**6)
     if len(pieces) < 2:
-        return [(whole, 0.9)]
+        return [(whole, 0.9, None)]
     _attach_decorations(pieces, splitter.decorations)
     letters = top_letters(mask.gray.astype(np.uint8), [p.box for p in pieces], int(LETTER_BAND_TEXT * splitter.text_px))
     # a panel's letter stands on its first line (or at its left edge); letters further in name parts of plots
@@ -730,6 +742,7 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
         for found, p in zip(letters, pieces, strict=True)
     ]
     heads, extras = _sequence_heads(letters)
+    read: dict[int, str] = {}  # id of a head piece -> its letter
     if sum(head is not None for head in heads) >= 2:
         pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
         heads = _fill_gaps(pieces, heads)
@@ -740,6 +753,7 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
             else (None if _density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) else False)
             for head, p in zip(heads, pieces, strict=True)
         ]
+        read = {id(p): h.text for p, h in zip(pieces, heads, strict=True) if h is not None and h.score > 0}
         pieces = _merge_unlettered(pieces, lettered)
     else:
         # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
@@ -749,12 +763,12 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
         if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
             pieces = _merge_unlettered(pieces, flags)
     if len(pieces) < 2:
-        return [(whole, 0.9)]
+        return [(whole, 0.9, None)]
     result = []
     for piece in pieces:
         x0, y0, x1, y1 = piece.box
         box = (x0 * factor, y0 * factor, min(width, x1 * factor), min(height, y1 * factor))
-        result.append((box, _score(mask, piece, splitter.text_px)))
+        result.append((box, _score(mask, piece, splitter.text_px), read.get(id(piece))))
     return _reading_order(result)
 
 
