@@ -548,12 +548,12 @@ def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], l
     extras: list[tuple[int, Letter]] = []
     missed = 0
     for code in range(ord("A"), ord("Z") + 1):
-        wanted = chr(code) if upper or chr(code) in CASELESS else chr(code).lower()
+        wanted = chr(code) if upper else chr(code).lower()
         options = [
             (heads[i] is None, letter.score, i, letter)
             for i, found in enumerate(letters)
             for letter in found
-            if letter.text == wanted or (wanted in CASELESS and letter.text.upper() == wanted)
+            if letter.text == wanted or (chr(code) in CASELESS and letter.text.upper() == chr(code))
         ]
         if not options:
             missed += 1
