@@ -135,4 +135,3 @@ def test_split_figure_labels_come_from_the_shared_letter_pass(face):
     assert figure.compound
     assert [p.label for p in figure.panels] == ["A", "B"]
     assert [p.subcaption for p in figure.panels] == ["Counts in two conditions.", "Their ratio."]
-

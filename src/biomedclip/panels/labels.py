@@ -351,7 +351,6 @@ def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, 
     return [(None, 0.0) if r is None else (r.text, round(min(1.0, r.score), 4)) for r in chosen]
 
 
-
 @dataclass(frozen=True)
 class Letter:
     """A panel letter read at the top of a region: its text (brackets dropped), its box in the pixels of the grey

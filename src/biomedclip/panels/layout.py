@@ -585,8 +585,8 @@ def _fill_gaps(pieces: list[_Piece], heads: list[Letter | None]) -> list[Letter 
         lo, hi = max(before, default=-1), min(after)
         between = [order[r] for r in range(lo + 1, hi) if filled[order[r]] is None]
         if len(between) == 1:
-            first = next(h for h in heads if h is not None)
-            filled[between[0]] = Letter(chr(code) if first.text.isupper() else chr(code).lower(), pieces[between[0]].box, 0.0)
+            text = chr(code) if next(h for h in heads if h is not None).text.isupper() else chr(code).lower()
+            filled[between[0]] = Letter(text, pieces[between[0]].box, 0.0)
     return filled
 
 
@@ -747,11 +747,10 @@ def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str 
         pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
         heads = _fill_gaps(pieces, heads)
         # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
+        # (a piece with a letter-shaped glyph at its corner has a letter the model missed: it stands alone too)
+        alone = [_density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) for p in pieces]
         lettered: list[bool | None] = [
-            True
-            if head is not None
-            else (None if _density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) else False)
-            for head, p in zip(heads, pieces, strict=True)
+            True if head is not None else (None if solo else False) for head, solo in zip(heads, alone, strict=True)
         ]
         read = {id(p): h.text for p, h in zip(pieces, heads, strict=True) if h is not None and h.score > 0}
         pieces = _merge_unlettered(pieces, lettered)
