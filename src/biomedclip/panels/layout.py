@@ -6,11 +6,20 @@ abutting images meet. A cut is kept only when both sides look like panels: big e
 its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
 plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
 also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are
-peeled off and given back to the one panel they lie along, or to none. When most pieces start with a panel
-letter, a piece without one joins its lettered neighbour above or to the left (the sub-plots of one lettered
-panel); photos stand alone. The analysis runs on a foreground mask (pixels away from the background colour) of a
-copy downscaled to at most ``ANALYSIS_MAX_SIDE`` pixels, with prefix sums so every profile is one subtraction;
-boxes are mapped back to the original pixels. Chosen over a learned detector by measurement on the real
+peeled off and given back to the one panel they lie along, or to none.
+
+Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
+piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
+one case) head panels; a head letter below a piece's first line re-cuts the piece there, a second sequence letter
+on its first line splits it, and a piece between two heads whose letter was missed gets it. Every other piece
+joins the nearest head above or to its left (the sub-plots of one lettered panel), unless it is a photo or shows
+a letter-shaped glyph at its corner. Without such a sequence, a shape test for a letter at each piece's corner
+decides instead (when most pieces have one). The letters read are returned with the boxes
+(``detect_panels_and_letters``), so label reading does not repeat the pass.
+
+The analysis runs on a foreground mask (pixels away from the background colour) of a copy downscaled to at most
+``ANALYSIS_MAX_SIDE`` pixels, with prefix sums so every profile is one subtraction; boxes are mapped back to the
+original pixels. Chosen over a learned detector by measurement on the real
 development set (benchmarks/panels_detect.py).
 """
 
