@@ -721,8 +721,9 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
 
 def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str | None]]:
     """``detect_panels``'s boxes and scores, each with the letter of the figure's sequence (A, B, C...) read at
-    the top of the panel while grouping its parts, or None where none was read (the label reader may still find
-    one): one glyph pass shared by detection and labels."""
+    the top of the panel while grouping its parts (or the one letter the sequence skips, given to the one panel
+    between its neighbours), None where there is none (the label reader may still find one): one glyph pass
+    shared by detection and labels."""
     width, height = image.size
     whole: Box = (0, 0, width, height)
     if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
@@ -751,7 +752,7 @@ def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str 
         for found, p in zip(letters, pieces, strict=True)
     ]
     heads, extras = _sequence_heads(letters)
-    read: dict[int, str] = {}  # id of a head piece -> its letter
+    read: dict[int, str] = {}  # id of a head piece -> its letter (read, or the sequence's skipped one)
     if sum(head is not None for head in heads) >= 2:
         pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
         heads = _fill_gaps(pieces, heads)
@@ -761,7 +762,7 @@ def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str 
         lettered: list[bool | None] = [
             True if head is not None else (None if solo else False) for head, solo in zip(heads, alone, strict=True)
         ]
-        read = {id(p): h.text for p, h in zip(pieces, heads, strict=True) if h is not None and h.score > 0}
+        read = {id(p): h.text for p, h in zip(pieces, heads, strict=True) if h is not None}
         pieces = _merge_unlettered(pieces, lettered)
     else:
         # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
