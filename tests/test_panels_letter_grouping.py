@@ -135,3 +135,40 @@ def test_split_figure_labels_come_from_the_shared_letter_pass(face):
     assert figure.compound
     assert [p.label for p in figure.panels] == ["A", "B"]
     assert [p.subcaption for p in figure.panels] == ["Counts in two conditions.", "Their ratio."]
+
+
+def test_reader_fills_only_panels_without_a_letter_and_never_repeats_one():
+    from biomedclip.panels.pipeline import _shared_labels
+
+    boxes = [(0, 0, 10, 10), (10, 0, 20, 10), (20, 0, 30, 10)]
+    calls = []
+
+    def reader(image, asked):
+        calls.append(asked)
+        return [("a", 0.9), ("A", 0.8), ("C", 0.7)]  # the reader's "A" repeats detection's letter for panel 0
+
+    image = Image.new("L", (30, 10), 255)
+    assert _shared_labels(image, boxes, ["A", None, None], reader) == ["A", None, "C"]
+    assert calls == [boxes]  # read over all boxes at once, so its figure-level sequence logic still applies
+    calls.clear()
+    assert _shared_labels(image, boxes, ["A", "B", "C"], reader) == ["A", "B", "C"]
+    assert calls == []  # every panel has its letter: the reader does not run
+
+
+def test_glyph_model_runs_on_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from biomedclip.panels.label_model import load_classifier
+    from biomedclip.panels.label_model.net import GlyphClassifier
+
+    seen = []
+    forward = GlyphClassifier._forward
+
+    def spy(self, bitmaps):
+        seen.extend(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+        return forward(self, bitmaps)
+
+    monkeypatch.setattr(GlyphClassifier, "_forward", spy)
+    probs = load_classifier().probabilities(np.zeros((2, 24, 24), np.float32))
+    assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1.0)
+    assert seen and set(seen) == {1}
