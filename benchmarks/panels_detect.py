@@ -17,6 +17,8 @@ import statistics
 import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core: BLAS threads only spin on the glyph model's small products
+
 from PIL import Image
 
 from biomedclip.panels.layout import detect_panels

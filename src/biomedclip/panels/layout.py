@@ -6,21 +6,32 @@ abutting images meet. A cut is kept only when both sides look like panels: big e
 its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
 plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
 also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are
-peeled off and given back to the one panel they lie along, or to none. When most pieces start with a panel
-letter, a piece without one joins its lettered neighbour above or to the left (the sub-plots of one lettered
-panel); photos stand alone. The analysis runs on a foreground mask (pixels away from the background colour) of a
-copy downscaled to at most ``ANALYSIS_MAX_SIDE`` pixels, with prefix sums so every profile is one subtraction;
-boxes are mapped back to the original pixels. Chosen over a learned detector by measurement on the real
+peeled off and given back to the one panel they lie along, or to none.
+
+Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
+piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
+one case) head panels; a head letter below a piece's first line re-cuts the piece there, a second sequence letter
+on its first line splits it, and a piece between two heads whose letter was missed gets it. Every other piece
+joins the nearest head above or to its left (the sub-plots of one lettered panel), unless it is a photo or shows
+a letter-shaped glyph at its corner. Without such a sequence, a shape test for a letter at each piece's corner
+decides instead (when most pieces have one). The letters read are returned with the boxes
+(``detect_panels_and_letters``), so label reading does not repeat the pass.
+
+The analysis runs on a foreground mask (pixels away from the background colour) of a copy downscaled to at most
+``ANALYSIS_MAX_SIDE`` pixels, with prefix sums so every profile is one subtraction; boxes are mapped back to the
+original pixels. Chosen over a learned detector by measurement on the real
 development set (benchmarks/panels_detect.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
+from biomedclip.panels.labels import CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
 ANALYSIS_MAX_SIDE = 1000
@@ -50,7 +61,13 @@ PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph
 LETTERED_SHARE = 0.6  # pieces are joined to lettered neighbours when this share of them starts with a letter
 CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt about a cut
 FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
+LETTER_BAND_TEXT = 3  # panel letters are read in a band this many text heights deep along each piece's top
+HEAD_TEXT = 1.0  # a panel's letter starts within this many text heights of its piece's top
+MAX_SEQUENCE_GAP = 1  # letters of a figure's sequence may skip this many unread letters (A, C: B was missed)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
+
+
+_Item = TypeVar("_Item", bound=tuple)  # a tuple whose first item is a box
 
 
 @dataclass
@@ -529,6 +546,92 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     return len(words) == 1 or words[1][0] - words[0][1] >= h
 
 
+def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], list[tuple[int, Letter]]]:
+    """The letter heading each piece when the pieces' top letters spell the figure's sequence (A, B, C... in the
+    figure's case, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it
+    most surely that has none yet; a stray letter past the run (a "T" of a title) heads nothing. Also returned: the
+    run's letters read only on pieces that already have a head (two panels in one piece), with their piece."""
+    cased = [(t.text[0].isupper(), t.score) for found in letters for t in found if t.text[0].upper() not in CASELESS]
+    upper = sum(s for is_upper, s in cased if is_upper) >= sum(s for is_upper, s in cased if not is_upper)
+    heads: list[Letter | None] = [None] * len(letters)
+    extras: list[tuple[int, Letter]] = []
+    missed = 0
+    for code in range(ord("A"), ord("Z") + 1):
+        wanted = chr(code) if upper else chr(code).lower()
+        options = [
+            (heads[i] is None, letter.score, i, letter)
+            for i, found in enumerate(letters)
+            for letter in found
+            if letter.text == wanted or (chr(code) in CASELESS and letter.text.upper() == chr(code))
+        ]
+        if not options:
+            missed += 1
+            if missed > MAX_SEQUENCE_GAP:
+                break
+            continue
+        missed = 0
+        free, _, index, letter = max(options, key=lambda option: option[:2])
+        letter = Letter(wanted, letter.box, letter.score)  # in the figure's case (c/C, s/S... read alike)
+        if free:
+            heads[index] = letter
+        else:
+            extras.append((index, letter))
+    return heads, extras
+
+
+def _fill_gaps(pieces: list[_Piece], heads: list[Letter | None]) -> list[Letter | None]:
+    """Heads for letters the sequence skips (A before a found B, C between found B and D): when exactly one
+    unheaded piece lies between the neighbouring letters' pieces in reading order, the missing letter is its."""
+    order = [i for (_, i) in _reading_order([(p.box, i) for i, p in enumerate(pieces)])]
+    rank = {i: r for r, i in enumerate(order)}
+    codes = {ord(h.text.upper()): i for i, h in enumerate(heads) if h is not None}
+    filled = list(heads)
+    for code in range(ord("A"), max(codes, default=ord("A"))):
+        if code in codes:
+            continue
+        before = [rank[i] for c, i in codes.items() if c < code]
+        after = [rank[i] for c, i in codes.items() if c > code]
+        lo, hi = max(before, default=-1), min(after)
+        between = [order[r] for r in range(lo + 1, hi) if filled[order[r]] is None]
+        if len(between) == 1:
+            text = chr(code) if next(h for h in heads if h is not None).text.isupper() else chr(code).lower()
+            filled[between[0]] = Letter(text, pieces[between[0]].box, 0.0)
+    return filled
+
+
+def _cut_at_letters(
+    splitter: _Splitter, pieces: list[_Piece], heads: list[Letter | None], extras: list[tuple[int, Letter]]
+) -> tuple[list[_Piece], list[Letter | None]]:
+    """Pieces re-cut by their letters: a head letter standing below a piece's first line at its left edge starts
+    its panel there when another piece lies above (what lies above the letter is left unheaded, to join that
+    piece's panel); a second letter of the sequence
+    on a piece's first line, right of its head, starts a panel of its own (two panels without a gutter)."""
+    mask, text = splitter.mask, splitter.text_px
+    out_pieces, out_heads = [], []
+    second = dict(extras)
+    for index, (piece, head) in enumerate(zip(pieces, heads, strict=True)):
+        x0, y0, x1, y1 = piece.box
+        above = any(p.box[3] <= y0 + 2 and min(p.box[2], x1) - max(p.box[0], x0) > 0 for p in pieces)
+        if head is not None and head.box[1] > y0 + HEAD_TEXT * text and above:
+            upper, lower = mask.trim((x0, y0, x1, head.box[1] - 1)), mask.trim((x0, head.box[1] - 1, x1, y1))
+            if upper is not None and lower is not None and splitter.big_enough(lower):
+                out_pieces.append(_Piece(upper, piece.gap))
+                out_heads.append(None)
+                piece = _Piece(lower, piece.gap)
+                x0, y0, x1, y1 = piece.box
+        extra = second.get(index)
+        if head is not None and extra is not None and extra.box[0] > head.box[2] + text:
+            left, right = mask.trim((x0, y0, extra.box[0] - 1, y1)), mask.trim((extra.box[0] - 1, y0, x1, y1))
+            near_top = extra.box[1] <= y0 + HEAD_TEXT * text
+            if near_top and left and right and splitter.big_enough(left) and splitter.big_enough(right):
+                out_pieces += [_Piece(left, piece.gap), _Piece(right, 0)]
+                out_heads += [head, extra]
+                continue
+        out_pieces.append(piece)
+        out_heads.append(head)
+    return out_pieces, out_heads
+
+
 def _density(mask: _Mask, box: Box) -> float:
     """Share of foreground pixels in the box."""
     area = (box[2] - box[0]) * (box[3] - box[1])
@@ -547,7 +650,7 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list
         merged = False
         for orphan in orphans:
             o = orphan[0].box
-            best = None
+            candidates = []
             for head in heads:
                 b = head[0].box
                 x_overlap = min(b[2], o[2]) - max(b[0], o[0])
@@ -555,33 +658,30 @@ def _merge_unlettered(pieces: list[_Piece], lettered: list[bool | None]) -> list
                 # above: starts higher and ends before the orphan's middle (boxes may overlap by a margin)
                 above = b[1] < o[1] and b[3] <= (o[1] + o[3]) / 2 and x_overlap > 0.3 * min(b[2] - b[0], o[2] - o[0])
                 left = b[0] < o[0] and b[2] <= (o[0] + o[2]) / 2 and y_overlap > 0.3 * min(b[3] - b[1], o[3] - o[1])
-                if not (above or left):
-                    continue
-                gap = max(0, o[1] - b[3] if above else o[0] - b[2])
-                if best is None or gap < best[0]:
-                    best = (gap, head)
-            if best is None:
-                continue
-            head = best[1][0]
-            b = head.box
-            union = _union(b, o)
-            swallowed = [orphan]
-            grown = True
-            while grown:  # unlettered pieces the union reaches join it too
-                grown = False
-                for g in groups:
-                    if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
-                        swallowed.append(g)
-                        union = _union(union, g[0].box)
-                        grown = True
-            if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
-                continue  # never over another lettered panel or a photo
-            head.box = union
-            for g in swallowed:
-                head.gap = min(head.gap, g[0].gap)
-                groups.remove(g)
-            merged = True
-            break
+                if above or left:
+                    candidates.append((max(0, o[1] - b[3] if above else o[0] - b[2]), id(head), head))
+            for _, _, best in sorted(candidates, key=lambda c: c[:2]):  # the nearest head it can join
+                head = best[0]
+                union = _union(head.box, o)
+                swallowed = [orphan]
+                grown = True
+                while grown:  # unlettered pieces the union reaches join it too
+                    grown = False
+                    for g in groups:
+                        if g[1] is False and g not in swallowed and _overlaps(union, g[0].box):
+                            swallowed.append(g)
+                            union = _union(union, g[0].box)
+                            grown = True
+                if any(_overlaps(union, g[0].box) for g in groups if g[0] is not head and g not in swallowed):
+                    continue  # never over another lettered panel or a photo
+                head.box = union
+                for g in swallowed:
+                    head.gap = min(head.gap, g[0].gap)
+                    groups.remove(g)
+                merged = True
+                break
+            if merged:
+                break
         if not merged:
             return [g[0] for g in groups]
 
@@ -596,9 +696,9 @@ def _overlaps(a: Box, b: Box) -> bool:
     return w > 4 and h > 4 and w * h > 0.2 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def _reading_order(boxes: list[tuple[Box, float]]) -> list[tuple[Box, float]]:
+def _reading_order(boxes: list[_Item]) -> list[_Item]:
     """Top-to-bottom rows (boxes whose vertical centre falls in a row's span), left-to-right inside a row."""
-    rows: list[list[tuple[Box, float]]] = []
+    rows: list[list[_Item]] = []
     for item in sorted(boxes, key=lambda b: (b[0][1], b[0][0])):
         box = item[0]
         centre = (box[1] + box[3]) / 2
@@ -616,10 +716,18 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
 
     A single-panel figure (or one that cannot be split) gives exactly one box covering the figure.
     """
+    return [(box, score) for box, score, _ in detect_panels_and_letters(image)]
+
+
+def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str | None]]:
+    """``detect_panels``'s boxes and scores, each with the letter of the figure's sequence (A, B, C...) read at
+    the top of the panel while grouping its parts (or the one letter the sequence skips, given to the one panel
+    between its neighbours), None where there is none (the label reader may still find one): one glyph pass
+    shared by detection and labels."""
     width, height = image.size
     whole: Box = (0, 0, width, height)
     if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
-        return [(whole, 1.0)]
+        return [(whole, 1.0, None)]
     factor = max(1, int(np.ceil(max(width, height) / ANALYSIS_MAX_SIDE)))
     if factor == 1:
         rgb = _rgb_array(image)
@@ -631,27 +739,45 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     mask = _Mask(_foreground(rgb), gray)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:
-        return [(whole, 1.0)]
+        return [(whole, 1.0, None)]
     splitter = _Splitter(mask)
     pieces = splitter.split(start, gap=10**6)
     if len(pieces) < 2:
-        return [(whole, 0.9)]
+        return [(whole, 0.9, None)]
     _attach_decorations(pieces, splitter.decorations)
-    # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
-    lettered = [
-        None if _density(mask, piece.box) >= PHOTO_DENSITY else _has_letter(mask, piece.box, splitter.text_px)
-        for piece in pieces
+    letters = top_letters(mask.gray.astype(np.uint8), [p.box for p in pieces], int(LETTER_BAND_TEXT * splitter.text_px))
+    # a panel's letter stands on its first line (or at its left edge); letters further in name parts of plots
+    letters = [
+        [t for t in found if min(t.box[1] - p.box[1], t.box[0] - p.box[0]) <= HEAD_TEXT * splitter.text_px]
+        for found, p in zip(letters, pieces, strict=True)
     ]
-    drawn = [flag for flag in lettered if flag is not None]
-    if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
+    heads, extras = _sequence_heads(letters)
+    read: dict[int, str] = {}  # id of a head piece -> its letter (read, or the sequence's skipped one)
+    if sum(head is not None for head in heads) >= 2:
+        pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
+        heads = _fill_gaps(pieces, heads)
+        # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
+        # (a piece with a letter-shaped glyph at its corner has a letter the model missed: it stands alone too)
+        alone = [_density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) for p in pieces]
+        lettered: list[bool | None] = [
+            True if head is not None else (None if solo else False) for head, solo in zip(heads, alone, strict=True)
+        ]
+        read = {id(p): h.text for p, h in zip(pieces, heads, strict=True) if h is not None}
         pieces = _merge_unlettered(pieces, lettered)
+    else:
+        # photos (dense pieces) often carry their letter inside, unreadable here: they stand alone, never merged
+        dense = [_density(mask, piece.box) >= PHOTO_DENSITY for piece in pieces]
+        flags = [None if d else _has_letter(mask, p.box, splitter.text_px) for p, d in zip(pieces, dense, strict=True)]
+        drawn = [flag for flag in flags if flag is not None]
+        if sum(drawn) >= 2 and sum(drawn) >= LETTERED_SHARE * len(drawn):
+            pieces = _merge_unlettered(pieces, flags)
     if len(pieces) < 2:
-        return [(whole, 0.9)]
+        return [(whole, 0.9, None)]
     result = []
     for piece in pieces:
         x0, y0, x1, y1 = piece.box
         box = (x0 * factor, y0 * factor, min(width, x1 * factor), min(height, y1 * factor))
-        result.append((box, _score(mask, piece, splitter.text_px)))
+        result.append((box, _score(mask, piece, splitter.text_px), read.get(id(piece))))
     return _reading_order(result)
 
 

@@ -31,8 +31,13 @@ def split_figure(
     A single-panel figure gives ``compound=False`` and one panel with the whole caption as its subcaption (or,
     when its printed letter names one part of a caption covering several image files, that part's text).
     """
+    shared_pass = detector is None and reader is None
     if detector is None:
-        from biomedclip.panels.layout import detect_panels as detector
+        from biomedclip.panels.layout import detect_panels_and_letters
+
+        found = detect_panels_and_letters(image)
+        detector = lambda _image: [(box, score) for box, score, _ in found]  # noqa: E731
+        letters = {tuple(box): letter for box, _, letter in found}
     if reader is None:
         from biomedclip.panels.labels import read_labels as reader
     width, height = image.size
@@ -40,8 +45,10 @@ def split_figure(
     if not detected:
         detected = [((0, 0, width, height), 0.0)]
     boxes = [tuple(int(v) for v in box) for box, _ in detected]
-    readings = reader(image, boxes)
-    labels = [label for label, _ in readings]
+    if shared_pass:
+        labels = _shared_labels(image, boxes, [letters.get(tuple(box)) for box, _ in detected], reader)
+    else:
+        labels = [label for label, _ in reader(image, boxes)]
     subcaptions = split_caption(caption)
     if len(boxes) == 1:
         return _single(boxes[0], detected[0][1], labels[0], caption, subcaptions)
@@ -51,6 +58,21 @@ def split_figure(
         for box, (_, score), label, joined in zip(boxes, detected, labels, joins, strict=True)
     ]
     return FigurePanels(True, subcaptions.shared if caption else None, panels)
+
+
+def _shared_labels(
+    image: Image.Image, boxes: list[Box], letters: list[str | None], reader: LabelReader
+) -> list[str | None]:
+    """Labels from detection's letter pass where it read one, the label reader's elsewhere (it runs only when a
+    panel lacks a letter); a reading that repeats a letter detection gave another panel is dropped."""
+    if all(letter is not None for letter in letters):
+        return list(letters)
+    read = [label for label, _ in reader(image, boxes)]
+    taken = {letter.upper() for letter in letters if letter is not None}
+    return [
+        letter if letter is not None else (label if label is None or label.upper() not in taken else None)
+        for letter, label in zip(letters, read, strict=True)
+    ]
 
 
 def _single(box: Box, score: float, label: str | None, caption: str | None, subcaptions: Subcaptions) -> FigurePanels:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 OTHER = "?"
 """The class of everything that is not a letter, a digit or a bracket (symbols, fragments, texture)."""
@@ -51,7 +52,12 @@ class GlyphClassifier:
         }
 
     def probabilities(self, bitmaps: np.ndarray) -> np.ndarray:
-        """Softmax over ``CLASSES`` for an (N, GLYPH_SIZE, GLYPH_SIZE) batch of bitmaps in [0, 1]."""
+        """Softmax over ``CLASSES`` for an (N, GLYPH_SIZE, GLYPH_SIZE) batch of bitmaps in [0, 1], on one BLAS
+        thread: the products are small, so more threads only spin (2.6x the CPU of a panel build, measured)."""
+        with _blas().limit(limits=1, user_api="blas"):
+            return self._forward(bitmaps)
+
+    def _forward(self, bitmaps: np.ndarray) -> np.ndarray:
         p = self.params
         x = bitmaps.astype(np.float32)[:, None]
         x = _conv3x3_relu_pool(x, p["conv1.weight"], p["conv1.bias"])
@@ -61,6 +67,12 @@ class GlyphClassifier:
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
+
+
+@lru_cache(maxsize=1)
+def _blas() -> ThreadpoolController:
+    """The process's thread-pool controller (finding the loaded BLAS libraries takes milliseconds: once)."""
+    return ThreadpoolController()
 
 
 @lru_cache(maxsize=4)
