@@ -123,3 +123,38 @@ def test_a_ray_cluster_given_by_address_is_joined_not_owned(monkeypatch) -> None
     monkeypatch.setattr(distributed, "_start_reaper", lambda: pytest.fail("a reaper for a cluster it joined"))
     distributed.start_ray(2)
     assert calls == [({"address": "10.0.0.1:6379", "log_to_driver": False}, None)]
+
+
+RAY_TASK_DRIVER = (
+    "import subprocess, ray; from biomedclip.corpus.distributed import start_ray; start_ray(1); "
+    "spawn = ray.remote(lambda: subprocess.check_output(['sh', '-c', 'setsid sleep 300 >/dev/null & echo $!'])); "
+    "print(int(ray.get(spawn.remote())), flush=True); import time; time.sleep(300)"
+)
+
+
+@pytest.mark.slow
+def test_a_process_a_ray_task_starts_dies_with_the_driver_of_its_own_ray(tmp_path: Path) -> None:
+    """Deterministic: a process started by a task on the build's own Ray, orphaned at once and in a session of its
+    own (no parent, group or Ray's own clean-up reaches it), is gone within 10 s of ``kill -9`` of the driver."""
+    import psutil
+
+    token = uuid.uuid4().hex
+    env = {**os.environ, TEST_MARKER: token}
+    env.pop("RAY_ADDRESS", None)
+    driver = subprocess.Popen([sys.executable, "-c", RAY_TASK_DRIVER], env=env, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    try:
+        pid = int(driver.stdout.readline())
+        sleeper = psutil.Process(pid)
+        assert sleeper.environ().get(TEST_MARKER) == token
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while (alive := _marked(token)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive, f"outlived the driver by 10 s: {[_name(p) for p in alive]}"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for process in _marked(token):
+            process.kill()
