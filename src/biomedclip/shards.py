@@ -211,14 +211,15 @@ def follow_release(urls: list[str]) -> list[str]:
 def current_release(out_url: str) -> str:
     """The release folder (``releases/<id>``) an ``s3://`` corpus OUT's pointer names; "" when OUT has no pointer
     or an older one (its files lie directly under OUT)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = _split_s3(out_url.rstrip("/"))
     key = f"{prefix}/{RELEASE_POINTER}" if prefix else RELEASE_POINTER
     try:
         data = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as error:
-        if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (403, 404):  # no pointer: old layout
+    except (ClientError, BotoCoreError) as error:
+        status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (403, 404):  # no pointer (or none we may read): the flat layout
             return ""
         raise ShardError(f"cannot read the release pointer {out_url}/{RELEASE_POINTER}: {error}") from error
     try:
