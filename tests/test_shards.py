@@ -336,3 +336,13 @@ def test_http_shards_and_ranged_reads(tmp_path: Path, ranges: bool) -> None:
             list(iter_samples(f"{base}/train-000007.tar"))
     finally:
         server.shutdown()
+
+
+def test_an_unreachable_s3_endpoint_is_a_shard_error_naming_the_release_pointer(monkeypatch) -> None:
+    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ShardError, match=r"s3://corpus/out/RELEASE\.json"):
+        expand_shards("s3://corpus/out/shards/train-000000.tar")
+    assert expand_shards("s3://corpus/out/train-000000.tar") == ["s3://corpus/out/train-000000.tar"]  # not a corpus

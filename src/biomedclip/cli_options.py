@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from biomedclip.errors import BiomedclipError, InputError
+from biomedclip.errors import BiomedclipError, InputError, RunError
 
 MODEL_HELP = "Model: hf-hub:ORG/NAME, local-dir:PATH, a checkpoint folder or weight file, or a registry architecture."
 DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps; asking for an absent device is an error."
@@ -60,3 +60,17 @@ def loading_model(name: str) -> Iterator[None]:
         raise
     except (OSError, ValueError, KeyError) as error:
         raise InputError(f"cannot load model {name!r}: {error}") from error
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Around a command's work: a missing file becomes an ``InputError`` (exit 2), a ValueError about the data a
+    ``RunError`` (exit 1); the project's own errors pass as they are."""
+    try:
+        yield
+    except BiomedclipError:
+        raise
+    except FileNotFoundError as error:
+        raise InputError(str(error)) from error
+    except ValueError as error:
+        raise RunError(str(error)) from error

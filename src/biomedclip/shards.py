@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "tif", "tiff", "gif", "bmp", "webp")
 SIZES_FILE = "sizes.json"
 URL_SCHEMES = ("s3://", "http://", "https://", "file://")
+RELEASE_POINTER = "RELEASE.json"
+"""In an ``s3://`` corpus OUT: written last by each build, ``{"release": "releases/<id>", "files": {name: {bytes,
+sha256}}}``; readers take the shards and catalog below that release (:func:`follow_release`). An OUT without it,
+or with the older flat manifest, keeps its files directly under OUT."""
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext
 
 # The figure record: every field any stage stores, with its Arrow type, in catalog column order.
@@ -146,7 +150,8 @@ def expand_shards(specs: str | Iterable[str]) -> list[str]:
 
     A spec is one string or several; each string may join entries with ``::``. An entry is a brace pattern
     (``train-{000000..000099}.tar``), a local glob, a folder (its ``*.tar``), a file, or a URL (``s3://``,
-    ``http(s)://``), kept as is for the reader to stream.
+    ``http(s)://``), kept as is for the reader to stream (``s3://`` shards of a corpus OUT: those of its current
+    release, :func:`follow_release`).
 
     Raises:
         ShardSpecError: an entry matches nothing, or a named local shard is missing.
@@ -178,7 +183,51 @@ def expand_shards(specs: str | Iterable[str]) -> list[str]:
     missing = [u for u in urls if not is_url(u) and not os.path.isfile(u)]
     if missing:
         raise ShardSpecError(f"{len(missing)} shard(s) not found, e.g. {missing[0]}")
-    return list(dict.fromkeys(urls))
+    return follow_release(list(dict.fromkeys(urls)))
+
+
+def follow_release(urls: list[str]) -> list[str]:
+    """``urls`` with each ``s3://B/OUT/shards/NAME`` of a corpus OUT that names a release (its ``RELEASE.json``)
+    turned into ``s3://B/OUT/<release>/shards/NAME``, so a reader takes the shards of one complete release whatever
+    a build is uploading meanwhile; other URLs as they are. One GET per OUT.
+
+    Raises:
+        ShardError: the pointer of an OUT exists but cannot be read or parsed.
+    """
+    releases: dict[str, str] = {}
+    followed = []
+    for url in urls:
+        parent, _, name = url.rpartition("/")
+        out, _, folder = parent.rpartition("/")
+        if not url.startswith("s3://") or folder != "shards" or out.count("/") < 2:
+            followed.append(url)
+            continue
+        if out not in releases:
+            releases[out] = current_release(out)
+        followed.append(f"{out}/{releases[out]}/shards/{name}" if releases[out] else url)
+    return followed
+
+
+def current_release(out_url: str) -> str:
+    """The release folder (``releases/<id>``) an ``s3://`` corpus OUT's pointer names; "" when OUT has no pointer
+    or an older one (its files lie directly under OUT)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, prefix = _split_s3(out_url.rstrip("/"))
+    key = f"{prefix}/{RELEASE_POINTER}" if prefix else RELEASE_POINTER
+    try:
+        data = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (ClientError, BotoCoreError) as error:
+        status = getattr(error, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status in (403, 404):  # no pointer (or none we may read): the flat layout
+            return ""
+        raise ShardError(f"cannot read the release pointer {out_url}/{RELEASE_POINTER}: {error}") from error
+    try:
+        pointer = json.loads(data)
+    except ValueError as error:
+        raise ShardError(f"{out_url}/{RELEASE_POINTER} is not JSON: {error}") from error
+    release = pointer.get("release", "") if isinstance(pointer, dict) else ""
+    return release if isinstance(release, str) else ""
 
 
 # --- opening by scheme ------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -59,6 +60,7 @@ from biomedclip.corpus.sources import relative_to_root, source_root
 from biomedclip.corpus.split import SplitConfig
 from biomedclip.durable import fsync_file, fsync_path
 from biomedclip.errors import InputError, RunError
+from biomedclip.shards import RELEASE_POINTER, current_release
 
 __all__ = ["BuildConfig", "BuildSummary", "Progress", "WorkConfig", "build"]
 
@@ -125,7 +127,7 @@ class BuildSummary:
     panels: dict[str, Any] | None = None  # the panel corpus's numbers (``report.panel_counts``), None without
 
 
-RELEASE_MANIFEST = "RELEASE.json"  # S3 OUT: written last by a release, deleted first (see _upload)
+RELEASES = "releases"  # S3 OUT: releases/<id>/ holds each build's released files (see _upload)
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # OUT cannot take the build: one line, not a traceback
 LISTING = pa.schema([("name", pa.string()), ("article", pa.string()), ("version", pa.int64())])
 
@@ -347,25 +349,35 @@ def _release(root: Path) -> None:
 
 
 def _upload(stage: Path, out: OutDir) -> None:
-    """S3 OUT: upload the released files (shards and catalog parts before stats and report), drop stale ones.
+    """S3 OUT: upload the released files into a new release folder, then point ``OUT/RELEASE.json`` at it.
 
-    S3 has no atomic rename, so the release is marked instead: ``OUT/RELEASE.json`` is deleted before the first
-    upload and written after the last delete, listing the size and SHA-256 of every released file. While it is
-    absent a release is in progress (or was cut short; the next build finishes it); when it is there, the
-    catalog and the shards it lists agree, which a reader can check against the sizes.
+    S3 has no atomic rename of many objects, so each build uploads into ``OUT/releases/<id>/`` (shards and catalog
+    parts before stats and report) and then writes ``OUT/RELEASE.json`` (one PUT, atomic): ``{"release":
+    "releases/<id>", "files": {name: {bytes, sha256}}}``. A reader that follows it (``shards.follow_release``) sees
+    one complete release, the previous one until the new one is whole. The release before the current one is kept
+    for readers that started on it; older ones, uploads cut short, and files of the older flat layout (directly
+    under OUT) are deleted once they are two releases old.
     """
     names = [str(p.relative_to(stage)) for p in sorted(stage.rglob("*"))
              if p.is_file() and p.name != "COMPLETE" and not str(p.relative_to(stage)).startswith("work/")]  # fmt: skip
     manifest = {name: _fingerprint(stage / name) for name in names}
-    out.delete(RELEASE_MANIFEST)
+    previous = current_release(out.url)
+    release = f"{RELEASES}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
     for name in names:
-        out.put_file(name, stage / name)
-    for folder in ("shards", "catalog", "report"):
-        for old in out.list(folder):
-            if old not in names:
+        out.put_file(f"{release}/{name}", stage / name)
+    _write_json(stage / RELEASE_POINTER, {"release": release, "files": manifest})
+    out.put_file(RELEASE_POINTER, stage / RELEASE_POINTER)
+    kept = {release, previous}
+    for old in out.list(RELEASES):
+        if "/".join(old.split("/")[:2]) not in kept:
+            out.delete(old)
+    if previous:  # the flat layout, if any, is two releases old now
+        for folder in ("shards", "catalog", "report"):
+            for old in out.list(folder):
                 out.delete(old)
-    _write_json(stage / RELEASE_MANIFEST, manifest)
-    out.put_file(RELEASE_MANIFEST, stage / RELEASE_MANIFEST)
+        for name in RELEASED:
+            if "." in name:  # a file (the folders' objects are deleted above)
+                out.delete(name)
 
 
 def _fingerprint(path: Path) -> dict[str, Any]:

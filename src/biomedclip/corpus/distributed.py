@@ -18,6 +18,8 @@ interrupted driver (SIGINT, SIGTERM, any exception) kills its pool's workers at 
 their units to finish, so the build stops, and its lock is released, within a second or two.
 Ray: ``engine="ray"`` connects to ``RAY_ADDRESS`` when set, else starts a local Ray with ``workers``
 CPUs; the workers then write into OUT, which must be reachable from every node (a shared file system or s3).
+Every process of a local Ray the build started dies with the driver, on any signal (``ray_reaper.py``); a
+cluster it connected to keeps running (Ray ends the tasks of a driver that is gone).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -35,6 +40,7 @@ from typing import Any
 
 from biomedclip.corpus.articles import WorkConfig, article_name
 from biomedclip.corpus.batches import BatchCounts, WorkItem, WorkStore, process_batch
+from biomedclip.corpus.ray_reaper import OWNER
 from biomedclip.errors import RunError
 
 ENGINES = ("local", "ray")
@@ -179,14 +185,43 @@ def _rerun_broken(
 
 
 def start_ray(workers: int) -> None:
-    """Connect to ``RAY_ADDRESS`` or start a local Ray with ``workers`` CPUs (once per process)."""
+    """Connect to ``RAY_ADDRESS`` or start a local Ray with ``workers`` CPUs (once per process).
+
+    A local Ray is this build's own: its processes carry a marker in their environment and die with the driver
+    (``ray_reaper.py``); a cluster named by ``RAY_ADDRESS`` is only connected to, never stopped.
+    """
     import ray
 
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {} if address else {"num_cpus": max(1, workers), "include_dashboard": False}
-        ray.init(address=address, log_to_driver=False, **kwargs)
-        ray.data.DataContext.get_current().enable_progress_bars = False
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        token = _start_reaper()
+        os.environ[OWNER] = token  # inherited by the processes ray.init starts, and by the workers they start
+        try:
+            ray.init(num_cpus=max(1, workers), include_dashboard=False, log_to_driver=False)
+        finally:
+            del os.environ[OWNER]
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+_reaper: tuple[subprocess.Popen, str, int] | None = None  # this process's Ray reaper, its token, its pipe
+
+
+def _start_reaper() -> str:
+    """Start this process's Ray reaper (once) and return the token it looks for."""
+    global _reaper
+    if _reaper is None or _reaper[0].poll() is not None:
+        read, write = os.pipe()  # the write end stays in this process (not inheritable): its end is our death
+        token = uuid.uuid4().hex
+        env = {k: v for k, v in os.environ.items() if k != OWNER}
+        reaper = subprocess.Popen([sys.executable, "-m", "biomedclip.corpus.ray_reaper", token], stdin=read,
+                                  env=env, start_new_session=True)  # fmt: skip
+        os.close(read)
+        _reaper = (reaper, token, write)
+    return _reaper[1]
 
 
 def stop_fork_server(grace_s: float = 2.0) -> None:

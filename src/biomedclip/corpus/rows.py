@@ -34,9 +34,12 @@ Disk: each processed image is stored once. A worker writes it to its batch tar; 
 into the new shards (kept figures) or packs (the others), reading earlier batches' images from the previous
 release; once released, the batch tars are deleted. An incremental build thus needs no reprocessing. On the two
 real fixture packages OUT holds 88 KB per accepted figure (68 KB of it the shards), where it held 153 KB before.
-With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result (``build.lock`` is an object
-created by a conditional PUT; ``RELEASE.json``, written last, marks a complete upload); there the batch tars
-stay (an upload is not an atomic release), so S3 OUT keeps the second copy.
+With ``s3://`` OUT, phase 2 runs in a local temporary folder and uploads its result into
+``OUT/releases/<id>/`` (shards/, catalog/, catalog.parquet, ... as above; the catalog's image paths are relative
+to that folder), then writes ``OUT/RELEASE.json`` (``{"release": "releases/<id>", "files": {...}}``) last: readers
+follow it (``shards.follow_release``), so they see the previous release until the new one is complete
+(``build.lock`` is an object created by a conditional PUT); there the batch tars stay (an upload is not an atomic
+release), so S3 OUT keeps the second copy.
 """
 
 from __future__ import annotations

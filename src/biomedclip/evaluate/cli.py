@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from biomedclip.cli_options import device_option, loading_model, model_option, workers_option
-from biomedclip.errors import BiomedclipError, InputError, RunError
+from biomedclip.cli_options import device_option, loading_model, model_option, user_errors, workers_option
+from biomedclip.errors import InputError
 from biomedclip.evaluate.datasets import list_datasets
 
 SPLIT = click.Choice(["train", "val", "test", "all"])
@@ -89,19 +87,6 @@ def _settings(kwargs: dict):
     )
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """A missing file becomes an ``InputError`` (exit 2), a ValueError about the data a ``RunError`` (exit 1)."""
-    try:
-        yield
-    except BiomedclipError:
-        raise
-    except FileNotFoundError as error:
-        raise InputError(str(error)) from error
-    except ValueError as error:
-        raise RunError(str(error)) from error
-
-
 def _run(task, kwargs: dict, **task_kwargs) -> None:
     """Load the model, run ``task``, write the JSON and print a one-line summary; bad input -> clean error."""
     from biomedclip.evaluate.leakage import leakage_line
@@ -113,7 +98,7 @@ def _run(task, kwargs: dict, **task_kwargs) -> None:
         task_kwargs["split"] = kwargs["split"]
     with loading_model(kwargs["model"]):
         model = load_model(kwargs["model"], kwargs["device"])
-    with _user_errors():
+    with user_errors():
         result = task(model, kwargs["dataset"], settings=_settings(kwargs), **task_kwargs)
     path = write_result(result, kwargs["out_dir"])
     headline = _headline(result)
@@ -378,7 +363,7 @@ def report_command(inputs: tuple[str, ...], out_dir: str) -> None:
     from biomedclip.evaluate.report import write_report
     from biomedclip.evaluate.results import read_results
 
-    with _user_errors():
+    with user_errors():
         results = read_results(list(inputs))
     if not results:
         raise InputError(f"no *.result.json files in {', '.join(inputs)}")

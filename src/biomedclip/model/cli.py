@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from biomedclip.cli_options import MODEL_HELP, loading_model, model_option
+from biomedclip.cli_options import MODEL_HELP, loading_model, model_option, user_errors
 from biomedclip.errors import RunError
 
 
@@ -71,10 +71,8 @@ def train_tokenizer_command(
             counter["captions"] += 1
             yield text
 
-    try:
+    with user_errors():  # a ValueError of the trainer: exit 1
         tokenizer = train_wordpiece(counted(), vocab_size, min_frequency, context_length)
-    except ValueError as err:
-        raise RunError(str(err)) from err
     if counter["captions"] == 0:
         raise RunError(f"no captions (.txt members) found in {len(paths)} shard(s)")
     tokenizer.save(out)

@@ -72,6 +72,13 @@ def export_transformers(model: BiomedCLIP, tokenizer, out_dir: str | Path) -> Pa
     return out
 
 
+_VIT_TOP = (("embeddings.patch_embeddings.projection", "patch_embed.proj"), ("layernorm", "norm"))
+"""ViTModel's module names and timm's for the same weight and bias, outside the blocks ..."""
+_VIT_BLOCK = (("attention.o_proj", "attn.proj"), ("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
+              ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"))  # fmt: skip
+"""... and inside each block (q, k and v are split from timm's one qkv)."""
+
+
 def _vision_model(model: BiomedCLIP):
     from timm.models.vision_transformer import VisionTransformer
     from transformers import ViTConfig, ViTModel
@@ -107,28 +114,16 @@ def _vision_model(model: BiomedCLIP):
     state = {
         "embeddings.cls_token": src["cls_token"],
         "embeddings.position_embeddings": src["pos_embed"],
-        "embeddings.patch_embeddings.projection.weight": src["patch_embed.proj.weight"],
-        "embeddings.patch_embeddings.projection.bias": src["patch_embed.proj.bias"],
-        "layernorm.weight": src["norm.weight"],
-        "layernorm.bias": src["norm.bias"],
         "pooler.dense.weight": proj.weight.detach(),
         "pooler.dense.bias": torch.zeros(model.embed_dim),
     }
-    for i in range(len(trunk.blocks)):  # transformers 5 names (the lock pins it; _load_exactly checks them)
-        t, h = f"blocks.{i}.", f"layers.{i}."
-        q, k, v = src[t + "attn.qkv.weight"].chunk(3)
-        qb, kb, vb = src[t + "attn.qkv.bias"].chunk(3)
-        state |= {
-            h + "attention.q_proj.weight": q, h + "attention.q_proj.bias": qb,
-            h + "attention.k_proj.weight": k, h + "attention.k_proj.bias": kb,
-            h + "attention.v_proj.weight": v, h + "attention.v_proj.bias": vb,
-            h + "attention.o_proj.weight": src[t + "attn.proj.weight"],
-            h + "attention.o_proj.bias": src[t + "attn.proj.bias"],
-            h + "layernorm_before.weight": src[t + "norm1.weight"], h + "layernorm_before.bias": src[t + "norm1.bias"],
-            h + "layernorm_after.weight": src[t + "norm2.weight"], h + "layernorm_after.bias": src[t + "norm2.bias"],
-            h + "mlp.fc1.weight": src[t + "mlp.fc1.weight"], h + "mlp.fc1.bias": src[t + "mlp.fc1.bias"],
-            h + "mlp.fc2.weight": src[t + "mlp.fc2.weight"], h + "mlp.fc2.bias": src[t + "mlp.fc2.bias"],
-        }  # fmt: skip
+    for param in ("weight", "bias"):  # transformers 5 names (the lock pins it; _load_exactly checks them)
+        state |= {f"{vit_name}.{param}": src[f"{timm_name}.{param}"] for vit_name, timm_name in _VIT_TOP}
+        for i in range(len(trunk.blocks)):
+            t, h = f"blocks.{i}.", f"layers.{i}."
+            state |= {f"{h}{vit_name}.{param}": src[f"{t}{timm_name}.{param}"] for vit_name, timm_name in _VIT_BLOCK}
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), src[f"{t}attn.qkv.{param}"].chunk(3), strict=True):
+                state[f"{h}attention.{name}.{param}"] = part
     _load_exactly(vit, state)
     return vit
 

@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,22 @@ def _write_rows(out: Path, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
+def _convert_rows(
+    inputs: Path, out: Path, convert: Callable[[int, dict[str, Any], str | None], dict[str, Any] | None],
+    required: tuple[str, ...] = ("id",),
+) -> int:  # fmt: skip
+    """Write ``convert(line number, row, caption)`` of every row of the JSONL file ``inputs`` to ``out`` (rows
+    for which it gives None are left out) through ``_write_rows``; returns the number written."""
+
+    def converted() -> Iterator[dict[str, Any]]:
+        for number, row in read_rows(inputs, required):
+            result = convert(number, row, _text_field(inputs, number, row, "caption"))
+            if result is not None:
+                yield result
+
+    return _write_rows(out, converted())
+
+
 @panels.command()
 @click.option("--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Folder the rows' image paths are relative to.")  # fmt: skip
@@ -94,21 +110,19 @@ def detect(images: Path, captions: Path, out: Path) -> None:
     rejected: list[dict[str, Any]] = []
     totals = Counter()
 
-    def figures() -> Iterator[dict[str, Any]]:
-        for number, row in read_rows(captions, ("id", "image")):
-            caption = _text_field(captions, number, row, "caption")
-            try:
-                with Image.open(images / str(row["image"])) as opened:
-                    image = opened.convert("RGB")
-            except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
-                rejected.append({"id": row["id"], "line": number, "image": row["image"], "reason": _reason(error)})
-                continue
-            figure = split_figure(image, caption)
-            totals["compound"] += figure.compound
-            totals["panels"] += len(figure.panels)
-            yield {"id": row["id"], **figure.as_dict()}
+    def figure(number: int, row: dict[str, Any], caption: str | None) -> dict[str, Any] | None:
+        try:
+            with Image.open(images / str(row["image"])) as opened:
+                image = opened.convert("RGB")
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+            rejected.append({"id": row["id"], "line": number, "image": row["image"], "reason": _reason(error)})
+            return None
+        split = split_figure(image, caption)
+        totals["compound"] += split.compound
+        totals["panels"] += len(split.panels)
+        return {"id": row["id"], **split.as_dict()}
 
-    written = _write_rows(out, figures())
+    written = _convert_rows(captions, out, figure, ("id", "image"))
     rejected_path = out.with_name(f"{out.name}.rejected.jsonl")
     if rejected:
         _write_rows(rejected_path, rejected)
@@ -144,17 +158,15 @@ def subcaptions(inputs: Path, out: Path) -> None:
 
     described = Counter()
 
-    def splits() -> Iterator[dict[str, Any]]:
-        for number, row in read_rows(inputs):
-            caption = _text_field(inputs, number, row, "caption")
-            labels = row.get("labels")
-            if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
-                raise InputError(f"{inputs} line {number}: labels must be a list of strings")
-            split = split_caption(caption, labels)
-            described["with parts"] += bool(split.parts)
-            yield {"id": row["id"], "shared_caption": split.shared, "subcaptions": split.parts}
+    def split(number: int, row: dict[str, Any], caption: str | None) -> dict[str, Any]:
+        labels = row.get("labels")
+        if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+            raise InputError(f"{inputs} line {number}: labels must be a list of strings")
+        parts = split_caption(caption, labels)
+        described["with parts"] += bool(parts.parts)
+        return {"id": row["id"], "shared_caption": parts.shared, "subcaptions": parts.parts}
 
-    written = _write_rows(out, splits())
+    written = _convert_rows(inputs, out, split)
     click.echo(f"{written} captions, {described['with parts']} with panel subcaptions; wrote {out}")
 
 
