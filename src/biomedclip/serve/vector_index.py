@@ -1,0 +1,217 @@
+"""Search a vector index: an IVF-PQ index over a vector folder, exact re-ranking, filters and records on disk.
+
+A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index` from the vector shards of
+``biomedclip embed``) is a folder:
+
+- ``meta.json`` (written last): format, count, dimension, model, the vector folder (relative path) and the done
+  markers of the shards indexed, and the parameters below;
+- ``ivf/part-NNNNN.faiss``: the IVF-PQ index in parts of ids (coarse quantizer + 4-bit PQ codes + ids), merged in
+  memory when opened: 40 bytes per vector (0.4 GB at 10M), the only per-vector data held in RAM; faiss's on-disk
+  inverted lists do not take the SIMD fast-scan layout, and the 8-bit PQ they take scanned 3-4x slower here;
+- ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
+  (the id of each panel's parent figure, -1 for none), all memory-mapped.
+
+The float16 vectors and the records stay in the vector folder and are memory-mapped / read on demand.
+
+Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
+products with their float16 vectors), so the scores are the true cosine similarities. A filtered search first
+turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
+``exact_max`` pass, they are searched exactly (brute force over their vectors: recall 1); otherwise faiss skips
+the others while it scans (an ID-selector bitmap) and ``nprobe`` grows as ``sqrt(n / passing)`` (capped at
+``nlist``), so that a selective filter still finds k neighbours in the lists it scans.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from biomedclip.serve.filters import FilterStore, Selection
+from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normalize
+from biomedclip.serve.keys import KeyTable
+from biomedclip.serve.records import RecordStore
+from biomedclip.serve.shards import shard_location
+from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
+
+INDEX_FORMAT = "biomedclip-vector-index/1"
+KIND = "ivf-vectors"
+
+
+def is_vector_index(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a vector index (rather than a :class:`~biomedclip.serve.index.FigureIndex`)."""
+    meta = Path(folder) / "meta.json"
+    try:
+        return json.loads(meta.read_text()).get("format") == INDEX_FORMAT
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a vector index searches (stored in ``meta.json``; overridable when loading)."""
+
+    nprobe: int
+    k_factor: int
+    exact_max: int
+
+
+class VectorIndex:
+    """A built vector index, opened with bounded memory (everything per vector is memory-mapped)."""
+
+    kind = KIND
+
+    def __init__(self, folder: str | Path, **overrides: int) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not is_vector_index(self.folder):
+            raise FigureIndexError(f"{self.folder} is not a vector index (no meta.json of format {INDEX_FORMAT})")
+        self.meta = json.loads(meta_path.read_text())
+        self.dim, self.count, self.model = int(self.meta["dim"]), int(self.meta["count"]), self.meta["model"]
+        vectors_path = Path(os.path.normpath(self.folder / self.meta["vectors"]))
+        try:
+            self.vectors = VectorFolder(vectors_path)
+        except VectorFolderError as error:
+            raise FigureIndexError(f"{self.folder}: its vector folder cannot be read: {error}") from error
+        indexed = [s["name"] for s in self.meta["shards"]]
+        current = {s.name: s.identity() for s in self.vectors.shards}
+        changed = [s["name"] for s in self.meta["shards"] if current.get(s["name"]) != s]
+        if changed or list(current) != indexed:
+            names = ", ".join(changed[:3]) or "shards added or removed"
+            raise FigureIndexError(
+                f"{self.folder} no longer matches its vector folder {vectors_path} ({names}); build it again"
+            )
+        settings = {**self.meta["search"], **{k: v for k, v in overrides.items() if v}}
+        self.settings = SearchSettings(**settings)
+        self.ivf = self._read_parts(int(self.meta["parts"]))
+        self.nlist = faiss.extract_index_ivf(self.ivf).nlist
+        self.filters = FilterStore(self.folder / "filters")
+        self.keys = KeyTable(self.folder / "keys")
+        self.parents = np.load(self.folder / "parents.npy", mmap_mode="r")
+        self.records = RecordStore(self.vectors)
+        self._facets = self.filters.facets()
+
+    def _read_parts(self, parts: int) -> faiss.Index:
+        """The IVF parts merged into one index (read one at a time)."""
+        paths = [self.folder / "ivf" / f"part-{number:05d}.faiss" for number in range(parts)]
+        if missing := [path.name for path in paths if not path.is_file()]:
+            raise FigureIndexError(f"{self.folder}: IVF parts missing ({', '.join(missing[:3])}); build it again")
+        index = faiss.read_index(str(paths[0]))
+        for path in paths[1:]:
+            index.merge_from(faiss.read_index(str(path)), 0)
+        if index.ntotal != self.count:
+            raise FigureIndexError(f"{self.folder}: its IVF parts hold {index.ntotal} vectors, meta.json {self.count}")
+        return index
+
+    @classmethod
+    def load(cls, folder: str | Path, **overrides: int) -> VectorIndex:
+        """Open the index at ``folder`` (``nprobe=``, ``k_factor=``, ``exact_max=`` override its settings)."""
+        return cls(folder, **overrides)
+
+    def __len__(self) -> int:
+        return self.count
+
+    # searching --------------------------------------------------------------------------------------------
+
+    def _rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of ``ids`` by exact cosine similarity with their stored vectors, best first."""
+        ids = np.unique(ids[ids >= 0])
+        if not len(ids):
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        # einsum, not BLAS: OpenBLAS's threads for a matrix-vector product cost more than they save on a busy CPU
+        scores = np.einsum("ij,j->i", self.vectors.gather(ids), query)
+        top = np.argpartition(-scores, k - 1)[:k] if len(ids) > k else np.arange(len(ids))
+        top = top[np.lexsort((ids[top], -scores[top]))]
+        return scores[top].astype(np.float32), ids[top]
+
+    def _exact(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over ``ids`` (in slices of ``exact_max``), keeping the k best."""
+        best_scores, best_ids = np.empty(0, np.float32), np.empty(0, np.int64)
+        step = max(self.settings.exact_max, k)
+        for start in range(0, len(ids), step):
+            scores, found = self._rerank(query, ids[start : start + step], k)
+            merged_scores, merged_ids = np.concatenate([best_scores, scores]), np.concatenate([best_ids, found])
+            order = np.lexsort((merged_ids, -merged_scores))[:k]
+            best_scores, best_ids = merged_scores[order], merged_ids[order]
+        return best_scores, best_ids
+
+    def _approximate(self, query: np.ndarray, k: int, selection: Selection | None) -> np.ndarray:
+        """Candidate ids from the IVF index (restricted to ``selection`` while scanning)."""
+        candidates = min(k * self.settings.k_factor, self.count)
+        if selection is None:
+            params = faiss.SearchParametersIVF(nprobe=self.settings.nprobe)
+            return self.ivf.search(query[None, :], candidates, params=params)[1][0]
+        bitmap = selection.as_bitmap(self.count)
+        nprobe = min(self.nlist, math.ceil(self.settings.nprobe * math.sqrt(self.count / selection.count)))
+        selector = faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap))
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        return self.ivf.search(query[None, :], min(candidates, selection.count), params=params)[1][0]
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of shape (n, k) (cosine similarity, best first); missing neighbours have id -1."""
+        queries = normalize(queries)
+        if queries.shape[1] != self.dim:
+            raise FigureIndexError(f"queries have dimension {queries.shape[1]}, the index has {self.dim}")
+        if k < 1:
+            raise FigureIndexError(f"k must be at least 1, got {k}")
+        selection = self.filters.select(where) if where else None
+        width = min(k, self.count if selection is None else selection.count)
+        scores = np.full((len(queries), width), -np.inf, np.float32)
+        ids = np.full((len(queries), width), -1, np.int64)
+        if not width:
+            return scores, ids
+        passing = selection.as_ids() if selection is not None and selection.count <= self.settings.exact_max else None
+        for row, query in enumerate(queries):
+            if passing is not None:
+                found_scores, found = self._exact(query, passing, width)
+            else:
+                found_scores, found = self._rerank(query, self._approximate(query, width, selection), width)
+            scores[row, : len(found)], ids[row, : len(found)] = found_scores, found
+        return scores, ids
+
+    def search(self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None) -> list[list[Hit]]:
+        """Nearest figures for each query (among those passing ``where``), best first, with their records."""
+        scores, ids = self.search_vectors(queries, k, where)
+        results = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            valid = row_ids >= 0
+            records = self.records.records(row_ids[valid])
+            hits = zip(row_ids[valid].tolist(), row_scores[valid].tolist(), records, strict=True)
+            results.append([Hit(id=i, score=s, record=r) for i, s, r in hits])
+        return results
+
+    # records ----------------------------------------------------------------------------------------------
+
+    def record(self, row: int) -> dict[str, Any]:
+        """The record of one vector; raises ``FigureIndexError`` for an unknown row."""
+        if not 0 <= row < self.count:
+            raise FigureIndexError(f"no figure {row}: the index holds {self.count}")
+        return self.records.record(row)
+
+    def id_of(self, key: str) -> int | None:
+        """The id of a corpus key (figure or panel), or None."""
+        return self.keys.id_of(key)
+
+    def parent_id(self, row: int, record: dict[str, Any] | None = None) -> int | None:
+        """The id of the figure a panel belongs to, or None (a figure, or a panel whose figure is not indexed)."""
+        parent = int(self.parents[row]) if 0 <= row < self.count else -1
+        return parent if parent >= 0 else None
+
+    def image_location(self, record: dict[str, Any]) -> str:
+        """Where the record's image lies: its shard, relative names resolved against the vector folder."""
+        return shard_location(self.vectors.path, record["shard"])
+
+    def facets(self, max_values: int = 100) -> dict[str, Any]:
+        """The values the filters can take (from ``filters.json``, no record read)."""
+        return self.filters.facets(max_values)
+
+    def warm(self) -> None:
+        """Nothing to precompute: everything is memory-mapped or read on demand."""
