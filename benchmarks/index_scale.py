@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -149,14 +150,40 @@ def search_worker(index_dir: str, queries_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
-def run_child(command: list[str]) -> tuple[float, int, float]:
-    """CPU seconds, peak RSS (bytes) and wall seconds of a child process."""
+def _rss(pid: int) -> tuple[int, int]:
+    """(anonymous, file-backed) resident bytes of a process; (0, 0) once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    pairs = (line.partition(":") for line in lines)
+    fields = {name: int(value.split()[0]) * 1024 for name, _, value in pairs if name in ("RssAnon", "RssFile")}
+    return fields.get("RssAnon", 0), fields.get("RssFile", 0)
+
+
+def run_child(command: list[str]) -> dict[str, float]:
+    """Run a child process: its CPU seconds, wall seconds, peak RSS (bytes; kernel high-water mark) and the peaks
+    of its anonymous and file-backed parts (sampled every 50 ms: file-backed pages are memory-mapped files, page
+    cache the kernel can drop)."""
     start = time.perf_counter()
     child = subprocess.Popen(command)
+    peaks = [0, 0]
+
+    def sample() -> None:
+        while child.poll() is None:
+            anon, file = _rss(child.pid)
+            peaks[0], peaks[1] = max(peaks[0], anon), max(peaks[1], file)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    child.returncode = os.waitstatus_to_exitcode(status)
+    sampler.join()
+    if child.returncode != 0:
         raise click.ClickException(f"{' '.join(command)} failed")
-    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, time.perf_counter() - start
+    return {"cpu": usage.ru_utime + usage.ru_stime, "wall": time.perf_counter() - start,
+            "rss": usage.ru_maxrss * 1024, "anon": peaks[0], "file": peaks[1]}  # fmt: skip
 
 
 def disk_bytes(path: Path) -> int:
@@ -197,28 +224,27 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
         made = time.perf_counter() - start
         click.echo(f"\n== {size:,} vectors: vector folder {gb(disk_bytes(folder))} ({made:.0f} s to write)")
         shutil.rmtree(index_dir, ignore_errors=True)
-        cpu, build_rss, wall = run_child([sys.executable, "-m", "biomedclip", "index", "build", "--vectors",
-                                          str(folder), "-o", str(index_dir)])  # fmt: skip
+        build = run_child([sys.executable, "-m", "biomedclip", "index", "build", "--vectors", str(folder), "-o",
+                           str(index_dir)])  # fmt: skip
         start = time.perf_counter()
         truth = brute_force(folder, query_vectors)
         truth_s = time.perf_counter() - start
         out = root / f"search-{size}.json"
         queries_path = root / f"queries-{size}.npy"
-        run_child([sys.executable, __file__, "--search-worker", str(index_dir), str(queries_path), str(out)])
+        search = run_child([sys.executable, __file__, "--search-worker", str(index_dir), str(queries_path), str(out)])
         found = json.loads(out.read_text())
-        memory = found["memory"]
-        row = {"cpu_per_vector_us": cpu / size * 1e6, "build_rss": build_rss, "index_disk": disk_bytes(index_dir),
-               "vectors_disk": disk_bytes(folder), "server_rss": memory["VmHWM"], "open_s": found["open_s"],
+        row = {"cpu_per_vector_us": build["cpu"] / size * 1e6, "build": build, "search": search,
+               "index_disk": disk_bytes(index_dir), "vectors_disk": disk_bytes(folder), "open_s": found["open_s"],
                "after_open": found["after_open"]}  # fmt: skip
         click.echo(
-            f"build: {wall:.0f} s wall, {cpu:.0f} CPU-s = {row['cpu_per_vector_us']:.1f} CPU-us/vector, "
-            f"peak RSS {gb(build_rss)}; index on disk {gb(row['index_disk'])} "
-            f"(+ float16 vectors and records in the vector folder {gb(row['vectors_disk'])})"
+            f"build: {build['wall']:.0f} s wall, {build['cpu']:.0f} CPU-s = {row['cpu_per_vector_us']:.1f} "
+            f"CPU-us/vector; peak RSS {gb(build['rss'])} (anonymous {gb(build['anon'])}, memory-mapped files "
+            f"{gb(build['file'])}); index on disk {gb(row['index_disk'])} (+ the vector folder: float16 vectors "
+            f"and records, {gb(row['vectors_disk'])})"
         )
         click.echo(
-            f"search process: opened in {found['open_s']:.1f} s, peak RSS {gb(memory['VmHWM'])} "
-            f"(after opening: anon {gb(row['after_open']['RssAnon'])}, file {gb(row['after_open']['RssFile'])}); "
-            f"brute-force truth {truth_s:.0f} s"
+            f"search process: opened in {found['open_s']:.1f} s; peak RSS {gb(search['rss'])} (anonymous "
+            f"{gb(search['anon'])}, memory-mapped files {gb(search['file'])}); brute-force truth {truth_s:.0f} s"
         )
         for name in FILTERS:
             ms = np.array(found[name]["ms"])
@@ -236,11 +262,11 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
         ratio = results[largest]["cpu_per_vector_us"] / results[1_000_000]["cpu_per_vector_us"]
         click.echo(f"\nbuild CPU per vector, {largest:,} / 1M: {ratio:.2f}x (target <= 1.3x)")
     row = results[largest]
-    anon = row["after_open"]["RssAnon"]
+    anon = row["search"]["anon"]
     lists = largest * 40  # 32 B of 4-bit PQ codes + 8 B id per vector
     fixed = anon - lists
     click.echo(
-        f"search memory at {largest:,}: peak RSS {gb(row['server_rss'])}; anonymous after opening {gb(anon)} = "
+        f"search memory at {largest:,}: peak RSS {gb(row['search']['rss'])}; peak anonymous {gb(anon)} = "
         f"IVF lists {gb(lists)} (40 B/vector) + {gb(fixed)} fixed (interpreter, libraries, quantizer). "
         f"Extrapolated to 30M: {gb(fixed + 30e6 * 40)} anonymous, plus the page cache of the memory-mapped files "
         f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; filter "

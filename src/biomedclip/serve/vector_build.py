@@ -5,28 +5,31 @@
 Steps (each resumable; progress lives in ``OUT/build/`` until ``meta.json`` is written last):
 
 1. verify every done shard against its marker (hashes, shapes, record count);
-2. train the coarse quantizer and the PQ codebooks on a uniform sample of at most ``memory_vectors`` vectors;
-3. add the vectors in parts of ``part_vectors`` ids, read ``memory_vectors`` at a time from the memory-mapped
-   shards; each part is written as ``ivf/part-NNNNN.faiss`` (a part already written is kept on resume);
+2. train the coarse quantizer and the PQ codebooks on a uniform sample of at most ``memory_vectors`` vectors
+   (picked in one pass over the shards);
+3. add the vectors in parts of ``part_vectors`` ids, read ``memory_vectors`` at a time from the shards; each part
+   is written as ``ivf/part-NNNNN.faiss`` (a part already written is kept on resume);
 4. read the records' key, parent and filter columns one Parquet row group at a time into memory-mapped arrays,
    then write the filters, the key table and the panel -> parent ids (counting sorts on disk, chunk-bounded).
 
 Parameters from N (the number of vectors; each can be set instead):
 
-- ``nlist`` (IVF lists) = the largest power of two <= N / 39 (faiss's minimum of 39 training vectors per list;
-  the training sample is at most ``memory_vectors``), at most ``max_nlist`` = 4096: 4096 from 160k vectors on.
+- ``nlist`` (IVF lists) = the largest power of two <= N / 32 (32 training vectors per list; the training sample
+  is at most ``memory_vectors``), at most ``max_nlist`` = 4096: 4096 from 131k vectors on.
   Capping it keeps the cost of adding a vector (its coarse assignment, 4096 x 512 multiply-adds) flat as N
   grows; the lists grow instead, and their scan is SIMD fast-scan over 4-bit codes. On the clustered synthetic
   vectors of ``benchmarks/index_scale.py`` (10k clusters) 4096 lists reached recall@10 0.99 at 1M scanning 64
   of them; 1024 lists needed 256 for 0.955.
 - ``pq_m`` = 64 sub-quantisers of 4 bits (32 bytes per vector; a divisor of the dimension);
-- ``nprobe`` = nlist / 64, at least 16 (at most nlist): 64 from 160k vectors on;
+- ``nprobe`` = nlist / 64, at least 16 (at most nlist): 64 from 131k vectors on;
 - ``k_factor`` = 10: ``10 k`` candidates re-ranked exactly from the float16 vectors;
 - ``exact_max`` = 4096: a filtered search over at most this many passing vectors is brute force (reading
-  their float16 vectors: about 4 MB, a few ms).
+  their float16 vectors: about 4 MB, a few ms); an index of at most this many vectors has no IVF part at all.
 
-Build memory: ``memory_vectors`` float32 vectors (default 131072: 256 MB at 512-d) plus one part's codes and
-ids (40 bytes per vector: 40 MB for ``part_vectors`` = 1M) plus ``chunk`` records' filter values.
+Build memory: the training sample (``memory_vectors`` float32 vectors, default 131072: 256 MB at 512-d) and
+then one batch of as many, plus one part's codes and ids (40 bytes per vector: 40 MB for ``part_vectors`` =
+1M), plus ``chunk`` records' filter values; vectors are read with file reads, not memory-mapped. The
+memory-mapped outputs (filter codes, postings, key table) are written through the page cache.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class VectorBuildReport:
 
 def choose_parameters(n: int, dim: int, config: VectorBuildConfig) -> dict[str, int]:
     """IVF-PQ parameters for ``n`` vectors of dimension ``dim`` (see the module docstring)."""
-    nlist = config.nlist or 2 ** int(math.log2(max(1, min(config.max_nlist, n // 39, config.memory_vectors // 39))))
+    nlist = config.nlist or 2 ** int(math.log2(max(1, min(config.max_nlist, n // 32, config.memory_vectors // 32))))
     pq_m = max(m for m in range(1, min(config.pq_m, dim) + 1) if dim % m == 0)
     nprobe = config.nprobe or max(16, nlist // 64)
     return {"nlist": nlist, "pq_m": pq_m, "nprobe": min(nprobe, nlist), "k_factor": config.k_factor,
@@ -104,13 +107,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _train(folder: VectorFolder, params: dict[str, int], seed: int) -> faiss.Index:
-    n, sample_size = len(folder), params["train"]
+def _train(folder: VectorFolder, params: dict[str, int], batch: int, seed: int) -> faiss.Index:
+    """The IVF-PQ index trained on a uniform sample of ``params["train"]`` vectors, picked in one streaming pass."""
+    n = len(folder)
     index = faiss.index_factory(folder.dim, f"IVF{params['nlist']},PQ{params['pq_m']}x4fs", faiss.METRIC_L2)
     faiss.extract_index_ivf(index).cp.niter = 10
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, sample_size, replace=False)) if sample_size < n else np.arange(n)
-    index.train(folder.gather(sample))
+    chosen = np.sort(np.random.default_rng(seed).choice(n, params["train"], replace=False))
+    sample = np.empty((len(chosen), folder.dim), np.float32)
+    for first, vectors in folder.read(0, n, batch):
+        low, high = np.searchsorted(chosen, [first, first + len(vectors)])
+        sample[low:high] = vectors[chosen[low:high] - first]
+    index.train(sample)
     return index
 
 
@@ -185,12 +192,12 @@ def build_vector_index(
                 folder.verify(shard)
             except VectorFolderError as error:
                 raise FigureIndexError(str(error)) from error
+    parts = math.ceil(n / config.part_vectors) if n > config.exact_max else 0  # else every search is exact
     trained_path = work / "trained.faiss"
-    if not trained_path.is_file():
+    if parts and not trained_path.is_file():
         say(f"training IVF{params['nlist']},PQ{params['pq_m']}x4fs on {params['train']} vectors")
-        _atomic_write_index(_train(folder, params, config.seed), trained_path)
+        _atomic_write_index(_train(folder, params, config.memory_vectors, config.seed), trained_path)
     (out / "ivf").mkdir(exist_ok=True)
-    parts = math.ceil(n / config.part_vectors)
     for number in range(parts):
         path = out / "ivf" / f"part-{number:05d}.faiss"
         if path.is_file():

@@ -14,7 +14,8 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 The float16 vectors and the records stay in the vector folder and are memory-mapped / read on demand.
 
 Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
-products with their float16 vectors), so the scores are the true cosine similarities. A filtered search first
+products with their float16 vectors), so the scores are the true cosine similarities. An index of at most
+``exact_max`` vectors has no IVF index: every search is exact. A filtered search first
 turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
 ``exact_max`` pass, they are searched exactly (brute force over their vectors: recall 1); otherwise faiss skips
 the others while it scans (an ID-selector bitmap) and ``nprobe`` grows as ``sqrt(n / passing)`` (capped at
@@ -90,16 +91,18 @@ class VectorIndex:
         settings = {**self.meta["search"], **{k: v for k, v in overrides.items() if v}}
         self.settings = SearchSettings(**settings)
         self.ivf = self._read_parts(int(self.meta["parts"]))
-        self.nlist = faiss.extract_index_ivf(self.ivf).nlist
+        self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
         self.keys = KeyTable(self.folder / "keys")
         self.parents = np.load(self.folder / "parents.npy", mmap_mode="r")
         self.records = RecordStore(self.vectors)
         self._facets = self.filters.facets()
 
-    def _read_parts(self, parts: int) -> faiss.Index:
+    def _read_parts(self, parts: int) -> faiss.Index | None:
         """The IVF parts merged into one index (read one at a time)."""
         paths = [self.folder / "ivf" / f"part-{number:05d}.faiss" for number in range(parts)]
+        if not paths:  # a small index: every search is exact
+            return None
         if missing := [path.name for path in paths if not path.is_file()]:
             raise FigureIndexError(f"{self.folder}: IVF parts missing ({', '.join(missing[:3])}); build it again")
         index = faiss.read_index(str(paths[0]))
@@ -168,7 +171,11 @@ class VectorIndex:
         ids = np.full((len(queries), width), -1, np.int64)
         if not width:
             return scores, ids
-        passing = selection.as_ids() if selection is not None and selection.count <= self.settings.exact_max else None
+        passing = None
+        if selection is None and (self.ivf is None or self.count <= self.settings.exact_max):
+            passing = np.arange(self.count)
+        elif selection is not None and (self.ivf is None or selection.count <= self.settings.exact_max):
+            passing = selection.as_ids()
         for row, query in enumerate(queries):
             if passing is not None:
                 found_scores, found = self._exact(query, passing, width)
