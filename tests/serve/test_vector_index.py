@@ -20,7 +20,7 @@ from biomedclip.serve.vector_folder import VectorFolder, write_vector_shard
 from biomedclip.serve.vector_index import VectorIndex
 
 DIM, N, SHARD = 64, 6000, 1500
-CONFIG = VectorBuildConfig(memory_vectors=2000, part_vectors=2500, chunk=1000)
+CONFIG = VectorBuildConfig(memory_vectors=2000, part_vectors=2504, chunk=1000, ivf_min=1000, exact_max=1000)
 
 
 def synthetic_records(start: int, count: int) -> list[dict]:
@@ -197,7 +197,7 @@ def test_the_build_holds_at_most_memory_vectors(vector_folder, tmp_path, monkeyp
 
     monkeypatch.setattr(VectorFolder, "read", counting_read)
     monkeypatch.setattr(VectorFolder, "gather", counting_gather)
-    config = VectorBuildConfig(memory_vectors=700, part_vectors=2500, chunk=1000)
+    config = VectorBuildConfig(memory_vectors=700, part_vectors=2504, chunk=1000, ivf_min=1000)
     build_vector_index(vector_folder, tmp_path / "index", config)
     assert sum(held) == 2 * N and max(held) == 700  # every vector twice: to pick the training sample, to add it
 
@@ -215,7 +215,8 @@ def test_an_interrupted_build_resumes_and_equals_a_clean_one(vector_folder, inde
     monkeypatch.setattr(vector_build, "_atomic_write_index", failing_write)
     with pytest.raises(OSError, match="simulated"):
         build_vector_index(vector_folder, tmp_path / "index", CONFIG)
-    assert writes == ["trained.faiss", "part-00000.faiss"] and not (tmp_path / "index/meta.json").exists()
+    assert writes == ["trained.faiss", "part-00000.faiss", "part-00000.faiss"]  # ivf, exact
+    assert not (tmp_path / "index/meta.json").exists()
     monkeypatch.setattr(vector_build, "_atomic_write_index", real_write)
     report = build_vector_index(vector_folder, tmp_path / "index", CONFIG)
     assert (report.parts_kept, report.parts_built) == (1, 2)

@@ -5,21 +5,24 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 
 - ``meta.json`` (written last): format, count, dimension, model, the vector folder (relative path) and the done
   markers of the shards indexed, and the parameters below;
-- ``ivf/part-NNNNN.faiss``: the IVF-PQ index in parts of ids (coarse quantizer + 4-bit PQ codes + ids), merged in
-  memory when opened: 40 bytes per vector (0.4 GB at 10M), the only per-vector data held in RAM; faiss's on-disk
-  inverted lists do not take the SIMD fast-scan layout, and the 8-bit PQ they take scanned 3-4x slower here;
+- ``ivf/part-NNNNN.faiss``: the IVF-PQ index in parts of ``part_vectors`` ids (coarse quantizer + 4-bit PQ codes +
+  ids), merged in memory when opened: 40 bytes per vector (0.4 GB at 10M), the only per-vector data held in RAM.
+  faiss's on-disk inverted lists do not take the SIMD fast-scan layout, and the 8-bit PQ they take scanned
+  3-4x slower here; an index of fewer than ``ivf_min`` vectors has none (every search is exact);
+- ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
+  memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
   (the id of each panel's parent figure, -1 for none), all memory-mapped.
 
-The float16 vectors and the records stay in the vector folder and are memory-mapped / read on demand.
+The records stay in the vector folder and are read on demand; its float16 vectors re-rank the IVF candidates.
 
 Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
-products with their float16 vectors), so the scores are the true cosine similarities. An index of at most
-``exact_max`` vectors has no IVF index: every search is exact. A filtered search first
+products with their float16 vectors), so the scores are the true cosine similarities. A filtered search first
 turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
-``exact_max`` pass, they are searched exactly (brute force over their vectors: recall 1); otherwise faiss skips
-the others while it scans (an ID-selector bitmap) and ``nprobe`` grows as ``sqrt(n / passing)`` (capped at
-``nlist``), so that a selective filter still finds k neighbours in the lists it scans.
+``exact_max`` pass, faiss scans the float16 parts computing distances only for them (exact: recall 1; the cost
+is a bitmap test per vector plus a 512-d product per passing vector); otherwise faiss skips the others while it
+scans the IVF lists (an ID-selector bitmap), with ``nprobe`` and the candidates grown by ``sqrt(n / passing)``
+(``nprobe`` capped at ``nlist``), so that a selective filter still finds k neighbours in the lists it scans.
 """
 
 from __future__ import annotations
@@ -90,7 +93,10 @@ class VectorIndex:
             )
         settings = {**self.meta["search"], **{k: v for k, v in overrides.items() if v}}
         self.settings = SearchSettings(**settings)
-        self.ivf = self._read_parts(int(self.meta["parts"]))
+        self.part_vectors = int(self.meta["part_vectors"])
+        self.ivf = self._read_parts("ivf", int(self.meta["ivf_parts"]))
+        exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
+        self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
         self.keys = KeyTable(self.folder / "keys")
@@ -98,13 +104,17 @@ class VectorIndex:
         self.records = RecordStore(self.vectors)
         self._facets = self.filters.facets()
 
-    def _read_parts(self, parts: int) -> faiss.Index | None:
-        """The IVF parts merged into one index (read one at a time)."""
-        paths = [self.folder / "ivf" / f"part-{number:05d}.faiss" for number in range(parts)]
+    def _part_paths(self, kind: str, parts: int) -> list[Path]:
+        paths = [self.folder / kind / f"part-{number:05d}.faiss" for number in range(parts)]
+        if missing := [path.name for path in paths if not path.is_file()]:
+            raise FigureIndexError(f"{self.folder}: {kind} parts missing ({', '.join(missing[:3])}); build it again")
+        return paths
+
+    def _read_parts(self, kind: str, parts: int) -> faiss.Index | None:
+        """The IVF parts merged into one index (read one at a time); None for an index without one."""
+        paths = self._part_paths(kind, parts)
         if not paths:  # a small index: every search is exact
             return None
-        if missing := [path.name for path in paths if not path.is_file()]:
-            raise FigureIndexError(f"{self.folder}: IVF parts missing ({', '.join(missing[:3])}); build it again")
         index = faiss.read_index(str(paths[0]))
         for path in paths[1:]:
             index.merge_from(faiss.read_index(str(path)), 0)
@@ -133,28 +143,41 @@ class VectorIndex:
         top = top[np.lexsort((ids[top], -scores[top]))]
         return scores[top].astype(np.float32), ids[top]
 
-    def _exact(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over ``ids`` (in slices of ``exact_max``), keeping the k best."""
-        best_scores, best_ids = np.empty(0, np.float32), np.empty(0, np.int64)
-        step = max(self.settings.exact_max, k)
-        for start in range(0, len(ids), step):
-            scores, found = self._rerank(query, ids[start : start + step], k)
-            merged_scores, merged_ids = np.concatenate([best_scores, scores]), np.concatenate([best_ids, found])
-            order = np.lexsort((merged_ids, -merged_scores))[:k]
-            best_scores, best_ids = merged_scores[order], merged_ids[order]
-        return best_scores, best_ids
+    def _exact(self, query: np.ndarray, selection: Selection | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the passing vectors: faiss scans each memory-mapped float16 part, computing a distance
+        only for the ids the selection's bitmap holds."""
+        bitmap = selection.as_bitmap(self.count) if selection is not None else None
+        all_scores, all_ids = [], []
+        for number, part in enumerate(self.exact_parts):
+            start = number * self.part_vectors
+            params = None
+            if bitmap is not None:
+                bits = bitmap[start // 8 : (start + part.ntotal + 7) // 8]
+                if not bits.any():
+                    continue
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(bits)))
+            scores, ids = part.search(query[None, :], k, params=params)
+            keep = ids[0] >= 0
+            all_scores.append(scores[0][keep])
+            all_ids.append(ids[0][keep] + start)
+        if not all_ids:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, ids = np.concatenate(all_scores), np.concatenate(all_ids)
+        order = np.lexsort((ids, -scores))[:k]
+        return scores[order].astype(np.float32), ids[order]
 
     def _approximate(self, query: np.ndarray, k: int, selection: Selection | None) -> np.ndarray:
         """Candidate ids from the IVF index (restricted to ``selection`` while scanning)."""
-        candidates = min(k * self.settings.k_factor, self.count)
         if selection is None:
             params = faiss.SearchParametersIVF(nprobe=self.settings.nprobe)
-            return self.ivf.search(query[None, :], candidates, params=params)[1][0]
+            return self.ivf.search(query[None, :], min(k * self.settings.k_factor, self.count), params=params)[1][0]
         bitmap = selection.as_bitmap(self.count)
-        nprobe = min(self.nlist, math.ceil(self.settings.nprobe * math.sqrt(self.count / selection.count)))
+        scale = math.sqrt(self.count / selection.count)
+        nprobe = min(self.nlist, math.ceil(self.settings.nprobe * scale))
+        candidates = min(selection.count, math.ceil(k * self.settings.k_factor * scale))
         selector = faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap))
         params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
-        return self.ivf.search(query[None, :], min(candidates, selection.count), params=params)[1][0]
+        return self.ivf.search(query[None, :], candidates, params=params)[1][0]
 
     def search_vectors(
         self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None
@@ -171,14 +194,10 @@ class VectorIndex:
         ids = np.full((len(queries), width), -1, np.int64)
         if not width:
             return scores, ids
-        passing = None
-        if selection is None and (self.ivf is None or self.count <= self.settings.exact_max):
-            passing = np.arange(self.count)
-        elif selection is not None and (self.ivf is None or selection.count <= self.settings.exact_max):
-            passing = selection.as_ids()
+        exact = self.ivf is None or (selection is not None and selection.count <= self.settings.exact_max)
         for row, query in enumerate(queries):
-            if passing is not None:
-                found_scores, found = self._exact(query, passing, width)
+            if exact:
+                found_scores, found = self._exact(query, selection, width)
             else:
                 found_scores, found = self._rerank(query, self._approximate(query, width, selection), width)
             scores[row, : len(found)], ids[row, : len(found)] = found_scores, found
