@@ -255,3 +255,23 @@ def test_key_table_finds_every_key_and_counts_duplicates(tmp_path) -> None:
     assert [table.id_of(k) for k in keys[:5000]] == list(range(5000))
     assert table.id_of("PMC5000_F0") is None and table.lookup(key_hash(["", "x"])).tolist() == [-1, -1]
     assert write_key_table(key_hash(keys), tmp_path, chunk=300) == 1
+
+
+def test_the_cli_builds_a_vector_index_and_reports_bad_input(vector_folder, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from biomedclip.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, ["index", "build", *map(str, args)], catch_exceptions=False)
+
+    result = run("--vectors", vector_folder, "-o", tmp_path / "index", "--memory-vectors", 3000)
+    assert result.exit_code == 0, result.output
+    assert f"{N} vectors from 4 shards" in result.output and "built in" in result.output
+    again = run("--vectors", vector_folder, "-o", tmp_path / "index", "--memory-vectors", 3000)
+    assert again.exit_code == 0 and "already up to date" in again.output
+    both = run("--vectors", vector_folder, "--shards", "x.tar", "-o", tmp_path / "other")
+    assert both.exit_code == 2 and "either --shards or --vectors" in both.output
+    not_vectors = run("--vectors", tmp_path, "-o", tmp_path / "other")
+    assert not_vectors.exit_code == 1 and "not a vector folder" in not_vectors.output
+    assert len(VectorIndex.load(tmp_path / "index")) == N
