@@ -14,11 +14,11 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
   (the id of each panel's parent figure, -1 for none), all memory-mapped.
 
-The records stay in the vector folder and are read on demand; its float16 vectors re-rank the IVF candidates.
+The records stay in the vector folder and are read on demand (its ``.npy`` files are read by the build only).
 
 Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
-products with their float16 vectors), so the scores are the true cosine similarities. A filtered search first
-turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
+products with their float16 vectors, from the exact parts), so the scores are the true cosine similarities. A
+filtered search first turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
 ``exact_max`` pass, faiss scans the float16 parts computing distances only for them (exact: recall 1; the cost
 is a bitmap test per vector plus a 512-d product per passing vector); otherwise faiss skips the others while it
 scans the IVF lists (an ID-selector bitmap), with ``nprobe`` and the candidates grown by ``sqrt(n / passing)``
@@ -132,13 +132,25 @@ class VectorIndex:
 
     # searching --------------------------------------------------------------------------------------------
 
+    def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The float16 vectors of sorted ``ids`` as float32, decoded by faiss from the memory-mapped exact parts."""
+        out = np.empty((len(ids), self.dim), np.float32)
+        parts = ids // self.part_vectors
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        for group in np.split(np.arange(len(ids)), bounds):
+            if len(group):
+                number = int(parts[group[0]])
+                local = np.ascontiguousarray(ids[group] - number * self.part_vectors, dtype=np.int64)
+                out[group] = self.exact_parts[number].reconstruct_batch(local)
+        return out
+
     def _rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best of ``ids`` by exact cosine similarity with their stored vectors, best first."""
         ids = np.unique(ids[ids >= 0])
         if not len(ids):
             return np.empty(0, np.float32), np.empty(0, np.int64)
         # einsum, not BLAS: OpenBLAS's threads for a matrix-vector product cost more than they save on a busy CPU
-        scores = np.einsum("ij,j->i", self.vectors.gather(ids), query)
+        scores = np.einsum("ij,j->i", self.stored_vectors(ids), query)
         top = np.argpartition(-scores, k - 1)[:k] if len(ids) > k else np.arange(len(ids))
         top = top[np.lexsort((ids[top], -scores[top]))]
         return scores[top].astype(np.float32), ids[top]
