@@ -211,7 +211,8 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
     root = Path(workdir or tempfile.mkdtemp(prefix="index_scale-"))
     root.mkdir(parents=True, exist_ok=True)
     click.echo(f"{os.cpu_count()} CPUs (shared with other work: figures are indicative); data in {root}")
-    results = {}
+    saved = root / "results.json"  # sizes measured by earlier runs in the same --workdir are kept
+    results = {int(size): row for size, row in json.loads(saved.read_text()).items()} if saved.is_file() else {}
     for size in [parse_size(s) for s in sizes.split(",")]:
         folder, index_dir = root / f"vectors-{size}", root / f"index-{size}"
         rng = np.random.default_rng(seed)  # at most one cluster per 100 vectors (a smoke-test size stays clustered)
@@ -258,6 +259,15 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
             shutil.rmtree(folder)
             shutil.rmtree(index_dir)
     largest = max(results)
+    if len(results) > 1:
+        click.echo("\n      size  build us/vec  build anon  index disk  p50 unf / 10% / 1% (ms)  recall unf / 10% / 1%")
+        for size, row in sorted(results.items()):
+            click.echo(
+                f"{size:>10,}  {row['cpu_per_vector_us']:10.1f}  {gb(row['build']['anon']):>10}  "
+                f"{gb(row['index_disk']):>10}  {row['unfiltered']['p50']:6.2f} / {row['10%']['p50']:6.2f} / "
+                f"{row['1%']['p50']:6.2f}    {row['unfiltered']['recall']:.3f} / {row['10%']['recall']:.3f} / "
+                f"{row['1%']['recall']:.3f}"
+            )
     if 1_000_000 in results and largest != 1_000_000:
         ratio = results[largest]["cpu_per_vector_us"] / results[1_000_000]["cpu_per_vector_us"]
         click.echo(f"\nbuild CPU per vector, {largest:,} / 1M: {ratio:.2f}x (target <= 1.3x)")
@@ -272,7 +282,7 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
         f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; filter "
         f"bitmaps {gb(30e6 / 8)} per dense value)"
     )
-    (root / "results.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+    saved.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     if not keep and workdir is None:
         shutil.rmtree(root)
 

@@ -134,7 +134,9 @@ def _hostile_requests(http: httpx.Client, image: bytes) -> Iterator[tuple[str, o
             yield "endless chunked upload", type(error).__name__
 
 
-def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) -> tuple[list[float], int, dict]:
+def _phase(
+    base_url: str, clients: int, hostile: int, seconds: float, k: int, where: dict[str, str] | None = None
+) -> tuple[list[float], int, dict]:
     """Search latencies (ms), search errors and hostile outcomes over ``seconds`` of load."""
     latencies: list[float] = []
     errors = [0]
@@ -150,7 +152,8 @@ def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) ->
             while time.monotonic() < stop:
                 start = time.perf_counter()
                 try:
-                    response = http.get("/search", params={"q": queries[count % len(queries)], "k": k})
+                    params = {"q": queries[count % len(queries)], "k": k, **(where or {})}
+                    response = http.get("/search", params=params)
                     good = response.status_code == 200 and len(response.json()["results"]) == k
                 except httpx.HTTPError:
                     good = False
@@ -256,6 +259,12 @@ def _p(latencies: list[float], q: float) -> float:
     "synthetic one; the model is the tiny one with random weights and the index's dimension.",
 )
 @click.option("-k", default=10, show_default=True)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help="Also run a phase of filtered searches, e.g. --filter split=test (repeatable: one phase each).",
+)
 @click.option("--quick", is_flag=True, help="A small run that proves the benchmark works: 2 clients, 4 s, 5k figures.")
 def main(
     clients: int,
@@ -265,6 +274,7 @@ def main(
     figures: int,
     built_index: str | None,
     k: int,
+    filters: tuple[str, ...],
     quick: bool,
 ) -> None:
     """Run the phases and print search p95 without and with hostile traffic and slow bodies, and the ratios."""
@@ -296,6 +306,10 @@ def main(
                 time.sleep(2.0)  # every slow connection opened before the searches start
                 slow, slow_errors, _ = _phase(base_url, clients, 0, seconds, k)
                 slow_thread.join()
+            filtered = []
+            for spec in filters:
+                name, _, value = spec.partition("=")
+                filtered.append((f"{spec}"[:13], *_phase(base_url, clients, 0, seconds, k, {name: value})[:2]))
             health = httpx.get(base_url + "/healthz", timeout=10).json()
             memory = _server_memory(server.pid)
         finally:
@@ -315,6 +329,7 @@ def main(
     phases = [("search alone", alone, alone_errors), ("with hostile", mixed, mixed_errors)]
     if slow_body:
         phases.append(("w/ slow body", slow, slow_errors))
+    phases += filtered
     for label, latencies, errors in phases:
         click.echo(
             f"{label:>13}: {len(latencies) / seconds:7.1f} req/s, p50 {_p(latencies, 50):7.1f} ms, "
@@ -332,7 +347,7 @@ def main(
         click.echo(f"slow-body connections: {slow_body} from 127.0.0.2; outcomes: {dict(slow_outcomes)}")
         slow_ratio = _p(slow, 95) / _p(alone, 95)
         click.echo(f"ratio search p95 with / without {slow_body} slow-body clients: {slow_ratio:.2f}x (target <= 2x)")
-    if alone_errors or mixed_errors or slow_errors:
+    if alone_errors or mixed_errors or slow_errors or any(errors for _, _, errors in filtered):
         raise SystemExit(1)
 
 
