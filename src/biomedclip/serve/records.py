@@ -2,11 +2,13 @@
 
 A record is found by its global id (see :mod:`biomedclip.serve.vector_folder`): the shard and row it falls in,
 then the Parquet row group that holds the row. Only that row group is read, and only the columns asked for, so a
-hit costs one small read however large the corpus is. Open files (their footers) are kept in a small LRU cache.
+hit costs one small read however large the corpus is. Open files (their footers) are kept in a small LRU cache;
+reads hold a lock (the service searches from several threads, and an open Parquet reader is not shared safely).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,6 +27,7 @@ class RecordStore:
         self.folder = folder
         self.open_files = open_files
         self._files: OrderedDict[str, tuple[pq.ParquetFile, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _file(self, shard: VectorShard) -> tuple[pq.ParquetFile, np.ndarray]:
         """The shard's open Parquet file and the first row of each of its row groups."""
@@ -41,7 +44,10 @@ class RecordStore:
 
     def records(self, ids: Sequence[int], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """The records of global ids, in the order given (each row group read once)."""
-        ids = np.asarray(ids, dtype=np.int64)
+        with self._lock:
+            return self._records(np.asarray(ids, dtype=np.int64), columns)
+
+    def _records(self, ids: np.ndarray, columns: Sequence[str] | None) -> list[dict[str, Any]]:
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self.folder)):
             raise IndexError(f"record ids must be in [0, {len(self.folder)})")
         shard_numbers, rows = self.folder.locate(ids)
