@@ -162,13 +162,16 @@ class VectorIndex:
         all_scores, all_ids = [], []
         for number, part in enumerate(self.exact_parts):
             start = number * self.part_vectors
-            params = None
+            params = selector = None
             if bitmap is not None:
                 bits = bitmap[start // 8 : (start + part.ntotal + 7) // 8]
                 if not bits.any():
                     continue
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(bits)))
+                # the selector must stay referenced while faiss searches: the parameters hold a bare pointer
+                selector = faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(bits))
+                params = faiss.SearchParameters(sel=selector)
             scores, ids = part.search(query[None, :], k, params=params)
+            del selector
             keep = ids[0] >= 0
             all_scores.append(scores[0][keep])
             all_ids.append(ids[0][keep] + start)
