@@ -9,7 +9,8 @@ Steps (each resumable; progress lives in ``OUT/build/`` until ``meta.json`` is w
    (picked in one pass over the shards);
 3. add the vectors in parts of ``part_vectors`` ids, read ``memory_vectors`` at a time from the shards; each part
    is written as ``ivf/part-NNNNN.faiss`` (IVF-PQ) and ``exact/part-NNNNN.faiss`` (float16 flat); a part already
-   written is kept on resume;
+   written is kept on resume; then the IVF parts are merged into faiss on-disk inverted lists
+   (``ivf/merged.faiss`` + ``ivf/lists.ivfdata``, reading the parts memory-mapped);
 4. read the records' key, parent and filter columns one Parquet row group at a time into memory-mapped arrays,
    then write the filters, the key table and the panel -> parent ids (counting sorts on disk, chunk-bounded).
 
@@ -18,9 +19,9 @@ Parameters from N (the number of vectors; each can be set instead):
 - ``nlist`` (IVF lists) = the largest power of two <= N / 32 (32 training vectors per list; the training sample
   is at most ``memory_vectors``), at most ``max_nlist`` = 4096: 4096 from 131k vectors on.
   Capping it keeps the cost of adding a vector (its coarse assignment, 4096 x 512 multiply-adds) flat as N
-  grows; the lists grow instead, and their scan is SIMD fast-scan over 4-bit codes. On the clustered synthetic
-  vectors of ``benchmarks/index_scale.py`` (10k clusters) 4096 lists reached recall@10 0.99 at 1M scanning 64
-  of them; 1024 lists needed 256 for 0.955.
+  grows; the lists grow instead, and their scan is SIMD fast-scan over 4-bit codes (the server repacks them).
+  On the clustered synthetic vectors of ``benchmarks/index_scale.py`` (10k clusters) 4096 lists reached
+  recall@10 0.99 at 1M scanning 64 of them; 1024 lists needed 256 for 0.955.
 - ``pq_m`` = 64 sub-quantisers of 4 bits (32 bytes per vector; a divisor of the dimension);
 - ``nprobe`` = nlist / 64, at least 16 (at most nlist): 64 from 131k vectors on;
 - ``k_factor`` = 10: ``10 k`` candidates re-ranked exactly from the float16 vectors;
@@ -46,6 +47,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.ondisk import merge_ondisk
 
 from biomedclip.serve.filters import FilterBuilder
 from biomedclip.serve.index import FigureIndexError
@@ -113,7 +115,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def _train(folder: VectorFolder, params: dict[str, int], batch: int, seed: int) -> faiss.Index:
     """The IVF-PQ index trained on a uniform sample of ``params["train"]`` vectors, picked in one streaming pass."""
     n = len(folder)
-    index = faiss.index_factory(folder.dim, f"IVF{params['nlist']},PQ{params['pq_m']}x4fs", faiss.METRIC_L2)
+    index = faiss.index_factory(folder.dim, f"IVF{params['nlist']},PQ{params['pq_m']}x4", faiss.METRIC_L2)
     faiss.extract_index_ivf(index).cp.niter = 10
     chosen = np.sort(np.random.default_rng(seed).choice(n, params["train"], replace=False))
     sample = np.empty((len(chosen), folder.dim), np.float32)
@@ -201,7 +203,7 @@ def build_vector_index(
     with_ivf = n >= config.ivf_min  # else every search is exact
     trained_path = work / "trained.faiss"
     if with_ivf and not trained_path.is_file():
-        say(f"training IVF{params['nlist']},PQ{params['pq_m']}x4fs on {params['train']} vectors")
+        say(f"training IVF{params['nlist']},PQ{params['pq_m']}x4 on {params['train']} vectors")
         _atomic_write_index(_train(folder, params, config.memory_vectors, config.seed), trained_path)
     for kind in ("ivf", "exact"):
         (out / kind).mkdir(exist_ok=True)
@@ -223,13 +225,23 @@ def build_vector_index(
         _atomic_write_index(exact, exact_path)
         report.parts_built += 1
         del ivf, exact
+    ivf_parts = [out / "ivf" / f"part-{number:05d}.faiss" for number in range(parts)]
+    if with_ivf and not (out / "ivf" / "merged.faiss").is_file():
+        say(f"merging {parts} parts into on-disk inverted lists")
+        (out / "ivf" / "lists.ivfdata").unlink(missing_ok=True)
+        merged = faiss.read_index(str(trained_path))
+        merge_ondisk(merged, [str(path) for path in ivf_parts], str(out / "ivf" / "lists.ivfdata"))
+        _atomic_write_index(merged, out / "ivf" / "merged.faiss")
+        del merged
     say("writing filters, key table and panel parents")
     report.duplicate_keys = _catalog(folder, work, out, config.chunk)
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
-            "part_vectors": config.part_vectors, "ivf_parts": parts if with_ivf else 0, "exact_parts": parts,
+            "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,
             "search": {k: params[k] for k in ("nprobe", "k_factor", "exact_max")}, "parameters": params,
             "duplicate_keys": report.duplicate_keys, "plan": plan}  # fmt: skip
     _atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    for path in ivf_parts:  # merged into lists.ivfdata
+        path.unlink(missing_ok=True)
     shutil.rmtree(work)
     return report

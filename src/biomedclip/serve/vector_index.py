@@ -5,10 +5,11 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 
 - ``meta.json`` (written last): format, count, dimension, model, the vector folder (relative path) and the done
   markers of the shards indexed, and the parameters below;
-- ``ivf/part-NNNNN.faiss``: the IVF-PQ index in parts of ``part_vectors`` ids (coarse quantizer + 4-bit PQ codes +
-  ids), merged in memory when opened: 40 bytes per vector (0.4 GB at 10M), the only per-vector data held in RAM.
-  faiss's on-disk inverted lists do not take the SIMD fast-scan layout, and the 8-bit PQ they take scanned
-  3-4x slower here; an index of fewer than ``ivf_min`` vectors has none (every search is exact);
+- ``ivf/merged.faiss`` + ``ivf/lists.ivfdata``: the IVF-PQ index (coarse quantizer, 4-bit PQ codes, ids) with faiss
+  on-disk inverted lists, memory-mapped when opened and repacked into the SIMD fast-scan layout in RAM (faiss's
+  on-disk lists do not take that layout, and scanning them unpacked was 3-4x slower here): 40 bytes per vector
+  (0.4 GB at 10M), the only per-vector data the server holds; an index of fewer than ``ivf_min`` vectors has
+  none (every search is exact);
 - ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
   memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
@@ -94,7 +95,7 @@ class VectorIndex:
         settings = {**self.meta["search"], **{k: v for k, v in overrides.items() if v}}
         self.settings = SearchSettings(**settings)
         self.part_vectors = int(self.meta["part_vectors"])
-        self.ivf = self._read_parts("ivf", int(self.meta["ivf_parts"]))
+        self.ivf = self._read_ivf() if self.meta["ivf"] else None
         exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
         self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
@@ -110,16 +111,15 @@ class VectorIndex:
             raise FigureIndexError(f"{self.folder}: {kind} parts missing ({', '.join(missing[:3])}); build it again")
         return paths
 
-    def _read_parts(self, kind: str, parts: int) -> faiss.Index | None:
-        """The IVF parts merged into one index (read one at a time); None for an index without one."""
-        paths = self._part_paths(kind, parts)
-        if not paths:  # a small index: every search is exact
-            return None
-        index = faiss.read_index(str(paths[0]))
-        for path in paths[1:]:
-            index.merge_from(faiss.read_index(str(path)), 0)
+    def _read_ivf(self) -> faiss.Index:
+        """The IVF-PQ index: on-disk lists memory-mapped, repacked for fast scan."""
+        path = self.folder / "ivf" / "merged.faiss"
+        if not path.is_file() or not (self.folder / "ivf" / "lists.ivfdata").is_file():
+            raise FigureIndexError(f"{self.folder}: ivf/merged.faiss or ivf/lists.ivfdata is missing; build it again")
+        on_disk = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        index = faiss.IndexIVFPQFastScan(on_disk)
         if index.ntotal != self.count:
-            raise FigureIndexError(f"{self.folder}: its IVF parts hold {index.ntotal} vectors, meta.json {self.count}")
+            raise FigureIndexError(f"{self.folder}: its IVF index holds {index.ntotal} vectors, meta.json {self.count}")
         return index
 
     @classmethod
