@@ -201,7 +201,7 @@ def _build_from_vectors(vectors: str, out: str, memory_vectors: int) -> None:
     state = "already up to date" if report.up_to_date else f"built in {time.perf_counter() - start:.1f} s"
     click.echo(
         f"index {out}: {report.count} vectors from {report.shards} shards ({report.skipped_images} images skipped "
-        f"by embed), IVF{params['nlist']},PQ{params['pq_m']}x4fs nprobe {params['nprobe']}; {state}; "
+        f"by embed), IVF{params['nlist']},PQ{params['pq_m']}x4 (fast scan) nprobe {params['nprobe']}; {state}; "
         f"{report.parts_kept} parts kept from an interrupted run, {report.duplicate_keys} duplicated keys"
     )
 
