@@ -255,6 +255,7 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
                 f"  {name:>10}: p50 {row[name]['p50']:6.2f} ms  p95 {row[name]['p95']:6.2f} ms  recall@{K} {recall:.4f}"
             )
         results[size] = row
+        saved.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))  # kept if a later size fails
         if not keep:
             shutil.rmtree(folder)
             shutil.rmtree(index_dir)
@@ -282,7 +283,6 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
         f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; filter "
         f"bitmaps {gb(30e6 / 8)} per dense value)"
     )
-    saved.write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
     if not keep and workdir is None:
         shutil.rmtree(root)
 

@@ -184,19 +184,14 @@ def test_hits_carry_the_records_keys_and_parents(index, stored, vectors_and_quer
 
 def test_the_build_holds_at_most_memory_vectors(vector_folder, tmp_path, monkeypatch) -> None:
     held = []
-    read, gather = VectorFolder.read, VectorFolder.gather
+    read = VectorFolder.read
 
     def counting_read(self, start, stop, batch):
         for first, vectors in read(self, start, stop, batch):
             held.append(len(vectors))
             yield first, vectors
 
-    def counting_gather(self, ids):
-        held.append(len(ids))
-        return gather(self, ids)
-
     monkeypatch.setattr(VectorFolder, "read", counting_read)
-    monkeypatch.setattr(VectorFolder, "gather", counting_gather)
     config = VectorBuildConfig(memory_vectors=700, part_vectors=2504, chunk=1000, ivf_min=1000)
     build_vector_index(vector_folder, tmp_path / "index", config)
     assert sum(held) == 2 * N and max(held) == 700  # every vector twice: to pick the training sample, to add it

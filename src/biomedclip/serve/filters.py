@@ -57,11 +57,6 @@ class Selection:
     ids: np.ndarray | None = None
     bitmap: np.ndarray | None = None
 
-    def as_ids(self) -> np.ndarray:
-        if self.ids is not None:
-            return self.ids.astype(np.int64)
-        return np.flatnonzero(np.unpackbits(self.bitmap, bitorder="little")).astype(np.int64)
-
     def as_bitmap(self, n: int) -> np.ndarray:
         if self.bitmap is not None:
             return np.ascontiguousarray(self.bitmap)

@@ -24,7 +24,9 @@ Parameters from N (the number of vectors; each can be set instead):
   recall@10 0.99 at 1M scanning 64 of them; 1024 lists needed 256 for 0.955.
 - ``pq_m`` = 64 sub-quantisers of 4 bits (32 bytes per vector; a divisor of the dimension);
 - ``nprobe`` = nlist / 64, at least 16 (at most nlist): 64 from 131k vectors on;
-- ``k_factor`` = 10: ``10 k`` candidates re-ranked exactly from the float16 vectors;
+- ``k_factor`` = 30: ``30 k`` candidates re-ranked exactly from the float16 vectors. The 4-bit codes rank a
+  dense neighbourhood coarsely: at 3M synthetic vectors (300 per cluster) 10 candidates per neighbour reached
+  recall@10 0.77, 30 reached 0.994 (100: 0.995);
 - ``exact_max`` = 131072: a filtered search over at most this many passing vectors is exact (faiss scans the
   memory-mapped float16 parts, computing distances for the passing vectors only: about 6 ms for a 1% filter and
   22 ms for a 10% filter at 1M here); an index of fewer than ``ivf_min`` = 16384 vectors has no IVF index.
@@ -67,7 +69,7 @@ class VectorBuildConfig:
     max_nlist: int = 4096
     pq_m: int = 64
     nprobe: int = 0
-    k_factor: int = 10
+    k_factor: int = 30
     exact_max: int = 131_072  # filtered searches over at most this many passing vectors are exact
     ivf_min: int = 16_384  # smaller indexes have no IVF index: every search is exact
     memory_vectors: int = 131_072  # float32 vectors held at once (training sample included)

@@ -115,20 +115,6 @@ class VectorFolder:
         shard_numbers = np.searchsorted(self.starts, ids, side="right") - 1
         return shard_numbers, ids - self.starts[shard_numbers]
 
-    def gather(self, ids: np.ndarray) -> np.ndarray:
-        """float32 vectors of the given global ids, in the order given (read from the memory maps)."""
-        ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty((len(ids), self.dim), np.float32)
-        if not len(ids):
-            return out
-        order = np.argsort(ids, kind="stable")
-        shard_numbers, rows = self.locate(ids[order])
-        bounds = np.flatnonzero(np.diff(shard_numbers)) + 1
-        for group in np.split(np.arange(len(ids)), bounds):
-            number = int(shard_numbers[group[0]])
-            out[order[group]] = self.vectors(self.shards[number])[rows[group]]
-        return out
-
     def read(self, start: int, stop: int, batch: int) -> Iterator[tuple[int, np.ndarray]]:
         """(first id, float32 vectors) over global rows ``[start, stop)``, at most ``batch`` rows at a time.
 
