@@ -308,8 +308,8 @@ def main(
                 slow_thread.join()
             filtered = []
             for spec in filters:
-                name, _, value = spec.partition("=")
-                filtered.append((f"{spec}"[:13], *_phase(base_url, clients, 0, seconds, k, {name: value})[:2]))
+                field, _, value = spec.partition("=")
+                filtered.append((spec[:13], *_phase(base_url, clients, 0, seconds, k, {field: value})[:2]))
             health = httpx.get(base_url + "/healthz", timeout=10).json()
             memory = _server_memory(server.pid)
         finally:
