@@ -7,7 +7,7 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
   markers of the shards indexed, and the parameters below;
 - ``ivf/merged.faiss`` + ``ivf/lists.ivfdata``: the IVF-PQ index (coarse quantizer, 4-bit PQ codes, ids) with faiss
   on-disk inverted lists, memory-mapped when opened and repacked into the SIMD fast-scan layout in RAM (faiss's
-  on-disk lists do not take that layout, and scanning them unpacked was 3-4x slower here): 40 bytes per vector
+  on-disk lists do not take that layout, which scans 4-bit codes with SIMD): 40 bytes per vector
   (0.4 GB at 10M), the only per-vector data the server holds; an index of fewer than ``ivf_min`` vectors has
   none (every search is exact);
 - ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
