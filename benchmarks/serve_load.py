@@ -4,10 +4,12 @@ slow-body clients.
     .venv/bin/python benchmarks/serve_load.py --quick                 # 2 search clients, 4 s per phase, 5k figures
     .venv/bin/python benchmarks/serve_load.py                         # 8 search + 2 hostile clients, 20 s, 100k
     .venv/bin/python benchmarks/serve_load.py --clients 32 --hostile 4 --seconds 60 --figures 1000000
+    .venv/bin/python benchmarks/serve_load.py --index INDEX --hostile 0 --slow-body 0   # a built (vector) index
 
 The server is the real CLI (``python -m biomedclip serve``) in its own process, over a synthetic index (random
-unit vectors with records) and the ``tiny`` model with random weights saved as a checkpoint. Phase 1 runs only
-search clients; phase 2 runs the same search clients while hostile clients send, back to back: the heaviest
+unit vectors with records; or ``--index``, an index built elsewhere, e.g. the vector index of
+``benchmarks/index_scale.py --keep``) and the ``tiny`` model with random weights saved as a checkpoint. Phase 1
+runs only search clients; phase 2 runs the same search clients while hostile clients send, back to back: the heaviest
 ``/classify`` the limits allow (50 labels x 5 templates), one far over them (50 labels x 20,000 templates, the
 issue's 243 KB request), malformed templates (``{} {x}``) and a chunked upload that never ends. Every search
 response is checked (status 200 and k results). The printed ratio is search p95 with the hostile clients over
@@ -48,22 +50,47 @@ def _queries(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS, size=4)) for _ in range(count)]
 
 
-def _prepare(folder: Path, figures: int) -> tuple[str, Path]:
+def _tiny_model(folder: Path, dim: int | None = None) -> str:
+    """The tiny model with random weights (embedding dimension ``dim`` when given), saved: ``local-dir:PATH``."""
     import torch
 
     from biomedclip.model import create_model_and_transforms, get_tokenizer, save_pretrained
-    from biomedclip.serve.index import FigureIndex
 
     torch.manual_seed(0)
-    model, _, _ = create_model_and_transforms("tiny")
-    name = f"local-dir:{save_pretrained(model, get_tokenizer('tiny'), folder / 'model')}"
-    index = FigureIndex(model.embed_dim)
+    model, _, _ = create_model_and_transforms("tiny", **({"embed_dim": dim} if dim else {}))
+    return f"local-dir:{save_pretrained(model, get_tokenizer('tiny'), folder / 'model')}"
+
+
+def _open_index(index_dir: Path):
+    from biomedclip.serve.index import FigureIndex
+    from biomedclip.serve.vector_index import VectorIndex, is_vector_index
+
+    return VectorIndex.load(index_dir) if is_vector_index(index_dir) else FigureIndex.load(index_dir)
+
+
+def _server_memory(pid: int) -> str:
+    """The server's peak RSS and its anonymous / memory-mapped-file parts now (Linux /proc)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmHWM", "RssAnon", "RssFile"):
+            fields[name] = int(value.split()[0]) * 1024 / 1e9
+    now = f"now anonymous {fields['RssAnon']:.2f} GB, memory-mapped files {fields['RssFile']:.2f} GB"
+    return f"peak RSS {fields['VmHWM']:.2f} GB ({now})"
+
+
+def _prepare(folder: Path, figures: int) -> tuple[str, Path]:
+    from biomedclip.serve.index import FigureIndex
+
+    name = _tiny_model(folder)
+    model_dim = 128  # the tiny model's embedding dimension
+    index = FigureIndex(model_dim)
     index.model = name
     rng = np.random.default_rng(0)
     for start in range(0, figures, 100_000):
         count = min(100_000, figures - start)
         records = [{"pmcid": f"PMC{start + i}", "caption": f"synthetic figure {start + i}"} for i in range(count)]
-        index.add(rng.standard_normal((count, model.embed_dim), dtype=np.float32), records)
+        index.add(rng.standard_normal((count, model_dim), dtype=np.float32), records)
     index.save(folder / "index")
     return name, folder / "index"
 
@@ -107,7 +134,9 @@ def _hostile_requests(http: httpx.Client, image: bytes) -> Iterator[tuple[str, o
             yield "endless chunked upload", type(error).__name__
 
 
-def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) -> tuple[list[float], int, dict]:
+def _phase(
+    base_url: str, clients: int, hostile: int, seconds: float, k: int, where: dict[str, str] | None = None
+) -> tuple[list[float], int, dict]:
     """Search latencies (ms), search errors and hostile outcomes over ``seconds`` of load."""
     latencies: list[float] = []
     errors = [0]
@@ -123,7 +152,8 @@ def _phase(base_url: str, clients: int, hostile: int, seconds: float, k: int) ->
             while time.monotonic() < stop:
                 start = time.perf_counter()
                 try:
-                    response = http.get("/search", params={"q": queries[count % len(queries)], "k": k})
+                    params = {"q": queries[count % len(queries)], "k": k, **(where or {})}
+                    response = http.get("/search", params=params)
                     good = response.status_code == 200 and len(response.json()["results"]) == k
                 except httpx.HTTPError:
                     good = False
@@ -221,17 +251,45 @@ def _p(latencies: list[float], q: float) -> float:
 @click.option("--slow-body", default=255, show_default=True, help="Slow-body connections in phase 3 (0: no phase 3).")
 @click.option("--seconds", default=20.0, show_default=True, help="Length of each phase.")
 @click.option("--figures", default=100_000, show_default=True, help="Synthetic figures in the index.")
+@click.option(
+    "--index",
+    "built_index",
+    type=click.Path(exists=True, file_okay=False),
+    help="Serve this built index (e.g. a vector index from benchmarks/index_scale.py --keep) instead of a "
+    "synthetic one; the model is the tiny one with random weights and the index's dimension.",
+)
 @click.option("-k", default=10, show_default=True)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help="Also run a phase of filtered searches, e.g. --filter split=test (repeatable: one phase each).",
+)
 @click.option("--quick", is_flag=True, help="A small run that proves the benchmark works: 2 clients, 4 s, 5k figures.")
-def main(clients: int, hostile: int, slow_body: int, seconds: float, figures: int, k: int, quick: bool) -> None:
+def main(
+    clients: int,
+    hostile: int,
+    slow_body: int,
+    seconds: float,
+    figures: int,
+    built_index: str | None,
+    k: int,
+    filters: tuple[str, ...],
+    quick: bool,
+) -> None:
     """Run the phases and print search p95 without and with hostile traffic and slow bodies, and the ratios."""
+    import json
+
     from biomedclip.api import load
-    from biomedclip.serve.index import FigureIndex
 
     if quick:
         clients, hostile, seconds, figures = 2, 1, 4.0, 5_000
     with tempfile.TemporaryDirectory() as tmp:
-        name, index_dir = _prepare(Path(tmp), figures)
+        if built_index:
+            index_dir = Path(built_index)
+            name = _tiny_model(Path(tmp), json.loads((index_dir / "meta.json").read_text())["dim"])
+        else:
+            name, index_dir = _prepare(Path(tmp), figures)
         server, base_url = _start_server(name, index_dir)
         try:
             _phase(base_url, clients, 0, min(2.0, seconds), k)  # warm-up
@@ -248,12 +306,17 @@ def main(clients: int, hostile: int, slow_body: int, seconds: float, figures: in
                 time.sleep(2.0)  # every slow connection opened before the searches start
                 slow, slow_errors, _ = _phase(base_url, clients, 0, seconds, k)
                 slow_thread.join()
+            filtered = []
+            for spec in filters:
+                field, _, value = spec.partition("=")
+                filtered.append((spec[:13], *_phase(base_url, clients, 0, seconds, k, {field: value})[:2]))
             health = httpx.get(base_url + "/healthz", timeout=10).json()
+            memory = _server_memory(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
 
-        embedder, index = load(name, device="cpu"), FigureIndex.load(index_dir)
+        embedder, index = load(name, device="cpu"), _open_index(index_dir)
         queries, done, stop = _queries(200, 0), 0, time.monotonic() + min(seconds, 10)
         baseline_start = time.perf_counter()
         while time.monotonic() < stop:
@@ -261,10 +324,12 @@ def main(clients: int, hostile: int, slow_body: int, seconds: float, figures: in
             done += 1
         baseline_rps = done / (time.perf_counter() - baseline_start)
 
-    click.echo(f"{clients} search clients x {seconds:g} s per phase, {figures:,} figures ({index.kind}), k={k}")
+    click.echo(f"{clients} search clients x {seconds:g} s per phase, {len(index):,} figures ({index.kind}), k={k}")
+    click.echo(f"server memory after the run: {memory}")
     phases = [("search alone", alone, alone_errors), ("with hostile", mixed, mixed_errors)]
     if slow_body:
         phases.append(("w/ slow body", slow, slow_errors))
+    phases += filtered
     for label, latencies, errors in phases:
         click.echo(
             f"{label:>13}: {len(latencies) / seconds:7.1f} req/s, p50 {_p(latencies, 50):7.1f} ms, "
@@ -282,7 +347,7 @@ def main(clients: int, hostile: int, slow_body: int, seconds: float, figures: in
         click.echo(f"slow-body connections: {slow_body} from 127.0.0.2; outcomes: {dict(slow_outcomes)}")
         slow_ratio = _p(slow, 95) / _p(alone, 95)
         click.echo(f"ratio search p95 with / without {slow_body} slow-body clients: {slow_ratio:.2f}x (target <= 2x)")
-    if alone_errors or mixed_errors or slow_errors:
+    if alone_errors or mixed_errors or slow_errors or any(errors for _, _, errors in filtered):
         raise SystemExit(1)
 
 

@@ -44,7 +44,10 @@ from biomedclip.model.inference import (
 from biomedclip.serve.gate import BudgetExceeded, InferenceGate
 from biomedclip.serve.index import FigureFilter, FigureIndex, FigureIndexError, Hit
 from biomedclip.serve.limits import BodyLimit, ServeConfig, parse_labels, parse_templates
-from biomedclip.serve.shards import ShardError, read_image_bytes, shard_location
+from biomedclip.serve.shards import ShardError, read_image_bytes
+from biomedclip.serve.vector_index import VectorIndex
+
+SearchIndex = FigureIndex | VectorIndex  # what the service searches: both answer len, search, record, facets...
 
 __all__ = ["ServeConfig", "create_app", "pmc_url", "public_model_name"]
 
@@ -62,7 +65,7 @@ ACCEPTED_CONTENT_TYPES = {
 }
 ACCEPTED_FORMATS = {"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO"}
 _MAGIC = ((b"\xff\xd8", "image/jpeg"), (b"\x89PNG", "image/png"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
-RECORD_FIELDS = ("pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "parent", "box",
+RECORD_FIELDS = ("key", "pmcid", "fig_id", "label", "caption", "license", "journal", "year", "split", "parent", "box",
                  "panel_label", "subcaption")  # fmt: skip
 
 
@@ -83,15 +86,15 @@ def public_model_name(name: str) -> str:
     return prefix + (PurePath(path.rstrip("/\\")).name if "/" in path or "\\" in path else path)
 
 
-def _hit_json(hit: Hit, parents: dict[str, int]) -> dict[str, Any]:
-    """A result: the record's fields, links, and for a panel the row of its parent figure (null when the index does
-    not hold it; ``parents`` from ``FigureIndex.parent_rows``)."""
+def _hit_json(hit: Hit, index: SearchIndex) -> dict[str, Any]:
+    """A result: the record's fields (with its corpus ``key`` and, for a panel, its ``parent`` figure's key), links,
+    and for a panel the id of its parent figure (null when the index does not hold it)."""
     record = hit.record
     return {
         "id": hit.id,
         "score": round(hit.score, 6),
         **{name: record.get(name) for name in RECORD_FIELDS},
-        "parent_id": parents.get(record.get("parent") or ""),
+        "parent_id": index.parent_id(hit.id, record),
         "pmc_url": pmc_url(record.get("pmcid", "")),
         "image_url": f"/figures/{hit.id}/image",
     }
@@ -113,14 +116,14 @@ def _batches(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
-def create_app(embedder: Embedder, index: FigureIndex | None = None, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI application over a loaded model and (optionally) a figure index."""
+def create_app(embedder: Embedder, index: SearchIndex | None = None, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI application over a loaded model and (optionally) a figure index or a vector index."""
     config = config or ServeConfig()
     gate = InferenceGate()
     classify_slots = threading.BoundedSemaphore(config.max_concurrent_classify)
     facets = index.facets() if index is not None else FigureIndex(1).facets()
     if index is not None:
-        index.parent_rows()  # once, before the first request
+        index.warm()  # once, before the first request
     app = FastAPI(
         title="BiomedCLIP",
         version=__version__,
@@ -190,7 +193,7 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             raise HTTPException(415, str(error)) from error
         return infer(lambda: embedder.embed_images([image]), until)
 
-    def require_index() -> FigureIndex:
+    def require_index() -> SearchIndex:
         if index is None or not len(index):
             raise HTTPException(503, "this server has no figure index loaded (start it with --index)")
         return index
@@ -218,8 +221,7 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
             hits = require_index().search(vector, k, where)[0]
         except FigureIndexError as error:
             raise HTTPException(400, str(error)) from error
-        parents = require_index().parent_rows()
-        return {"query": query, "k": k, "results": [_hit_json(hit, parents) for hit in hits]}
+        return {"query": query, "k": k, "results": [_hit_json(hit, require_index()) for hit in hits]}
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> JSONResponse:
@@ -353,7 +355,7 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         """The record of one indexed figure."""
         try:
             figures = require_index()
-            return _hit_json(Hit(id=figure_id, score=1.0, record=figures.record(figure_id)), figures.parent_rows())
+            return _hit_json(Hit(id=figure_id, score=1.0, record=figures.record(figure_id)), figures)
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
 
@@ -363,7 +365,7 @@ def create_app(embedder: Embedder, index: FigureIndex | None = None, config: Ser
         try:
             figures = require_index()
             record = figures.record(figure_id)
-            data = read_image_bytes(shard_location(figures.folder, record["shard"]), record["offset"], record["size"])
+            data = read_image_bytes(figures.image_location(record), record["offset"], record["size"])
         except FigureIndexError as error:
             raise HTTPException(404, str(error)) from error
         except ShardError as error:

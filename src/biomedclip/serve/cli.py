@@ -201,9 +201,13 @@ def index() -> None:
 @click.option(
     "--shards",
     "-s",
-    required=True,
     multiple=True,
     help="Shards: a folder, a glob or a brace pattern like 'train-{000000..000009}.tar' (repeatable).",
+)
+@click.option(
+    "--vectors",
+    type=click.Path(file_okay=False),
+    help="Instead of --shards: a vector folder written by `biomedclip embed` (streaming build, no model).",
 )
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Index folder.")
 @click.option(
@@ -211,23 +215,37 @@ def index() -> None:
     type=click.Choice(["auto", "flat", "ivfpq", "hnsw"]),
     default="auto",
     show_default=True,
-    help="auto: exact up to --exact-max figures, IVF-PQ above.",
+    help="auto: exact up to --exact-max figures, IVF-PQ above (--shards only).",
 )
 @click.option("--exact-max", default=200_000, show_default=True)
 @click.option("--rebuild", is_flag=True, help="Start afresh instead of adding new shards to an existing index.")
+@click.option(
+    "--memory-vectors",
+    default=131_072,
+    show_default=True,
+    help="--vectors: vectors held in memory at once while building (bounds the build's memory).",
+)
 @device_option
 @click.option("--batch-size", default=64, show_default=True)
 def index_build(
     model: str,
     shards: tuple[str, ...],
+    vectors: str | None,
     out: str,
     kind: str,
     exact_max: int,
     rebuild: bool,
+    memory_vectors: int,
     device: str,
     batch_size: int,
 ):
-    """Embed the figures of SHARDS and add them to the index at OUT (only shards it does not hold yet)."""
+    """Embed the figures of SHARDS and add them to the index at OUT (only shards it does not hold yet), or
+    index a vector folder (--vectors) with bounded memory."""
+    if bool(shards) == bool(vectors):
+        raise click.UsageError("give either --shards or --vectors")
+    if vectors:
+        _build_from_vectors(vectors, out, memory_vectors)
+        return
     from biomedclip.serve.build import build_index
     from biomedclip.serve.identity import describe_changes
     from biomedclip.serve.index import FigureIndexError, IndexConfig
@@ -259,6 +277,29 @@ def index_build(
         f"{len(report.shards_added)} shards, {len(report.shards_skipped)} shards already indexed, "
         f"{report.figures_skipped} unreadable images skipped; {elapsed:.1f} s "
         f"({report.figures_added / max(elapsed, 1e-9):.1f} figures/s)"
+    )
+
+
+def _build_from_vectors(vectors: str, out: str, memory_vectors: int) -> None:
+    """``index build --vectors``: the streaming build, with a summary line."""
+    from biomedclip.serve.index import FigureIndexError
+    from biomedclip.serve.vector_build import VectorBuildConfig, build_vector_index
+
+    if memory_vectors < 1:
+        raise click.UsageError(f"--memory-vectors must be positive, got {memory_vectors}")
+    start = time.perf_counter()
+    try:
+        report = build_vector_index(
+            vectors, out, VectorBuildConfig(memory_vectors=memory_vectors), on_step=lambda m: click.echo(f"  {m}")
+        )
+    except (FigureIndexError, OSError) as error:
+        raise RunError(str(error)) from error
+    params = report.parameters
+    state = "already up to date" if report.up_to_date else f"built in {time.perf_counter() - start:.1f} s"
+    click.echo(
+        f"index {out}: {report.count} vectors from {report.shards} shards ({report.skipped_images} images skipped "
+        f"by embed), IVF{params['nlist']},PQ{params['pq_m']}x4 (fast scan) nprobe {params['nprobe']}; {state}; "
+        f"{report.parts_kept} parts kept from an interrupted run, {report.duplicate_keys} duplicated keys"
     )
 
 
@@ -322,7 +363,13 @@ def _load_index(index_dir: str):
     offsets would serve other bytes), is a ``RunError`` (exit 1)."""
     from biomedclip.serve.identity import changed_shards, describe_changes
     from biomedclip.serve.index import FigureIndex, FigureIndexError
+    from biomedclip.serve.vector_index import VectorIndex, is_vector_index
 
+    if is_vector_index(index_dir):
+        try:
+            return VectorIndex.load(index_dir)
+        except FigureIndexError as error:
+            raise RunError(str(error)) from error
     try:
         figure_index = FigureIndex.load(index_dir)
     except FigureIndexError as error:

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from biomedclip.serve.shards import shard_location
 from biomedclip.shards import INDEX_FIELDS, arrow_schema
 
 KINDS = ("auto", "flat", "ivfpq", "hnsw")
@@ -246,6 +247,18 @@ class FigureIndex:
                 keys = records["key"].take(pa.array(rows, pa.int64())).to_pylist()
                 self._parents = dict(zip(keys, rows, strict=True))
         return self._parents
+
+    def parent_id(self, row: int, record: dict[str, Any]) -> int | None:
+        """The row of the figure the panel ``record`` belongs to, or None (a figure, or its figure not indexed)."""
+        return self.parent_rows().get(record.get("parent") or "")
+
+    def image_location(self, record: dict[str, Any]) -> str:
+        """Where the record's image lies: its shard (named relative to the index folder)."""
+        return shard_location(self.folder, record["shard"])
+
+    def warm(self) -> None:
+        """Work done once before serving: the panel -> parent rows."""
+        self.parent_rows()
 
     def record(self, row: int) -> dict[str, Any]:
         """The record of one vector; raises ``FigureIndexError`` for an unknown row."""

@@ -1,0 +1,258 @@
+"""Search a vector index: an IVF-PQ index over a vector folder, exact re-ranking, filters and records on disk.
+
+A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index` from the vector shards of
+``biomedclip embed``) is a folder:
+
+- ``meta.json`` (written last): format, count, dimension, model, the vector folder (relative path) and the done
+  markers of the shards indexed, and the parameters below;
+- ``ivf/merged.faiss`` + ``ivf/lists.ivfdata``: the IVF-PQ index (coarse quantizer, 4-bit PQ codes, ids) with faiss
+  on-disk inverted lists, memory-mapped when opened and repacked into the SIMD fast-scan layout in RAM (faiss's
+  on-disk lists do not take that layout, which scans 4-bit codes with SIMD): 40 bytes per vector
+  (0.4 GB at 10M), the only per-vector data the server holds; an index of fewer than ``ivf_min`` vectors has
+  none (every search is exact);
+- ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
+  memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
+- ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
+  (the id of each panel's parent figure, -1 for none), all memory-mapped.
+
+The records stay in the vector folder and are read on demand (its ``.npy`` files are read by the build only).
+
+Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
+products with their float16 vectors, from the exact parts), so the scores are the true cosine similarities. A
+filtered search first turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
+``exact_max`` pass, faiss scans the float16 parts computing distances only for them (exact: recall 1; the cost
+is a bitmap test per vector plus a 512-d product per passing vector); otherwise faiss skips the others while it
+scans the IVF lists (an ID-selector bitmap), with ``nprobe`` and the candidates grown by ``sqrt(n / passing)``
+(``nprobe`` capped at ``nlist``), so that a selective filter still finds k neighbours in the lists it scans.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from biomedclip.serve.filters import FilterStore, Selection
+from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normalize
+from biomedclip.serve.keys import KeyTable
+from biomedclip.serve.records import RecordStore
+from biomedclip.serve.shards import shard_location
+from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
+
+INDEX_FORMAT = "biomedclip-vector-index/1"
+KIND = "ivf-vectors"
+
+
+def is_vector_index(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a vector index (rather than a :class:`~biomedclip.serve.index.FigureIndex`)."""
+    meta = Path(folder) / "meta.json"
+    try:
+        return json.loads(meta.read_text()).get("format") == INDEX_FORMAT
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a vector index searches (stored in ``meta.json``; overridable when loading)."""
+
+    nprobe: int
+    k_factor: int
+    exact_max: int
+
+
+class VectorIndex:
+    """A built vector index, opened with bounded memory (everything per vector is memory-mapped)."""
+
+    kind = KIND
+
+    def __init__(self, folder: str | Path, **overrides: int) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not is_vector_index(self.folder):
+            raise FigureIndexError(f"{self.folder} is not a vector index (no meta.json of format {INDEX_FORMAT})")
+        self.meta = json.loads(meta_path.read_text())
+        self.dim, self.count, self.model = int(self.meta["dim"]), int(self.meta["count"]), self.meta["model"]
+        vectors_path = Path(os.path.normpath(self.folder / self.meta["vectors"]))
+        try:
+            self.vectors = VectorFolder(vectors_path)
+        except VectorFolderError as error:
+            raise FigureIndexError(f"{self.folder}: its vector folder cannot be read: {error}") from error
+        indexed = [s["name"] for s in self.meta["shards"]]
+        current = {s.name: s.identity() for s in self.vectors.shards}
+        changed = [s["name"] for s in self.meta["shards"] if current.get(s["name"]) != s]
+        if changed or list(current) != indexed:
+            names = ", ".join(changed[:3]) or "shards added or removed"
+            raise FigureIndexError(
+                f"{self.folder} no longer matches its vector folder {vectors_path} ({names}); build it again"
+            )
+        settings = {**self.meta["search"], **{k: v for k, v in overrides.items() if v}}
+        self.settings = SearchSettings(**settings)
+        self.part_vectors = int(self.meta["part_vectors"])
+        self.ivf = self._read_ivf() if self.meta["ivf"] else None
+        exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
+        self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
+        self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
+        self.filters = FilterStore(self.folder / "filters")
+        self.keys = KeyTable(self.folder / "keys")
+        self.parents = np.load(self.folder / "parents.npy", mmap_mode="r")
+        self.records = RecordStore(self.vectors)
+        self._facets = self.filters.facets()
+
+    def _part_paths(self, kind: str, parts: int) -> list[Path]:
+        paths = [self.folder / kind / f"part-{number:05d}.faiss" for number in range(parts)]
+        if missing := [path.name for path in paths if not path.is_file()]:
+            raise FigureIndexError(f"{self.folder}: {kind} parts missing ({', '.join(missing[:3])}); build it again")
+        return paths
+
+    def _read_ivf(self) -> faiss.Index:
+        """The IVF-PQ index: on-disk lists memory-mapped, repacked for fast scan."""
+        path = self.folder / "ivf" / "merged.faiss"
+        if not path.is_file() or not (self.folder / "ivf" / "lists.ivfdata").is_file():
+            raise FigureIndexError(f"{self.folder}: ivf/merged.faiss or ivf/lists.ivfdata is missing; build it again")
+        on_disk = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        index = faiss.IndexIVFPQFastScan(on_disk)
+        if index.ntotal != self.count:
+            raise FigureIndexError(f"{self.folder}: its IVF index holds {index.ntotal} vectors, meta.json {self.count}")
+        return index
+
+    @classmethod
+    def load(cls, folder: str | Path, **overrides: int) -> VectorIndex:
+        """Open the index at ``folder`` (``nprobe=``, ``k_factor=``, ``exact_max=`` override its settings)."""
+        return cls(folder, **overrides)
+
+    def __len__(self) -> int:
+        return self.count
+
+    # searching --------------------------------------------------------------------------------------------
+
+    def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The float16 vectors of sorted ``ids`` as float32, decoded by faiss from the memory-mapped exact parts."""
+        out = np.empty((len(ids), self.dim), np.float32)
+        parts = ids // self.part_vectors
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        for group in np.split(np.arange(len(ids)), bounds):
+            if len(group):
+                number = int(parts[group[0]])
+                local = np.ascontiguousarray(ids[group] - number * self.part_vectors, dtype=np.int64)
+                out[group] = self.exact_parts[number].reconstruct_batch(local)
+        return out
+
+    def _rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of ``ids`` by exact cosine similarity with their stored vectors, best first."""
+        ids = np.unique(ids[ids >= 0])
+        if not len(ids):
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        # einsum, not BLAS: OpenBLAS's threads for a matrix-vector product cost more than they save on a busy CPU
+        scores = np.einsum("ij,j->i", self.stored_vectors(ids), query)
+        top = np.argpartition(-scores, k - 1)[:k] if len(ids) > k else np.arange(len(ids))
+        top = top[np.lexsort((ids[top], -scores[top]))]
+        return scores[top].astype(np.float32), ids[top]
+
+    def _exact(self, query: np.ndarray, selection: Selection | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Brute force over the passing vectors: faiss scans each memory-mapped float16 part, computing a distance
+        only for the ids the selection's bitmap holds."""
+        bitmap = selection.as_bitmap(self.count) if selection is not None else None
+        all_scores, all_ids = [], []
+        for number, part in enumerate(self.exact_parts):
+            start = number * self.part_vectors
+            params = selector = None
+            if bitmap is not None:
+                bits = bitmap[start // 8 : (start + part.ntotal + 7) // 8]
+                if not bits.any():
+                    continue
+                # the selector must stay referenced while faiss searches: the parameters hold a bare pointer
+                selector = faiss.IDSelectorBitmap(part.ntotal, faiss.swig_ptr(bits))
+                params = faiss.SearchParameters(sel=selector)
+            scores, ids = part.search(query[None, :], k, params=params)
+            del selector
+            keep = ids[0] >= 0
+            all_scores.append(scores[0][keep])
+            all_ids.append(ids[0][keep] + start)
+        if not all_ids:
+            return np.empty(0, np.float32), np.empty(0, np.int64)
+        scores, ids = np.concatenate(all_scores), np.concatenate(all_ids)
+        order = np.lexsort((ids, -scores))[:k]
+        return scores[order].astype(np.float32), ids[order]
+
+    def _approximate(self, query: np.ndarray, k: int, selection: Selection | None) -> np.ndarray:
+        """Candidate ids from the IVF index (restricted to ``selection`` while scanning)."""
+        if selection is None:
+            params = faiss.SearchParametersIVF(nprobe=self.settings.nprobe)
+            return self.ivf.search(query[None, :], min(k * self.settings.k_factor, self.count), params=params)[1][0]
+        bitmap = selection.as_bitmap(self.count)
+        scale = math.sqrt(self.count / selection.count)
+        nprobe = min(self.nlist, math.ceil(self.settings.nprobe * scale))
+        candidates = min(selection.count, math.ceil(k * self.settings.k_factor * scale))
+        selector = faiss.IDSelectorBitmap(self.count, faiss.swig_ptr(bitmap))
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=nprobe)
+        return self.ivf.search(query[None, :], candidates, params=params)[1][0]
+
+    def search_vectors(
+        self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, ids)`` of shape (n, k) (cosine similarity, best first); missing neighbours have id -1."""
+        queries = normalize(queries)
+        if queries.shape[1] != self.dim:
+            raise FigureIndexError(f"queries have dimension {queries.shape[1]}, the index has {self.dim}")
+        if k < 1:
+            raise FigureIndexError(f"k must be at least 1, got {k}")
+        selection = self.filters.select(where) if where else None
+        width = min(k, self.count if selection is None else selection.count)
+        scores = np.full((len(queries), width), -np.inf, np.float32)
+        ids = np.full((len(queries), width), -1, np.int64)
+        if not width:
+            return scores, ids
+        exact = self.ivf is None or (selection is not None and selection.count <= self.settings.exact_max)
+        for row, query in enumerate(queries):
+            if exact:
+                found_scores, found = self._exact(query, selection, width)
+            else:
+                found_scores, found = self._rerank(query, self._approximate(query, width, selection), width)
+            scores[row, : len(found)], ids[row, : len(found)] = found_scores, found
+        return scores, ids
+
+    def search(self, queries: np.ndarray, k: int = 10, where: FigureFilter | None = None) -> list[list[Hit]]:
+        """Nearest figures for each query (among those passing ``where``), best first, with their records."""
+        scores, ids = self.search_vectors(queries, k, where)
+        results = []
+        for row_scores, row_ids in zip(scores, ids, strict=True):
+            valid = row_ids >= 0
+            records = self.records.records(row_ids[valid])
+            hits = zip(row_ids[valid].tolist(), row_scores[valid].tolist(), records, strict=True)
+            results.append([Hit(id=i, score=s, record=r) for i, s, r in hits])
+        return results
+
+    # records ----------------------------------------------------------------------------------------------
+
+    def record(self, row: int) -> dict[str, Any]:
+        """The record of one vector; raises ``FigureIndexError`` for an unknown row."""
+        if not 0 <= row < self.count:
+            raise FigureIndexError(f"no figure {row}: the index holds {self.count}")
+        return self.records.record(row)
+
+    def id_of(self, key: str) -> int | None:
+        """The id of a corpus key (figure or panel), or None."""
+        return self.keys.id_of(key)
+
+    def parent_id(self, row: int, record: dict[str, Any] | None = None) -> int | None:
+        """The id of the figure a panel belongs to, or None (a figure, or a panel whose figure is not indexed)."""
+        parent = int(self.parents[row]) if 0 <= row < self.count else -1
+        return parent if parent >= 0 else None
+
+    def image_location(self, record: dict[str, Any]) -> str:
+        """Where the record's image lies: its shard, relative names resolved against the vector folder."""
+        return shard_location(self.vectors.path, record["shard"])
+
+    def facets(self, max_values: int = 100) -> dict[str, Any]:
+        """The values the filters can take (from ``filters.json``, no record read)."""
+        return self.filters.facets(max_values)
+
+    def warm(self) -> None:
+        """Nothing to precompute: everything is memory-mapped or read on demand."""
