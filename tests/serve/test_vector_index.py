@@ -13,7 +13,7 @@ import pytest
 
 from biomedclip.serve import vector_build
 from biomedclip.serve.disk_sort import bucket_sort
-from biomedclip.serve.index import FigureFilter, FigureIndexError, _records_table
+from biomedclip.serve.index import FigureFilter, FigureIndexError, records_table
 from biomedclip.serve.keys import KeyTable, key_hash, write_key_table
 from biomedclip.serve.vector_build import VectorBuildConfig, build_vector_index
 from biomedclip.serve.vector_folder import VectorFolder, write_vector_shard
@@ -59,7 +59,7 @@ def vector_folder(tmp_path_factory: pytest.TempPathFactory, vectors_and_queries)
     folder = tmp_path_factory.mktemp("vectors") / "vec"
     vectors, _ = vectors_and_queries
     for number, start in enumerate(range(0, N, SHARD)):
-        table = _records_table(synthetic_records(start, SHARD))
+        table = records_table(synthetic_records(start, SHARD))
         write_vector_shard(folder, f"train-{number:05d}", vectors[start : start + SHARD], table, "tiny", 256)
     return folder
 

@@ -16,9 +16,8 @@ from biomedclip.api import ImageDecodeError, open_image
 from biomedclip.corpus.build import BuildConfig, build
 from biomedclip.corpus.sources import open_source
 from biomedclip.serve.app import create_app
-from biomedclip.serve.build import _record
-from biomedclip.serve.index import _records_table
-from biomedclip.serve.shards import iter_shard
+from biomedclip.serve.index import records_table
+from biomedclip.serve.shards import index_record, iter_shard
 from biomedclip.serve.vector_build import build_vector_index
 from biomedclip.serve.vector_folder import write_vector_shard
 from biomedclip.serve.vector_index import VectorIndex
@@ -40,9 +39,9 @@ def vector_folder(embedder, tmp_path_factory: pytest.TempPathFactory) -> Path:
                 images.append(open_image(figure.image))
             except ImageDecodeError:
                 continue
-            records.append(_record(figure, str(Path(shard).resolve())))
+            records.append(index_record(figure, str(Path(shard).resolve())))
         stem = ("panels-" if "/panels/" in shard else "") + Path(shard).stem
-        write_vector_shard(folder, stem, embedder.embed_images(images), _records_table(records), embedder.name)
+        write_vector_shard(folder, stem, embedder.embed_images(images), records_table(records), embedder.name)
     return folder
 
 

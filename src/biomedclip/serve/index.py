@@ -120,7 +120,8 @@ def _nlist(n: int, wanted: int) -> int:
     return max(1, min(2 ** round(math.log2(max(math.sqrt(n), 1))), n // 39))
 
 
-def _records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+def records_table(records: Sequence[dict[str, Any]]) -> pa.Table:
+    """The index records as a table with the columns of :data:`RECORD_COLUMNS` (missing values filled, types cast)."""
     columns: dict[str, list[Any]] = {name: [] for name in RECORD_COLUMNS}
     for record in records:
         for name, dtype in RECORD_COLUMNS.items():
@@ -219,7 +220,7 @@ class FigureIndex:
             self.kind = "ivfpq"
             self.faiss_index = self._build_approximate(vectors)
         self.faiss_index.add(vectors)
-        self._parts.append(_records_table(records))
+        self._parts.append(records_table(records))
         self._records = self._parents = None
 
     # querying ---------------------------------------------------------------------------------------------
@@ -229,7 +230,7 @@ class FigureIndex:
         """All records, one row per vector, in vector order."""
         if self._records is None:
             self._records = (
-                pa.concat_tables(self._parts) if self._parts else _records_table([]).slice(0, 0)
+                pa.concat_tables(self._parts) if self._parts else records_table([]).slice(0, 0)
             ).combine_chunks()
         return self._records
 

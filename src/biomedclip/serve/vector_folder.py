@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from biomedclip.durable import fsync_file
 from biomedclip.serve.identity import file_sha256
 
 VECTORS_FORMAT = "biomedclip-vectors/1"
+HEADER = "vectors.json"
+ROW_GROUP_SIZE = 4096  # records are read by row group (one lookup decodes at most this many rows)
 
 
 class VectorFolderError(ValueError):
@@ -135,24 +138,52 @@ class VectorFolder:
             position += count
 
 
+def write_atomic(path: Path, write: Callable[[Path], None], tag: str = "") -> None:
+    """Write ``path`` through ``write(tmp)`` beside it, flush it to disk, then move it into place; ``tag`` sets
+    writers of one file (torchrun ranks writing ``vectors.json``) apart."""
+    tmp = path.with_name(f"{path.name}{tag}.tmp")
+    write(tmp)
+    fsync_file(tmp)
+    os.replace(tmp, path)
+
+
+def _save_npy(path: Path, vectors: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object: np.save would add ".npy" to a name ending in ".tmp"
+        np.save(handle, vectors)
+
+
 def write_vector_shard(
-    folder: str | Path, name: str, vectors: np.ndarray, records: pa.Table, model: str = "", row_group_size: int = 4096
-) -> None:
-    """Write one shard of a vector folder as ``biomedclip embed`` does (``vectors.json`` first if absent, the
-    done marker last); for benchmarks and tests. ``records`` has the index record columns, one row per vector."""
+    folder: str | Path,
+    name: str,
+    vectors: np.ndarray,
+    records: pa.Table,
+    model: str = "",
+    row_group_size: int = ROW_GROUP_SIZE,
+    *,
+    skipped: Sequence[dict[str, str]] = (),
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one shard of a vector folder: ``vectors.json`` first if absent, ``NAME.npy`` and ``NAME.parquet``,
+    then the done marker, each atomically; returns the marker. ``records`` has the index record columns, one row
+    per vector; ``skipped`` lists the images left out and ``source`` the embedded shard's identity."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vectors = np.asarray(vectors, dtype=np.float16)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float16)
     if len(records) != len(vectors):
         raise VectorFolderError(f"{len(vectors)} vectors but {len(records)} records")
-    header = folder / "vectors.json"
+    header = folder / HEADER
     if not header.is_file():
-        header.write_text(json.dumps({"format": VECTORS_FORMAT, "model": model, "dim": vectors.shape[1],
-                                      "dtype": "float16"}))  # fmt: skip
-    np.save(folder / f"{name}.npy", vectors)
-    pq.write_table(records, folder / f"{name}.parquet", row_group_size=row_group_size)
-    done = {"rows": len(vectors), "skipped": [], "npy_sha256": file_sha256(str(folder / f"{name}.npy")),
-            "parquet_sha256": file_sha256(str(folder / f"{name}.parquet")), "source": {}}  # fmt: skip
-    tmp = folder / f"{name}.done.json.tmp"
-    tmp.write_text(json.dumps(done))
-    os.replace(tmp, folder / f"{name}.done.json")
+        text = json.dumps({"format": VECTORS_FORMAT, "model": model, "dim": vectors.shape[1], "dtype": "float16"})
+        write_atomic(header, lambda tmp: tmp.write_text(text + "\n"), tag=f".{os.getpid()}")
+    npy, parquet = folder / f"{name}.npy", folder / f"{name}.parquet"
+    write_atomic(npy, lambda tmp: _save_npy(tmp, vectors))
+    write_atomic(parquet, lambda tmp: pq.write_table(records, tmp, row_group_size=row_group_size))
+    done = {
+        "rows": len(vectors),
+        "skipped": list(skipped),
+        "npy_sha256": file_sha256(str(npy)),
+        "parquet_sha256": file_sha256(str(parquet)),
+        "source": source or {},
+    }
+    write_atomic(folder / f"{name}.done.json", lambda tmp: tmp.write_text(json.dumps(done) + "\n"))
+    return done

@@ -31,21 +31,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from biomedclip.api import Embedder, ImageDecodeError, open_image
-from biomedclip.durable import fsync_file
 from biomedclip.errors import InputError, RunError
 from biomedclip.model.inference import embed_images
 from biomedclip.serve.identity import file_sha256
-from biomedclip.serve.index import _records_table
+from biomedclip.serve.index import records_table
 from biomedclip.serve.shards import ShardFigure, index_record, iter_shard, shard_name
+from biomedclip.serve.vector_folder import HEADER, VECTORS_FORMAT, write_atomic, write_vector_shard
 from biomedclip.shards import is_url
 
-VECTORS_FORMAT = "biomedclip-vectors/1"
-HEADER = "vectors.json"
-ROW_GROUP_SIZE = 4096  # records are read by row group (one lookup decodes at most this many rows)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -94,15 +90,6 @@ def vector_stems(shards: Iterable[str]) -> dict[str, str]:
     return stems
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None], tag: str = "") -> None:
-    """Write ``path`` through ``write(tmp)`` beside it, flush it to disk, then move it into place; ``tag`` sets
-    writers of one file (torchrun ranks writing ``vectors.json``) apart."""
-    tmp = path.with_name(f"{path.name}{tag}.tmp")
-    write(tmp)
-    fsync_file(tmp)
-    os.replace(tmp, path)
-
-
 def open_vector_folder(folder: str | Path, model: str, dim: int) -> Path:
     """Create the vector folder with its ``vectors.json``, or check that the existing one holds ``model``'s vectors.
 
@@ -122,7 +109,7 @@ def open_vector_folder(folder: str | Path, model: str, dim: int) -> Path:
             raise RunError(f"{folder} holds vectors of {found.get('model')!r} ({found.get('dim')}-d), not {model!r} "
                            f"({dim}-d): embed into another folder")  # fmt: skip
         return folder
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(header) + "\n"), tag=f".{os.getpid()}")
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(header) + "\n"), tag=f".{os.getpid()}")
     return folder
 
 
@@ -246,22 +233,6 @@ def embed_shard(
         return ShardOutcome(shard, stem, rows=done["rows"], skipped=len(done["skipped"]))
     marker.unlink(missing_ok=True)
     embedded = embed_shard_figures(embedder, shard, name, batch_size=batch_size, pool=pool, precision=precision)
-    npy, parquet = folder / f"{stem}.npy", folder / f"{stem}.parquet"
-    vectors = np.ascontiguousarray(embedded.vectors.astype(np.float16))
-    _write_atomic(npy, lambda tmp: _save_npy(tmp, vectors))
-    table = _records_table(embedded.records)
-    _write_atomic(parquet, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE))
-    done = {
-        "rows": len(vectors),
-        "skipped": embedded.skipped,
-        "npy_sha256": file_sha256(str(npy)),
-        "parquet_sha256": file_sha256(str(parquet)),
-        "source": source,
-    }
-    _write_atomic(marker, lambda tmp: tmp.write_text(json.dumps(done) + "\n"))
-    return ShardOutcome(shard, stem, rows=len(vectors), skipped=len(embedded.skipped), embedded=True)
-
-
-def _save_npy(path: Path, vectors: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a file object: np.save would add ".npy" to a name ending in ".tmp"
-        np.save(handle, vectors)
+    table = records_table(embedded.records)
+    write_vector_shard(folder, stem, embedded.vectors, table, skipped=embedded.skipped, source=source)
+    return ShardOutcome(shard, stem, rows=len(table), skipped=len(embedded.skipped), embedded=True)
