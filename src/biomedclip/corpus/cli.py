@@ -100,7 +100,7 @@ corpus.add_command(build)
     required=True,
     help='JSON Lines: one {"key", "eval", "kind": "exact"|"near", "distance"} per match.',
 )
-@click.option("--max-distance", type=click.IntRange(0, 16), default=6, show_default=True,
+@click.option("--max-distance", type=click.IntRange(0, 16), default=10, show_default=True,
               help="Perceptual-hash bits within which a corpus figure is a candidate.")  # fmt: skip
 def overlap(corpus_path: Path, spec: str, split: str, out_path: Path, max_distance: int) -> None:
     """Which images of an evaluation dataset are in the corpus: exact (same pixels) or near (resized,
