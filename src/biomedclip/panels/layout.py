@@ -82,10 +82,8 @@ class _Mask:
     def __init__(self, fg: np.ndarray, gray: np.ndarray):
         self.fg = fg
         self.height, self.width = fg.shape
-        self.rows = np.zeros((self.height, self.width + 1), np.int32)
-        np.cumsum(fg, axis=1, out=self.rows[:, 1:])
-        self.cols = np.zeros((self.height + 1, self.width), np.int32)
-        np.cumsum(fg, axis=0, out=self.cols[1:, :])
+        self.rows = _prefix(fg, axis=1)
+        self.cols = _prefix(fg, axis=0)
         self.gray = gray
         squares = gray.astype(np.int32) ** 2
         self.row_sums = _prefix(gray, axis=1)
@@ -156,14 +154,19 @@ def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
     shape = list(values.shape)
     shape[axis] += 1
     out = np.zeros(shape, np.int32)
-    np.cumsum(values, axis=axis, dtype=np.int32, out=out[1:, :] if axis == 0 else out[:, 1:])
+    inner = out[1:, :] if axis == 0 else out[:, 1:]
+    inner[...] = values  # summing int32 in place is several times faster than casting bool or int16 on the way
+    np.cumsum(inner, axis=axis, out=inner)
     return out
 
 
 def _integral(flags: np.ndarray) -> np.ndarray:
     """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
     table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
-    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
+    inner = table[1:, 1:]
+    inner[...] = flags
+    np.cumsum(inner, axis=1, out=inner)
+    np.cumsum(inner, axis=0, out=inner)
     return table
 
 
