@@ -78,3 +78,20 @@ def test_order_agreement_counts_pairs_in_and_against_reading_order():
     swapped = [letters[1], letters[0], letters[2]]
     assert _order_agreement(swapped, boxes) == 1  # B before A: -1; A before C, B before C: +2
     assert _order_agreement([letters[0], None, Reading("A", 1, True)], boxes) == 0  # a repeat counts nothing
+
+
+def test_known_letters_are_not_read_again_and_join_the_sequence(held_out_font, monkeypatch):
+    """With the first two boxes' letters given, only the third box is read, and its letter still comes out in the
+    figure's sequence; the given letters come back as they were given, fully sure."""
+    import biomedclip.panels.labels as labels
+
+    figure, boxes = _grid(["A", "B", "C"], held_out_font, columns=3)
+    read = []
+    original = labels._read_box
+    monkeypatch.setattr(labels, "_read_box", lambda gray, box: read.append(box) or original(gray, box))
+    assert read_labels(figure, boxes, known=["A", "B", None]) == [
+        ("A", 1.0),
+        ("B", 1.0),
+        ("C", pytest.approx(1.0, abs=0.5)),
+    ]
+    assert read == [boxes[2]]

@@ -389,9 +389,13 @@ def _order_agreement(chosen: list[Reading | None], boxes: list[Box]) -> int:
     return total
 
 
-def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, float]]:
+def read_labels(
+    image: Image.Image, boxes: list[Box], known: list[str | None] | None = None
+) -> list[tuple[str | None, float]]:
     """The label printed on each panel box with a confidence in (0, 1]; ``(None, 0.0)`` where none is read.
-    Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None."""
+    Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None.
+    ``known`` may give some boxes' letters, already read elsewhere: those boxes are not read again, and their
+    letters take part in the figure's sequence as sure readings."""
     if not boxes:
         return []
     if min(image.size) == 0:
@@ -402,7 +406,12 @@ def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, 
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
         gray = gray.resize(size, Image.Resampling.BOX)
     scaled = [tuple(round(v * scale) for v in box) for box in boxes]
-    candidates = [_read_box(np.asarray(gray), box) for box in scaled]
+    known = known or [None] * len(boxes)
+    pixels = np.asarray(gray)
+    candidates = [
+        _read_box(pixels, box) if letter is None else [Reading(letter, 1.0, True)]
+        for box, letter in zip(scaled, known, strict=True)
+    ]
     chosen = _resolve(candidates)
     moved = _to_nearest_corner(candidates, scaled)
     if moved != candidates:

@@ -7,6 +7,7 @@ and may be replaced (tests, other detectors) by functions of the same signatures
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from PIL import Image
@@ -52,7 +53,8 @@ def split_figure(
     if len(boxes) == 1 and not single_labels:
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
     if shared_pass:
-        labels = _shared_labels(image, boxes, [letters.get(tuple(box)) for box, _ in detected], reader)
+        known = [letters.get(tuple(box)) for box, _ in detected]
+        labels = _shared_labels(image, boxes, known, functools.partial(reader, known=known))
     else:
         labels = [label for label, _ in reader(image, boxes)]
     if len(boxes) == 1:
