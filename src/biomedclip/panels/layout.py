@@ -235,6 +235,8 @@ class _Splitter:
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []  # strips peeled off a region that was then cut
         self.pending: list[Box] = []  # strips peeled off the region under examination
+        self._graphic: dict[Box, bool] = {}  # answers by box: the recursive cuts ask about the same sides again
+        self._cuts: dict[Box, tuple[int, Box, Box] | None] = {}
 
     def big_enough(self, box: Box) -> bool:
         w, h = box[2] - box[0], box[3] - box[1]
@@ -244,6 +246,11 @@ class _Splitter:
         """Whether the box holds more than lines of text: cut at every gap, some block is thicker than a line of
         text, or a thin block carries a stroke too long for text (a bar, an axis). A frame does not count: a
         framed box of text is a legend."""
+        if box not in self._graphic:
+            self._graphic[box] = self._holds_graphic(box)
+        return self._graphic[box]
+
+    def _holds_graphic(self, box: Box) -> bool:
         stack = [self.unframe(box) or box]
         while stack:
             x0, y0, x1, y1 = stack.pop()
@@ -350,6 +357,12 @@ class _Splitter:
         return self.mask.trim((x0, y0, band[0], y1)), self.mask.trim((band[1], y0, x1, y1))
 
     def best_cut(self, box: Box) -> tuple[int, Box, Box] | None:
+        """The widest gutter across the box with a panel-like region on each side, or None (asked once per box)."""
+        if box not in self._cuts:
+            self._cuts[box] = self._widest_cut(box)
+        return self._cuts[box]
+
+    def _widest_cut(self, box: Box) -> tuple[int, Box, Box] | None:
         best = None
         for axis in (0, 1):
             for band in self.bands(box, axis):
