@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged
+from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged, summed_area
 from biomedclip.panels.label_model import CLASSES, load_classifier
 from biomedclip.panels.types import Box
 
@@ -118,7 +118,7 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
     levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
     per_level, marks = [], []
     for level, (mask, parts) in enumerate(levels):
-        ink_sums = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))
+        ink_sums = summed_area(mask)
         opposite = levels[level ^ 1][1] if level < 2 else []
         others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
         glyphs = []

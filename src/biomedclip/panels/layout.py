@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from biomedclip.panels.glyphs import summed_area
 from biomedclip.panels.labels import CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
@@ -124,12 +125,13 @@ class _Mask:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return None
-        rows = np.flatnonzero(self.row_profile(box))
-        if rows.size == 0:
+        rows = self.row_profile(box) != 0
+        first = int(rows.argmax())
+        if not rows[first]:
             return None
-        y0, y1 = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
-        cols = np.flatnonzero(self.col_profile((x0, y0, x1, y1)))
-        return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
+        y0, y1 = y0 + first, y0 + len(rows) - int(rows[::-1].argmax())
+        cols = self.col_profile((x0, y0, x1, y1)) != 0
+        return x0 + int(cols.argmax()), y0, x0 + len(cols) - int(cols[::-1].argmax()), y1
 
 
 def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -158,16 +160,6 @@ def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
     inner[...] = values  # summing int32 in place is several times faster than casting bool or int16 on the way
     np.cumsum(inner, axis=axis, out=inner)
     return out
-
-
-def _integral(flags: np.ndarray) -> np.ndarray:
-    """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
-    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
-    inner = table[1:, 1:]
-    inner[...] = flags
-    np.cumsum(inner, axis=1, out=inner)
-    np.cumsum(inner, axis=0, out=inner)
-    return table
 
 
 def _rgb_array(image: Image.Image) -> np.ndarray:
@@ -217,9 +209,12 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    step = np.diff(padded)
-    return list(zip(np.flatnonzero(step == 1).tolist(), np.flatnonzero(step == -1).tolist(), strict=True))
+    flags = np.asarray(flags, dtype=bool)
+    if flags.size == 0:
+        return []
+    changes = (np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist()
+    edges = ([0] if flags[0] else []) + changes + ([flags.size] if flags[-1] else [])
+    return list(zip(edges[::2], edges[1::2], strict=True))
 
 
 class _Splitter:
@@ -230,8 +225,8 @@ class _Splitter:
         self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
         self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
         stroke = STROKE_TEXT_RATIO * self.text_px
-        self.long_h = _integral(_run_starts(mask.fg, int(stroke), axis=1))
-        self.long_v = _integral(_run_starts(mask.fg, int(stroke), axis=0))
+        self.long_h = summed_area(_run_starts(mask.fg, int(stroke), axis=1))
+        self.long_v = summed_area(_run_starts(mask.fg, int(stroke), axis=0))
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []  # strips peeled off a region that was then cut
         self.pending: list[Box] = []  # strips peeled off the region under examination
