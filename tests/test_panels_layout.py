@@ -225,3 +225,26 @@ def test_matcher_is_one_to_one():
     assert _matched([(0, 0, 10, 20)], [a]) == 1  # IoU exactly 0.5 counts
     assert _matched([(0, 0, 10, 21)], [a]) == 0
     assert _matched([], [a]) == 0
+
+
+def test_runs_and_summed_areas_match_brute_force():
+    """The fast scans against a plain loop: runs of true flags (half-open) and box counts from the table."""
+    from biomedclip.panels.glyphs import summed_area
+    from biomedclip.panels.layout import _runs
+
+    rng = np.random.default_rng(7)
+    for size in (0, 1, 2, 5, 40):
+        for _ in range(50):
+            flags = rng.random(size) < rng.random()
+            expected, start = [], None
+            for i, flag in enumerate([*flags.tolist(), False]):
+                if flag and start is None:
+                    start = i
+                elif not flag and start is not None:
+                    expected.append((start, i))
+                    start = None
+            assert _runs(flags) == expected
+    mask = rng.random((13, 17)) < 0.4
+    table = summed_area(mask)
+    for y0, y1, x0, x1 in [(0, 13, 0, 17), (2, 9, 3, 4), (5, 5, 0, 17), (12, 13, 16, 17)]:
+        assert table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] == int(mask[y0:y1, x0:x1].sum())

@@ -172,3 +172,25 @@ def test_glyph_model_runs_on_one_blas_thread(monkeypatch):
     probs = load_classifier().probabilities(np.zeros((2, 24, 24), np.float32))
     assert probs.shape[0] == 2 and np.allclose(probs.sum(axis=1), 1.0)
     assert seen and set(seen) == {1}
+
+
+def test_single_figure_letter_is_read_only_when_asked():
+    """A figure with one panel and a printed "(B)": read (and given its part of the caption) by default; with
+    ``single_labels=False`` (a build keeping only compound figures' panels) the reader never runs."""
+    image = Image.new("RGB", (200, 160), "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle([30, 30, 180, 140], outline="black", width=2)
+    calls = []
+
+    def reader(img, boxes):
+        calls.append(boxes)
+        return [("B", 0.9)]
+
+    caption = "Two images. (A) The first. (B) The second."
+    whole = [((0, 0, 200, 160), 0.9)]
+    kept = split_figure(image, caption, detector=lambda _: whole, reader=reader)
+    assert (kept.compound, kept.panels[0].label, kept.panels[0].subcaption) == (False, "B", "The second.")
+    calls.clear()
+    skipped = split_figure(image, caption, detector=lambda _: whole, reader=reader, single_labels=False)
+    assert calls == []
+    assert (skipped.compound, skipped.panels[0].label, skipped.panels[0].subcaption) == (False, None, caption)

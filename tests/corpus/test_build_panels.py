@@ -220,7 +220,7 @@ def test_a_splitter_failure_keeps_the_figure(
     def broken(image, caption):
         raise RuntimeError("detector exploded")
 
-    monkeypatch.setattr(panel_rows, "default_splitter", lambda: broken)
+    monkeypatch.setattr(panel_rows, "default_splitter", lambda keep_single=True: broken)
     out = tmp_path / "out"
     build(_sources(shared_fixtures), out, BuildConfig(unit="both"), workers=0)
     reference = json.loads(REFERENCE.read_text())["files"]

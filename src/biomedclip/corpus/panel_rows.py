@@ -17,6 +17,7 @@ sample ``<figure key>_p01`` (``alignment`` ``figure``), so that the panel corpus
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from collections.abc import Callable
@@ -35,11 +36,12 @@ EMPTY_PANEL = "empty_panel"
 Splitter = Callable[[Image.Image, str], FigurePanels]
 
 
-def default_splitter() -> Splitter:
-    """``biomedclip.panels.pipeline.split_figure`` (imported when a build splits panels)."""
+def default_splitter(keep_single: bool = True) -> Splitter:
+    """``biomedclip.panels.pipeline.split_figure`` (imported when a build splits panels); without
+    ``keep_single`` it does not read the letter of a single-panel figure, whose panel is not kept."""
     from biomedclip.panels.pipeline import split_figure
 
-    return split_figure
+    return split_figure if keep_single else functools.partial(split_figure, single_labels=False)
 
 
 def figure_panels(
@@ -54,7 +56,7 @@ def figure_panels(
     with Image.open(io.BytesIO(jpeg)) as decoded:
         normalised = decoded.convert("RGB")
     try:
-        found = (splitter or default_splitter())(normalised, figure.caption)
+        found = (splitter or default_splitter(keep_single))(normalised, figure.caption)
         panels = [_checked(p) for p in found.panels]
     except Exception as exc:  # a bug or a surprise in the splitter must not cost the figure
         row = _panel_row(figure, 0, alignment=None, caption=figure.caption)

@@ -12,13 +12,14 @@ read sequence gets the missing letter.
 
 from __future__ import annotations
 
+import math
 import string
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged
+from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged, summed_area
 from biomedclip.panels.label_model import CLASSES, load_classifier
 from biomedclip.panels.types import Box
 
@@ -32,6 +33,8 @@ _SINGLE_MIN_SCORE = 0.6
 """A figure of one panel rarely prints a letter: a bare letter must be surer there (a bracketed one need not)."""
 _SEQUENCE_BONUS = 1.6
 """Weight of a reading whose letter belongs to the figure's sequence (A up to its panel count)."""
+CORNER_REACH = 0.2
+"""A letter within this fraction of a box's width and height around its top-left corner may mark that box."""
 _FILLED_SCORE = 0.2
 """Confidence of a letter given to a panel only because the figure's sequence lacks it."""
 _BAND_FRACTION = 0.35
@@ -57,12 +60,14 @@ _OPEN, _CLOSE = CLASSES.index("("), CLASSES.index(")")
 
 @dataclass(frozen=True)
 class Reading:
-    """One way to read a panel's label: the text, its score, and whether its case is a guess."""
+    """One way to read a panel's label: the text, its score, whether its case is a guess, and where it was read
+    (x0, y0, x1, y1 in the pixels of the grey image read; None when given, not read)."""
 
     text: str
     score: float
     case_known: bool
     bracketed: bool = False
+    where: Box | None = None
 
 
 def attach_parts(main: Component, parts: list[Component], boxes: np.ndarray | None = None) -> list[Component]:
@@ -113,7 +118,7 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
     levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
     per_level, marks = [], []
     for level, (mask, parts) in enumerate(levels):
-        ink_sums = np.pad(mask.cumsum(axis=0, dtype=np.int32).cumsum(axis=1), ((1, 0), (1, 0)))
+        ink_sums = summed_area(mask)
         opposite = levels[level ^ 1][1] if level < 2 else []
         others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
         glyphs = []
@@ -266,7 +271,9 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
             continue
         size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
         score = reading.score * size * _place_weight(token, band_width, band_height)
-        readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed))
+        dx, dy = x0 - left, y0 - above
+        where = (token[0].x0 + dx, min(g.y0 for g in token) + dy, token[-1].x1 + dx, max(g.y1 for g in token) + dy)
+        readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed, where))
     return sorted(readings, key=lambda r: -r.score)
 
 
@@ -334,9 +341,61 @@ def _resolve(candidates: list[list[Reading]]) -> list[Reading | None]:
     return [None if r is None else _with_case(r, upper) for r in chosen]
 
 
-def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, float]]:
+def _corner_owner(where: Box, boxes: list[Box], own: int) -> int:
+    """The box whose top-left corner a reading at ``where`` marks: among its own box and those whose corner zone
+    (``CORNER_REACH`` of the box's size around its top-left corner) holds the reading's top-left, the one with
+    the nearest corner. A letter in a gutter or at a box's right edge so goes to the panel right of or below it."""
+    lx, ly = where[0], where[1]
+    best, best_distance = own, math.hypot(lx - boxes[own][0], ly - boxes[own][1])
+    for index, (x0, y0, x1, y1) in enumerate(boxes):
+        reach_x, reach_y = CORNER_REACH * (x1 - x0), CORNER_REACH * (y1 - y0)
+        if index == own or not (x0 - reach_x <= lx < x0 + reach_x and y0 - reach_y <= ly < y0 + reach_y):
+            continue
+        distance = math.hypot(lx - x0, ly - y0)
+        if distance < best_distance:
+            best, best_distance = index, distance
+    return best
+
+
+def _to_nearest_corner(candidates: list[list[Reading]], boxes: list[Box]) -> list[list[Reading]]:
+    """Each box's readings, with every reading handed to the box whose top-left corner it marks (surest first)."""
+    moved: list[list[Reading]] = [[] for _ in boxes]
+    for index, readings in enumerate(candidates):
+        for reading in readings:
+            owner = index if reading.where is None else _corner_owner(reading.where, boxes, index)
+            moved[owner].append(reading)
+    return [sorted(readings, key=lambda r: -r.score) for readings in moved]
+
+
+def _before(a: Box, b: Box) -> bool:
+    """Whether box ``a`` comes before ``b`` in reading order: left of it when they share a row (overlap by half
+    the shorter one's height), else above it."""
+    overlap = min(a[3], b[3]) - max(a[1], b[1])
+    if overlap > 0.5 * min(a[3] - a[1], b[3] - b[1]):
+        return a[0] < b[0]
+    return a[1] + a[3] < b[1] + b[3]
+
+
+def _order_agreement(chosen: list[Reading | None], boxes: list[Box]) -> int:
+    """Pairs of single-letter labels in the order their boxes are read, less the pairs against it."""
+    lettered = [
+        (r.text.upper(), box) for r, box in zip(chosen, boxes, strict=True) if r is not None and len(r.text) == 1
+    ]
+    total = 0
+    for i, (first, box_a) in enumerate(lettered):
+        for second, box_b in lettered[i + 1 :]:
+            if first != second:
+                total += 1 if (first < second) == _before(box_a, box_b) else -1
+    return total
+
+
+def read_labels(
+    image: Image.Image, boxes: list[Box], known: list[str | None] | None = None
+) -> list[tuple[str | None, float]]:
     """The label printed on each panel box with a confidence in (0, 1]; ``(None, 0.0)`` where none is read.
-    Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None."""
+    Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None.
+    ``known`` may give some boxes' letters, already read elsewhere: those boxes are not read again, and their
+    letters take part in the figure's sequence as sure readings."""
     if not boxes:
         return []
     if min(image.size) == 0:
@@ -347,7 +406,18 @@ def read_labels(image: Image.Image, boxes: list[Box]) -> list[tuple[str | None, 
         size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
         gray = gray.resize(size, Image.Resampling.BOX)
     scaled = [tuple(round(v * scale) for v in box) for box in boxes]
-    chosen = _resolve([_read_box(np.asarray(gray), box) for box in scaled])
+    known = known or [None] * len(boxes)
+    pixels = np.asarray(gray)
+    candidates = [
+        _read_box(pixels, box) if letter is None else [Reading(letter, 1.0, True)]
+        for box, letter in zip(scaled, known, strict=True)
+    ]
+    chosen = _resolve(candidates)
+    moved = _to_nearest_corner(candidates, scaled)
+    if moved != candidates:
+        alternative = _resolve(moved)
+        if _order_agreement(alternative, scaled) > _order_agreement(chosen, scaled):
+            chosen = alternative
     return [(None, 0.0) if r is None else (r.text, round(min(1.0, r.score), 4)) for r in chosen]
 
 

@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from biomedclip.panels.glyphs import summed_area
 from biomedclip.panels.labels import CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
@@ -82,10 +83,8 @@ class _Mask:
     def __init__(self, fg: np.ndarray, gray: np.ndarray):
         self.fg = fg
         self.height, self.width = fg.shape
-        self.rows = np.zeros((self.height, self.width + 1), np.int32)
-        np.cumsum(fg, axis=1, out=self.rows[:, 1:])
-        self.cols = np.zeros((self.height + 1, self.width), np.int32)
-        np.cumsum(fg, axis=0, out=self.cols[1:, :])
+        self.rows = _prefix(fg, axis=1)
+        self.cols = _prefix(fg, axis=0)
         self.gray = gray
         squares = gray.astype(np.int32) ** 2
         self.row_sums = _prefix(gray, axis=1)
@@ -126,12 +125,13 @@ class _Mask:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return None
-        rows = np.flatnonzero(self.row_profile(box))
-        if rows.size == 0:
+        rows = self.row_profile(box) != 0
+        first = int(rows.argmax())
+        if not rows[first]:
             return None
-        y0, y1 = y0 + int(rows[0]), y0 + int(rows[-1]) + 1
-        cols = np.flatnonzero(self.col_profile((x0, y0, x1, y1)))
-        return x0 + int(cols[0]), y0, x0 + int(cols[-1]) + 1, y1
+        y0, y1 = y0 + first, y0 + len(rows) - int(rows[::-1].argmax())
+        cols = self.col_profile((x0, y0, x1, y1)) != 0
+        return x0 + int(cols.argmax()), y0, x0 + len(cols) - int(cols[::-1].argmax()), y1
 
 
 def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -156,15 +156,10 @@ def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
     shape = list(values.shape)
     shape[axis] += 1
     out = np.zeros(shape, np.int32)
-    np.cumsum(values, axis=axis, dtype=np.int32, out=out[1:, :] if axis == 0 else out[:, 1:])
+    inner = out[1:, :] if axis == 0 else out[:, 1:]
+    inner[...] = values  # summing int32 in place is several times faster than casting bool or int16 on the way
+    np.cumsum(inner, axis=axis, out=inner)
     return out
-
-
-def _integral(flags: np.ndarray) -> np.ndarray:
-    """Summed-area table with a zero first row and column: the count in [y0:y1, x0:x1] from four corners."""
-    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
-    np.cumsum(np.cumsum(flags, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
-    return table
 
 
 def _rgb_array(image: Image.Image) -> np.ndarray:
@@ -214,9 +209,12 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
-    padded = np.concatenate([[False], flags, [False]]).astype(np.int8)
-    step = np.diff(padded)
-    return list(zip(np.flatnonzero(step == 1).tolist(), np.flatnonzero(step == -1).tolist(), strict=True))
+    flags = np.asarray(flags, dtype=bool)
+    if flags.size == 0:
+        return []
+    changes = (np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist()
+    edges = ([0] if flags[0] else []) + changes + ([flags.size] if flags[-1] else [])
+    return list(zip(edges[::2], edges[1::2], strict=True))
 
 
 class _Splitter:
@@ -227,11 +225,13 @@ class _Splitter:
         self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
         self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
         stroke = STROKE_TEXT_RATIO * self.text_px
-        self.long_h = _integral(_run_starts(mask.fg, int(stroke), axis=1))
-        self.long_v = _integral(_run_starts(mask.fg, int(stroke), axis=0))
+        self.long_h = summed_area(_run_starts(mask.fg, int(stroke), axis=1))
+        self.long_v = summed_area(_run_starts(mask.fg, int(stroke), axis=0))
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []  # strips peeled off a region that was then cut
         self.pending: list[Box] = []  # strips peeled off the region under examination
+        self._graphic: dict[Box, bool] = {}  # answers by box: the recursive cuts ask about the same sides again
+        self._cuts: dict[Box, tuple[int, Box, Box] | None] = {}
 
     def big_enough(self, box: Box) -> bool:
         w, h = box[2] - box[0], box[3] - box[1]
@@ -241,6 +241,11 @@ class _Splitter:
         """Whether the box holds more than lines of text: cut at every gap, some block is thicker than a line of
         text, or a thin block carries a stroke too long for text (a bar, an axis). A frame does not count: a
         framed box of text is a legend."""
+        if box not in self._graphic:
+            self._graphic[box] = self._holds_graphic(box)
+        return self._graphic[box]
+
+    def _holds_graphic(self, box: Box) -> bool:
         stack = [self.unframe(box) or box]
         while stack:
             x0, y0, x1, y1 = stack.pop()
@@ -347,6 +352,12 @@ class _Splitter:
         return self.mask.trim((x0, y0, band[0], y1)), self.mask.trim((band[1], y0, x1, y1))
 
     def best_cut(self, box: Box) -> tuple[int, Box, Box] | None:
+        """The widest gutter across the box with a panel-like region on each side, or None (asked once per box)."""
+        if box not in self._cuts:
+            self._cuts[box] = self._widest_cut(box)
+        return self._cuts[box]
+
+    def _widest_cut(self, box: Box) -> tuple[int, Box, Box] | None:
         best = None
         for axis in (0, 1):
             for band in self.bands(box, axis):

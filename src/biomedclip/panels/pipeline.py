@@ -7,6 +7,7 @@ and may be replaced (tests, other detectors) by functions of the same signatures
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from PIL import Image
@@ -25,11 +26,14 @@ def split_figure(
     *,
     detector: Detector | None = None,
     reader: LabelReader | None = None,
+    single_labels: bool = True,
 ) -> FigurePanels:
     """Split one figure into panels, each with its box, read letter, own subcaption and detection score.
 
     A single-panel figure gives ``compound=False`` and one panel with the whole caption as its subcaption (or,
     when its printed letter names one part of a caption covering several image files, that part's text).
+    With ``single_labels=False`` a single-panel figure's letter is not read (its label is None): for callers
+    that keep only compound figures' panels, the reading would be thrown away.
     """
     shared_pass = detector is None and reader is None
     if detector is None:
@@ -45,11 +49,14 @@ def split_figure(
     if not detected:
         detected = [((0, 0, width, height), 0.0)]
     boxes = [tuple(int(v) for v in box) for box, _ in detected]
+    subcaptions = split_caption(caption)
+    if len(boxes) == 1 and not single_labels:
+        return _single(boxes[0], detected[0][1], None, caption, subcaptions)
     if shared_pass:
-        labels = _shared_labels(image, boxes, [letters.get(tuple(box)) for box, _ in detected], reader)
+        known = [letters.get(tuple(box)) for box, _ in detected]
+        labels = _shared_labels(image, boxes, known, functools.partial(reader, known=known))
     else:
         labels = [label for label, _ in reader(image, boxes)]
-    subcaptions = split_caption(caption)
     if len(boxes) == 1:
         return _single(boxes[0], detected[0][1], labels[0], caption, subcaptions)
     joins = align(boxes, labels, subcaptions)
