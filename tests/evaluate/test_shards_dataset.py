@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -108,3 +109,30 @@ def test_samples_with_no_known_split_are_scored_only_with_split_all(tmp_path: Pa
     with pytest.raises(DatasetError, match=r"2 sample.* name no split .* --split all"):
         load_dataset(f"shards:{tmp_path}/figures-*.tar", "test")
     assert len(load_dataset(f"shards:{tmp_path}/figures-*.tar", "all")) == 2
+
+
+def test_eval_retrieval_on_a_glob_labels_its_pairs_by_their_records(tmp_path: Path) -> None:
+    """Issue 21: ``eval retrieval`` with a glob over train/val/test shards said ``[test]`` for every pair. The
+    command scores the records' test pairs only and says so; ``--split all`` names each split's share."""
+    from click.testing import CliRunner
+
+    from biomedclip.cli import main
+
+    shards = tmp_path / "shards"
+    _shards_with_records(shards, "test", ["test", "test", "train"])
+    _shards_with_records(shards, "train", ["train"] * 4)
+    _shards_with_records(shards, "val", ["val", "val"])
+    results = {}
+    for split in ("test", "all"):
+        out = tmp_path / split
+        args = ["eval", "retrieval", "-m", "tiny", "--device", "cpu", "-d", f"shards:{shards}/*.tar", "--split", split]
+        printed = CliRunner().invoke(main, [*args, "-o", str(out)], catch_exceptions=False)
+        assert printed.exit_code == 0, printed.output
+        (path,) = out.glob("retrieval__*.result.json")
+        results[split] = (printed.output.replace("\n", " "), json.loads(path.read_text()))
+    output, result = results["test"]
+    assert result["split"] == "test" and result["counts"]["n"] == 2 and result["counts"]["found"] == 9
+    assert "split test read from the records: 2 of 9 samples (2 test, 5 train, 2 val)" in output
+    output, result = results["all"]
+    assert result["split"] == "all" and result["counts"]["n"] == 9
+    assert "all splits, read from the records (2 test, 5 train, 2 val)" in output and "[test]" not in output
