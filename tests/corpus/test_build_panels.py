@@ -449,8 +449,11 @@ def test_panels_into_s3_match_a_local_build(
     local = {str(p.relative_to(tmp_path / "local")): p.read_bytes() for p in (tmp_path / "local/panels").rglob("*")
              if p.is_file() and p.parent.name in ("shards", "catalog")}  # fmt: skip
     assert any(name.endswith(".tar") for name in local)
+    pointer = s3_client.get_object(Bucket=empty_bucket, Key="c/panels/RELEASE.json")["Body"].read()
+    release = json.loads(pointer)["release"]  # the panel corpus's files lie in the release its pointer names
     for name, data in local.items():
-        assert s3_client.get_object(Bucket=empty_bucket, Key=f"c/{name}")["Body"].read() == data, name
+        key = f"c/panels/{release}/{name.removeprefix('panels/')}"
+        assert s3_client.get_object(Bucket=empty_bucket, Key=key)["Body"].read() == data, name
     again = build([open_source(str(corpus))], f"s3://{empty_bucket}/c", config, workers=0)
     assert (
         again.articles_processed == 0
