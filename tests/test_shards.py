@@ -276,14 +276,11 @@ def moto_endpoint():
     server.stop()
 
 
-def test_s3_shards_read_like_local_ones(tmp_path: Path, moto_endpoint: str, monkeypatch) -> None:
+def test_s3_shards_read_like_local_ones(tmp_path: Path, moto_endpoint: str, s3_credentials: None, monkeypatch) -> None:
     import boto3
 
     writer = _write(tmp_path, 4, max_samples=2)
     write_sizes(tmp_path, writer.sizes)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", moto_endpoint)
     client = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
     client.create_bucket(Bucket="corpus")
@@ -338,11 +335,10 @@ def test_http_shards_and_ranged_reads(tmp_path: Path, ranges: bool) -> None:
         server.shutdown()
 
 
-def test_an_unreachable_s3_endpoint_is_a_shard_error_naming_the_release_pointer(monkeypatch) -> None:
+def test_an_unreachable_s3_endpoint_is_a_shard_error_naming_the_release_pointer(
+    s3_credentials: None, monkeypatch
+) -> None:
     monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
-        monkeypatch.setenv(name, value)
     with pytest.raises(ShardError, match=r"s3://corpus/out/RELEASE\.json"):
         expand_shards("s3://corpus/out/shards/train-000000.tar")
     assert expand_shards("s3://corpus/out/train-000000.tar") == ["s3://corpus/out/train-000000.tar"]  # not a corpus

@@ -176,3 +176,10 @@ def empty_bucket(s3_client) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     create_public_bucket(s3_client, name)
     return name
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, s3_credentials: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The project's S3 client pointed at the local server, with dummy credentials; the endpoint."""
+    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", s3_endpoint)
+    return s3_endpoint

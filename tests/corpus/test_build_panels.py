@@ -432,16 +432,7 @@ def test_training_mixes_figure_and_panel_shards(both: Path, tmp_path: Path, run_
 
 
 @pytest.mark.slow
-def test_panels_into_s3_match_a_local_build(
-    shared_fixtures: Path, s3_endpoint: str, s3_client, empty_bucket: str, tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", s3_endpoint)
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "t"),
-        ("AWS_SECRET_ACCESS_KEY", "t"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(name, value)
+def test_panels_into_s3_match_a_local_build(s3_env: str, s3_client, empty_bucket: str, tmp_path: Path) -> None:
     corpus = REPO / "data/sample/pmc"
     config = BuildConfig(unit="both", shard_size=3)
     build([open_source(str(corpus))], tmp_path / "local", config, workers=0)

@@ -18,15 +18,8 @@ TARBALLS = "pmc/packages/oa_package_tarballs"
 
 
 def test_build_into_s3_matches_a_local_build_and_resumes(
-    shared_fixtures: Path, s3_endpoint: str, s3_client, empty_bucket: str, tmp_path: Path, monkeypatch
+    shared_fixtures: Path, s3_env: str, s3_client, empty_bucket: str, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", s3_endpoint)
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ):
-        monkeypatch.setenv(name, value)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for name in ("PMC7112410.tar.gz", "PMC7135076.tar.gz"):
@@ -54,13 +47,6 @@ def test_build_into_s3_matches_a_local_build_and_resumes(
     assert (again.articles_processed, again.articles_skipped) == (0, 3)
 
 
-def _s3_env(monkeypatch, endpoint: str) -> None:
-    monkeypatch.setenv("BIOMEDCLIP_S3_ENDPOINT", endpoint)
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):  # fmt: skip
-        monkeypatch.setenv(name, value)
-
-
 def _package(shared_fixtures: Path, tmp_path: Path) -> str:
     corpus = tmp_path / "corpus"
     shutil.copytree(shared_fixtures / "pmc/packages/extracted/PMC10802347", corpus / "PMC10802347")
@@ -71,8 +57,7 @@ def _keys(client, bucket: str) -> set[str]:
     return {o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
-def test_an_s3_out_is_locked_by_a_conditional_put(shared_fixtures, s3_endpoint, s3_client, empty_bucket, tmp_path,
-                                                  monkeypatch) -> None:  # fmt: skip
+def test_an_s3_out_is_locked_by_a_conditional_put(shared_fixtures, s3_env, s3_client, empty_bucket, tmp_path) -> None:
     import os
     import socket
     import subprocess
@@ -82,7 +67,6 @@ def test_an_s3_out_is_locked_by_a_conditional_put(shared_fixtures, s3_endpoint, 
 
     from biomedclip.errors import InputError
 
-    _s3_env(monkeypatch, s3_endpoint)
     out = f"s3://{empty_bucket}/corpus"
     source = _package(shared_fixtures, tmp_path)
     live = f"pid {os.getpid()} on {socket.gethostname()}"
@@ -100,10 +84,9 @@ def test_an_s3_out_is_locked_by_a_conditional_put(shared_fixtures, s3_endpoint, 
     assert "corpus/build.lock" not in _keys(s3_client, empty_bucket)  # released at the end
 
 
-def test_the_conditional_put_lets_one_of_two_writers_win(s3_endpoint, empty_bucket, monkeypatch) -> None:
+def test_the_conditional_put_lets_one_of_two_writers_win(s3_env, empty_bucket) -> None:
     from biomedclip.corpus.outdir import OutDir
 
-    _s3_env(monkeypatch, s3_endpoint)
     first, second = OutDir(f"s3://{empty_bucket}/x"), OutDir(f"s3://{empty_bucket}/x")
     assert first.create_object("build.lock", b"one") is True
     assert second.create_object("build.lock", b"two") is False
@@ -137,13 +120,12 @@ def _shard_urls(client, bucket: str) -> list[str]:
 
 
 def test_s3_readers_see_the_previous_release_until_a_new_one_is_complete(
-    shared_fixtures, s3_endpoint, s3_client, empty_bucket, tmp_path, monkeypatch
+    shared_fixtures, s3_env, s3_client, empty_bucket, tmp_path, monkeypatch
 ) -> None:
     import pytest
 
     from biomedclip.corpus.outdir import OutDir
 
-    _s3_env(monkeypatch, s3_endpoint)
     out = f"s3://{empty_bucket}/corpus"
     source = _package(shared_fixtures, tmp_path)
     build([open_source(source)], out)
@@ -178,9 +160,8 @@ def test_s3_readers_see_the_previous_release_until_a_new_one_is_complete(
 
 
 def test_an_s3_out_of_the_flat_layout_is_still_read_then_replaced(
-    shared_fixtures, s3_endpoint, s3_client, empty_bucket, tmp_path, monkeypatch
+    shared_fixtures, s3_env, s3_client, empty_bucket, tmp_path
 ) -> None:
-    _s3_env(monkeypatch, s3_endpoint)
     local = tmp_path / "local"
     build([open_source(_package(shared_fixtures, tmp_path))], local)
     flat = {str(p.relative_to(local)): p for p in sorted(local.rglob("*"))
