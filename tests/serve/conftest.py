@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -116,6 +117,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or 30 s pass, which fails the test)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def dribble(sock: socket.socket, data: bytes, pause: float = 0.05) -> int:
+    """Send ``data`` a byte at a time, ``pause`` seconds apart, until the server answers or drops the connection;
+    the bytes sent."""
+    sent = 0
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            sent += 1
+            if select.select([sock], [], [], pause)[0]:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import pytest
 from biomedclip.serve.app import create_app
 from biomedclip.serve.limits import ServeConfig
 
-from .conftest import running
+from .conftest import dribble, read_response, running
 
 CONFIG = ServeConfig(max_upload_bytes=100_000, header_timeout_s=0.5, keep_alive_s=1)
 
@@ -33,14 +33,6 @@ def connect(server) -> socket.socket:
     sock = socket.create_connection((server.hostname, server.port), timeout=30)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
     return sock
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (or 30 s pass, which fails the test)."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def read_one_response(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -132,15 +124,7 @@ def test_a_connection_with_incomplete_headers_is_closed(server, partial):
 def test_headers_dribbled_a_byte_at_a_time_are_cut_off(server):
     request = b"GET /healthz HTTP/1.1\r\nHost: test\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
     sock = connect(server)
-    sent = 0
-    try:
-        for byte in request:  # 0.05 s per byte: the whole request would take about 12 s
-            sock.sendall(bytes([byte]))
-            sent += 1
-            if select.select([sock], [], [], 0.05)[0]:
-                break
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    sent = dribble(sock, request)  # 0.05 s per byte: the whole request would take about 12 s
     response = read_response(sock)
     sock.close()
     assert sent < len(request) and response.startswith(b"HTTP/1.1 408")

@@ -5,7 +5,6 @@ in total (other clients still answered), and out-of-range query values as 400: o
 from __future__ import annotations
 
 import io
-import select
 import socket
 import time
 from urllib.parse import urlparse
@@ -17,7 +16,7 @@ from PIL import Image
 from biomedclip.serve.app import create_app
 from biomedclip.serve.limits import ServeConfig
 
-from .conftest import running
+from .conftest import dribble, read_response, running
 
 CONFIG = ServeConfig(
     max_upload_bytes=100_000,
@@ -38,14 +37,6 @@ def server(embedder, figure_index):
 def connect(server, source: str = "127.0.0.1") -> socket.socket:
     """A connection from ``source`` (any 127.x.y.z address is this machine's loopback)."""
     return socket.create_connection((server.hostname, server.port), timeout=30, source_address=(source, 0))
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (or 30 s pass, which fails the test)."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def request(server, raw: bytes, source: str = "127.0.0.1") -> bytes:
@@ -79,15 +70,7 @@ def test_a_body_dribbled_a_byte_at_a_time_is_cut_off(server):
     body = b'--b\r\nContent-Disposition: form-data; name="k"\r\n\r\n5\r\n--b--\r\n' + b" " * 200
     sock = connect(server)
     sock.sendall(upload_head(len(body)))
-    sent = 0
-    try:
-        for byte in body:  # 0.05 s per byte: the whole body would take about 13 s
-            sock.sendall(bytes([byte]))
-            sent += 1
-            if select.select([sock], [], [], 0.05)[0]:
-                break
-    except (BrokenPipeError, ConnectionResetError):
-        pass
+    sent = dribble(sock, body)  # 0.05 s per byte: the whole body would take about 13 s
     response = read_response(sock)
     sock.close()
     assert sent < len(body) and response.startswith(b"HTTP/1.1 408"), response[:80]
