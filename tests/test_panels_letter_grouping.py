@@ -13,6 +13,7 @@ from biomedclip.panels.label_model.generate import HELD_OUT_FONTS, font_paths
 from biomedclip.panels.labels import Letter
 from biomedclip.panels.layout import (
     _fill_gaps,
+    _head_letters,
     _Piece,
     _sequence_heads,
     detect_panels,
@@ -71,6 +72,17 @@ def test_gap_not_filled_when_two_pieces_could_hold_the_letter():
     pieces = [_Piece((i * 110, 0, i * 110 + 100, 100), 10) for i in range(4)]
     filled = _fill_gaps(pieces, [_letter("A"), None, None, _letter("C")])
     assert _texts(filled) == ["A", None, None, "C"]
+
+
+def test_head_letters_first_line_left_edge_or_a_row_with_another_head():
+    text_px = 10.0  # HEAD_TEXT reach 10 px; ROW_LETTER_TEXT reach 20 px from the piece's left edge
+    boxes = [(0, 0, 100, 100), (120, 0, 220, 100), (240, 0, 340, 100), (0, 120, 100, 220)]
+    first_line = Letter("A", (30, 10, 40, 22), 0.9)  # 10 px below its piece's top: exactly on the reach
+    row_edge = Letter("B", (140, 12, 150, 24), 0.9)  # 12 px down, 20 px in: on A's line, exactly on the reach
+    row_past = Letter("C", (261, 12, 271, 24), 0.9)  # on A's line but 21 px in: part of a plot
+    alone = Letter("D", (15, 150, 25, 162), 0.9)  # 15 px in, 30 px down, on no head's line
+    kept = _head_letters([[first_line], [row_edge], [row_past], [alone]], boxes, text_px)
+    assert [[t.text for t in found] for found in kept] == [["A"], ["B"], [], []]
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +147,24 @@ def test_split_figure_labels_come_from_the_shared_letter_pass(face):
     assert figure.compound
     assert [p.label for p in figure.panels] == ["A", "B"]
     assert [p.subcaption for p in figure.panels] == ["Counts in two conditions.", "Their ratio."]
+
+
+def test_caption_letters_all_read_join_a_lettered_looking_piece(face):
+    """The lower-left chart carries a stray "H" at its corner: alone it stands as a panel (a letter the model may
+    have missed); when the caption names only A and B and both are read, it is part of A."""
+    image = Image.new("RGB", (640, 520), "white")
+    draw = ImageDraw.Draw(image)
+    top_left, bottom_left, right = (10, 10, 300, 240), (10, 280, 300, 510), (350, 10, 630, 510)
+    for box, text in ((top_left, "A"), (bottom_left, "H"), (right, "B")):
+        draw.text((box[0], box[1]), text, font=face, fill=0, stroke_width=1, stroke_fill=0)
+        _bars(draw, (box[0] + 30, box[1] + 30, box[2], box[3]), seed=box[1] + box[0])
+    assert len(detect_panels_and_letters(image)) == 3
+    joined = detect_panels_and_letters(image, frozenset("AB"))
+    assert len(joined) == 2, joined
+    assert _close(joined[0][0], (top_left[0], top_left[1], top_left[2], bottom_left[3])) and joined[0][2] == "A"
+    assert _close(joined[1][0], right) and joined[1][2] == "B"
+    figure = split_figure(image, "Two assays. (A) Counts. (B) Their ratio.")
+    assert [p.label for p in figure.panels] == ["A", "B"]
 
 
 def test_reader_fills_only_panels_without_a_letter_and_never_repeats_one():

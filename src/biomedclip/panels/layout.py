@@ -64,6 +64,7 @@ CONFIDENT_GAP_PX = 12  # a gutter this wide (analysis pixels) leaves no doubt ab
 FRAME_CORNER_PX = 8  # a frame's corner: a perpendicular line this long leaves the end of a side
 LETTER_BAND_TEXT = 3  # panel letters are read in a band this many text heights deep along each piece's top
 HEAD_TEXT = 1.0  # a panel's letter starts within this many text heights of its piece's top
+ROW_LETTER_TEXT = 2.0  # or, on one line with another panel's letter, this many of its piece's left edge
 MAX_SEQUENCE_GAP = 1  # letters of a figure's sequence may skip this many unread letters (A, C: B was missed)
 MAX_THIN_BANDS = 4  # more 1-2 px gaps than this along one axis is a grid of cells (a heat map), not panels
 
@@ -557,6 +558,29 @@ def _has_letter(mask: _Mask, box: Box, text_px: float) -> bool:
     return len(words) == 1 or words[1][0] - words[0][1] >= h
 
 
+def _head_letters(letters: list[list[Letter]], boxes: list[Box], text_px: float) -> list[list[Letter]]:
+    """The letters that may head their piece: those on its first line or at its left edge (letters further in
+    name parts of plots), and those on one line with another piece's such letter (a row of panels whose letters
+    sit below a title that runs across their pieces' tops)."""
+    reach = HEAD_TEXT * text_px
+    near = [
+        [t for t in found if min(t.box[1] - box[1], t.box[0] - box[0]) <= reach]
+        for found, box in zip(letters, boxes, strict=True)
+    ]
+    lines = [(t.box[1], t.box[3]) for found in near for t in found]
+    return [
+        kept
+        + [
+            t
+            for t in found
+            if t not in kept
+            and t.box[0] - box[0] <= ROW_LETTER_TEXT * text_px
+            and any(min(y1, t.box[3]) - max(y0, t.box[1]) > 0.5 * (t.box[3] - t.box[1]) for y0, y1 in lines)
+        ]
+        for found, kept, box in zip(letters, near, boxes, strict=True)
+    ]
+
+
 def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], list[tuple[int, Letter]]]:
     """The letter heading each piece when the pieces' top letters spell the figure's sequence (A, B, C... in the
     figure's case, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it
@@ -730,11 +754,14 @@ def detect_panels(image: Image.Image) -> list[tuple[Box, float]]:
     return [(box, score) for box, score, _ in detect_panels_and_letters(image)]
 
 
-def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str | None]]:
+def detect_panels_and_letters(
+    image: Image.Image, caption_letters: frozenset[str] = frozenset()
+) -> list[tuple[Box, float, str | None]]:
     """``detect_panels``'s boxes and scores, each with the letter of the figure's sequence (A, B, C...) read at
     the top of the panel while grouping its parts (or the one letter the sequence skips, given to the one panel
     between its neighbours), None where there is none (the label reader may still find one): one glyph pass
-    shared by detection and labels."""
+    shared by detection and labels. ``caption_letters`` (upper case), the panel letters the caption names: when
+    the image's letters include them all, every other piece is part of a lettered panel."""
     width, height = image.size
     whole: Box = (0, 0, width, height)
     if width < 2 * MIN_PANEL_PX or height < 2 * MIN_PANEL_PX:
@@ -758,18 +785,21 @@ def detect_panels_and_letters(image: Image.Image) -> list[tuple[Box, float, str 
     _attach_decorations(pieces, splitter.decorations)
     letters = top_letters(mask.gray.astype(np.uint8), [p.box for p in pieces], int(LETTER_BAND_TEXT * splitter.text_px))
     # a panel's letter stands on its first line (or at its left edge); letters further in name parts of plots
-    letters = [
-        [t for t in found if min(t.box[1] - p.box[1], t.box[0] - p.box[0]) <= HEAD_TEXT * splitter.text_px]
-        for found, p in zip(letters, pieces, strict=True)
-    ]
+    letters = _head_letters(letters, [p.box for p in pieces], splitter.text_px)
     heads, extras = _sequence_heads(letters)
     read: dict[int, str] = {}  # id of a head piece -> its letter (read, or the sequence's skipped one)
     if sum(head is not None for head in heads) >= 2:
         pieces, heads = _cut_at_letters(splitter, pieces, heads, extras)
         heads = _fill_gaps(pieces, heads)
         # the figure's letters (A, B, C... in a run) head panels; every other piece but a photo is part of one
-        # (a piece with a letter-shaped glyph at its corner has a letter the model missed: it stands alone too)
-        alone = [_density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px) for p in pieces]
+        # (a piece with a letter-shaped glyph at its corner has a letter the model missed: it stands alone too,
+        # unless the caption's letters are all read already)
+        found = {h.text.upper() for h in heads if h is not None}
+        complete = len(caption_letters) >= 2 and caption_letters <= found
+        alone = [
+            not complete and (_density(mask, p.box) >= PHOTO_DENSITY or _has_letter(mask, p.box, splitter.text_px))
+            for p in pieces
+        ]
         lettered: list[bool | None] = [
             True if head is not None else (None if solo else False) for head, solo in zip(heads, alone, strict=True)
         ]

@@ -36,10 +36,12 @@ def split_figure(
     that keep only compound figures' panels, the reading would be thrown away.
     """
     shared_pass = detector is None and reader is None
+    subcaptions = split_caption(caption)
     if detector is None:
         from biomedclip.panels.layout import detect_panels_and_letters
 
-        found = detect_panels_and_letters(image)
+        named = frozenset(label.upper() for label in subcaptions.parts if len(label) == 1 and label.isalpha())
+        found = detect_panels_and_letters(image, named)
         detector = lambda _image: [(box, score) for box, score, _ in found]  # noqa: E731
         letters = {tuple(box): letter for box, _, letter in found}
     if reader is None:
@@ -49,7 +51,6 @@ def split_figure(
     if not detected:
         detected = [((0, 0, width, height), 0.0)]
     boxes = [tuple(int(v) for v in box) for box, _ in detected]
-    subcaptions = split_caption(caption)
     if len(boxes) == 1 and not single_labels:
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
     if shared_pass:
