@@ -37,10 +37,10 @@ def split_figure(
     """
     shared_pass = detector is None and reader is None
     subcaptions = split_caption(caption)
+    named = frozenset(label.upper() for label in subcaptions.parts if len(label) == 1 and label.isalpha())
     if detector is None:
         from biomedclip.panels.layout import detect_panels_and_letters
 
-        named = frozenset(label.upper() for label in subcaptions.parts if len(label) == 1 and label.isalpha())
         found = detect_panels_and_letters(image, named)
         detector = lambda _image: [(box, score) for box, score, _ in found]  # noqa: E731
         letters = {tuple(box): letter for box, _, letter in found}
@@ -55,7 +55,7 @@ def split_figure(
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
     if shared_pass:
         known = [letters.get(tuple(box)) for box, _ in detected]
-        labels = _shared_labels(image, boxes, known, functools.partial(reader, known=known))
+        labels = _shared_labels(image, boxes, known, functools.partial(reader, known=known), named)
     else:
         labels = [label for label, _ in reader(image, boxes)]
     if len(boxes) == 1:
@@ -69,11 +69,14 @@ def split_figure(
 
 
 def _shared_labels(
-    image: Image.Image, boxes: list[Box], letters: list[str | None], reader: LabelReader
-) -> list[str | None]:
+    image: Image.Image, boxes: list[Box], letters: list[str | None], reader: LabelReader,
+    caption_letters: frozenset[str] = frozenset(),
+) -> list[str | None]:  # fmt: skip
     """Labels from detection's letter pass where it read one, the label reader's elsewhere (it runs only when a
-    panel lacks a letter); a reading that repeats a letter detection gave another panel is dropped."""
-    if all(letter is not None for letter in letters):
+    panel lacks a letter and the caption names a letter detection did not read); a reading that repeats a letter
+    detection gave another panel is dropped."""
+    read_already = {letter.upper() for letter in letters if letter is not None}
+    if all(letter is not None for letter in letters) or (caption_letters and caption_letters <= read_already):
         return list(letters)
     read = [label for label, _ in reader(image, boxes)]
     taken = {letter.upper() for letter in letters if letter is not None}
