@@ -20,7 +20,9 @@ from biomedclip.serve.vector_folder import VectorFolder, write_vector_shard
 from biomedclip.serve.vector_index import VectorIndex
 
 DIM, N, SHARD = 64, 6000, 1500
-CONFIG = VectorBuildConfig(memory_vectors=2000, part_vectors=2504, chunk=1000, ivf_min=1000, exact_max=1000)
+CONFIG = VectorBuildConfig(
+    memory_vectors=2000, part_vectors=2504, chunk=1000, ivf_min=1000, exact_max=1000, list_max=0
+)  # no value lists: the exact and IVF paths (value lists are tested with their own index below)
 
 
 def synthetic_records(start: int, count: int) -> list[dict]:
@@ -157,6 +159,52 @@ def test_filtered_recall_through_the_ivf_index(index, stored, vectors_and_querie
     assert recall(ivf, stored, vectors_and_queries[1], FigureFilter(**conditions), passing) >= 0.95
     found = ivf.search_vectors(vectors_and_queries[1], 10, FigureFilter(**conditions))[1]
     assert passing[found[found >= 0]].all()
+
+
+@pytest.fixture(scope="module")
+def listed_index(vector_folder: Path, stored, tmp_path_factory: pytest.TempPathFactory) -> VectorIndex:
+    """Value lists for every value held by at most as many vectors as split=test: exactly on the cut-off."""
+    out = tmp_path_factory.mktemp("listed") / "index"
+    list_max = int(mask(stored, split="test").sum())
+    build_vector_index(vector_folder, out, VectorBuildConfig(**{**CONFIG.__dict__, "list_max": list_max}))
+    return VectorIndex.load(out)
+
+
+@pytest.mark.parametrize(
+    "conditions, field",
+    [
+        ({"split": "test"}, "split"),  # held by exactly list_max vectors: listed
+        ({"journal": "J07", "license": "CC0"}, "journal"),  # the license (not listed) is tested on the ids
+        ({"year_min": 2003, "year_max": 2003, "split": "test"}, "year"),  # the field with fewer vectors drives
+        ({"year_min": 2003, "year_max": 2004, "journal": "J11"}, "journal"),
+    ],
+)
+def test_value_lists_search_exactly_without_the_other_paths(
+    listed_index, stored, vectors_and_queries, monkeypatch, conditions, field
+) -> None:
+    where = FigureFilter(**conditions)
+    plan = listed_index.value_lists.plan(listed_index.filters.conditions(where))
+    assert plan is not None and plan[0] == field
+    for path in ("_exact", "_approximate"):
+        monkeypatch.setattr(listed_index, path, lambda *a, path=path: pytest.fail(f"{path} ran"))
+    passing = mask(stored, **conditions)
+    for query in vectors_and_queries[1][:10]:
+        scores, ids = listed_index.search_vectors(query[None, :], 10, where)
+        expected_ids, expected_scores = brute_force(stored, query, 10, passing)
+        assert ids[0].tolist() == expected_ids.tolist()
+        np.testing.assert_allclose(scores[0], expected_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_value_lists_cut_off(listed_index, stored, vector_folder, tmp_path) -> None:
+    """A value held by one vector more than list_max gets no list; a field with no listed value gets no file."""
+    test_count = int(mask(stored, split="test").sum())
+    assert listed_index.meta["value_lists"] == {"fields": ["year", "journal", "split"], "list_max": test_count}
+    out = tmp_path / "index"
+    build_vector_index(vector_folder, out, VectorBuildConfig(**{**CONFIG.__dict__, "list_max": test_count - 1}))
+    cut = VectorIndex.load(out)
+    assert cut.value_lists.plan(cut.filters.conditions(FigureFilter(split="test"))) is None
+    assert cut.value_lists.plan(cut.filters.conditions(FigureFilter(journal="J07")))[0] == "journal"
+    assert not (out / "filters" / "license.lists.faiss").exists()
 
 
 def test_a_filter_nothing_passes_returns_no_hits(index, vectors_and_queries) -> None:

@@ -158,13 +158,13 @@ class FilterStore:
                 set_bits(bitmap, postings[offsets[code] : offsets[code + 1]])
         return Selection(count, bitmap=bitmap)
 
+    def conditions(self, where: FigureFilter) -> dict[str, list[int]]:
+        """The value codes each field's condition accepts, for the fields ``where`` constrains."""
+        return {name: codes for name in FIELDS if (codes := self._codes(name, where)) is not None}
+
     def select(self, where: FigureFilter) -> Selection | None:
         """The vectors passing ``where``; None when it filters nothing."""
-        conditions = []
-        for name in FIELDS:
-            codes = self._codes(name, where)
-            if codes is not None:
-                conditions.append(self._condition(name, codes))
+        conditions = [self._condition(name, codes) for name, codes in self.conditions(where).items()]
         if not conditions:
             return None
         sparse = [c for c in conditions if c.ids is not None]

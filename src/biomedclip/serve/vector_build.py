@@ -55,6 +55,7 @@ from biomedclip.serve.filters import FilterBuilder
 from biomedclip.serve.index import FigureIndexError
 from biomedclip.serve.keys import KeyTable, key_hash, write_key_table
 from biomedclip.serve.records import RecordStore
+from biomedclip.serve.value_lists import build_value_lists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 from biomedclip.serve.vector_index import INDEX_FORMAT, KIND
 
@@ -71,6 +72,7 @@ class VectorBuildConfig:
     nprobe: int = 0
     k_factor: int = 30
     exact_max: int = 131_072  # filtered searches over at most this many passing vectors are exact
+    list_max: int = 262_144  # filter values held by at most this many vectors get value lists (0: none)
     ivf_min: int = 16_384  # smaller indexes have no IVF index: every search is exact
     memory_vectors: int = 131_072  # float32 vectors held at once (training sample included)
     part_vectors: int = 262_144  # vectors per part (a multiple of 8; its float16 copy is held while it is built)
@@ -237,10 +239,15 @@ def build_vector_index(
         del merged
     say("writing filters, key table and panel parents")
     report.duplicate_keys = _catalog(folder, work, out, config.chunk)
+    listed: list[str] = []
+    if with_ivf and config.list_max:
+        exact_parts = [out / "exact" / f"part-{number:05d}.faiss" for number in range(parts)]
+        listed = build_value_lists(out / "filters", work, exact_parts, config.part_vectors, config.list_max, say)
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
             "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,
             "search": {k: params[k] for k in ("nprobe", "k_factor", "exact_max")}, "parameters": params,
+            "value_lists": {"fields": listed, "list_max": config.list_max},
             "duplicate_keys": report.duplicate_keys, "plan": plan}  # fmt: skip
     _atomic_write_text(meta_path, json.dumps(meta, indent=1))
     for path in ivf_parts:  # merged into lists.ivfdata

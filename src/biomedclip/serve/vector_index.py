@@ -19,9 +19,12 @@ The records stay in the vector folder and are read on demand (its ``.npy`` files
 
 Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
 products with their float16 vectors, from the exact parts), so the scores are the true cosine similarities. A
-filtered search first turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`): when at most
-``exact_max`` pass, faiss scans the float16 parts computing distances only for them (exact: recall 1; the cost
-is a bitmap test per vector plus a 512-d product per passing vector); otherwise faiss skips the others while it
+filtered search first turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`). When
+one field's condition names only values with value lists (:mod:`biomedclip.serve.value_lists`: values held by
+at most ``list_max`` vectors), those lists are scanned, the other fields tested on their ids (exact: recall 1;
+the cost follows the listed vectors, not N). Else, when at most ``exact_max`` pass, faiss scans the float16 parts
+computing distances only for them (exact; the cost is a bitmap test per vector, about as much as scanning them
+all, plus a 512-d product per passing vector); otherwise faiss skips the others while it
 scans the IVF lists (an ID-selector bitmap), with ``nprobe`` and the candidates grown by ``sqrt(n / passing)``
 (``nprobe`` capped at ``nlist``), so that a selective filter still finds k neighbours in the lists it scans.
 """
@@ -43,6 +46,7 @@ from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normaliz
 from biomedclip.serve.keys import KeyTable
 from biomedclip.serve.records import RecordStore
 from biomedclip.serve.shards import shard_location
+from biomedclip.serve.value_lists import ValueLists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 
 INDEX_FORMAT = "biomedclip-vector-index/1"
@@ -100,6 +104,12 @@ class VectorIndex:
         self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
+        lists = self.meta.get("value_lists") or {}
+        self.value_lists = (
+            ValueLists(self.folder / "filters", lists["fields"], int(lists["list_max"]), self.filters)
+            if lists.get("fields")
+            else None
+        )
         self.keys = KeyTable(self.folder / "keys")
         self.parents = np.load(self.folder / "parents.npy", mmap_mode="r")
         self.records = RecordStore(self.vectors)
@@ -209,9 +219,14 @@ class VectorIndex:
         ids = np.full((len(queries), width), -1, np.int64)
         if not width:
             return scores, ids
+        conditions = self.filters.conditions(where) if selection is not None else {}
+        listed = self.value_lists.plan(conditions) if self.value_lists is not None and conditions else None
         exact = self.ivf is None or (selection is not None and selection.count <= self.settings.exact_max)
         for row, query in enumerate(queries):
-            if exact:
+            if listed is not None:
+                others = selection if len(conditions) > 1 else None
+                found_scores, found = self.value_lists.search(query, *listed, width, others)
+            elif exact:
                 found_scores, found = self._exact(query, selection, width)
             else:
                 found_scores, found = self._rerank(query, self._approximate(query, width, selection), width)
