@@ -24,12 +24,15 @@ Parameters from N (the number of vectors; each can be set instead):
   recall@10 0.99 at 1M scanning 64 of them; 1024 lists needed 256 for 0.955.
 - ``pq_m`` = 64 sub-quantisers of 4 bits (32 bytes per vector; a divisor of the dimension);
 - ``nprobe`` = nlist / 64, at least 16 (at most nlist): 64 from 131k vectors on;
-- ``k_factor`` = 30: ``30 k`` candidates re-ranked exactly from the float16 vectors. The 4-bit codes rank a
-  dense neighbourhood coarsely: at 3M synthetic vectors (300 per cluster) 10 candidates per neighbour reached
-  recall@10 0.77, 30 reached 0.994 (100: 0.995);
-- ``exact_max`` = 131072: a filtered search over at most this many passing vectors is exact (faiss scans the
-  memory-mapped float16 parts, computing distances for the passing vectors only: about 6 ms for a 1% filter and
-  22 ms for a 10% filter at 1M here); an index of fewer than ``ivf_min`` = 16384 vectors has no IVF index.
+- ``k_factor`` = 100: ``100 k`` candidates re-ranked exactly from the float16 vectors. The 4-bit codes rank a
+  dense neighbourhood coarsely, more so as N grows: at 3M synthetic vectors (300 per cluster) 10 candidates per
+  neighbour reached recall@10 0.77, 30 reached 0.994 (100: 0.995); at 10M (1000 per cluster) 30 reached 0.822
+  and 100 (with 128 lists probed) 1.000;
+- ``list_max`` = 262144: values of a filter field held by at most this many vectors get value lists
+  (:mod:`biomedclip.serve.value_lists`), so that filtering by them is exact and costs what they hold;
+- ``exact_max`` = 131072: a filtered search over at most this many passing vectors that value lists do not serve
+  is exact (faiss scans the memory-mapped float16 parts, about as costly as scanning them all: 22 ms at 1M
+  here); an index of fewer than ``ivf_min`` = 16384 vectors has no IVF index (and no value lists).
 
 Build memory: the training sample (``memory_vectors`` float32 vectors, default 131072: 256 MB at 512-d) and
 then one batch of as many, plus one part's float16 copy and PQ codes (1 KB + 40 B per 512-d vector: 270 MB for
@@ -70,7 +73,7 @@ class VectorBuildConfig:
     max_nlist: int = 4096
     pq_m: int = 64
     nprobe: int = 0
-    k_factor: int = 30
+    k_factor: int = 100
     exact_max: int = 131_072  # filtered searches over at most this many passing vectors are exact
     list_max: int = 262_144  # filter values held by at most this many vectors get value lists (0: none)
     ivf_min: int = 16_384  # smaller indexes have no IVF index: every search is exact
