@@ -1,7 +1,8 @@
 """The streaming vector index at scale: build cost, memory, disk, latency and recall at 1M, 3M, 10M vectors.
 
     .venv/bin/python benchmarks/index_scale.py --sizes 20k            # smoke test: proves it runs (a minute)
-    .venv/bin/python benchmarks/index_scale.py --sizes 1M,3M,10M      # the issue's sizes (10M: 10 GB of disk)
+    .venv/bin/python benchmarks/index_scale.py --sizes 1M,3M,10M      # the issue's sizes (10M: 32 GB of disk)
+    .venv/bin/python benchmarks/index_scale.py --sizes 10M --workdir W --keep --reuse-index   # search again
 
 Per size, synthetic clustered 512-d vectors (as ``benchmarks/index_search.py``: unit vectors around 10k random
 centres, or one per 100 vectors at small sizes; queries from the same centres with more noise) are written as a
@@ -203,8 +204,13 @@ def gb(value: float) -> str:
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where the data goes (default: a temporary folder).")
 @click.option("--keep", is_flag=True, help="Keep the vector folders and indexes (for serve_load.py --index).")
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--reuse-index",
+    is_flag=True,
+    help="Measure search again on the index a --keep run left in --workdir (its build figures are kept).",
+)
 @click.option("--search-worker", "worker", nargs=3, hidden=True, help="internal: INDEX QUERIES OUT")
-def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker) -> None:
+def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_index, worker) -> None:
     """Build and measure the vector index at each size; print the table, the build-cost ratio and the 30M estimate."""
     if worker:
         return search_worker(*worker)
@@ -224,9 +230,13 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
             write_folder(folder, size, shard_size, centres, seed + 1)
         made = time.perf_counter() - start
         click.echo(f"\n== {size:,} vectors: vector folder {gb(disk_bytes(folder))} ({made:.0f} s to write)")
-        shutil.rmtree(index_dir, ignore_errors=True)
-        build = run_child([sys.executable, "-m", "biomedclip", "index", "build", "--vectors", str(folder), "-o",
-                           str(index_dir)])  # fmt: skip
+        if reuse_index and size in results and (index_dir / "meta.json").is_file():
+            build = results[size]["build"]
+            click.echo("  reusing the index of an earlier run (its build figures below)")
+        else:
+            shutil.rmtree(index_dir, ignore_errors=True)
+            build = run_child([sys.executable, "-m", "biomedclip", "index", "build", "--vectors", str(folder), "-o",
+                               str(index_dir)])  # fmt: skip
         start = time.perf_counter()
         truth = brute_force(folder, query_vectors)
         truth_s = time.perf_counter() - start
@@ -280,8 +290,9 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, worker)
         f"search memory at {largest:,}: peak RSS {gb(row['search']['rss'])}; peak anonymous {gb(anon)} = "
         f"IVF lists {gb(lists)} (40 B/vector) + {gb(fixed)} fixed (interpreter, libraries, quantizer). "
         f"Extrapolated to 30M: {gb(fixed + 30e6 * 40)} anonymous, plus the page cache of the memory-mapped files "
-        f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; filter "
-        f"bitmaps {gb(30e6 / 8)} per dense value)"
+        f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; value "
+        f"lists: the listed values' float16 copies, read only by a filter on them; filter bitmaps {gb(30e6 / 8)} "
+        f"per dense value)"
     )
     if not keep and workdir is None:
         shutil.rmtree(root)
