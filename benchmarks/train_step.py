@@ -3,7 +3,8 @@
 Both loops train the same model (identical config and initial weights), batch, precision, transforms, tokenizer
 and number of data workers on the same WebDataset shards (real PneumoniaMNIST X-rays and PMC figures from
 ../shared/fixtures), each with its own data pipeline, optimiser set-up and loss. Step times come from a forward
-pre-hook on the model, so both are measured the same way; the first ``--skip`` steps are warm-up.
+pre-hook on the model, so both are measured the same way; the first ``--skip`` steps are warm-up. Rounds alternate
+which loop runs first.
 
     python benchmarks/train_step.py                      # CPU: tiny config, batch 32, fp32
     python benchmarks/train_step.py --device cuda        # GPU: biomedclip-base, 224 px, 256 tokens, bf16, batch 256
@@ -244,7 +245,8 @@ def main() -> None:
         shards = write_shards(Path(tmp), args.batch * (args.steps + 10), num_shards=max(16, args.workers))
         ours, theirs, peaks = [], [], {}
         for round_index in range(args.rounds):
-            for name in ("biomedclip", "open_clip_train"):
+            order = ("biomedclip", "open_clip_train")  # alternating which goes first: no order effect favours one
+            for name in order if round_index % 2 == 0 else order[::-1]:
                 if gpu:
                     torch.cuda.reset_peak_memory_stats(device)
                 if name == "biomedclip":
