@@ -86,11 +86,10 @@ class _Mask:
         self.rows = _prefix(fg, axis=1)
         self.cols = _prefix(fg, axis=0)
         self.gray = gray
-        squares = gray.astype(np.int32) ** 2
         self.row_sums = _prefix(gray, axis=1)
-        self.row_squares = _prefix(squares, axis=1)
+        self.row_squares = _prefix(gray, axis=1, squared=True)
         self.col_sums = _prefix(gray, axis=0)
-        self.col_squares = _prefix(squares, axis=0)
+        self.col_squares = _prefix(gray, axis=0, squared=True)
 
     def row_profile(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
@@ -151,13 +150,16 @@ def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
     return eroded
 
 
-def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
-    """Cumulative sums along an axis with a leading zero, in int32 (enough for 1000 squared grey levels)."""
+def _prefix(values: np.ndarray, axis: int, squared: bool = False) -> np.ndarray:
+    """Cumulative sums of the values (or of their squares) along an axis with a leading zero, in int32 (enough for
+    1000 squared grey levels)."""
     shape = list(values.shape)
     shape[axis] += 1
     out = np.zeros(shape, np.int32)
     inner = out[1:, :] if axis == 0 else out[:, 1:]
     inner[...] = values  # summing int32 in place is several times faster than casting bool or int16 on the way
+    if squared:
+        np.multiply(inner, inner, out=inner)  # squared in place: no image-sized temporary
     np.cumsum(inner, axis=axis, out=inner)
     return out
 
@@ -175,7 +177,7 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _dominant_colour(pixels: np.ndarray) -> np.ndarray:
@@ -197,14 +199,18 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
             return np.ones(rgb.shape[:2], bool)
         background = np.full(3, 255 if white >= black else 0, np.int16)
     fg = np.zeros(rgb.shape[:2], bool)
-    for channel in range(3):
-        fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
-    neighbours = np.zeros(fg.shape, np.uint8)
+    for channel in range(3):  # |value - background| > distance, compared in uint8 (no wider copies of the image)
+        values, level = rgb[:, :, channel], int(background[channel])
+        if level - FOREGROUND_DISTANCE > 0:
+            fg |= values < level - FOREGROUND_DISTANCE
+        if level + FOREGROUND_DISTANCE < 255:
+            fg |= values > level + FOREGROUND_DISTANCE
+    neighbours = np.zeros(fg.shape, bool)
     neighbours[1:, :] |= fg[:-1, :]
     neighbours[:-1, :] |= fg[1:, :]
     neighbours[:, 1:] |= fg[:, :-1]
     neighbours[:, :-1] |= fg[:, 1:]
-    return fg & neighbours.astype(bool)
+    return fg & neighbours
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -772,7 +778,10 @@ def detect_panels_and_letters(
         rgb = _rgb_array(image.reduce(factor))
     else:
         rgb = _rgb_array(Image.fromarray(_rgb_array(image)).reduce(factor))
-    gray = (rgb[:, :, 0].astype(np.int16) + rgb[:, :, 1] + rgb[:, :, 2]) // 3
+    gray = rgb[:, :, 0].astype(np.int16)
+    gray += rgb[:, :, 1]
+    gray += rgb[:, :, 2]
+    gray //= 3
     mask = _Mask(_foreground(rgb), gray)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:
