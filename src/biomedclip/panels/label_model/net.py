@@ -29,13 +29,16 @@ _LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 def _conv3x3_relu_pool(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """'Same' 3x3 convolution, ReLU and 2x2 max-pooling of an (N, H, W, C) batch, channels last so that the
-    product's rows are already the output's layout (no transposed copies). The bias and ReLU follow the pooling:
-    both are monotonic, so the result is the same, bit for bit, at a quarter of the work."""
+    product's rows are already the output's layout (no transposed copies). The patch matrix is gathered as its
+    transpose, whose rows are long runs of the image (a gather with 3-wide rows costs twice as much), and handed to
+    the product transposed: the same product, bit for bit. The bias and ReLU follow the pooling: both are
+    monotonic, so the result is the same, bit for bit, at a quarter of the work."""
     n, h, w, c = x.shape
     padded = np.zeros((n, h + 2, w + 2, c), np.float32)
     padded[:, 1:-1, 1:-1] = x
     windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))  # N, H, W, C, 3, 3
-    out = windows.reshape(n * h * w, c * 9) @ weight.reshape(weight.shape[0], -1).T
+    patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(c * 9, n * h * w)
+    out = patches.T @ weight.reshape(weight.shape[0], -1).T
     out = out.reshape(n, h // 2, 2, w // 2, 2, -1)
     pooled = np.maximum(
         np.maximum(out[:, :, 0, :, 0], out[:, :, 0, :, 1]), np.maximum(out[:, :, 1, :, 0], out[:, :, 1, :, 1])
