@@ -132,6 +132,21 @@ class _Mask:
         cols = self.col_profile((x0, y0, x1, y1)) != 0
         return x0 + int(cols.argmax()), y0, x0 + len(cols) - int(cols[::-1].argmax()), y1
 
+    def trim_strips(self, box: Box, axis: int, runs: list[tuple[int, int]]) -> list[Box]:
+        """``trim`` of each strip of ``box`` across its rows (axis 0) or columns (axis 1) ``runs``, all at once:
+        every row (column) of a run holds foreground, so only the extent along the strip is left to find."""
+        x0, y0, x1, y1 = box
+        starts, ends = (np.array(side) for side in zip(*runs, strict=True))
+        if axis == 0:
+            ink = self.cols[y0 + ends, x0:x1] != self.cols[y0 + starts, x0:x1]  # one row per strip
+            extents = zip(
+                ink.argmax(axis=1).tolist(), (ink.shape[1] - ink[:, ::-1].argmax(axis=1)).tolist(), strict=True
+            )
+            return [(x0 + a, y0 + s, x0 + b, y0 + e) for (s, e), (a, b) in zip(runs, extents, strict=True)]
+        ink = self.rows[y0:y1, x0 + ends] != self.rows[y0:y1, x0 + starts]  # one column per strip
+        extents = zip(ink.argmax(axis=0).tolist(), (ink.shape[0] - ink[::-1].argmax(axis=0)).tolist(), strict=True)
+        return [(x0 + s, y0 + a, x0 + e, y0 + b) for (s, e), (a, b) in zip(runs, extents, strict=True)]
+
 
 def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
     """Pixels where a straight run of at least ``length`` foreground pixels starts along an axis (1: rightwards,
@@ -261,18 +276,16 @@ class _Splitter:
                 if strokes[y0:y1, x0:x1].any():  # a thin box: scanning it beats a summed-area table of the figure
                     return True
                 continue
-            pieces = None
             for axis in (0, 1):
                 profile = (
                     self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
                 )
                 filled = _runs(profile > 0)
                 if len(filled) > 1:
-                    pieces = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in filled]
+                    stack.extend(self.mask.trim_strips((x0, y0, x1, y1), axis, filled))
                     break
-            if pieces is None:
+            else:
                 return True
-            stack.extend(b for b in (self.mask.trim(p) for p in pieces) if b is not None)
         return False
 
     def panel_like(self, box: Box | None) -> bool:
