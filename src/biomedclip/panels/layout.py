@@ -124,13 +124,13 @@ class _Mask:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return None
-        rows = self.row_profile(box) != 0
+        rows = self.rows[y0:y1, x1] != self.rows[y0:y1, x0]  # rows with foreground: their prefix sums differ
         first = int(rows.argmax())
         if not rows[first]:
             return None
-        y0, y1 = y0 + first, y0 + len(rows) - int(rows[::-1].argmax())
-        cols = self.col_profile((x0, y0, x1, y1)) != 0
-        return x0 + int(cols.argmax()), y0, x0 + len(cols) - int(cols[::-1].argmax()), y1
+        y0, y1 = y0 + first, y1 - int(rows[::-1].argmax())
+        cols = self.cols[y1, x0:x1] != self.cols[y0, x0:x1]
+        return x0 + int(cols.argmax()), y0, x1 - int(cols[::-1].argmax()), y1
 
     def trim_strips(self, box: Box, axis: int, runs: list[tuple[int, int]]) -> list[Box]:
         """``trim`` of each strip of ``box`` across its rows (axis 0) or columns (axis 1) ``runs``, all at once:
@@ -230,11 +230,9 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
-    flags = np.asarray(flags, dtype=bool)
-    if flags.size == 0:
-        return []
-    changes = (np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist()
-    edges = ([0] if flags[0] else []) + changes + ([flags.size] if flags[-1] else [])
+    padded = np.zeros(np.size(flags) + 2, bool)  # false on both ends: every run has a rising and a falling edge
+    padded[1:-1] = flags
+    edges = (padded[1:] != padded[:-1]).nonzero()[0].tolist()
     return list(zip(edges[::2], edges[1::2], strict=True))
 
 
