@@ -440,18 +440,19 @@ class _Splitter:
         if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
             return None  # mostly background: gutters, not seams, separate its parts
         best = None
+        gray, fg = self.mask.gray[y0:y1, x0:x1], self.mask.fg[y0:y1, x0:x1]
         for axis in (0, 1):
-            gray = self.mask.gray[y0:y1, x0:x1].astype(np.int32)
-            fill = self.mask.fg[y0:y1, x0:x1].mean(axis=0 if axis == 1 else 1)
-            lines = gray if axis == 1 else gray.T
-            n, w = lines.shape[1], SEAM_STRIP
+            n, w = gray.shape[axis], SEAM_STRIP
             if n < 2 * w + 4:
                 continue
-            sums = np.zeros((lines.shape[0], n + 1), np.int32)
-            np.cumsum(lines, axis=1, out=sums[:, 1:])
-            k = np.arange(w + 1, n - w)
-            left = sums[:, k - 1] - sums[:, k - 1 - w]
-            right = sums[:, k + 1 + w] - sums[:, k + 1]
+            fill = fg.mean(axis=1 - axis)
+            # cumulative sums along the axis, in the grey array's own layout; ``sums`` holds one line per row
+            table = np.zeros((n + 1, gray.shape[1]) if axis == 0 else (gray.shape[0], n + 1), np.int32)
+            np.cumsum(gray, axis=axis, out=table[1:] if axis == 0 else table[:, 1:])
+            sums = table.T if axis == 0 else table
+            k = np.arange(w + 1, n - w)  # candidate seams; the strips are [k - 1 - w, k - 1) and [k + 1, k + 1 + w)
+            left = sums[:, w : n - w - 1] - sums[:, : n - 2 * w - 1]
+            right = sums[:, 2 * w + 2 :] - sums[:, w + 2 : n - w + 1]
             share = (np.abs(left - right) > SEAM_STEP * w).mean(axis=0)
             peaks = (share >= np.maximum(np.roll(share, 1), np.roll(share, -1))) & (share >= SEAM_SHARE / 2)
             if np.count_nonzero(peaks) > MAX_SEAM_LINES:
