@@ -31,8 +31,9 @@ def _conv3x3_relu_pool(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> n
     """'Same' 3x3 convolution, ReLU and 2x2 max-pooling of an (N, H, W, C) batch, channels last so that the
     product's rows are already the output's layout (no transposed copies). The patch matrix is gathered as its
     transpose, whose rows are long runs of the image (a gather with 3-wide rows costs twice as much), and handed to
-    the product transposed: the same product, bit for bit. The bias and ReLU follow the pooling: both are
-    monotonic, so the result is the same, bit for bit, at a quarter of the work."""
+    the product transposed (BLAS packs either layout alike: the same sums in the same order, checked bit for bit
+    against the row-major gather). The bias and ReLU follow the pooling: both are monotonic, so the result is the
+    same, bit for bit, at a quarter of the work."""
     n, h, w, c = x.shape
     padded = np.zeros((n, h + 2, w + 2, c), np.float32)
     padded[:, 1:-1, 1:-1] = x
