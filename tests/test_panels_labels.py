@@ -218,6 +218,24 @@ def test_shipped_weights_are_small_plain_arrays():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_numpy_forward_matches_the_torch_twin():
+    """The NumPy network (channels last, pooling before bias and ReLU) gives torch's probabilities for the shipped
+    weights, on glyph-like bitmaps and batches of one to many."""
+    import torch
+
+    from biomedclip.panels.label_model.train import build_network
+
+    classifier = load_classifier()
+    model = build_network().eval()
+    model.load_state_dict({name: torch.from_numpy(value.copy()) for name, value in classifier.params.items()})
+    rng = np.random.default_rng(11)
+    for n in (1, 7, 40):
+        bitmaps = (rng.random((n, 24, 24)) < 0.3).astype(np.float32) * rng.random((n, 24, 24)).astype(np.float32)
+        with torch.no_grad():
+            expected = torch.softmax(model(torch.from_numpy(bitmaps)[:, None]).double(), dim=1).numpy()
+        np.testing.assert_allclose(classifier.probabilities(bitmaps), expected, atol=1e-5)
+
+
 def test_training_is_reproducible():
     """The same seed gives the same rendered glyphs and the same trained weights."""
     first = generate(2, seed=3)

@@ -227,9 +227,8 @@ def test_matcher_is_one_to_one():
     assert _matched([], [a]) == 0
 
 
-def test_runs_and_summed_areas_match_brute_force():
-    """The fast scans against a plain loop: runs of true flags (half-open) and box counts from the table."""
-    from biomedclip.panels.glyphs import summed_area
+def test_runs_match_brute_force():
+    """The fast scan against a plain loop: runs of true flags (half-open)."""
     from biomedclip.panels.layout import _runs
 
     rng = np.random.default_rng(7)
@@ -244,7 +243,31 @@ def test_runs_and_summed_areas_match_brute_force():
                     expected.append((start, i))
                     start = None
             assert _runs(flags) == expected
-    mask = rng.random((13, 17)) < 0.4
-    table = summed_area(mask)
-    for y0, y1, x0, x1 in [(0, 13, 0, 17), (2, 9, 3, 4), (5, 5, 0, 17), (12, 13, 16, 17)]:
-        assert table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0] == int(mask[y0:y1, x0:x1].sum())
+
+
+def test_trim_and_strip_trims_match_brute_force():
+    """A box trimmed to its foreground, alone and as strips cut at the empty rows or columns, against np.nonzero."""
+    from biomedclip.panels.layout import _Mask, _runs
+
+    def brute(fg: np.ndarray, box: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+        x0, y0, x1, y1 = box
+        ys, xs = np.nonzero(fg[y0:y1, x0:x1])
+        return None if ys.size == 0 else (x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1)
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        fg = rng.random((23, 31)) < rng.uniform(0.02, 0.3)
+        fg[:, rng.integers(0, 31, 4)] = False  # empty columns and rows, so strips exist along both axes
+        fg[rng.integers(0, 23, 4), :] = False
+        mask = _Mask(fg, np.zeros(fg.shape, np.int16))
+        for box in [(0, 0, 31, 23), (3, 2, 20, 17), (5, 5, 5, 9), (30, 22, 31, 23)]:
+            assert mask.trim(box) == brute(fg, box)
+            x0, y0, x1, y1 = box
+            if x1 <= x0 or y1 <= y0:
+                continue
+            for axis, profile in ((0, fg[y0:y1, x0:x1].any(axis=1)), (1, fg[y0:y1, x0:x1].any(axis=0))):
+                runs = _runs(profile)
+                if not runs:
+                    continue
+                strips = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in runs]
+                assert mask.trim_strips(box, axis, runs) == [brute(fg, strip) for strip in strips]

@@ -24,32 +24,26 @@ class Component:
     """One connected blob of ink: its box in region pixels (x1/y1 exclusive), its polarity, its pixel count, and
     its pixels (cut from the label image only when asked for)."""
 
-    __slots__ = ("_index", "_pixels", "area", "height", "light", "width", "x0", "x1", "y0", "y1")
+    __slots__ = ("_area", "_index", "_pixels", "height", "light", "width", "x0", "x1", "y0", "y1")
 
-    def __init__(
-        self, x0: int, y0: int, x1: int, y1: int, pixels: np.ndarray, light: bool, index: int = 0, area: int = -1
-    ) -> None:
+    def __init__(self, x0: int, y0: int, x1: int, y1: int, pixels: np.ndarray, light: bool, index: int = 0) -> None:
         self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
         self.height, self.width = y1 - y0, x1 - x0
         self.light = light
         self._pixels, self._index = pixels, index
-        self.area = area if area >= 0 else int(self.mask.sum())
+        self._area = -1
 
     @property
     def mask(self) -> np.ndarray:
         """The component's pixels in its box (bool); ``pixels`` is either that mask or a label crop."""
         return self._pixels if self._index == 0 else self._pixels == self._index
 
-
-def summed_area(flags: np.ndarray) -> np.ndarray:
-    """Summed-area table (int32) with a zero first row and column: the count in [y0:y1, x0:x1] from four corners.
-    Accumulates int32 in place, several times faster than summing bool with a cast on the way."""
-    table = np.zeros((flags.shape[0] + 1, flags.shape[1] + 1), np.int32)
-    inner = table[1:, 1:]
-    inner[...] = flags
-    np.cumsum(inner, axis=1, out=inner)
-    np.cumsum(inner, axis=0, out=inner)
-    return table
+    @property
+    def area(self) -> int:
+        """The component's pixel count (counted when first asked for: most components never are)."""
+        if self._area < 0:
+            self._area = int(np.count_nonzero(self.mask))
+        return self._area
 
 
 def otsu_threshold(gray: np.ndarray) -> float | None:
@@ -87,7 +81,6 @@ def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) 
     """The 8-connected components of ``mask`` whose height lies in [min_height, max_height] and that are not
     far wider than tall (ruled lines, merged words)."""
     labels, _ = ndimage.label(mask, structure=_EIGHT)
-    areas = np.bincount(labels.ravel())
     found = []
     for index, slices in enumerate(ndimage.find_objects(labels), start=1):
         if slices is None:
@@ -96,7 +89,7 @@ def components(mask: np.ndarray, light: bool, min_height: int, max_height: int) 
         height, width = ys.stop - ys.start, xs.stop - xs.start
         if not min_height <= height <= max_height or width > 2 * height:
             continue
-        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices], light, index, int(areas[index])))
+        found.append(Component(xs.start, ys.start, xs.stop, ys.stop, labels[slices], light, index))
     return found
 
 

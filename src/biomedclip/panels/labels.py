@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged, summed_area
+from biomedclip.panels.glyphs import Component, components, glyph_bitmap, ink_masks, merged
 from biomedclip.panels.label_model import CLASSES, load_classifier
 from biomedclip.panels.types import Box
 
@@ -94,13 +94,13 @@ def _boxes(parts: list[Component]) -> np.ndarray:
     return np.array([(p.x0, p.y0, p.x1, p.y1) for p in parts], dtype=np.int64).reshape(-1, 4)
 
 
-def _on_background(component: Component, ink_sums: np.ndarray) -> bool:
+def _on_background(component: Component, ink: np.ndarray) -> bool:
     """Whether the ring just outside the component is mostly background (not ink of its own polarity);
-    ``ink_sums`` is the summed-area table of the component's ink mask."""
-    height, width = ink_sums.shape[0] - 1, ink_sums.shape[1] - 1
+    ``ink`` is the ink mask the component was found in."""
+    height, width = ink.shape
     y0, y1 = max(0, component.y0 - 2), min(height, component.y1 + 2)
     x0, x1 = max(0, component.x0 - 2), min(width, component.x1 + 2)
-    window = int(ink_sums[y1, x1] - ink_sums[y0, x1] - ink_sums[y1, x0] + ink_sums[y0, x0])
+    window = int(np.count_nonzero(ink[y0:y1, x0:x1]))
     ring_size = (y1 - y0) * (x1 - x0) - component.height * component.width
     return ring_size <= 0 or window - component.area <= 0.3 * ring_size
 
@@ -118,14 +118,13 @@ def _glyphs(band: np.ndarray, max_height: int) -> tuple[list[list[Component]], l
     levels = [(mask, components(mask, light, 2, max_height)) for mask, light in ink_masks(band)]
     per_level, marks = [], []
     for level, (mask, parts) in enumerate(levels):
-        ink_sums = summed_area(mask)
         opposite = levels[level ^ 1][1] if level < 2 else []
         others = [c for c in opposite if c.height >= MIN_GLYPH_HEIGHT]
         glyphs = []
         for part in parts:
             if part.height < MIN_GLYPH_HEIGHT:
                 marks.append(part)
-            elif _on_background(part, ink_sums) and not _enclosed(part, others):
+            elif _on_background(part, mask) and not _enclosed(part, others):
                 glyphs.append(part)
         per_level.append(glyphs)
     return per_level, marks

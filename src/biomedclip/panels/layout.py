@@ -31,7 +31,6 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.glyphs import summed_area
 from biomedclip.panels.labels import CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
@@ -84,14 +83,13 @@ class _Mask:
     def __init__(self, fg: np.ndarray, gray: np.ndarray):
         self.fg = fg
         self.height, self.width = fg.shape
-        self.rows = _prefix(fg, axis=1)
-        self.cols = _prefix(fg, axis=0)
+        self.rows = _prefix(fg, axis=1, dtype=np.uint16)  # counts of at most a side's length: half the memory
+        self.cols = _prefix(fg, axis=0, dtype=np.uint16)
         self.gray = gray
-        squares = gray.astype(np.int32) ** 2
         self.row_sums = _prefix(gray, axis=1)
-        self.row_squares = _prefix(squares, axis=1)
+        self.row_squares = _prefix(gray, axis=1, squared=True)
         self.col_sums = _prefix(gray, axis=0)
-        self.col_squares = _prefix(squares, axis=0)
+        self.col_squares = _prefix(gray, axis=0, squared=True)
 
     def row_profile(self, box: Box) -> np.ndarray:
         x0, y0, x1, y1 = box
@@ -126,13 +124,28 @@ class _Mask:
         x0, y0, x1, y1 = box
         if x1 <= x0 or y1 <= y0:
             return None
-        rows = self.row_profile(box) != 0
+        rows = self.rows[y0:y1, x1] != self.rows[y0:y1, x0]  # rows with foreground: their prefix sums differ
         first = int(rows.argmax())
         if not rows[first]:
             return None
-        y0, y1 = y0 + first, y0 + len(rows) - int(rows[::-1].argmax())
-        cols = self.col_profile((x0, y0, x1, y1)) != 0
-        return x0 + int(cols.argmax()), y0, x0 + len(cols) - int(cols[::-1].argmax()), y1
+        y0, y1 = y0 + first, y1 - int(rows[::-1].argmax())
+        cols = self.cols[y1, x0:x1] != self.cols[y0, x0:x1]
+        return x0 + int(cols.argmax()), y0, x1 - int(cols[::-1].argmax()), y1
+
+    def trim_strips(self, box: Box, axis: int, runs: list[tuple[int, int]]) -> list[Box]:
+        """``trim`` of each strip of ``box`` across its rows (axis 0) or columns (axis 1) ``runs``, all at once:
+        every row (column) of a run holds foreground, so only the extent along the strip is left to find."""
+        x0, y0, x1, y1 = box
+        starts, ends = (np.array(side) for side in zip(*runs, strict=True))
+        if axis == 0:
+            ink = self.cols[y0 + ends, x0:x1] != self.cols[y0 + starts, x0:x1]  # one row per strip
+            extents = zip(
+                ink.argmax(axis=1).tolist(), (ink.shape[1] - ink[:, ::-1].argmax(axis=1)).tolist(), strict=True
+            )
+            return [(x0 + a, y0 + s, x0 + b, y0 + e) for (s, e), (a, b) in zip(runs, extents, strict=True)]
+        ink = self.rows[y0:y1, x0 + ends] != self.rows[y0:y1, x0 + starts]  # one column per strip
+        extents = zip(ink.argmax(axis=0).tolist(), (ink.shape[0] - ink[::-1].argmax(axis=0)).tolist(), strict=True)
+        return [(x0 + s, y0 + a, x0 + e, y0 + b) for (s, e), (a, b) in zip(runs, extents, strict=True)]
 
 
 def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
@@ -152,13 +165,16 @@ def _run_starts(fg: np.ndarray, length: int, axis: int) -> np.ndarray:
     return eroded
 
 
-def _prefix(values: np.ndarray, axis: int) -> np.ndarray:
-    """Cumulative sums along an axis with a leading zero, in int32 (enough for 1000 squared grey levels)."""
+def _prefix(values: np.ndarray, axis: int, squared: bool = False, dtype: type = np.int32) -> np.ndarray:
+    """Cumulative sums of the values (or of their squares) along an axis with a leading zero, in int32 (enough for
+    1000 squared grey levels) or ``dtype`` (uint16 holds a count of foreground pixels along one side)."""
     shape = list(values.shape)
     shape[axis] += 1
-    out = np.zeros(shape, np.int32)
+    out = np.zeros(shape, dtype)
     inner = out[1:, :] if axis == 0 else out[:, 1:]
-    inner[...] = values  # summing int32 in place is several times faster than casting bool or int16 on the way
+    inner[...] = values  # summing in place is several times faster than casting bool or int16 on the way
+    if squared:
+        np.multiply(inner, inner, out=inner)  # squared in place: no image-sized temporary
     np.cumsum(inner, axis=axis, out=inner)
     return out
 
@@ -176,7 +192,7 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
-    return np.asarray(image.convert("RGB"))
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def _dominant_colour(pixels: np.ndarray) -> np.ndarray:
@@ -198,23 +214,25 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
             return np.ones(rgb.shape[:2], bool)
         background = np.full(3, 255 if white >= black else 0, np.int16)
     fg = np.zeros(rgb.shape[:2], bool)
-    for channel in range(3):
-        fg |= np.abs(rgb[:, :, channel].astype(np.int16) - int(background[channel])) > FOREGROUND_DISTANCE
-    neighbours = np.zeros(fg.shape, np.uint8)
+    for channel in range(3):  # |value - background| > distance, compared in uint8 (no wider copies of the image)
+        values, level = rgb[:, :, channel], int(background[channel])
+        if level - FOREGROUND_DISTANCE > 0:
+            fg |= values < level - FOREGROUND_DISTANCE
+        if level + FOREGROUND_DISTANCE < 255:
+            fg |= values > level + FOREGROUND_DISTANCE
+    neighbours = np.zeros(fg.shape, bool)
     neighbours[1:, :] |= fg[:-1, :]
     neighbours[:-1, :] |= fg[1:, :]
     neighbours[:, 1:] |= fg[:, :-1]
     neighbours[:, :-1] |= fg[:, 1:]
-    return fg & neighbours.astype(bool)
+    return fg & neighbours
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
-    flags = np.asarray(flags, dtype=bool)
-    if flags.size == 0:
-        return []
-    changes = (np.flatnonzero(flags[1:] != flags[:-1]) + 1).tolist()
-    edges = ([0] if flags[0] else []) + changes + ([flags.size] if flags[-1] else [])
+    padded = np.zeros(np.size(flags) + 2, bool)  # false on both ends: every run has a rising and a falling edge
+    padded[1:-1] = flags
+    edges = (padded[1:] != padded[:-1]).nonzero()[0].tolist()
     return list(zip(edges[::2], edges[1::2], strict=True))
 
 
@@ -226,8 +244,8 @@ class _Splitter:
         self.min_area = MIN_PANEL_AREA_FRACTION * mask.width * mask.height
         self.text_px = max(TEXT_MIN_PX, TEXT_FRACTION * max(mask.width, mask.height))
         stroke = STROKE_TEXT_RATIO * self.text_px
-        self.long_h = summed_area(_run_starts(mask.fg, int(stroke), axis=1))
-        self.long_v = summed_area(_run_starts(mask.fg, int(stroke), axis=0))
+        self.long_h = _run_starts(mask.fg, int(stroke), axis=1)
+        self.long_v = _run_starts(mask.fg, int(stroke), axis=0)
         self.facet_px = FACET_GAP_FRACTION * max(mask.width, mask.height)
         self.decorations: list[Box] = []  # strips peeled off a region that was then cut
         self.pending: list[Box] = []  # strips peeled off the region under examination
@@ -253,21 +271,19 @@ class _Splitter:
             w, h = x1 - x0, y1 - y0
             if min(w, h) <= self.text_px:
                 strokes = self.long_h if w >= h else self.long_v
-                if strokes[y1, x1] - strokes[y0, x1] - strokes[y1, x0] + strokes[y0, x0] > 0:
+                if strokes[y0:y1, x0:x1].any():  # a thin box: scanning it beats a summed-area table of the figure
                     return True
                 continue
-            pieces = None
             for axis in (0, 1):
                 profile = (
                     self.mask.row_profile((x0, y0, x1, y1)) if axis == 0 else self.mask.col_profile((x0, y0, x1, y1))
                 )
                 filled = _runs(profile > 0)
                 if len(filled) > 1:
-                    pieces = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in filled]
+                    stack.extend(self.mask.trim_strips((x0, y0, x1, y1), axis, filled))
                     break
-            if pieces is None:
+            else:
                 return True
-            stack.extend(b for b in (self.mask.trim(p) for p in pieces) if b is not None)
         return False
 
     def panel_like(self, box: Box | None) -> bool:
@@ -424,18 +440,19 @@ class _Splitter:
         if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
             return None  # mostly background: gutters, not seams, separate its parts
         best = None
+        gray, fg = self.mask.gray[y0:y1, x0:x1], self.mask.fg[y0:y1, x0:x1]
         for axis in (0, 1):
-            gray = self.mask.gray[y0:y1, x0:x1].astype(np.int32)
-            fill = self.mask.fg[y0:y1, x0:x1].mean(axis=0 if axis == 1 else 1)
-            lines = gray if axis == 1 else gray.T
-            n, w = lines.shape[1], SEAM_STRIP
+            n, w = gray.shape[axis], SEAM_STRIP
             if n < 2 * w + 4:
                 continue
-            sums = np.zeros((lines.shape[0], n + 1), np.int32)
-            np.cumsum(lines, axis=1, out=sums[:, 1:])
-            k = np.arange(w + 1, n - w)
-            left = sums[:, k - 1] - sums[:, k - 1 - w]
-            right = sums[:, k + 1 + w] - sums[:, k + 1]
+            fill = fg.mean(axis=1 - axis)
+            # cumulative sums along the axis, in the grey array's own layout; ``sums`` holds one line per row
+            table = np.zeros((n + 1, gray.shape[1]) if axis == 0 else (gray.shape[0], n + 1), np.int32)
+            np.cumsum(gray, axis=axis, out=table[1:] if axis == 0 else table[:, 1:])
+            sums = table.T if axis == 0 else table
+            k = np.arange(w + 1, n - w)  # candidate seams; the strips are [k - 1 - w, k - 1) and [k + 1, k + 1 + w)
+            left = sums[:, w : n - w - 1] - sums[:, : n - 2 * w - 1]
+            right = sums[:, 2 * w + 2 :] - sums[:, w + 2 : n - w + 1]
             share = (np.abs(left - right) > SEAM_STEP * w).mean(axis=0)
             peaks = (share >= np.maximum(np.roll(share, 1), np.roll(share, -1))) & (share >= SEAM_SHARE / 2)
             if np.count_nonzero(peaks) > MAX_SEAM_LINES:
@@ -773,7 +790,10 @@ def detect_panels_and_letters(
         rgb = _rgb_array(image.reduce(factor))
     else:
         rgb = _rgb_array(Image.fromarray(_rgb_array(image)).reduce(factor))
-    gray = (rgb[:, :, 0].astype(np.int16) + rgb[:, :, 1] + rgb[:, :, 2]) // 3
+    gray = rgb[:, :, 0].astype(np.int16)
+    gray += rgb[:, :, 1]
+    gray += rgb[:, :, 2]
+    gray //= 3
     mask = _Mask(_foreground(rgb), gray)
     start = mask.trim((0, 0, mask.width, mask.height))
     if start is None:

@@ -28,14 +28,24 @@ _LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
 
 def _conv3x3_relu_pool(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """'Same' 3x3 convolution, ReLU and 2x2 max-pooling of an (N, C, H, W) batch."""
-    n, c, h, w = x.shape
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))  # N, C, H, W, 3, 3
-    columns = windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * h * w, c * 9)
-    out = columns @ weight.reshape(weight.shape[0], -1).T + bias
-    out = np.maximum(out, 0.0).reshape(n, h, w, -1).transpose(0, 3, 1, 2)
-    return out.reshape(n, out.shape[1], h // 2, 2, w // 2, 2).max(axis=(3, 5))
+    """'Same' 3x3 convolution, ReLU and 2x2 max-pooling of an (N, H, W, C) batch, channels last so that the
+    product's rows are already the output's layout (no transposed copies). The patch matrix is gathered as its
+    transpose, whose rows are long runs of the image (a gather with 3-wide rows costs twice as much), and handed to
+    the product transposed (BLAS packs either layout alike: the same sums in the same order, checked bit for bit
+    against the row-major gather). The bias and ReLU follow the pooling: both are monotonic, so the result is the
+    same, bit for bit, at a quarter of the work."""
+    n, h, w, c = x.shape
+    padded = np.zeros((n, h + 2, w + 2, c), np.float32)
+    padded[:, 1:-1, 1:-1] = x
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(1, 2))  # N, H, W, C, 3, 3
+    patches = windows.transpose(3, 4, 5, 0, 1, 2).reshape(c * 9, n * h * w)
+    out = patches.T @ weight.reshape(weight.shape[0], -1).T
+    out = out.reshape(n, h // 2, 2, w // 2, 2, -1)
+    pooled = np.maximum(
+        np.maximum(out[:, :, 0, :, 0], out[:, :, 0, :, 1]), np.maximum(out[:, :, 1, :, 0], out[:, :, 1, :, 1])
+    )
+    pooled += bias
+    return np.maximum(pooled, 0.0, out=pooled)
 
 
 class GlyphClassifier:
@@ -59,10 +69,11 @@ class GlyphClassifier:
 
     def _forward(self, bitmaps: np.ndarray) -> np.ndarray:
         p = self.params
-        x = bitmaps.astype(np.float32)[:, None]
+        x = bitmaps.astype(np.float32)[:, :, :, None]
         x = _conv3x3_relu_pool(x, p["conv1.weight"], p["conv1.bias"])
         x = _conv3x3_relu_pool(x, p["conv2.weight"], p["conv2.bias"])
-        x = np.maximum(x.reshape(len(x), -1) @ p["fc1.weight"].T + p["fc1.bias"], 0.0)
+        x = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # flattened channels first, as torch's weights expect
+        x = np.maximum(x @ p["fc1.weight"].T + p["fc1.bias"], 0.0)
         logits = x @ p["fc2.weight"].T + p["fc2.bias"]
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
