@@ -74,6 +74,8 @@ class VectorBuildConfig:
     pq_m: int = 64
     nprobe: int = 0
     k_factor: int = 100
+    refine_m: int = 64  # 8-bit PQ sub-quantisers of the in-memory codes that narrow the candidates (0: none)
+    refine_factor: int = 10  # candidates per result read from the float16 vectors after that narrowing
     exact_max: int = 131_072  # filtered searches over at most this many passing vectors are exact
     list_max: int = 262_144  # filter values held by at most this many vectors get value lists (0: none)
     ivf_min: int = 16_384  # smaller indexes have no IVF index: every search is exact
@@ -103,7 +105,9 @@ def choose_parameters(n: int, dim: int, config: VectorBuildConfig) -> dict[str, 
     nlist = config.nlist or 2 ** int(math.log2(max(1, min(config.max_nlist, n // 32, config.memory_vectors // 32))))
     pq_m = max(m for m in range(1, min(config.pq_m, dim) + 1) if dim % m == 0)
     nprobe = config.nprobe or max(16, nlist // 64)
+    refine_m = max((m for m in range(1, min(config.refine_m, dim) + 1) if dim % m == 0), default=0)
     return {"nlist": nlist, "pq_m": pq_m, "nprobe": min(nprobe, nlist), "k_factor": config.k_factor,
+            "refine_m": refine_m, "refine_factor": config.refine_factor,
             "exact_max": config.exact_max, "train": min(n, config.memory_vectors)}  # fmt: skip
 
 
@@ -119,8 +123,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _train(folder: VectorFolder, params: dict[str, int], batch: int, seed: int) -> faiss.Index:
-    """The IVF-PQ index trained on a uniform sample of ``params["train"]`` vectors, picked in one streaming pass."""
+def _train(
+    folder: VectorFolder, params: dict[str, int], batch: int, seed: int
+) -> tuple[faiss.Index, faiss.ProductQuantizer | None]:
+    """The IVF-PQ index and the refining 8-bit PQ (None without one), trained on a uniform sample of
+    ``params["train"]`` vectors picked in one streaming pass."""
     n = len(folder)
     index = faiss.index_factory(folder.dim, f"IVF{params['nlist']},PQ{params['pq_m']}x4", faiss.METRIC_L2)
     faiss.extract_index_ivf(index).cp.niter = 10
@@ -130,7 +137,12 @@ def _train(folder: VectorFolder, params: dict[str, int], batch: int, seed: int) 
         low, high = np.searchsorted(chosen, [first, first + len(vectors)])
         sample[low:high] = vectors[chosen[low:high] - first]
     index.train(sample)
-    return index
+    refine = None
+    if params["refine_m"]:
+        refine = faiss.ProductQuantizer(folder.dim, params["refine_m"], 8)
+        refine.cp.niter = 10
+        refine.train(sample)
+    return index, refine
 
 
 def _catalog(folder: VectorFolder, work: Path, out: Path, chunk: int) -> int:
@@ -194,7 +206,7 @@ def build_vector_index(
         report.up_to_date = True
         return report
     if not (work / "plan.json").is_file() or json.loads((work / "plan.json").read_text()) != plan:
-        for stale in ("meta.json", "ivf", "filters", "keys", "parents.npy", "build"):
+        for stale in ("meta.json", "ivf", "exact", "refine", "filters", "keys", "parents.npy", "build"):
             path = out / stale
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         work.mkdir(parents=True)
@@ -208,30 +220,45 @@ def build_vector_index(
                 raise FigureIndexError(str(error)) from error
     parts = math.ceil(n / config.part_vectors)
     with_ivf = n >= config.ivf_min  # else every search is exact
-    trained_path = work / "trained.faiss"
-    if with_ivf and not trained_path.is_file():
-        say(f"training IVF{params['nlist']},PQ{params['pq_m']}x4 on {params['train']} vectors")
-        _atomic_write_index(_train(folder, params, config.memory_vectors, config.seed), trained_path)
-    for kind in ("ivf", "exact"):
+    trained_path, refine_path = work / "trained.faiss", out / "refine" / "pq.faiss"
+    with_refine = with_ivf and bool(params["refine_m"])
+    for kind in ("ivf", "exact", "refine"):
         (out / kind).mkdir(exist_ok=True)
+    if with_ivf and not (trained_path.is_file() and (refine_path.is_file() or not with_refine)):
+        say(f"training IVF{params['nlist']},PQ{params['pq_m']}x4 on {params['train']} vectors")
+        trained, refine = _train(folder, params, config.memory_vectors, config.seed)
+        if refine is not None:
+            tmp = refine_path.with_name(refine_path.name + ".tmp")
+            faiss.write_ProductQuantizer(refine, str(tmp))
+            os.replace(tmp, refine_path)
+        _atomic_write_index(trained, trained_path)
+    refine = faiss.read_ProductQuantizer(str(refine_path)) if with_refine else None
     for number in range(parts):
         ivf_path, exact_path = (out / kind / f"part-{number:05d}.faiss" for kind in ("ivf", "exact"))
-        if exact_path.is_file() and (ivf_path.is_file() or not with_ivf):
+        codes_path = out / "refine" / f"part-{number:05d}.npy"
+        if exact_path.is_file() and (ivf_path.is_file() or not with_ivf) and (codes_path.is_file() or not refine):
             report.parts_kept += 1
             continue
         start, stop = number * config.part_vectors, min(n, (number + 1) * config.part_vectors)
         say(f"adding vectors {start}..{stop} (part {number + 1} of {parts})")
         ivf = faiss.read_index(str(trained_path)) if with_ivf else None
         exact = faiss.IndexScalarQuantizer(folder.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        codes = np.empty((stop - start, refine.code_size if refine else 0), np.uint8)
         for first, batch in folder.read(start, stop, config.memory_vectors):
             if ivf is not None:
                 ivf.add_with_ids(batch, np.arange(first, first + len(batch), dtype=np.int64))
+            if refine is not None:
+                codes[first - start : first - start + len(batch)] = refine.compute_codes(batch)
             exact.add(batch)  # float16 in, float16 stored: the same values
+        if refine is not None:
+            tmp = codes_path.with_name(codes_path.name + ".tmp.npy")
+            np.save(tmp, codes)
+            os.replace(tmp, codes_path)
         if ivf is not None:
             _atomic_write_index(ivf, ivf_path)
         _atomic_write_index(exact, exact_path)
         report.parts_built += 1
-        del ivf, exact
+        del ivf, exact, codes
     ivf_parts = [out / "ivf" / f"part-{number:05d}.faiss" for number in range(parts)]
     if with_ivf and not (out / "ivf" / "merged.faiss").is_file():
         say(f"merging {parts} parts into on-disk inverted lists")
@@ -249,7 +276,8 @@ def build_vector_index(
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
             "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,
-            "search": {k: params[k] for k in ("nprobe", "k_factor", "exact_max")}, "parameters": params,
+            "search": {k: params[k] for k in ("nprobe", "k_factor", "refine_factor", "exact_max")},
+            "refine": with_refine, "parameters": params,
             "value_lists": {"fields": listed, "list_max": config.list_max},
             "duplicate_keys": report.duplicate_keys, "plan": plan}  # fmt: skip
     _atomic_write_text(meta_path, json.dumps(meta, indent=1))

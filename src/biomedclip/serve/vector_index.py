@@ -8,8 +8,9 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 - ``ivf/merged.faiss`` + ``ivf/lists.ivfdata``: the IVF-PQ index (coarse quantizer, 4-bit PQ codes, ids) with faiss
   on-disk inverted lists, memory-mapped when opened and repacked into the SIMD fast-scan layout in RAM (faiss's
   on-disk lists do not take that layout, which scans 4-bit codes with SIMD): 40 bytes per vector
-  (0.4 GB at 10M), the only per-vector data the server holds; an index of fewer than ``ivf_min`` vectors has
-  none (every search is exact);
+  (0.4 GB at 10M) held in memory; an index of fewer than ``ivf_min`` vectors has none (every search is exact);
+- ``refine/pq.faiss`` + ``refine/part-NNNNN.npy``: an 8-bit product quantiser (64 sub-quantisers: 64 bytes per
+  vector, memory-mapped, 0.64 GB at 10M) and each part's codes, to narrow the candidates before exact re-ranking;
 - ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
   memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
@@ -17,8 +18,10 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 
 The records stay in the vector folder and are read on demand (its ``.npy`` files are read by the build only).
 
-Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; they are re-ranked exactly (dot
-products with their float16 vectors, from the exact parts), so the scores are the true cosine similarities. A
+Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; their 8-bit PQ codes (in memory)
+keep the best ``k * refine_factor``, which are re-ranked exactly (dot products with their float16 vectors, from
+the exact parts: the only reads of the 1 KB vectors, a few per result, so a cold page cache costs little), so the
+scores are the true cosine similarities. A
 filtered search first turns the filter into the passing ids (:class:`~biomedclip.serve.filters.Selection`). When
 one field's condition names only values with value lists (:mod:`biomedclip.serve.value_lists`: values held by
 at most ``list_max`` vectors), those lists are scanned, the other fields tested on their ids (exact: recall 1;
@@ -74,6 +77,7 @@ class SearchSettings:
     nprobe: int
     k_factor: int
     exact_max: int
+    refine_factor: int = 0
 
 
 def _float16_view(part: faiss.IndexScalarQuantizer) -> np.ndarray:
@@ -117,6 +121,7 @@ class VectorIndex:
         exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
         self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
         self._part_vectors = [_float16_view(part) for part in self.exact_parts]
+        self.refine = self._read_refine() if self.meta.get("refine") else None
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
         lists = self.meta.get("value_lists") or {}
@@ -147,6 +152,28 @@ class VectorIndex:
             raise FigureIndexError(f"{self.folder}: its IVF index holds {index.ntotal} vectors, meta.json {self.count}")
         return index
 
+    def _read_refine(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The refining PQ's centroids (M, 256, d / M) and each part's codes (memory-mapped)."""
+        path = self.folder / "refine" / "pq.faiss"
+        if not path.is_file():
+            raise FigureIndexError(f"{self.folder}: refine/pq.faiss is missing; build it again")
+        pq = faiss.read_ProductQuantizer(str(path))
+        centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+        paths = [self.folder / "refine" / f"part-{n:05d}.npy" for n in range(len(self.exact_parts))]
+        if missing := [p.name for p in paths if not p.is_file()]:
+            raise FigureIndexError(f"{self.folder}: refine parts missing ({', '.join(missing[:3])}); build it again")
+        return centroids, [np.load(p, mmap_mode="r") for p in paths]
+
+    def _by_part(self, ids: np.ndarray, arrays: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """Rows of sorted ``ids`` gathered from per-part arrays (float16 vectors or codes) into ``out``."""
+        parts = ids // self.part_vectors
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        for group in np.split(np.arange(len(ids)), bounds):
+            if len(group):
+                number = int(parts[group[0]])
+                out[group] = arrays[number][ids[group] - number * self.part_vectors]
+        return out
+
     @classmethod
     def load(cls, folder: str | Path, **overrides: int) -> VectorIndex:
         """Open the index at ``folder`` (``nprobe=``, ``k_factor=``, ``exact_max=`` override its settings)."""
@@ -159,20 +186,26 @@ class VectorIndex:
 
     def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The float16 vectors of sorted ``ids`` as float32, read from the memory-mapped exact parts."""
-        out = np.empty((len(ids), self.dim), np.float32)
-        parts = ids // self.part_vectors
-        bounds = np.flatnonzero(np.diff(parts)) + 1
-        for group in np.split(np.arange(len(ids)), bounds):
-            if len(group):
-                number = int(parts[group[0]])
-                out[group] = self._part_vectors[number][ids[group] - number * self.part_vectors]
-        return out
+        return self._by_part(ids, self._part_vectors, np.empty((len(ids), self.dim), np.float32))
+
+    def _narrow(self, query: np.ndarray, ids: np.ndarray, keep: int) -> np.ndarray:
+        """The ``keep`` of sorted ``ids`` whose 8-bit PQ codes score best against ``query`` (sorted again)."""
+        centroids, parts = self.refine
+        m, _, sub = centroids.shape
+        table = np.einsum("mkd,md->mk", centroids, query.reshape(m, sub))
+        codes = self._by_part(ids, parts, np.empty((len(ids), m), np.uint8))
+        approximate = table[np.arange(m), codes].sum(axis=1)
+        return np.sort(ids[np.argpartition(-approximate, keep - 1)[:keep]])
 
     def _rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best of ``ids`` by exact cosine similarity with their stored vectors, best first."""
+        """The k best of ``ids`` by exact cosine similarity with their stored vectors, best first (narrowed first
+        by the refining codes, held in memory, to ``k * refine_factor`` when there are more)."""
         ids = np.unique(ids[ids >= 0])
         if not len(ids):
             return np.empty(0, np.float32), np.empty(0, np.int64)
+        keep = k * self.settings.refine_factor
+        if self.refine is not None and keep and len(ids) > keep:
+            ids = self._narrow(query, ids, keep)
         # einsum, not BLAS: OpenBLAS's threads for a matrix-vector product cost more than they save on a busy CPU
         scores = np.einsum("ij,j->i", self.stored_vectors(ids), query)
         top = np.argpartition(-scores, k - 1)[:k] if len(ids) > k else np.arange(len(ids))
