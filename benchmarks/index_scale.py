@@ -284,12 +284,12 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_i
         click.echo(f"\nbuild CPU per vector, {largest:,} / 1M: {ratio:.2f}x (target <= 1.3x)")
     row = results[largest]
     anon = row["search"]["anon"]
-    lists = largest * 40  # 32 B of 4-bit PQ codes + 8 B id per vector
+    lists = largest * 104  # 32 B of 4-bit PQ codes + 8 B id in the IVF lists, 64 B of 8-bit refining codes
     fixed = anon - lists
     click.echo(
         f"search memory at {largest:,}: peak RSS {gb(row['search']['rss'])}; peak anonymous {gb(anon)} = "
-        f"IVF lists {gb(lists)} (40 B/vector) + {gb(fixed)} fixed (interpreter, libraries, quantizer). "
-        f"Extrapolated to 30M: {gb(fixed + 30e6 * 40)} anonymous, plus the page cache of the memory-mapped files "
+        f"IVF lists and refining codes {gb(lists)} (104 B/vector) + {gb(fixed)} fixed (interpreter, libraries, "
+        f"quantizers). Extrapolated to 30M: {gb(fixed + 30e6 * 104)} anonymous, plus the page cache of the memory-mapped files "
         f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; value "
         f"lists: the listed values' float16 copies, read only by a filter on them; filter bitmaps {gb(30e6 / 8)} "
         f"per dense value)"

@@ -10,7 +10,8 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
   on-disk lists do not take that layout, which scans 4-bit codes with SIMD): 40 bytes per vector
   (0.4 GB at 10M) held in memory; an index of fewer than ``ivf_min`` vectors has none (every search is exact);
 - ``refine/pq.faiss`` + ``refine/part-NNNNN.npy``: an 8-bit product quantiser (64 sub-quantisers: 64 bytes per
-  vector, memory-mapped, 0.64 GB at 10M) and each part's codes, to narrow the candidates before exact re-ranking;
+  vector, read into memory when opened: 0.64 GB at 10M) and each part's codes, to narrow the candidates before
+  exact re-ranking;
 - ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
   memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
@@ -162,7 +163,7 @@ class VectorIndex:
         paths = [self.folder / "refine" / f"part-{n:05d}.npy" for n in range(len(self.exact_parts))]
         if missing := [p.name for p in paths if not p.is_file()]:
             raise FigureIndexError(f"{self.folder}: refine parts missing ({', '.join(missing[:3])}); build it again")
-        return centroids, [np.load(p, mmap_mode="r") for p in paths]
+        return centroids, [np.load(p) for p in paths]  # in memory: read at random, a page cache miss each
 
     def _by_part(self, ids: np.ndarray, arrays: list[np.ndarray], out: np.ndarray) -> np.ndarray:
         """Rows of sorted ``ids`` gathered from per-part arrays (float16 vectors or codes) into ``out``."""
