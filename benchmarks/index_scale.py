@@ -289,10 +289,10 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_i
     click.echo(
         f"search memory at {largest:,}: peak RSS {gb(row['search']['rss'])}; peak anonymous {gb(anon)} = "
         f"IVF lists and refining codes {gb(lists)} (104 B/vector) + {gb(fixed)} fixed (interpreter, libraries, "
-        f"quantizers). Extrapolated to 30M: {gb(fixed + 30e6 * 104)} anonymous, plus the page cache of the memory-mapped files "
-        f"actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by candidate; value "
-        f"lists: the listed values' float16 copies, read only by a filter on them; filter bitmaps {gb(30e6 / 8)} "
-        f"per dense value)"
+        f"quantizers). Extrapolated to 30M: {gb(fixed + 30e6 * 104)} anonymous, plus the page cache of the "
+        f"memory-mapped files actually touched (float16 vectors {gb(30e6 * dim * 2)} on disk, read candidate by "
+        f"candidate; value lists: the listed values' float16 copies, read only by a filter on them; filter bitmaps "
+        f"{gb(30e6 / 8)} per dense value)"
     )
     if not keep and workdir is None:
         shutil.rmtree(root)
