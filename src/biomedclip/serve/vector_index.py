@@ -9,9 +9,9 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
   on-disk inverted lists, memory-mapped when opened and repacked into the SIMD fast-scan layout in RAM (faiss's
   on-disk lists do not take that layout, which scans 4-bit codes with SIMD): 40 bytes per vector
   (0.4 GB at 10M) held in memory; an index of fewer than ``ivf_min`` vectors has none (every search is exact);
-- ``refine/pq.faiss`` + ``refine/part-NNNNN.npy``: an 8-bit product quantiser (64 sub-quantisers: 64 bytes per
-  vector, read into memory when opened: 0.64 GB at 10M) and each part's codes, to narrow the candidates before
-  exact re-ranking;
+- ``refine/pq.faiss`` + ``refine/part-NNNNN.npy``: an 8-bit product quantiser of residuals from the IVF centroids
+  (64 sub-quantisers) and each part's rows (IVF list, code: 66 bytes per vector, read into memory when opened:
+  0.66 GB at 10M), to narrow the candidates before exact re-ranking;
 - ``exact/part-NNNNN.faiss``: the same parts as float16 flat indexes (faiss ``SQfp16``, 2 bytes per dimension),
   memory-mapped (``IO_FLAG_MMAP_IFC``), for exact search;
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
@@ -153,8 +153,9 @@ class VectorIndex:
             raise FigureIndexError(f"{self.folder}: its IVF index holds {index.ntotal} vectors, meta.json {self.count}")
         return index
 
-    def _read_refine(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The refining PQ's centroids (M, 256, d / M) and each part's codes (memory-mapped)."""
+    def _read_refine(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The IVF centroids (nlist, d), the refining PQ's centroids (M, 256, d / M) and each part's rows (list,
+        code), in memory."""
         path = self.folder / "refine" / "pq.faiss"
         if not path.is_file():
             raise FigureIndexError(f"{self.folder}: refine/pq.faiss is missing; build it again")
@@ -163,7 +164,9 @@ class VectorIndex:
         paths = [self.folder / "refine" / f"part-{n:05d}.npy" for n in range(len(self.exact_parts))]
         if missing := [p.name for p in paths if not p.is_file()]:
             raise FigureIndexError(f"{self.folder}: refine parts missing ({', '.join(missing[:3])}); build it again")
-        return centroids, [np.load(p) for p in paths]  # in memory: read at random, a page cache miss each
+        coarse = faiss.extract_index_ivf(self.ivf).quantizer
+        lists = coarse.reconstruct_n(0, coarse.ntotal)
+        return lists, centroids, [np.load(p) for p in paths]  # in memory: read at random, a page cache miss each
 
     def _by_part(self, ids: np.ndarray, arrays: list[np.ndarray], out: np.ndarray) -> np.ndarray:
         """Rows of sorted ``ids`` gathered from per-part arrays (float16 vectors or codes) into ``out``."""
@@ -190,12 +193,13 @@ class VectorIndex:
         return self._by_part(ids, self._part_vectors, np.empty((len(ids), self.dim), np.float32))
 
     def _narrow(self, query: np.ndarray, ids: np.ndarray, keep: int) -> np.ndarray:
-        """The ``keep`` of sorted ``ids`` whose 8-bit PQ codes score best against ``query`` (sorted again)."""
-        centroids, parts = self.refine
+        """The ``keep`` of sorted ``ids`` that score best against ``query`` by their IVF centroid plus their residual's
+        8-bit PQ code (sorted again)."""
+        lists, centroids, parts = self.refine
         m, _, sub = centroids.shape
         table = np.einsum("mkd,md->mk", centroids, query.reshape(m, sub))
-        codes = self._by_part(ids, parts, np.empty((len(ids), m), np.uint8))
-        approximate = table[np.arange(m), codes].sum(axis=1)
+        rows = self._by_part(ids, parts, np.empty(len(ids), parts[0].dtype))
+        approximate = lists[rows["list"]] @ query + table[np.arange(m), rows["code"]].sum(axis=1)
         return np.sort(ids[np.argpartition(-approximate, keep - 1)[:keep]])
 
     def _rerank(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
