@@ -160,29 +160,31 @@ def search_worker(index_dir: str, queries_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
-def _rss(pid: int) -> tuple[int, int]:
-    """(anonymous, file-backed) resident bytes of a process; (0, 0) once it is gone."""
+def _rss(pid: int) -> tuple[int, int, int]:
+    """(anonymous, file-backed, peak) resident bytes of a process; zeros once it is gone."""
     try:
         lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     except OSError:
-        return 0, 0
+        return 0, 0, 0
     pairs = (line.partition(":") for line in lines)
-    fields = {name: int(value.split()[0]) * 1024 for name, _, value in pairs if name in ("RssAnon", "RssFile")}
-    return fields.get("RssAnon", 0), fields.get("RssFile", 0)
+    names = ("RssAnon", "RssFile", "VmHWM")
+    fields = {name: int(value.split()[0]) * 1024 for name, _, value in pairs if name in names}
+    return fields.get("RssAnon", 0), fields.get("RssFile", 0), fields.get("VmHWM", 0)
 
 
 def run_child(command: list[str]) -> dict[str, float]:
-    """Run a child process: its CPU seconds, wall seconds, peak RSS (bytes; kernel high-water mark) and the peaks
-    of its anonymous and file-backed parts (sampled every 50 ms: file-backed pages are memory-mapped files, page
-    cache the kernel can drop)."""
+    """Run a child process: its CPU seconds, wall seconds, peak RSS (bytes; the kernel's high-water mark of the
+    program itself, ``VmHWM``: ``ru_maxrss`` would also count this process's pages the child had between fork and
+    exec) and the peaks of its anonymous and file-backed parts (sampled every 50 ms: file-backed pages are
+    memory-mapped files, page cache the kernel can drop)."""
     start = time.perf_counter()
     child = subprocess.Popen(command)
-    peaks = [0, 0]
+    peaks = [0, 0, 0]
 
     def sample() -> None:
         while child.poll() is None:
-            anon, file = _rss(child.pid)
-            peaks[0], peaks[1] = max(peaks[0], anon), max(peaks[1], file)
+            anon, file, high = _rss(child.pid)
+            peaks[0], peaks[1], peaks[2] = max(peaks[0], anon), max(peaks[1], file), max(peaks[2], high)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
@@ -193,7 +195,7 @@ def run_child(command: list[str]) -> dict[str, float]:
     if child.returncode != 0:
         raise click.ClickException(f"{' '.join(command)} failed")
     return {"cpu": usage.ru_utime + usage.ru_stime, "wall": time.perf_counter() - start,
-            "rss": usage.ru_maxrss * 1024, "anon": peaks[0], "file": peaks[1]}  # fmt: skip
+            "rss": peaks[2] or usage.ru_maxrss * 1024, "anon": peaks[0], "file": peaks[1]}  # fmt: skip
 
 
 def disk_bytes(path: Path) -> int:
@@ -253,6 +255,7 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_i
         queries_path = root / f"queries-{size}.npy"
         search = run_child([sys.executable, __file__, "--search-worker", str(index_dir), str(queries_path), str(out)])
         found = json.loads(out.read_text())
+        search["rss"] = max(search["rss"], found["memory"]["VmHWM"])  # its own high-water mark, at its very end
         row = {"cpu_per_vector_us": build["cpu"] / size * 1e6, "build": build, "search": search,
                "index_disk": disk_bytes(index_dir), "vectors_disk": disk_bytes(folder), "open_s": found["open_s"],
                "after_open": found["after_open"]}  # fmt: skip
