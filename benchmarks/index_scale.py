@@ -142,20 +142,20 @@ def search_worker(index_dir: str, queries_path: str, out_path: str) -> None:
     after_open = peak_memory()
     queries = np.load(queries_path)
     result: dict[str, object] = {"open_s": opened, "after_open": after_open}
-    for name, where in FILTERS.items():
+
+    def timed(where: dict[str, str]) -> tuple[list[np.ndarray], list[float]]:
         ids, times = [], []
         for query in queries:
             begin = time.perf_counter()
             ids.append(index.search_vectors(query[None, :], K, FigureFilter(**where) if where else None)[1][0])
             times.append((time.perf_counter() - begin) * 1e3)
+        return ids, times
+
+    for name, where in FILTERS.items():
+        ids, times = timed(where)
         result[name] = {"ids": np.array(ids).tolist(), "ms": times}
     for name, where in FILTERS.items():  # again: the vectors each query reads are now in the page cache
-        times = []
-        for query in queries:
-            begin = time.perf_counter()
-            index.search_vectors(query[None, :], K, FigureFilter(**where) if where else None)
-            times.append((time.perf_counter() - begin) * 1e3)
-        result[name]["ms_warm"] = times
+        result[name]["ms_warm"] = timed(where)[1]
     result["memory"] = peak_memory()
     Path(out_path).write_text(json.dumps(result))
 

@@ -26,8 +26,19 @@ import numpy as np
 from faiss.contrib.ondisk import merge_ondisk
 
 from biomedclip.serve.filters import FIELDS, FilterStore, Selection
+from biomedclip.serve.index import FigureIndexError
 
 _READ_ROWS = 65_536  # float16 vectors decoded at once while building
+
+
+def float16_view(part: faiss.IndexScalarQuantizer) -> np.ndarray:
+    """The (ntotal, d) float16 array a memory-mapped faiss ``SQfp16`` index (an exact part) stores, without a copy
+    (numpy gathers rows three times faster than faiss's ``reconstruct_batch`` decodes them); valid while ``part``
+    lives."""
+    if part.sq.qtype != faiss.ScalarQuantizer.QT_fp16 or part.code_size != 2 * part.d:
+        raise FigureIndexError(f"an exact part is not a float16 flat index (code size {part.code_size})")
+    raw = faiss.rev_swig_ptr(part.codes.data(), part.ntotal * part.code_size)
+    return raw.view(np.float16).reshape(part.ntotal, part.d)
 
 
 def listed_codes(counts: np.ndarray, list_max: int) -> np.ndarray:
@@ -47,7 +58,7 @@ def _empty_lists(dim: int, nlist: int) -> faiss.IndexIVFScalarQuantizer:
 
 
 def build_value_lists(
-    filters_dir: Path, work: Path, exact_parts: list[Path], part_vectors: int, list_max: int,
+    filters_dir: Path, work: Path, exact_parts: list[Path], dim: int, part_vectors: int, list_max: int,
     say: Callable[[str], None],
 ) -> list[str]:  # fmt: skip
     """Write the value lists of every field that has a listed value; returns those fields.
@@ -74,8 +85,7 @@ def build_value_lists(
                 _write_part(exact_path, number * part_vectors, codes[name], listed, part_path)
         data = filters_dir / f"{name}.lists.ivfdata"
         data.unlink(missing_ok=True)
-        exact = faiss.read_index(str(exact_parts[0]), faiss.IO_FLAG_MMAP_IFC)
-        merged = _empty_lists(exact.d, len(store.counts[name]))
+        merged = _empty_lists(dim, len(store.counts[name]))
         merge_ondisk(merged, [str(path) for path in part_paths], str(data))
         tmp = merged_path.with_name(merged_path.name + ".tmp")
         faiss.write_index(merged, str(tmp))
@@ -88,12 +98,13 @@ def build_value_lists(
 def _write_part(exact_path: Path, start: int, codes: np.ndarray, listed: np.ndarray, out: Path) -> None:
     """The lists of one exact part's vectors whose value is listed."""
     exact = faiss.read_index(str(exact_path), faiss.IO_FLAG_MMAP_IFC)
+    stored = float16_view(exact)
     part_codes = np.asarray(codes[start : start + exact.ntotal], np.int64)
     rows = np.flatnonzero(listed[part_codes])
     lists = _empty_lists(exact.d, len(listed))
     for first in range(0, len(rows), _READ_ROWS):
         chunk = rows[first : first + _READ_ROWS].astype(np.int64)
-        vectors = exact.reconstruct_batch(chunk)
+        vectors = stored[chunk].astype(np.float32)
         ids = chunk + start
         assign = part_codes[chunk]
         lists.add_core(len(chunk), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(assign))
@@ -120,7 +131,7 @@ class ValueLists:
         for name, codes in conditions.items():
             counts = self.store.counts[name][codes] if codes else np.zeros(0, np.int64)
             total = int(counts.sum())
-            if name in self.indexes and total <= self.list_max and bool(np.all(counts <= self.list_max)):
+            if name in self.indexes and total <= self.list_max:  # so is each value: each is listed
                 options.append((total, name, [c for c, n in zip(codes, counts.tolist(), strict=True) if n]))
         return min(options)[1:] if options else None
 

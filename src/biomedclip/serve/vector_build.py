@@ -289,7 +289,9 @@ def build_vector_index(
     listed: list[str] = []
     if with_ivf and config.list_max:
         exact_parts = [out / "exact" / f"part-{number:05d}.faiss" for number in range(parts)]
-        listed = build_value_lists(out / "filters", work, exact_parts, config.part_vectors, config.list_max, say)
+        listed = build_value_lists(
+            out / "filters", work, exact_parts, folder.dim, config.part_vectors, config.list_max, say
+        )
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
             "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,

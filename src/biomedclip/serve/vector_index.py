@@ -53,7 +53,7 @@ from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normaliz
 from biomedclip.serve.keys import KeyTable
 from biomedclip.serve.records import RecordStore
 from biomedclip.serve.shards import shard_location
-from biomedclip.serve.value_lists import ValueLists
+from biomedclip.serve.value_lists import ValueLists, float16_view
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 
 INDEX_FORMAT = "biomedclip-vector-index/1"
@@ -79,15 +79,6 @@ class SearchSettings:
     k_factor: int
     exact_max: int
     refine_factor: int = 0
-
-
-def _float16_view(part: faiss.IndexScalarQuantizer) -> np.ndarray:
-    """The (ntotal, d) float16 array a memory-mapped faiss ``SQfp16`` index stores, without a copy (numpy gathers
-    rows three times faster than faiss's ``reconstruct_batch`` decodes them); valid while ``part`` lives."""
-    if part.sq.qtype != faiss.ScalarQuantizer.QT_fp16 or part.code_size != 2 * part.d:
-        raise FigureIndexError(f"an exact part is not a float16 flat index (code size {part.code_size})")
-    raw = faiss.rev_swig_ptr(part.codes.data(), part.ntotal * part.code_size)
-    return raw.view(np.float16).reshape(part.ntotal, part.d)
 
 
 class VectorIndex:
@@ -121,7 +112,7 @@ class VectorIndex:
         self.ivf = self._read_ivf() if self.meta["ivf"] else None
         exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
         self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
-        self._part_vectors = [_float16_view(part) for part in self.exact_parts]
+        self._part_vectors = [float16_view(part) for part in self.exact_parts]
         self.refine = self._read_refine() if self.meta.get("refine") else None
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
