@@ -207,6 +207,20 @@ def test_value_lists_cut_off(listed_index, stored, vector_folder, tmp_path) -> N
     assert not (out / "filters" / "license.lists.faiss").exists()
 
 
+@pytest.mark.parametrize("lost", ["filters/journal.lists.ivfdata", "refine/part-00001.npy", "exact/part-00002.faiss"])
+def test_an_index_missing_a_file_is_refused_by_name(listed_index, tmp_path, lost) -> None:
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(listed_index.folder, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta["vectors"] = str(Path(listed_index.folder, meta["vectors"]).resolve())  # the copy's vectors stay put
+    (copy / "meta.json").write_text(json.dumps(meta))
+    (copy / lost).unlink()
+    with pytest.raises(FigureIndexError, match=f"{Path(lost).name}.*build it again"):
+        VectorIndex.load(copy)
+
+
 def test_a_filter_nothing_passes_returns_no_hits(index, vectors_and_queries) -> None:
     _, ids = index.search_vectors(vectors_and_queries[1][:2], 10, FigureFilter(journal="no such journal"))
     assert ids.shape == (2, 0)

@@ -119,6 +119,9 @@ class ValueLists:
     def __init__(self, filters_dir: Path, fields: list[str], list_max: int, store: FilterStore) -> None:
         self.list_max = list_max
         self.store = store
+        paths = [filters_dir / f"{name}.{kind}" for name in fields for kind in ("lists.faiss", "lists.ivfdata")]
+        if missing := [path.name for path in paths if not path.is_file()]:
+            raise FigureIndexError(f"{filters_dir}: value lists missing ({', '.join(missing[:3])}); build it again")
         self.indexes = {
             name: faiss.read_index(str(filters_dir / f"{name}.lists.faiss"), faiss.IO_FLAG_ONDISK_SAME_DIR)
             for name in fields
