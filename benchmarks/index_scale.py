@@ -18,7 +18,8 @@ the clusters. Then:
 - a separate search process opens the index and runs the queries one at a time: its p50/p95 latency, recall@10
   against the brute force, and its peak RSS (with the anonymous / file-backed split); then runs them again, to
   show the latency once the vectors they read are in the page cache (the first pass meets the page cache the
-  build and the brute force left: mostly cold for the float16 vectors at 10M).
+  build and the brute force left: mostly cold for the float16 vectors at 10M; with ``--drop-caches``, run as
+  root, an empty one).
 
 Targets: p50 < 10 ms, recall@10 >= 0.95 unfiltered and filtered at every size; build CPU per vector at the
 largest size within 1.3x of 1M; search RSS at 10M <= 8 GB. The machine is shared: figures are indicative.
@@ -160,6 +161,15 @@ def search_worker(index_dir: str, queries_path: str, out_path: str) -> None:
     Path(out_path).write_text(json.dumps(result))
 
 
+def empty_page_cache() -> None:
+    """Write dirty pages out and drop the clean ones (root only), so the next reads come from the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as error:
+        raise click.ClickException(f"--drop-caches needs root: {error}") from error
+
+
 def _rss(pid: int) -> tuple[int, int, int]:
     """(anonymous, file-backed, peak) resident bytes of a process; zeros once it is gone."""
     try:
@@ -220,8 +230,13 @@ def gb(value: float) -> str:
     is_flag=True,
     help="Measure search again on the index a --keep run left in --workdir (its build figures are kept).",
 )
+@click.option(
+    "--drop-caches",
+    is_flag=True,
+    help="Empty the kernel's page cache before each search process (needs root): its first pass is truly cold.",
+)
 @click.option("--search-worker", "worker", nargs=3, hidden=True, help="internal: INDEX QUERIES OUT")
-def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_index, worker) -> None:
+def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_index, drop_caches, worker) -> None:
     """Build and measure the vector index at each size; print the table, the build-cost ratio and the 30M estimate."""
     if worker:
         return search_worker(*worker)
@@ -253,6 +268,8 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_i
         truth_s = time.perf_counter() - start
         out = root / f"search-{size}.json"
         queries_path = root / f"queries-{size}.npy"
+        if drop_caches:
+            empty_page_cache()
         search = run_child([sys.executable, __file__, "--search-worker", str(index_dir), str(queries_path), str(out)])
         found = json.loads(out.read_text())
         search["rss"] = max(search["rss"], found["memory"]["VmHWM"])  # its own high-water mark, at its very end
@@ -265,8 +282,9 @@ def main(sizes, dim, clusters, queries, shard_size, workdir, keep, seed, reuse_i
             f"{gb(build['file'])}); index on disk {gb(row['index_disk'])} (+ the vector folder: float16 vectors "
             f"and records, {gb(row['vectors_disk'])})"
         )
+        emptied = " (page cache emptied first)" if drop_caches else ""
         click.echo(
-            f"search process: opened in {found['open_s']:.1f} s; peak RSS {gb(search['rss'])} (anonymous "
+            f"search process{emptied}: opened in {found['open_s']:.1f} s; peak RSS {gb(search['rss'])} (anonymous "
             f"{gb(search['anon'])}, memory-mapped files {gb(search['file'])}); brute-force truth {truth_s:.0f} s"
         )
         for name in FILTERS:

@@ -25,20 +25,11 @@ import faiss
 import numpy as np
 from faiss.contrib.ondisk import merge_ondisk
 
+from biomedclip.serve.exact_parts import float16_view
 from biomedclip.serve.filters import FIELDS, FilterStore, Selection
 from biomedclip.serve.index import FigureIndexError
 
 _READ_ROWS = 65_536  # float16 vectors decoded at once while building
-
-
-def float16_view(part: faiss.IndexScalarQuantizer) -> np.ndarray:
-    """The (ntotal, d) float16 array a memory-mapped faiss ``SQfp16`` index (an exact part) stores, without a copy
-    (numpy gathers rows three times faster than faiss's ``reconstruct_batch`` decodes them); valid while ``part``
-    lives."""
-    if part.sq.qtype != faiss.ScalarQuantizer.QT_fp16 or part.code_size != 2 * part.d:
-        raise FigureIndexError(f"an exact part is not a float16 flat index (code size {part.code_size})")
-    raw = faiss.rev_swig_ptr(part.codes.data(), part.ntotal * part.code_size)
-    return raw.view(np.float16).reshape(part.ntotal, part.d)
 
 
 def listed_codes(counts: np.ndarray, list_max: int) -> np.ndarray:

@@ -48,12 +48,13 @@ from typing import Any
 import faiss
 import numpy as np
 
+from biomedclip.serve.exact_parts import ExactParts, by_part
 from biomedclip.serve.filters import FilterStore, Selection
 from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normalize
 from biomedclip.serve.keys import KeyTable
 from biomedclip.serve.records import RecordStore
 from biomedclip.serve.shards import shard_location
-from biomedclip.serve.value_lists import ValueLists, float16_view
+from biomedclip.serve.value_lists import ValueLists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 
 INDEX_FORMAT = "biomedclip-vector-index/1"
@@ -110,9 +111,7 @@ class VectorIndex:
         self.settings = SearchSettings(**settings)
         self.part_vectors = int(self.meta["part_vectors"])
         self.ivf = self._read_ivf() if self.meta["ivf"] else None
-        exact_paths = self._part_paths("exact", int(self.meta["exact_parts"]))
-        self.exact_parts = [faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC) for path in exact_paths]
-        self._part_vectors = [float16_view(part) for part in self.exact_parts]
+        self.exact = ExactParts(self._part_paths("exact", int(self.meta["exact_parts"])), self.part_vectors)
         self.refine = self._read_refine() if self.meta.get("refine") else None
         self.nlist = faiss.extract_index_ivf(self.ivf).nlist if self.ivf is not None else 0
         self.filters = FilterStore(self.folder / "filters")
@@ -152,22 +151,12 @@ class VectorIndex:
             raise FigureIndexError(f"{self.folder}: refine/pq.faiss is missing; build it again")
         pq = faiss.read_ProductQuantizer(str(path))
         centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
-        paths = [self.folder / "refine" / f"part-{n:05d}.npy" for n in range(len(self.exact_parts))]
+        paths = [self.folder / "refine" / f"part-{n:05d}.npy" for n in range(len(self.exact.indexes))]
         if missing := [p.name for p in paths if not p.is_file()]:
             raise FigureIndexError(f"{self.folder}: refine parts missing ({', '.join(missing[:3])}); build it again")
         coarse = faiss.extract_index_ivf(self.ivf).quantizer
         lists = coarse.reconstruct_n(0, coarse.ntotal)
         return lists, centroids, [np.load(p) for p in paths]  # in memory: read at random, a page cache miss each
-
-    def _by_part(self, ids: np.ndarray, arrays: list[np.ndarray], out: np.ndarray) -> np.ndarray:
-        """Rows of sorted ``ids`` gathered from per-part arrays (float16 vectors or codes) into ``out``."""
-        parts = ids // self.part_vectors
-        bounds = np.flatnonzero(np.diff(parts)) + 1
-        for group in np.split(np.arange(len(ids)), bounds):
-            if len(group):
-                number = int(parts[group[0]])
-                out[group] = arrays[number][ids[group] - number * self.part_vectors]
-        return out
 
     @classmethod
     def load(cls, folder: str | Path, **overrides: int) -> VectorIndex:
@@ -181,7 +170,7 @@ class VectorIndex:
 
     def stored_vectors(self, ids: np.ndarray) -> np.ndarray:
         """The float16 vectors of sorted ``ids`` as float32, read from the memory-mapped exact parts."""
-        return self._by_part(ids, self._part_vectors, np.empty((len(ids), self.dim), np.float32))
+        return self.exact.vectors(ids)
 
     def _narrow(self, query: np.ndarray, ids: np.ndarray, keep: int) -> np.ndarray:
         """The ``keep`` of sorted ``ids`` that score best against ``query`` by their IVF centroid plus their residual's
@@ -189,7 +178,7 @@ class VectorIndex:
         lists, centroids, parts = self.refine
         m, _, sub = centroids.shape
         table = np.einsum("mkd,md->mk", centroids, query.reshape(m, sub))
-        rows = self._by_part(ids, parts, np.empty(len(ids), parts[0].dtype))
+        rows = by_part(ids, parts, self.part_vectors, np.empty(len(ids), parts[0].dtype))
         approximate = lists[rows["list"]] @ query + table[np.arange(m), rows["code"]].sum(axis=1)
         return np.sort(ids[np.argpartition(-approximate, keep - 1)[:keep]])
 
@@ -213,7 +202,7 @@ class VectorIndex:
         only for the ids the selection's bitmap holds."""
         bitmap = selection.as_bitmap(self.count) if selection is not None else None
         all_scores, all_ids = [], []
-        for number, part in enumerate(self.exact_parts):
+        for number, part in enumerate(self.exact.indexes):
             start = number * self.part_vectors
             params = selector = None
             if bitmap is not None:
