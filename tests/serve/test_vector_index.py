@@ -207,7 +207,9 @@ def test_value_lists_cut_off(listed_index, stored, vector_folder, tmp_path) -> N
     assert not (out / "filters" / "license.lists.faiss").exists()
 
 
-@pytest.mark.parametrize("lost", ["filters/journal.lists.ivfdata", "refine/part-00001.npy", "exact/part-00002.faiss"])
+@pytest.mark.parametrize(
+    "lost", ["filters/journal.lists.ivfdata", "refine/part-00001.npy", "exact/part-00002.faiss", "records/rows.bin"]
+)
 def test_an_index_missing_a_file_is_refused_by_name(listed_index, tmp_path, lost) -> None:
     import shutil
 
@@ -281,6 +283,18 @@ def test_an_interrupted_build_resumes_and_equals_a_clean_one(vector_folder, inde
     resumed = VectorIndex.load(tmp_path / "index")
     queries = np.random.default_rng(0).standard_normal((5, DIM)).astype(np.float32)
     assert resumed.search_vectors(queries, 10)[1].tolist() == index.search_vectors(queries, 10)[1].tolist()
+
+
+def test_an_index_of_another_format_is_refused(index, tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "index"
+    shutil.copytree(index.folder, copy)
+    meta = json.loads((copy / "meta.json").read_text())
+    meta.update(format="biomedclip-vector-index/1", vectors=str(Path(index.folder, meta["vectors"]).resolve()))
+    (copy / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(FigureIndexError, match=r"another version .*format biomedclip-vector-index/1.*build it again"):
+        VectorIndex.load(copy)
 
 
 def test_a_changed_vector_folder_is_refused(vector_folder, tmp_path) -> None:

@@ -71,9 +71,10 @@ class RecordStore:
         """One record by global id."""
         return self.records([row])[0]
 
-    def scan(self, columns: Sequence[str]) -> Iterator[tuple[int, pa.Table]]:
-        """(first global id, table) over every record in id order, one row group at a time."""
+    def scan(self, columns: Sequence[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+        """(first global id, table) over every record in id order, one row group at a time (all columns by
+        default)."""
         for shard, start in zip(self.folder.shards, self.folder.starts[:-1].tolist(), strict=True):
             parquet, starts = self._file(shard)
             for group in range(parquet.metadata.num_row_groups):
-                yield start + int(starts[group]), parquet.read_row_group(group, columns=list(columns))
+                yield start + int(starts[group]), parquet.read_row_group(group, columns=columns and list(columns))

@@ -12,7 +12,9 @@ Steps (each resumable; progress lives in ``OUT/build/`` until ``meta.json`` is w
    written is kept on resume; then the IVF parts are merged into faiss on-disk inverted lists
    (``ivf/merged.faiss`` + ``ivf/lists.ivfdata``, reading the parts memory-mapped);
 4. read the records' key, parent and filter columns one Parquet row group at a time into memory-mapped arrays,
-   then write the filters, the key table and the panel -> parent ids (counting sorts on disk, chunk-bounded).
+   then write the filters, the key table and the panel -> parent ids (counting sorts on disk, chunk-bounded);
+5. write the records again row by row (``records/``: :mod:`biomedclip.serve.row_records`), so that the service
+   reads a hit's record in one read.
 
 Parameters from N (the number of vectors; each can be set instead):
 
@@ -63,6 +65,7 @@ from biomedclip.serve.filters import FilterBuilder
 from biomedclip.serve.index import FigureIndexError
 from biomedclip.serve.keys import KeyTable, key_hash, write_key_table
 from biomedclip.serve.records import RecordStore
+from biomedclip.serve.row_records import write_row_records
 from biomedclip.serve.value_lists import build_value_lists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 from biomedclip.serve.vector_index import INDEX_FORMAT, KIND
@@ -218,7 +221,7 @@ def build_vector_index(
         report.up_to_date = True
         return report
     if not (work / "plan.json").is_file() or json.loads((work / "plan.json").read_text()) != plan:
-        for stale in ("meta.json", "ivf", "exact", "refine", "filters", "keys", "parents.npy", "build"):
+        for stale in ("meta.json", "ivf", "exact", "refine", "filters", "keys", "parents.npy", "records", "build"):
             path = out / stale
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         work.mkdir(parents=True)
@@ -292,6 +295,9 @@ def build_vector_index(
         listed = build_value_lists(
             out / "filters", work, exact_parts, folder.dim, config.part_vectors, config.list_max, say
         )
+    if not (out / "records" / "offsets.npy").is_file():
+        say("writing the records by id")
+        write_row_records(RecordStore(folder), out / "records", n)
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
             "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,

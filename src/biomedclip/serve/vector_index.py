@@ -17,7 +17,10 @@ A vector index (built by :func:`biomedclip.serve.vector_build.build_vector_index
 - ``filters/`` (:mod:`biomedclip.serve.filters`), ``keys/`` (:mod:`biomedclip.serve.keys`) and ``parents.npy``
   (the id of each panel's parent figure, -1 for none), all memory-mapped.
 
-The records stay in the vector folder and are read on demand (its ``.npy`` files are read by the build only).
+- ``records/``: the vector folder's records written again by id (:mod:`biomedclip.serve.row_records`), one read
+  per hit.
+
+The vector folder's Parquet records and ``.npy`` vectors are read by the build only (the page links its images).
 
 Search: the IVF index proposes ``k * k_factor`` candidates from ``nprobe`` lists; their 8-bit PQ codes (in memory)
 keep the best ``k * refine_factor``, which are re-ranked exactly (dot products with their float16 vectors, from
@@ -52,12 +55,12 @@ from biomedclip.serve.exact_parts import ExactParts, by_part
 from biomedclip.serve.filters import FilterStore, Selection
 from biomedclip.serve.index import FigureFilter, FigureIndexError, Hit, normalize
 from biomedclip.serve.keys import KeyTable
-from biomedclip.serve.records import RecordStore
+from biomedclip.serve.row_records import RowRecords
 from biomedclip.serve.shards import shard_location
 from biomedclip.serve.value_lists import ValueLists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 
-INDEX_FORMAT = "biomedclip-vector-index/1"
+INDEX_FORMAT = "biomedclip-vector-index/2"  # 2: records written again by id (records/)
 KIND = "ivf-vectors"
 MIN_PASSING_PER_LIST = 64  # a filtered IVF search probes more lists while its lists hold fewer passing vectors
 FILTERED_K_SHARE = 0.3  # and re-ranks k_factor * max(passing share, this) candidates per result (times its scale)
@@ -67,7 +70,7 @@ def is_vector_index(folder: str | Path) -> bool:
     """Whether ``folder`` holds a vector index (rather than a :class:`~biomedclip.serve.index.FigureIndex`)."""
     meta = Path(folder) / "meta.json"
     try:
-        return json.loads(meta.read_text()).get("format") == INDEX_FORMAT
+        return str(json.loads(meta.read_text()).get("format", "")).startswith(INDEX_FORMAT.partition("/")[0] + "/")
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -93,6 +96,11 @@ class VectorIndex:
         if not is_vector_index(self.folder):
             raise FigureIndexError(f"{self.folder} is not a vector index (no meta.json of format {INDEX_FORMAT})")
         self.meta = json.loads(meta_path.read_text())
+        if self.meta["format"] != INDEX_FORMAT:
+            raise FigureIndexError(
+                f"{self.folder} was built by another version (format {self.meta['format']}, this one reads "
+                f"{INDEX_FORMAT}); build it again (biomedclip index build --vectors ...)"
+            )
         self.dim, self.count, self.model = int(self.meta["dim"]), int(self.meta["count"]), self.meta["model"]
         vectors_path = Path(os.path.normpath(self.folder / self.meta["vectors"]))
         try:
@@ -123,7 +131,7 @@ class VectorIndex:
         )
         self.keys = KeyTable(self.folder / "keys")
         self.parents = np.load(self.folder / "parents.npy", mmap_mode="r")
-        self.records = RecordStore(self.vectors)
+        self.records = RowRecords(self.folder / "records", self.count)
         self._facets = self.filters.facets()
 
     def _part_paths(self, kind: str, parts: int) -> list[Path]:
