@@ -271,3 +271,83 @@ def test_trim_and_strip_trims_match_brute_force():
                     continue
                 strips = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in runs]
                 assert mask.trim_strips(box, axis, runs) == [brute(fg, strip) for strip in strips]
+
+
+def _splitter(canvas: np.ndarray):
+    """The layout splitter over an RGB array, as ``detect_panels`` builds it (no downscaling)."""
+    from biomedclip.panels.layout import _foreground, _Mask, _Splitter
+
+    gray = canvas.astype(np.int16).sum(axis=2) // 3
+    return _Splitter(_Mask(_foreground(canvas), gray.astype(np.int16)))
+
+
+def _two_blocks(left_rows: np.ndarray, right_rows: np.ndarray, width: int = 120) -> np.ndarray:
+    """A white figure holding one block (10 px in from each edge) whose left and right halves have, per row, the
+    given flat grey levels: the two halves abut at x = 10 + width."""
+    height = len(left_rows)
+    canvas = np.full((height + 20, 2 * width + 20, 3), 255, np.uint8)
+    canvas[10 : 10 + height, 10 : 10 + width] = left_rows[:, None, None]
+    canvas[10 : 10 + height, 10 + width : 10 + 2 * width] = right_rows[:, None, None]
+    return canvas
+
+
+@pytest.mark.parametrize(("stepping_rows", "found"), [(75, True), (74, False)])
+def test_abutting_seam_needs_three_quarters_of_its_length_to_step(stepping_rows, found):
+    # 100 rows: the right half is 40 grey levels darker on the first ``stepping_rows`` rows, equal below
+    left = np.full(100, 140)
+    right = np.where(np.arange(100) < stepping_rows, 100, 140)
+    canvas = _two_blocks(left, right)
+    cut = _splitter(canvas).abutting_seam((10, 10, 250, 110))
+    assert (cut is not None) == found
+    if found:
+        _, first, second = cut
+        assert first == (10, 10, 130, 110) and second == (130, 10, 250, 110)
+
+
+@pytest.mark.parametrize(("step", "found"), [(6, True), (5, False)])
+def test_abutting_seam_needs_a_step_of_six_grey_levels(step, found):
+    canvas = _two_blocks(np.full(100, 120), np.full(100, 120 + step))
+    assert (_splitter(canvas).abutting_seam((10, 10, 250, 110)) is not None) == found
+
+
+@pytest.mark.parametrize(("crossings", "lattice"), [(3, True), (2, False)])
+def test_edges_running_through_a_seam_make_it_a_lattice_not_two_images(crossings, lattice):
+    from biomedclip.panels.layout import _crossed_lattice
+
+    # both sides step by 30 at the same rows (``crossings`` of them); the right side also steps at 8 rows alone
+    before, after = np.zeros(200, np.int16), np.zeros(200, np.int16)
+    for row in range(crossings):
+        before[20 * (row + 1) :] += 30
+        after[20 * (row + 1) + 1 :] += 30  # one pixel off still crosses
+    for row in range(8):
+        after[100 + 10 * row :] += 30 * (-1) ** row
+    assert _crossed_lattice(before, after) == lattice
+    # the share rule: 3 crossings among 16 stepping rows (0.19) are not a lattice
+    for row in range(5):
+        before[110 + 10 * row + 5 :] += 30 * (-1) ** row
+    assert not _crossed_lattice(before, after)
+
+
+SAMPLE_XRAYS = Path(__file__).resolve().parents[1] / "data" / "sample" / "imagefolder" / "chest_xray" / "normal lungs"
+
+
+def test_two_upscaled_xrays_without_gutter_are_two_panels():
+    """Two 28-px chest X-rays of the bundled sample upscaled 10x and abutting: smooth inside, similar in
+    brightness at the seam (the older seam tests miss it: too small a step on average)."""
+    scans = []
+    for name, width in (("chest_xray_train_01241.png", 260), ("chest_xray_train_01250.png", 240)):
+        with Image.open(SAMPLE_XRAYS / name) as image:
+            scans.append(np.asarray(image.convert("RGB").resize((width, 280), Image.BICUBIC)))
+    canvas = np.full((310, 530, 3), 255, np.uint8)
+    canvas[15:295, 15:515] = np.concatenate(scans, axis=1)
+    _assert_boxes(detect_panels(Image.fromarray(canvas)), [(15, 15, 275, 295), (275, 15, 515, 295)])
+
+
+def test_abutting_seam_is_not_found_between_heat_map_cells():
+    # 4 rows of 4 flat grey cells, every cell 35 or more grey levels from its neighbours (few enough lines for
+    # the edge count to let them through): each row or column boundary is crossed by the others
+    rows, cols = np.mgrid[0:4, 0:4]
+    cells = (40 + 35 * ((3 * rows + 5 * cols) % 6)).astype(np.uint8)
+    canvas = np.full((400, 520, 3), 255, np.uint8)
+    canvas[20:380, 20:500] = np.repeat(np.repeat(cells, 90, axis=0), 120, axis=1)[:, :, None]
+    assert _splitter(canvas).abutting_seam((20, 20, 500, 380)) is None

@@ -52,6 +52,13 @@ SEAM_STEP = 25  # grey levels between the two strips for a row to step
 SEAM_SHARE = 0.9  # share of the seam's length that steps
 SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
 MAX_SEAM_LINES = 8
+ABUT_STEP = 6  # grey levels across 2 px at a seam between abutting images, at one position along it
+ABUT_LOCAL = 2  # and this many times the step over the 2 px just beside it on either side (not a gradient)
+ABUT_SHARE = 0.75  # share of the seam's filled positions (foreground on both sides) that step
+ABUT_RATIO = 6  # mean step across the seam over the larger mean step beside it
+LATTICE_STEP = 15  # grey levels between neighbours along a seam's side: an edge that meets the seam
+LATTICE_MIN_CROSSINGS = 3  # this many edges crossing a seam (and this share of all meeting it) make it a lattice
+LATTICE_SHARE = 0.2
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
@@ -500,12 +507,61 @@ class _Splitter:
                     best = (float(share[index]), first, second)
         return None if best is None else (0, best[1], best[2])
 
+    def abutting_seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge where two images meet with no gutter: along most of its length both sides are
+        foreground, and there the brightness jumps across it while it changes little just beside it on either
+        side (a discontinuity, not the steep part of a gradient inside one image)."""
+        x0, y0, x1, y1 = box
+        if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        best = None
+        for axis in (0, 1):
+            gray = self.mask.gray[y0:y1, x0:x1]
+            fg = self.mask.fg[y0:y1, x0:x1]
+            if axis == 0:
+                gray, fg = gray.T, fg.T
+            length, n = gray.shape  # positions along a candidate seam, candidates across
+            if n < 12:
+                continue
+            step = np.abs(gray[:, 2:] - gray[:, :-2])  # step[:, j]: across pixels j .. j + 2
+            centre, before, after = step[:, 2:-2], step[:, :-4], step[:, 4:]
+            filled = fg[:, 2:-4] & fg[:, 4:-2]  # foreground at both ends of the window
+            edge = filled & (centre >= ABUT_STEP) & (centre >= ABUT_LOCAL * np.maximum(before, after))
+            n_filled = filled.sum(axis=0)
+            n_edge = edge.sum(axis=0)
+            weight = filled.astype(np.int16)
+            jump = (centre * weight).sum(axis=0)
+            beside = np.maximum((before * weight).sum(axis=0), (after * weight).sum(axis=0))
+            share = n_edge / np.maximum(n_filled, 1)
+            ok = (
+                (n_filled >= SEAM_FILLED * length)
+                & (share >= ABUT_SHARE)
+                & (jump >= ABUT_RATIO * np.maximum(beside, n_filled))
+            )
+            weak = (n_filled >= SEAM_FILLED * length) & (share >= ABUT_SHARE / 2)
+            peaks = weak & (share >= np.maximum(np.roll(share, 1), np.roll(share, -1)))
+            if np.count_nonzero(peaks) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            for i in np.flatnonzero(ok & peaks):
+                j = int(i) + 2  # the window covers pixels j .. j + 2: the seam is after j or after j + 1
+                single = np.abs(np.diff(gray[:, j : j + 3], axis=1)).sum(axis=0)
+                cut = j + 1 if single[0] >= single[1] else j + 2
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                better = best is None or share[i] > best[0]
+                crossed = better and _crossed_lattice(gray[:, j - 2], gray[:, j + 4])
+                if better and not crossed and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[i]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
     def split(self, box: Box, gap: int) -> list[_Piece]:
         inner = self.unframe(box)
         if inner is not None and inner != box:
             pieces = self.split(inner, gap)
             return pieces if len(pieces) > 1 else [_Piece(box, gap)]
-        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box)
+        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box) or self.abutting_seam(box)
         if cut is not None:
             width, first, second = cut
             return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
@@ -516,6 +572,19 @@ class _Splitter:
             self.decorations.extend(strips)
             return self.split(core, gap)
         return [_Piece(box, gap)]
+
+
+def _crossed_lattice(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether edges across a seam continue through it: the lines of pixels just before and after the seam
+    (along it) both step at the same places (one pixel apart at most), as the row boundaries of a heat map or a
+    table cross its column boundaries, where two independent images have their edges at unrelated places."""
+    first = np.abs(np.diff(before)) >= LATTICE_STEP
+    second = np.abs(np.diff(after)) >= LATTICE_STEP
+    near = second.copy()
+    near[1:] |= second[:-1]
+    near[:-1] |= second[1:]
+    crossings = int(np.count_nonzero(first & near))
+    return crossings >= LATTICE_MIN_CROSSINGS and crossings >= LATTICE_SHARE * int(np.count_nonzero(first | second))
 
 
 def _attach_decorations(pieces: list[_Piece], decorations: list[Box]) -> None:
