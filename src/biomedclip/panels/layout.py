@@ -1,12 +1,13 @@
 """Panel detection by layout analysis: compound or single, and the box of each panel.
 
-The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of
-any colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two
-abutting images meet. A cut is kept only when both sides look like panels: big enough for the figure (a share of
-its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
-plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
-also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are
-peeled off and given back to the one panel they lie along, or to none.
+The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of any
+colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two abutting
+images meet (brightness jumps along most of a straight line while each side changes little beside it; not a line of
+a lattice, whose edges continue across it, as a heat map's cells). A cut is kept only when both sides look like
+panels: big enough for the figure (a share of its width and height) and holding more than lines of text, so legends,
+tick labels and titles stay with their plot. Narrow gaps between frame lines of the same extent are facets of one
+plot, not gutters; a framed region is also looked at inside its frame. Strips of text that block every cut (a
+figure-wide title, row headers) are peeled off and given back to the one panel they lie along, or to none.
 
 Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
 piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
