@@ -351,3 +351,25 @@ def test_abutting_seam_is_not_found_between_heat_map_cells():
     canvas = np.full((400, 520, 3), 255, np.uint8)
     canvas[20:380, 20:500] = np.repeat(np.repeat(cells, 90, axis=0), 120, axis=1)[:, :, None]
     assert _splitter(canvas).abutting_seam((20, 20, 500, 380)) is None
+
+
+def _framed_plot(draw: ImageDraw.ImageDraw, box) -> None:
+    """A frame with a sine curve inside: a plot on white, without text."""
+    x0, y0, x1, y1 = box
+    draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=0)
+    xs = np.arange(x0 + 5, x1 - 5)
+    ys = (y0 + y1) / 2 + 0.35 * (y1 - y0) * np.sin((xs - x0) / 12)
+    draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(200, 30, 30), width=2)
+
+
+def test_photos_and_plots_alternating_without_gutters():
+    # photo | plot over plot | photo, no gutter anywhere: each seam has the photo on one side, the plot's white
+    # margin on the other, and the sides swap halfway along it
+    canvas = Image.new("RGB", (420, 320), "white")
+    canvas.paste(Image.fromarray(_photo(200, 150, 1)), (10, 10))
+    canvas.paste(Image.fromarray(_photo(200, 150, 2)), (210, 160))
+    draw = ImageDraw.Draw(canvas)
+    _framed_plot(draw, (216, 16, 404, 154))
+    _framed_plot(draw, (16, 166, 204, 304))
+    expected = [(10, 10, 210, 160), (216, 16, 404, 154), (16, 166, 204, 304), (210, 160, 410, 310)]
+    _assert_boxes(detect_panels(canvas), expected)

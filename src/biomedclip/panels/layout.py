@@ -55,7 +55,7 @@ SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, no
 MAX_SEAM_LINES = 8
 ABUT_STEP = 6  # grey levels across 2 px at a seam between abutting images, at one position along it
 ABUT_LOCAL = 2  # and this many times the step over the 2 px just beside it on either side (not a gradient)
-ABUT_SHARE = 0.75  # share of the seam's filled positions (foreground on both sides) that step
+ABUT_SHARE = 0.75  # share of the seam's filled positions (foreground on either side) that step
 ABUT_RATIO = 6  # mean step across the seam over the larger mean step beside it
 LATTICE_STEP = 15  # grey levels between neighbours along a seam's side: an edge that meets the seam
 LATTICE_MIN_CROSSINGS = 3  # this many edges crossing a seam (and this share of all meeting it) make it a lattice
@@ -509,9 +509,10 @@ class _Splitter:
         return None if best is None else (0, best[1], best[2])
 
     def abutting_seam(self, box: Box) -> tuple[int, Box, Box] | None:
-        """A straight edge where two images meet with no gutter: along most of its length both sides are
-        foreground, and there the brightness jumps across it while it changes little just beside it on either
-        side (a discontinuity, not the steep part of a gradient inside one image)."""
+        """A straight edge where two images meet with no gutter, or an image meets the blank margin of a plot:
+        along most of its length one side or both are foreground, and there the brightness jumps across it while
+        it changes little just beside it on either side (a discontinuity, not the steep part of a gradient inside
+        one image; a thin line, an axis or a frame, is stepped over by the 2-pixel window and does not count)."""
         x0, y0, x1, y1 = box
         if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
             return None  # mostly background: gutters, not seams, separate its parts
@@ -526,7 +527,7 @@ class _Splitter:
                 continue
             step = np.abs(gray[:, 2:] - gray[:, :-2])  # step[:, j]: across pixels j .. j + 2
             centre, before, after = step[:, 2:-2], step[:, :-4], step[:, 4:]
-            filled = fg[:, 2:-4] & fg[:, 4:-2]  # foreground at both ends of the window
+            filled = fg[:, 2:-4] | fg[:, 4:-2]  # foreground at either end of the window
             edge = filled & (centre >= ABUT_STEP) & (centre >= ABUT_LOCAL * np.maximum(before, after))
             n_filled = filled.sum(axis=0)
             n_edge = edge.sum(axis=0)
