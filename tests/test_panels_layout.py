@@ -373,3 +373,28 @@ def test_photos_and_plots_alternating_without_gutters():
     _framed_plot(draw, (16, 166, 204, 304))
     expected = [(10, 10, 210, 160), (216, 16, 404, 154), (16, 166, 204, 304), (210, 160, 410, 310)]
     _assert_boxes(detect_panels(canvas), expected)
+
+
+def test_flat_bars_beside_a_letterboxed_scan_are_no_panels():
+    # a scan letterboxed in grey bars (not the figure's white) abuts a full-height scan: the seams cut the bars
+    # off, and a piece of one flat colour is dropped, not reported as a panel
+    canvas = np.full((260, 420, 3), 255, np.uint8)
+    canvas[10:250, 10:210] = 200
+    for (x0, y0, x1, y1), name in (
+        ((10, 60, 210, 200), "chest_xray_train_01241.png"),
+        ((210, 10, 410, 250), "chest_xray_train_01250.png"),
+    ):
+        with Image.open(SAMPLE_XRAYS / name) as image:
+            canvas[y0:y1, x0:x1] = np.asarray(image.convert("RGB").resize((x1 - x0, y1 - y0), Image.BICUBIC))
+    _assert_boxes(detect_panels(Image.fromarray(canvas)), [(10, 60, 210, 200), (210, 10, 410, 250)])
+
+
+@pytest.mark.parametrize(("amplitude", "flat"), [(5, True), (6, False)])
+def test_a_box_is_flat_up_to_a_grey_variance_of_25(amplitude, flat):
+    from biomedclip.panels.layout import _Mask
+
+    gray = np.full((40, 60), 100, np.int16)
+    gray[:, ::2] += amplitude  # half the pixels 100 + a, half 100 - a: variance a squared
+    gray[:, 1::2] -= amplitude
+    mask = _Mask(np.ones(gray.shape, bool), gray)
+    assert mask.flat((10, 5, 50, 35)) == flat

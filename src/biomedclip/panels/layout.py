@@ -7,7 +7,8 @@ a lattice, whose edges continue across it, as a heat map's cells). A cut is kept
 panels: big enough for the figure (a share of its width and height) and holding more than lines of text, so legends,
 tick labels and titles stay with their plot. Narrow gaps between frame lines of the same extent are facets of one
 plot, not gutters; a framed region is also looked at inside its frame. Strips of text that block every cut (a
-figure-wide title, row headers) are peeled off and given back to the one panel they lie along, or to none.
+figure-wide title, row headers) are peeled off and given back to the one panel they lie along, or to none; a piece
+of one flat colour (a bar that letterboxes an image) is no panel.
 
 Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
 piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
@@ -126,6 +127,15 @@ class _Mask:
             if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
                 flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
         return flat
+
+    def flat(self, box: Box) -> bool:
+        """Whether the box is one flat colour (its grey levels vary no more than a gutter's): a bar of a colour
+        the background test did not take for background, holding nothing."""
+        x0, y0, x1, y1 = box
+        n = (x1 - x0) * (y1 - y0)
+        total = int((self.row_sums[y0:y1, x1] - self.row_sums[y0:y1, x0]).sum())
+        squares = int((self.row_squares[y0:y1, x1] - self.row_squares[y0:y1, x0]).sum())
+        return n > 0 and squares / n - (total / n) ** 2 <= UNIFORM_VARIANCE
 
     def trim(self, box: Box) -> Box | None:
         """The smallest box holding all foreground of ``box``, or None when it holds none."""
@@ -563,7 +573,7 @@ class _Splitter:
         if inner is not None and inner != box:
             pieces = self.split(inner, gap)
             return pieces if len(pieces) > 1 else [_Piece(box, gap)]
-        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box) or self.abutting_seam(box)
+        cut = self.best_cut(box) or self.abutting_seam(box) or self.texture_seam(box) or self.seam(box)
         if cut is not None:
             width, first, second = cut
             return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
@@ -870,7 +880,7 @@ def detect_panels_and_letters(
     if start is None:
         return [(whole, 1.0, None)]
     splitter = _Splitter(mask)
-    pieces = splitter.split(start, gap=10**6)
+    pieces = [p for p in splitter.split(start, gap=10**6) if not mask.flat(p.box)]  # a flat bar is no panel
     if len(pieces) < 2:
         return [(whole, 0.9, None)]
     _attach_decorations(pieces, splitter.decorations)
