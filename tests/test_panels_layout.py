@@ -398,3 +398,33 @@ def test_a_box_is_flat_up_to_a_grey_variance_of_25(amplitude, flat):
     gray[:, 1::2] -= amplitude
     mask = _Mask(np.ones(gray.shape, bool), gray)
     assert mask.flat((10, 5, 50, 35)) == flat
+
+
+def test_thin_dark_gutters_between_white_plots_and_a_photo_at_the_edge():
+    # white cells on black with 2 px gutters (the figure's white taken for background, the gutters for divider
+    # lines): the horizontal gutter ends at the figure's edge on the photo's side, which makes no frame corner
+    canvas = Image.new("RGB", (402, 302), "black")
+    draw = ImageDraw.Draw(canvas)
+    cells = [(0, 0, 160, 150), (162, 0, 402, 150), (0, 152, 160, 302), (162, 152, 402, 302)]
+    for index, (x0, y0, x1, y1) in enumerate(cells):
+        if index == 2:
+            canvas.paste(Image.fromarray(_photo(x1 - x0, y1 - y0, 5)), (x0, y0))
+        else:
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill="white")
+            _framed_plot(draw, (x0 + 8, y0 + 8, x1 - 8, y1 - 8))
+    expected = [(8, 8, 152, 142), (170, 8, 394, 142), (0, 152, 160, 302), (170, 160, 394, 294)]
+    _assert_boxes(detect_panels(canvas), expected)
+
+
+@pytest.mark.parametrize(("filled_below", "corner"), [(False, True), (True, False)])
+def test_a_frame_corner_is_a_thin_line_leaving_the_tip(filled_below, corner):
+    fg = np.zeros((60, 80), bool)
+    fg[10:12, 10:70] = True  # a horizontal line
+    if filled_below:
+        fg[12:50, 10:40] = True  # an image's edge leaves the left tip downwards, and so does its inside
+    else:
+        fg[12:50, 10:12] = True  # a frame's side leaves the left tip downwards
+    from biomedclip.panels.layout import _Mask, _Splitter
+
+    splitter = _Splitter(_Mask(fg, np.zeros(fg.shape, np.int16)))
+    assert splitter.frame_side((0, 0, 80, 60), 0, 10, 12) == corner

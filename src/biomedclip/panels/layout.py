@@ -346,19 +346,25 @@ class _Splitter:
 
     def frame_side(self, box: Box, axis: int, start: int, end: int) -> bool:
         """Whether a line is the side of a frame: at one of its ends a perpendicular line leaves it on one side only
-        (a corner), where a divider ends free or meets other dividers in a cross."""
+        (a corner), where a divider ends free, meets other dividers in a cross, or meets the edge of an image."""
         along = self._edge(box, axis, start)
         ink = np.flatnonzero(along)
         lo = box[0] if axis == 0 else box[1]
         reach = FRAME_CORNER_PX
-        for tip in (int(ink[0]), int(ink[-1])):
-            if axis == 0:  # a horizontal line: look up and down from its tips
-                before = self.mask.fg[max(box[1], start - reach) : start, lo + tip]
-                after = self.mask.fg[end : min(box[3], end + reach), lo + tip]
-            else:  # a vertical line: look left and right from its tips
-                before = self.mask.fg[lo + tip, max(box[0], start - reach) : start]
-                after = self.mask.fg[lo + tip, end : min(box[2], end + reach)]
-            if before.size and after.size and before.all() != after.all():
+        for tip, inward in ((int(ink[0]), 1), (int(ink[-1]), -1)):
+            sides = []
+            for at in (tip, tip + inward * (LINE_MAX_PX + 1)):  # at the tip, and just inside it
+                if axis == 0:  # a horizontal line: look up and down
+                    before = self.mask.fg[max(box[1], start - reach) : start, lo + at]
+                    after = self.mask.fg[end : min(box[3], end + reach), lo + at]
+                else:  # a vertical line: look left and right
+                    before = self.mask.fg[lo + at, max(box[0], start - reach) : start]
+                    after = self.mask.fg[lo + at, end : min(box[2], end + reach)]
+                sides.append((before.size and before.all(), after.size and after.all()))
+            (tip_before, tip_after), (in_before, in_after) = sides
+            # a corner: a thin perpendicular line on one side only (just inside the tip, that side is no longer ink;
+            # a filled image's edge there is not a line)
+            if tip_before != tip_after and not (in_before if tip_before else in_after):
                 return True
         return False
 
