@@ -428,3 +428,37 @@ def test_a_frame_corner_is_a_thin_line_leaving_the_tip(filled_below, corner):
 
     splitter = _Splitter(_Mask(fg, np.zeros(fg.shape, np.int16)))
     assert splitter.frame_side((0, 0, 80, 60), 0, 10, 12) == corner
+
+
+def _grey_margined_figure(margin: int) -> np.ndarray:
+    """A figure on grey 200 with ``margin`` grey rows above and below: a white cell (a dark frame inside) on
+    the left, a photo on the right, both reaching the side edges, so no colour holds a majority of the border."""
+    canvas = np.full((400, 300, 3), 200, np.uint8)
+    canvas[margin : 400 - margin, :150] = 255
+    canvas[margin + 20 : 380 - margin, 20:130][[0, -1]] = 0
+    canvas[margin : 400 - margin, 150:] = _photo(150, 400 - 2 * margin, 7)
+    return canvas
+
+
+def test_background_is_the_colour_that_runs_across_the_figure():
+    from biomedclip.panels.layout import _foreground
+
+    # grey rows cross the whole figure, white ones do not: grey is the background though white is common too
+    fg = _foreground(_grey_margined_figure(30))
+    assert not fg[10, 10] and not fg[390, 200]
+    assert fg[200, 60] and fg[200, 200]
+    # no colour crosses the figure: white, the commoner of white and black, is the background as before
+    fg = _foreground(_grey_margined_figure(0))
+    assert not fg[200, 60] and fg[200, 200]
+
+
+def test_clear_lines_match_brute_force():
+    from biomedclip.panels.layout import _clear_lines, _line_extremes
+
+    rng = np.random.default_rng(3)
+    rgb = np.full((30, 40, 3), 250, np.uint8)
+    rgb[rng.integers(0, 30, 25), rng.integers(0, 40, 25)] = rng.integers(0, 256, (25, 3))
+    colour = np.array([255, 255, 255], np.int16)
+    near = [[all(abs(int(v) - 255) <= 28 for v in rgb[y, x]) for x in range(40)] for y in range(30)]
+    expected = sum(all(row) for row in near) + sum(all(near[y][x] for y in range(30)) for x in range(40))
+    assert _clear_lines(_line_extremes(rgb), colour) == expected

@@ -224,13 +224,22 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = _dominant_colour(border)
     if np.mean(np.abs(border.astype(np.int16) - background).max(axis=1) <= FOREGROUND_DISTANCE) < BORDER_MAJORITY:
-        # panels reach the edges: white or black if common enough, else no background (gutters are then flat bands)
+        # panels reach the edges: of the border's commonest colour, white and black (if common enough), the one that
+        # runs across most whole rows and columns (gutters, margins); none of them: white or black if common enough;
+        # else no background (gutters are then flat bands)
         sample = rgb[::2, ::2]
         white = np.mean(sample.min(axis=2) >= 255 - FOREGROUND_DISTANCE)
         black = np.mean(sample.max(axis=2) <= FOREGROUND_DISTANCE)
-        if max(white, black) < MIN_BACKGROUND_SHARE:
+        extremes = _line_extremes(rgb)
+        candidates = [(_clear_lines(extremes, background), -1.0, background)]  # the border's commonest colour
+        for share, level in ((white, 255), (black, 0)):
+            if share >= MIN_BACKGROUND_SHARE:
+                colour = np.full(3, level, np.int16)
+                candidates.append((_clear_lines(extremes, colour), share, colour))
+        lines, share, best = max(candidates, key=lambda c: c[:2])
+        if lines == 0 and share < MIN_BACKGROUND_SHARE:
             return np.ones(rgb.shape[:2], bool)
-        background = np.full(3, 255 if white >= black else 0, np.int16)
+        background = best
     fg = np.zeros(rgb.shape[:2], bool)
     for channel in range(3):  # |value - background| > distance, compared in uint8 (no wider copies of the image)
         values, level = rgb[:, :, channel], int(background[channel])
@@ -244,6 +253,21 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
     neighbours[:, 1:] |= fg[:, :-1]
     neighbours[:, :-1] |= fg[:, 1:]
     return fg & neighbours
+
+
+def _line_extremes(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row and per column of the image, each channel's least and greatest value (rows first)."""
+    return rgb.min(axis=1), rgb.max(axis=1), rgb.min(axis=0), rgb.max(axis=0)
+
+
+def _clear_lines(extremes: tuple[np.ndarray, ...], colour: np.ndarray) -> int:
+    """How many whole rows and columns of the image (given by ``_line_extremes``) are of one colour: gutters and
+    margins, if it is the background."""
+    low, high = colour - FOREGROUND_DISTANCE, colour + FOREGROUND_DISTANCE
+    row_min, row_max, col_min, col_max = extremes
+    rows = ((row_min >= low) & (row_max <= high)).all(axis=1)
+    cols = ((col_min >= low) & (col_max <= high)).all(axis=1)
+    return int(rows.sum() + cols.sum())
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
