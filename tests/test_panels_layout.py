@@ -271,3 +271,194 @@ def test_trim_and_strip_trims_match_brute_force():
                     continue
                 strips = [(x0, y0 + s, x1, y0 + e) if axis == 0 else (x0 + s, y0, x0 + e, y1) for s, e in runs]
                 assert mask.trim_strips(box, axis, runs) == [brute(fg, strip) for strip in strips]
+
+
+def _splitter(canvas: np.ndarray):
+    """The layout splitter over an RGB array, as ``detect_panels`` builds it (no downscaling)."""
+    from biomedclip.panels.layout import _foreground, _Mask, _Splitter
+
+    gray = canvas.astype(np.int16).sum(axis=2) // 3
+    return _Splitter(_Mask(_foreground(canvas), gray.astype(np.int16)))
+
+
+def _two_blocks(left_rows: np.ndarray, right_rows: np.ndarray, width: int = 120) -> np.ndarray:
+    """A white figure holding one block (10 px in from each edge) whose left and right halves have, per row, the
+    given flat grey levels: the two halves abut at x = 10 + width."""
+    height = len(left_rows)
+    canvas = np.full((height + 20, 2 * width + 20, 3), 255, np.uint8)
+    canvas[10 : 10 + height, 10 : 10 + width] = left_rows[:, None, None]
+    canvas[10 : 10 + height, 10 + width : 10 + 2 * width] = right_rows[:, None, None]
+    return canvas
+
+
+@pytest.mark.parametrize(("stepping_rows", "found"), [(75, True), (74, False)])
+def test_abutting_seam_needs_three_quarters_of_its_length_to_step(stepping_rows, found):
+    # 100 rows: the right half is 40 grey levels darker on the first ``stepping_rows`` rows, equal below
+    left = np.full(100, 140)
+    right = np.where(np.arange(100) < stepping_rows, 100, 140)
+    canvas = _two_blocks(left, right)
+    cut = _splitter(canvas).abutting_seam((10, 10, 250, 110))
+    assert (cut is not None) == found
+    if found:
+        _, first, second = cut
+        assert first == (10, 10, 130, 110) and second == (130, 10, 250, 110)
+
+
+@pytest.mark.parametrize(("step", "found"), [(6, True), (5, False)])
+def test_abutting_seam_needs_a_step_of_six_grey_levels(step, found):
+    canvas = _two_blocks(np.full(100, 120), np.full(100, 120 + step))
+    assert (_splitter(canvas).abutting_seam((10, 10, 250, 110)) is not None) == found
+
+
+@pytest.mark.parametrize(("crossings", "lattice"), [(3, True), (2, False)])
+def test_edges_running_through_a_seam_make_it_a_lattice_not_two_images(crossings, lattice):
+    from biomedclip.panels.layout import _crossed_lattice
+
+    # both sides step by 30 at the same rows (``crossings`` of them); the right side also steps at 8 rows alone
+    before, after = np.zeros(200, np.int16), np.zeros(200, np.int16)
+    for row in range(crossings):
+        before[20 * (row + 1) :] += 30
+        after[20 * (row + 1) + 1 :] += 30  # one pixel off still crosses
+    for row in range(8):
+        after[100 + 10 * row :] += 30 * (-1) ** row
+    assert _crossed_lattice(before, after) == lattice
+    # the share rule: 3 crossings among 16 stepping rows (0.19) are not a lattice
+    for row in range(5):
+        before[110 + 10 * row + 5 :] += 30 * (-1) ** row
+    assert not _crossed_lattice(before, after)
+
+
+SAMPLE_XRAYS = Path(__file__).resolve().parents[1] / "data" / "sample" / "imagefolder" / "chest_xray" / "normal lungs"
+
+
+def test_two_upscaled_xrays_without_gutter_are_two_panels():
+    """Two 28-px chest X-rays of the bundled sample upscaled 10x and abutting: smooth inside, similar in
+    brightness at the seam (the older seam tests miss it: too small a step on average)."""
+    scans = []
+    for name, width in (("chest_xray_train_01241.png", 260), ("chest_xray_train_01250.png", 240)):
+        with Image.open(SAMPLE_XRAYS / name) as image:
+            scans.append(np.asarray(image.convert("RGB").resize((width, 280), Image.BICUBIC)))
+    canvas = np.full((310, 530, 3), 255, np.uint8)
+    canvas[15:295, 15:515] = np.concatenate(scans, axis=1)
+    _assert_boxes(detect_panels(Image.fromarray(canvas)), [(15, 15, 275, 295), (275, 15, 515, 295)])
+
+
+def test_abutting_seam_is_not_found_between_heat_map_cells():
+    # 4 rows of 4 flat grey cells, every cell 35 or more grey levels from its neighbours (few enough lines for
+    # the edge count to let them through): each row or column boundary is crossed by the others
+    rows, cols = np.mgrid[0:4, 0:4]
+    cells = (40 + 35 * ((3 * rows + 5 * cols) % 6)).astype(np.uint8)
+    canvas = np.full((400, 520, 3), 255, np.uint8)
+    canvas[20:380, 20:500] = np.repeat(np.repeat(cells, 90, axis=0), 120, axis=1)[:, :, None]
+    assert _splitter(canvas).abutting_seam((20, 20, 500, 380)) is None
+
+
+def _framed_plot(draw: ImageDraw.ImageDraw, box) -> None:
+    """A frame with a sine curve inside: a plot on white, without text."""
+    x0, y0, x1, y1 = box
+    draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=0)
+    xs = np.arange(x0 + 5, x1 - 5)
+    ys = (y0 + y1) / 2 + 0.35 * (y1 - y0) * np.sin((xs - x0) / 12)
+    draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=(200, 30, 30), width=2)
+
+
+def test_photos_and_plots_alternating_without_gutters():
+    # photo | plot over plot | photo, no gutter anywhere: each seam has the photo on one side, the plot's white
+    # margin on the other, and the sides swap halfway along it
+    canvas = Image.new("RGB", (420, 320), "white")
+    canvas.paste(Image.fromarray(_photo(200, 150, 1)), (10, 10))
+    canvas.paste(Image.fromarray(_photo(200, 150, 2)), (210, 160))
+    draw = ImageDraw.Draw(canvas)
+    _framed_plot(draw, (216, 16, 404, 154))
+    _framed_plot(draw, (16, 166, 204, 304))
+    expected = [(10, 10, 210, 160), (216, 16, 404, 154), (16, 166, 204, 304), (210, 160, 410, 310)]
+    _assert_boxes(detect_panels(canvas), expected)
+
+
+def test_flat_bars_beside_a_letterboxed_scan_are_no_panels():
+    # a scan letterboxed in grey bars (not the figure's white) abuts a full-height scan: the seams cut the bars
+    # off, and a piece of one flat colour is dropped, not reported as a panel
+    canvas = np.full((260, 420, 3), 255, np.uint8)
+    canvas[10:250, 10:210] = 200
+    for (x0, y0, x1, y1), name in (
+        ((10, 60, 210, 200), "chest_xray_train_01241.png"),
+        ((210, 10, 410, 250), "chest_xray_train_01250.png"),
+    ):
+        with Image.open(SAMPLE_XRAYS / name) as image:
+            canvas[y0:y1, x0:x1] = np.asarray(image.convert("RGB").resize((x1 - x0, y1 - y0), Image.BICUBIC))
+    _assert_boxes(detect_panels(Image.fromarray(canvas)), [(10, 60, 210, 200), (210, 10, 410, 250)])
+
+
+@pytest.mark.parametrize(("amplitude", "flat"), [(5, True), (6, False)])
+def test_a_box_is_flat_up_to_a_grey_variance_of_25(amplitude, flat):
+    from biomedclip.panels.layout import _Mask
+
+    gray = np.full((40, 60), 100, np.int16)
+    gray[:, ::2] += amplitude  # half the pixels 100 + a, half 100 - a: variance a squared
+    gray[:, 1::2] -= amplitude
+    mask = _Mask(np.ones(gray.shape, bool), gray)
+    assert mask.flat((10, 5, 50, 35)) == flat
+
+
+def test_thin_dark_gutters_between_white_plots_and_a_photo_at_the_edge():
+    # white cells on black with 2 px gutters (the figure's white taken for background, the gutters for divider
+    # lines): the horizontal gutter ends at the figure's edge on the photo's side, which makes no frame corner
+    canvas = Image.new("RGB", (402, 302), "black")
+    draw = ImageDraw.Draw(canvas)
+    cells = [(0, 0, 160, 150), (162, 0, 402, 150), (0, 152, 160, 302), (162, 152, 402, 302)]
+    for index, (x0, y0, x1, y1) in enumerate(cells):
+        if index == 2:
+            canvas.paste(Image.fromarray(_photo(x1 - x0, y1 - y0, 5)), (x0, y0))
+        else:
+            draw.rectangle([x0, y0, x1 - 1, y1 - 1], fill="white")
+            _framed_plot(draw, (x0 + 8, y0 + 8, x1 - 8, y1 - 8))
+    expected = [(8, 8, 152, 142), (170, 8, 394, 142), (0, 152, 160, 302), (170, 160, 394, 294)]
+    _assert_boxes(detect_panels(canvas), expected)
+
+
+@pytest.mark.parametrize(("filled_below", "corner"), [(False, True), (True, False)])
+def test_a_frame_corner_is_a_thin_line_leaving_the_tip(filled_below, corner):
+    fg = np.zeros((60, 80), bool)
+    fg[10:12, 10:70] = True  # a horizontal line
+    if filled_below:
+        fg[12:50, 10:40] = True  # an image's edge leaves the left tip downwards, and so does its inside
+    else:
+        fg[12:50, 10:12] = True  # a frame's side leaves the left tip downwards
+    from biomedclip.panels.layout import _Mask, _Splitter
+
+    splitter = _Splitter(_Mask(fg, np.zeros(fg.shape, np.int16)))
+    assert splitter.frame_side((0, 0, 80, 60), 0, 10, 12) == corner
+
+
+def _grey_margined_figure(margin: int) -> np.ndarray:
+    """A figure on grey 200 with ``margin`` grey rows above and below: a white cell (a dark frame inside) on
+    the left, a photo on the right, both reaching the side edges, so no colour holds a majority of the border."""
+    canvas = np.full((400, 300, 3), 200, np.uint8)
+    canvas[margin : 400 - margin, :150] = 255
+    canvas[margin + 20 : 380 - margin, 20:130][[0, -1]] = 0
+    canvas[margin : 400 - margin, 150:] = _photo(150, 400 - 2 * margin, 7)
+    return canvas
+
+
+def test_background_is_the_colour_that_runs_across_the_figure():
+    from biomedclip.panels.layout import _foreground
+
+    # grey rows cross the whole figure, white ones do not: grey is the background though white is common too
+    fg = _foreground(_grey_margined_figure(30))
+    assert not fg[10, 10] and not fg[390, 200]
+    assert fg[200, 60] and fg[200, 200]
+    # no colour crosses the figure: white, the commoner of white and black, is the background as before
+    fg = _foreground(_grey_margined_figure(0))
+    assert not fg[200, 60] and fg[200, 200]
+
+
+def test_clear_lines_match_brute_force():
+    from biomedclip.panels.layout import _clear_lines, _line_extremes
+
+    rng = np.random.default_rng(3)
+    rgb = np.full((30, 40, 3), 250, np.uint8)
+    rgb[rng.integers(0, 30, 25), rng.integers(0, 40, 25)] = rng.integers(0, 256, (25, 3))
+    colour = np.array([255, 255, 255], np.int16)
+    near = [[all(abs(int(v) - 255) <= 28 for v in rgb[y, x]) for x in range(40)] for y in range(30)]
+    expected = sum(all(row) for row in near) + sum(all(near[y][x] for y in range(30)) for x in range(40))
+    assert _clear_lines(_line_extremes(rgb), colour) == expected

@@ -70,8 +70,8 @@ def test_detection_on_held_out_synthetic_figures(shared_fixtures: Path):
         compound_hits += (len(found) > 1) == (len(figure.boxes) > 1)
         if len(figure.boxes) > 1:
             clef.append(_matched(found, figure.boxes) / max(len(found), len(figure.boxes)))
-    assert compound_hits / len(figures) >= 0.92
-    assert sum(clef) / len(clef) >= 0.78
+    assert compound_hits / len(figures) >= 0.97  # measured 1.000
+    assert sum(clef) / len(clef) >= 0.95  # measured 0.957 (0.863 before seams with foreground on one side)
 
 
 def _matched(pred, true) -> int:

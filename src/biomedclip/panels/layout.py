@@ -1,12 +1,14 @@
 """Panel detection by layout analysis: compound or single, and the box of each panel.
 
-The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of
-any colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two
-abutting images meet. A cut is kept only when both sides look like panels: big enough for the figure (a share of
-its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
-plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
-also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are
-peeled off and given back to the one panel they lie along, or to none.
+The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of any
+colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two abutting
+images meet (brightness jumps along most of a straight line while each side changes little beside it; not a line of
+a lattice, whose edges continue across it, as a heat map's cells). A cut is kept only when both sides look like
+panels: big enough for the figure (a share of its width and height) and holding more than lines of text, so legends,
+tick labels and titles stay with their plot. Narrow gaps between frame lines of the same extent are facets of one
+plot, not gutters; a framed region is also looked at inside its frame. Strips of text that block every cut (a
+figure-wide title, row headers) are peeled off and given back to the one panel they lie along, or to none; a piece
+of one flat colour (a bar that letterboxes an image) is no panel.
 
 Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
 piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
@@ -52,6 +54,13 @@ SEAM_STEP = 25  # grey levels between the two strips for a row to step
 SEAM_SHARE = 0.9  # share of the seam's length that steps
 SEAM_FILLED = 0.6  # share of foreground on both sides of a seam: two images, not an axis on white
 MAX_SEAM_LINES = 8
+ABUT_STEP = 6  # grey levels across 2 px at a seam between abutting images, at one position along it
+ABUT_LOCAL = 2  # and this many times the step over the 2 px just beside it on either side (not a gradient)
+ABUT_SHARE = 0.75  # share of the seam's filled positions (foreground on either side) that step
+ABUT_RATIO = 6  # mean step across the seam over the larger mean step beside it
+LATTICE_STEP = 15  # grey levels between neighbours along a seam's side: an edge that meets the seam
+LATTICE_MIN_CROSSINGS = 3  # this many edges crossing a seam (and this share of all meeting it) make it a lattice
+LATTICE_SHARE = 0.2
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
@@ -118,6 +127,15 @@ class _Mask:
             if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
                 flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
         return flat
+
+    def flat(self, box: Box) -> bool:
+        """Whether the box is one flat colour (its grey levels vary no more than a gutter's): a bar of a colour
+        the background test did not take for background, holding nothing."""
+        x0, y0, x1, y1 = box
+        n = (x1 - x0) * (y1 - y0)
+        total = int((self.row_sums[y0:y1, x1] - self.row_sums[y0:y1, x0]).sum())
+        squares = int((self.row_squares[y0:y1, x1] - self.row_squares[y0:y1, x0]).sum())
+        return n > 0 and squares / n - (total / n) ** 2 <= UNIFORM_VARIANCE
 
     def trim(self, box: Box) -> Box | None:
         """The smallest box holding all foreground of ``box``, or None when it holds none."""
@@ -206,13 +224,22 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
     border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
     background = _dominant_colour(border)
     if np.mean(np.abs(border.astype(np.int16) - background).max(axis=1) <= FOREGROUND_DISTANCE) < BORDER_MAJORITY:
-        # panels reach the edges: white or black if common enough, else no background (gutters are then flat bands)
+        # panels reach the edges: of the border's commonest colour, white and black (if common enough), the one that
+        # runs across most whole rows and columns (gutters, margins); none of them: white or black if common enough;
+        # else no background (gutters are then flat bands)
         sample = rgb[::2, ::2]
         white = np.mean(sample.min(axis=2) >= 255 - FOREGROUND_DISTANCE)
         black = np.mean(sample.max(axis=2) <= FOREGROUND_DISTANCE)
-        if max(white, black) < MIN_BACKGROUND_SHARE:
+        extremes = _line_extremes(rgb)
+        candidates = [(_clear_lines(extremes, background), -1.0, background)]  # the border's commonest colour
+        for share, level in ((white, 255), (black, 0)):
+            if share >= MIN_BACKGROUND_SHARE:
+                colour = np.full(3, level, np.int16)
+                candidates.append((_clear_lines(extremes, colour), share, colour))
+        lines, share, best = max(candidates, key=lambda c: c[:2])
+        if lines == 0 and share < MIN_BACKGROUND_SHARE:
             return np.ones(rgb.shape[:2], bool)
-        background = np.full(3, 255 if white >= black else 0, np.int16)
+        background = best
     fg = np.zeros(rgb.shape[:2], bool)
     for channel in range(3):  # |value - background| > distance, compared in uint8 (no wider copies of the image)
         values, level = rgb[:, :, channel], int(background[channel])
@@ -226,6 +253,21 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
     neighbours[:, 1:] |= fg[:, :-1]
     neighbours[:, :-1] |= fg[:, 1:]
     return fg & neighbours
+
+
+def _line_extremes(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per row and per column of the image, each channel's least and greatest value (rows first)."""
+    return rgb.min(axis=1), rgb.max(axis=1), rgb.min(axis=0), rgb.max(axis=0)
+
+
+def _clear_lines(extremes: tuple[np.ndarray, ...], colour: np.ndarray) -> int:
+    """How many whole rows and columns of the image (given by ``_line_extremes``) are of one colour: gutters and
+    margins, if it is the background."""
+    low, high = colour - FOREGROUND_DISTANCE, colour + FOREGROUND_DISTANCE
+    row_min, row_max, col_min, col_max = extremes
+    rows = ((row_min >= low) & (row_max <= high)).all(axis=1)
+    cols = ((col_min >= low) & (col_max <= high)).all(axis=1)
+    return int(rows.sum() + cols.sum())
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -328,19 +370,25 @@ class _Splitter:
 
     def frame_side(self, box: Box, axis: int, start: int, end: int) -> bool:
         """Whether a line is the side of a frame: at one of its ends a perpendicular line leaves it on one side only
-        (a corner), where a divider ends free or meets other dividers in a cross."""
+        (a corner), where a divider ends free, meets other dividers in a cross, or meets the edge of an image."""
         along = self._edge(box, axis, start)
         ink = np.flatnonzero(along)
         lo = box[0] if axis == 0 else box[1]
         reach = FRAME_CORNER_PX
-        for tip in (int(ink[0]), int(ink[-1])):
-            if axis == 0:  # a horizontal line: look up and down from its tips
-                before = self.mask.fg[max(box[1], start - reach) : start, lo + tip]
-                after = self.mask.fg[end : min(box[3], end + reach), lo + tip]
-            else:  # a vertical line: look left and right from its tips
-                before = self.mask.fg[lo + tip, max(box[0], start - reach) : start]
-                after = self.mask.fg[lo + tip, end : min(box[2], end + reach)]
-            if before.size and after.size and before.all() != after.all():
+        for tip, inward in ((int(ink[0]), 1), (int(ink[-1]), -1)):
+            sides = []
+            for at in (tip, tip + inward * (LINE_MAX_PX + 1)):  # at the tip, and just inside it
+                if axis == 0:  # a horizontal line: look up and down
+                    before = self.mask.fg[max(box[1], start - reach) : start, lo + at]
+                    after = self.mask.fg[end : min(box[3], end + reach), lo + at]
+                else:  # a vertical line: look left and right
+                    before = self.mask.fg[lo + at, max(box[0], start - reach) : start]
+                    after = self.mask.fg[lo + at, end : min(box[2], end + reach)]
+                sides.append((before.size and before.all(), after.size and after.all()))
+            (tip_before, tip_after), (in_before, in_after) = sides
+            # a corner: a thin perpendicular line on one side only (just inside the tip, that side is no longer ink;
+            # a filled image's edge there is not a line)
+            if tip_before != tip_after and not (in_before if tip_before else in_after):
                 return True
         return False
 
@@ -500,12 +548,62 @@ class _Splitter:
                     best = (float(share[index]), first, second)
         return None if best is None else (0, best[1], best[2])
 
+    def abutting_seam(self, box: Box) -> tuple[int, Box, Box] | None:
+        """A straight edge where two images meet with no gutter, or an image meets the blank margin of a plot:
+        along most of its length one side or both are foreground, and there the brightness jumps across it while
+        it changes little just beside it on either side (a discontinuity, not the steep part of a gradient inside
+        one image; a thin line, an axis or a frame, is stepped over by the 2-pixel window and does not count)."""
+        x0, y0, x1, y1 = box
+        if int(self.mask.row_profile(box).sum()) < SEAM_FILLED * (x1 - x0) * (y1 - y0) / 2:
+            return None  # mostly background: gutters, not seams, separate its parts
+        best = None
+        for axis in (0, 1):
+            gray = self.mask.gray[y0:y1, x0:x1]
+            fg = self.mask.fg[y0:y1, x0:x1]
+            if axis == 0:
+                gray, fg = gray.T, fg.T
+            length, n = gray.shape  # positions along a candidate seam, candidates across
+            if n < 12:
+                continue
+            step = np.abs(gray[:, 2:] - gray[:, :-2])  # step[:, j]: across pixels j .. j + 2
+            centre, before, after = step[:, 2:-2], step[:, :-4], step[:, 4:]
+            filled = fg[:, 2:-4] | fg[:, 4:-2]  # foreground at either end of the window
+            edge = filled & (centre >= ABUT_STEP) & (centre >= ABUT_LOCAL * np.maximum(before, after))
+            n_filled = filled.sum(axis=0)
+            n_edge = edge.sum(axis=0)
+            weight = filled.astype(np.int16)
+            jump = (centre * weight).sum(axis=0)
+            beside = np.maximum((before * weight).sum(axis=0), (after * weight).sum(axis=0))
+            share = n_edge / np.maximum(n_filled, 1)
+            ok = (
+                (n_filled >= SEAM_FILLED * length)
+                & (share >= ABUT_SHARE)
+                & (jump >= ABUT_RATIO * np.maximum(beside, n_filled))
+            )
+            weak = (n_filled >= SEAM_FILLED * length) & (share >= ABUT_SHARE / 2)
+            peaks = weak & (share >= np.maximum(np.roll(share, 1), np.roll(share, -1)))
+            if np.count_nonzero(peaks) > MAX_SEAM_LINES:
+                continue  # edges everywhere: cells of a heat map or a table, not a few abutting images
+            for i in np.flatnonzero(ok & peaks):
+                j = int(i) + 2  # the window covers pixels j .. j + 2: the seam is after j or after j + 1
+                single = np.abs(np.diff(gray[:, j : j + 3], axis=1)).sum(axis=0)
+                cut = j + 1 if single[0] >= single[1] else j + 2
+                if axis == 0:
+                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
+                else:
+                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                better = best is None or share[i] > best[0]
+                crossed = better and _crossed_lattice(gray[:, j - 2], gray[:, j + 4])
+                if better and not crossed and self.panel_like(first) and self.panel_like(second):
+                    best = (float(share[i]), first, second)
+        return None if best is None else (0, best[1], best[2])
+
     def split(self, box: Box, gap: int) -> list[_Piece]:
         inner = self.unframe(box)
         if inner is not None and inner != box:
             pieces = self.split(inner, gap)
             return pieces if len(pieces) > 1 else [_Piece(box, gap)]
-        cut = self.best_cut(box) or self.texture_seam(box) or self.seam(box)
+        cut = self.best_cut(box) or self.abutting_seam(box) or self.texture_seam(box) or self.seam(box)
         if cut is not None:
             width, first, second = cut
             return self.split(first, min(gap, width)) + self.split(second, min(gap, width))
@@ -516,6 +614,19 @@ class _Splitter:
             self.decorations.extend(strips)
             return self.split(core, gap)
         return [_Piece(box, gap)]
+
+
+def _crossed_lattice(before: np.ndarray, after: np.ndarray) -> bool:
+    """Whether edges across a seam continue through it: the lines of pixels just before and after the seam
+    (along it) both step at the same places (one pixel apart at most), as the row boundaries of a heat map or a
+    table cross its column boundaries, where two independent images have their edges at unrelated places."""
+    first = np.abs(np.diff(before)) >= LATTICE_STEP
+    second = np.abs(np.diff(after)) >= LATTICE_STEP
+    near = second.copy()
+    near[1:] |= second[:-1]
+    near[:-1] |= second[1:]
+    crossings = int(np.count_nonzero(first & near))
+    return crossings >= LATTICE_MIN_CROSSINGS and crossings >= LATTICE_SHARE * int(np.count_nonzero(first | second))
 
 
 def _attach_decorations(pieces: list[_Piece], decorations: list[Box]) -> None:
@@ -799,7 +910,7 @@ def detect_panels_and_letters(
     if start is None:
         return [(whole, 1.0, None)]
     splitter = _Splitter(mask)
-    pieces = splitter.split(start, gap=10**6)
+    pieces = [p for p in splitter.split(start, gap=10**6) if not mask.flat(p.box)]  # a flat bar is no panel
     if len(pieces) < 2:
         return [(whole, 0.9, None)]
     _attach_decorations(pieces, splitter.decorations)
