@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from biomedclip.serve.index import FigureIndexError, records_table
-from biomedclip.serve.records import RecordStore
 from biomedclip.serve.row_records import RowRecords, write_row_records
 from biomedclip.serve.vector_folder import VectorFolder, write_vector_shard
 
@@ -34,7 +33,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> VectorFolder:
 
 
 def test_records_by_id_equal_their_parquet_rows_in_any_order(folder, tmp_path) -> None:
-    write_row_records(RecordStore(folder), tmp_path / "records", len(folder))
+    write_row_records(folder, tmp_path / "records")
     store = RowRecords(tmp_path / "records", len(folder))
     reference = pa.concat_tables([pq.read_table(folder.parquet_path(shard)) for shard in folder.shards]).to_pylist()
     ids = np.random.default_rng(1).permutation(len(folder))
@@ -49,7 +48,7 @@ def test_records_by_id_equal_their_parquet_rows_in_any_order(folder, tmp_path) -
 
 
 def test_a_store_that_does_not_match_is_refused(folder, tmp_path) -> None:
-    write_row_records(RecordStore(folder), tmp_path / "records", len(folder))
+    write_row_records(folder, tmp_path / "records")
     with pytest.raises(FigureIndexError, match="do not match the index"):
         RowRecords(tmp_path / "records", len(folder) + 1)
     with (tmp_path / "records" / "rows.bin").open("ab") as rows:

@@ -9,7 +9,6 @@ in parallel): a cold query waits about as long as the slowest read, not the sum.
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 
@@ -27,6 +26,13 @@ def float16_view(part: faiss.IndexScalarQuantizer) -> np.ndarray:
         raise FigureIndexError(f"an exact part is not a float16 flat index (code size {part.code_size})")
     raw = faiss.rev_swig_ptr(part.codes.data(), part.ntotal * part.code_size)
     return raw.view(np.float16).reshape(part.ntotal, part.d)
+
+
+def request_pages(descriptor: int, starts: list[int], ends: list[int]) -> None:
+    """Ask the kernel for the pages holding the byte ranges ``[start, end)`` of a file, all at once (asynchronous:
+    the reads go out together, and the reads or faults that follow find the pages in the page cache)."""
+    for start, end in zip(starts, ends, strict=True):
+        os.posix_fadvise(descriptor, start, end - start, os.POSIX_FADV_WILLNEED)
 
 
 def by_part(ids: np.ndarray, arrays: list[np.ndarray], part_vectors: int, out: np.ndarray) -> np.ndarray:
@@ -69,10 +75,7 @@ class ExactParts:
         return by_part(ids, self.views, self.part_vectors, np.empty((len(ids), self.views[0].shape[1]), np.float32))
 
     def _prefetch(self, number: int, ids: np.ndarray) -> None:
-        """Ask the kernel for the pages holding these rows of part ``number`` (asynchronous, one request each)."""
+        """Ask the kernel for the pages holding these rows of part ``number``."""
         row_bytes = self.views[number].shape[1] * 2
         starts = self._offsets[number] + (ids - number * self.part_vectors) * row_bytes
-        first, last = starts // mmap.PAGESIZE, (starts + row_bytes - 1) // mmap.PAGESIZE
-        descriptor = self._files[number]
-        for page in np.union1d(first, last).tolist():
-            os.posix_fadvise(descriptor, page * mmap.PAGESIZE, mmap.PAGESIZE, os.POSIX_FADV_WILLNEED)
+        request_pages(self._files[number], starts.tolist(), (starts + row_bytes).tolist())

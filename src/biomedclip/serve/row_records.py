@@ -11,7 +11,6 @@ float16 vectors are, :mod:`biomedclip.serve.exact_parts`). Disk: the records' JS
 from __future__ import annotations
 
 import json
-import mmap
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,21 +18,22 @@ from typing import Any
 
 import numpy as np
 
+from biomedclip.serve.exact_parts import request_pages
 from biomedclip.serve.index import FigureIndexError
-from biomedclip.serve.records import RecordStore
+from biomedclip.serve.records import scan_records
+from biomedclip.serve.vector_folder import VectorFolder
 
 ROWS, OFFSETS = "rows.bin", "offsets.npy"
 
 
-def write_row_records(store: RecordStore, out: Path, count: int) -> None:
-    """Write every record of ``store`` (``count`` in id order) into ``out`` (written under temporary names,
-    renamed when complete)."""
+def write_row_records(folder: VectorFolder, out: Path) -> None:
+    """Write every record of ``folder`` in id order into ``out`` (under temporary names, renamed when complete)."""
     out.mkdir(parents=True, exist_ok=True)
     rows_tmp, offsets_tmp = out / (ROWS + ".tmp"), out / ("tmp-" + OFFSETS)
-    offsets = np.lib.format.open_memmap(offsets_tmp, "w+", np.int64, (count + 1,))
+    offsets = np.lib.format.open_memmap(offsets_tmp, "w+", np.int64, (len(folder) + 1,))
     offsets[0] = position = 0
     with rows_tmp.open("wb") as rows:
-        for start, table in store.scan():
+        for start, table in scan_records(folder):
             encoded = [json.dumps(record, ensure_ascii=False).encode() for record in table.to_pylist()]
             rows.write(b"".join(encoded))
             ends = position + np.cumsum([len(row) for row in encoded], dtype=np.int64)
@@ -69,9 +69,7 @@ class RowRecords:
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self.offsets) - 1):
             raise IndexError(f"record ids must be in [0, {len(self.offsets) - 1})")
         starts, ends = self.offsets[ids].tolist(), self.offsets[ids + 1].tolist()
-        for start, end in zip(starts, ends, strict=True):  # all reads go out at once; the disk serves them together
-            first = start // mmap.PAGESIZE * mmap.PAGESIZE
-            os.posix_fadvise(self._file, first, end - first, os.POSIX_FADV_WILLNEED)
+        request_pages(self._file, starts, ends)
         return [json.loads(os.pread(self._file, end - start, start)) for start, end in zip(starts, ends, strict=True)]
 
     def record(self, row: int) -> dict[str, Any]:

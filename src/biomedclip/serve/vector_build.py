@@ -64,7 +64,7 @@ from faiss.contrib.ondisk import merge_ondisk
 from biomedclip.serve.filters import FilterBuilder
 from biomedclip.serve.index import FigureIndexError
 from biomedclip.serve.keys import KeyTable, key_hash, write_key_table
-from biomedclip.serve.records import RecordStore
+from biomedclip.serve.records import scan_records
 from biomedclip.serve.row_records import write_row_records
 from biomedclip.serve.value_lists import build_value_lists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
@@ -167,7 +167,7 @@ def _catalog(folder: VectorFolder, work: Path, out: Path, chunk: int) -> int:
     filters = FilterBuilder(out / "filters", n, chunk)
     hashes = np.lib.format.open_memmap(work / "key-hashes.npy", "w+", np.uint64, (n,))
     parent_hashes = np.lib.format.open_memmap(work / "parent-hashes.npy", "w+", np.uint64, (n,))
-    for start, table in RecordStore(folder).scan(CATALOG_COLUMNS):
+    for start, table in scan_records(folder, CATALOG_COLUMNS):
         hashes[start : start + table.num_rows] = key_hash(table["key"].to_pylist())
         parent_hashes[start : start + table.num_rows] = key_hash(table["parent"].to_pylist())
         filters.add(start, table)
@@ -297,7 +297,7 @@ def build_vector_index(
         )
     if not (out / "records" / "offsets.npy").is_file():
         say("writing the records by id")
-        write_row_records(RecordStore(folder), out / "records", n)
+        write_row_records(folder, out / "records")
     meta = {"format": INDEX_FORMAT, "kind": KIND, "count": n, "dim": folder.dim, "model": folder.model,
             "vectors": os.path.relpath(vectors.resolve(), out.resolve()), "shards": plan["shards"],
             "part_vectors": config.part_vectors, "ivf": with_ivf, "exact_parts": parts,

@@ -60,7 +60,8 @@ from biomedclip.serve.shards import shard_location
 from biomedclip.serve.value_lists import ValueLists
 from biomedclip.serve.vector_folder import VectorFolder, VectorFolderError
 
-INDEX_FORMAT = "biomedclip-vector-index/2"  # 2: records written again by id (records/)
+FORMAT_FAMILY = "biomedclip-vector-index/"  # every version's format starts so
+INDEX_FORMAT = FORMAT_FAMILY + "2"  # 2: records written again by id (records/)
 KIND = "ivf-vectors"
 MIN_PASSING_PER_LIST = 64  # a filtered IVF search probes more lists while its lists hold fewer passing vectors
 FILTERED_K_SHARE = 0.3  # and re-ranks k_factor * max(passing share, this) candidates per result (times its scale)
@@ -70,7 +71,7 @@ def is_vector_index(folder: str | Path) -> bool:
     """Whether ``folder`` holds a vector index (rather than a :class:`~biomedclip.serve.index.FigureIndex`)."""
     meta = Path(folder) / "meta.json"
     try:
-        return str(json.loads(meta.read_text()).get("format", "")).startswith(INDEX_FORMAT.partition("/")[0] + "/")
+        return str(json.loads(meta.read_text()).get("format", "")).startswith(FORMAT_FAMILY)
     except (OSError, json.JSONDecodeError):
         return False
 
