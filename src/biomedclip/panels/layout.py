@@ -509,10 +509,7 @@ class _Splitter:
                 cut = int(k[i])
                 if max(fill[cut - 2], fill[cut + 1]) < SEAM_FILLED:
                     continue
-                if axis == 0:
-                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
-                else:
-                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                first, second = self.sides(box, axis, ((y0 if axis == 0 else x0) + cut,) * 2)
                 better = best is None or share[i] > best[0]
                 if better and self.panel_like(first) and self.panel_like(second):
                     best = (float(share[i]), first, second)
@@ -539,10 +536,7 @@ class _Splitter:
                 cut = int(index) + 1
                 if index < 2 or cut + 2 >= filled.size or min(filled[index - 2], filled[cut + 2]) < SEAM_FILLED:
                     continue  # an image edge against background is a frame or an axis, not a seam
-                if axis == 0:
-                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
-                else:
-                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                first, second = self.sides(box, axis, ((y0 if axis == 0 else x0) + cut,) * 2)
                 better = best is None or share[index] > best[0]
                 if better and self.panel_like(first) and self.panel_like(second):
                     best = (float(share[index]), first, second)
@@ -588,10 +582,7 @@ class _Splitter:
                 j = int(i) + 2  # the window covers pixels j .. j + 2: the seam is after j or after j + 1
                 single = np.abs(np.diff(gray[:, j : j + 3], axis=1)).sum(axis=0)
                 cut = j + 1 if single[0] >= single[1] else j + 2
-                if axis == 0:
-                    first, second = self.mask.trim((x0, y0, x1, y0 + cut)), self.mask.trim((x0, y0 + cut, x1, y1))
-                else:
-                    first, second = self.mask.trim((x0, y0, x0 + cut, y1)), self.mask.trim((x0 + cut, y0, x1, y1))
+                first, second = self.sides(box, axis, ((y0 if axis == 0 else x0) + cut,) * 2)
                 better = best is None or share[i] > best[0]
                 crossed = better and _crossed_lattice(gray[:, j - 2], gray[:, j + 4])
                 if better and not crossed and self.panel_like(first) and self.panel_like(second):
