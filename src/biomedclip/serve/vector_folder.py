@@ -25,7 +25,7 @@ from biomedclip.serve.identity import file_sha256
 
 VECTORS_FORMAT = "biomedclip-vectors/1"
 HEADER = "vectors.json"
-ROW_GROUP_SIZE = 4096  # records are read by row group (one lookup decodes at most this many rows)
+ROW_GROUP_SIZE = 4096  # records are scanned by row group (the index build holds this many records at once)
 
 
 class VectorFolderError(ValueError):
