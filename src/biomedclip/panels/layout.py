@@ -188,7 +188,9 @@ def _prefix(values: np.ndarray, axis: int, squared: bool = False, dtype: type = 
     1000 squared grey levels) or ``dtype`` (uint16 holds a count of foreground pixels along one side)."""
     shape = list(values.shape)
     shape[axis] += 1
-    out = np.zeros(shape, dtype)
+    # summed along the array's memory order: down the columns of a C array, cumsum strides a whole row per step,
+    # several times slower (and far slower at power-of-two widths, as 512-px figures have, by cache aliasing)
+    out = np.zeros(shape, dtype, order="F" if axis == 0 else "C")
     inner = out[1:, :] if axis == 0 else out[:, 1:]
     inner[...] = values  # summing in place is several times faster than casting bool or int16 on the way
     if squared:
@@ -257,7 +259,20 @@ def _foreground(rgb: np.ndarray) -> np.ndarray:
 
 def _line_extremes(rgb: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per row and per column of the image, each channel's least and greatest value (rows first)."""
-    return rgb.min(axis=1), rgb.max(axis=1), rgb.min(axis=0), rgb.max(axis=0)
+    return _row_reduce(rgb, np.minimum), _row_reduce(rgb, np.maximum), rgb.min(axis=0), rgb.max(axis=0)
+
+
+def _row_reduce(rgb: np.ndarray, op: np.ufunc) -> np.ndarray:
+    """``op`` (minimum or maximum) over each row of an (H, W, C) array, as ``op.reduce(rgb, axis=1)`` but folding
+    halves of the rows onto each other: whole-block operations instead of a per-pixel strided scan (~20x faster)."""
+    folded = rgb
+    while folded.shape[1] > 1:
+        half = folded.shape[1] // 2
+        odd = folded[:, 2 * half :]
+        folded = op(folded[:, :half], folded[:, half : 2 * half])
+        if odd.shape[1]:
+            folded[:, :1] = op(folded[:, :1], odd)
+    return folded[:, 0]
 
 
 def _clear_lines(extremes: tuple[np.ndarray, ...], colour: np.ndarray) -> int:
