@@ -462,3 +462,52 @@ def test_clear_lines_match_brute_force():
     near = [[all(abs(int(v) - 255) <= 28 for v in rgb[y, x]) for x in range(40)] for y in range(30)]
     expected = sum(all(row) for row in near) + sum(all(near[y][x] for y in range(30)) for x in range(40))
     assert _clear_lines(_line_extremes(rgb), colour) == expected
+
+
+def test_line_extremes_match_brute_force_at_odd_and_even_widths():
+    """Row extremes by folding halves against a plain per-row loop, for widths 1 to 9 and a 512-wide figure."""
+    from biomedclip.panels.layout import _line_extremes
+
+    rng = np.random.default_rng(5)
+    for width in [*range(1, 10), 512]:
+        rgb = rng.integers(0, 256, (7, width, 3), dtype=np.uint8)
+        row_min, row_max, col_min, col_max = _line_extremes(rgb)
+        for y in range(7):
+            for channel in range(3):
+                values = [int(rgb[y, x, channel]) for x in range(width)]
+                assert (row_min[y, channel], row_max[y, channel]) == (min(values), max(values))
+        assert np.array_equal(col_min, rgb.min(axis=0)) and np.array_equal(col_max, rgb.max(axis=0))
+
+
+def test_prefix_tables_in_a_reused_workspace_equal_fresh_ones():
+    """A workspace holds one figure's tables at a time: tables of a larger, then a smaller figure written into the
+    same memory equal tables made from scratch (and each profile equals a plain sum over the region)."""
+    from biomedclip.panels.layout import _Mask, _Workspace
+
+    rng = np.random.default_rng(11)
+    workspace = _Workspace()
+    for height, width in ((40, 64), (23, 31), (64, 40)):
+        fg = rng.random((height, width)) < 0.3
+        gray = rng.integers(0, 256, (height, width)).astype(np.int16)
+        fresh, reused = _Mask(fg, gray), _Mask(fg, gray, workspace)
+        for name in ("rows", "cols", "row_sums", "row_squares", "col_sums", "col_squares"):
+            assert np.array_equal(getattr(fresh, name), getattr(reused, name)), name
+        box = (3, 5, width - 2, height - 4)
+        assert reused.row_profile(box).tolist() == fg[5 : height - 4, 3 : width - 2].sum(axis=1).tolist()
+        assert reused.col_profile(box).tolist() == fg[5 : height - 4, 3 : width - 2].sum(axis=0).tolist()
+        squares = (gray[5 : height - 4, 3 : width - 2].astype(np.int64) ** 2).sum(axis=0)
+        assert (reused.col_squares[height - 4, 3 : width - 2] - reused.col_squares[5, 3 : width - 2]).tolist() == (
+            squares.tolist()
+        )
+
+
+def test_consecutive_figures_of_other_sizes_give_the_boxes_each_gives_alone():
+    """The shared workspace carries nothing from one figure to the next."""
+    canvas = np.full((2 * 120 + 10, 2 * 150 + 10, 3), 255, np.uint8)
+    for r, c in itertools.product(range(2), range(2)):
+        canvas[r * 130 : r * 130 + 120, c * 160 : c * 160 + 150] = _photo(150, 120, 20 + 2 * r + c)
+    large = Image.fromarray(np.tile(canvas, (2, 2, 1)))  # 4 x 4 photos
+    small = Image.fromarray(canvas)  # 2 x 2
+    alone = [detect_panels(small), detect_panels(large)]
+    assert [detect_panels(large), detect_panels(small)] == alone[::-1]
+    assert len(alone[0]) == 4 and len(alone[1]) > 4  # both compound: the tables were used
