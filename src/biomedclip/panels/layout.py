@@ -478,16 +478,14 @@ class _Splitter:
         return self._cuts[box]
 
     def _widest_cut(self, box: Box) -> tuple[int, Box, Box] | None:
-        best = None
-        for axis in (0, 1):
-            for band in self.bands(box, axis):
-                first, second = self.sides(box, axis, band)
-                if not (self.panel_like(first) and self.panel_like(second)):
-                    continue
-                width = band[1] - band[0]
-                if best is None or width > best[0]:
-                    best = (width, first, second)
-        return best
+        """The widest band whose sides are both panel-like, the first found (rows before columns, in order) among
+        equally wide ones: bands are tried widest first, so the narrower ones are never looked at once one holds."""
+        bands = [(band[1] - band[0], axis, band) for axis in (0, 1) for band in self.bands(box, axis)]
+        for width, axis, band in sorted(bands, key=lambda b: -b[0]):  # a stable sort: ties keep their order
+            first, second = self.sides(box, axis, band)
+            if self.panel_like(first) and self.panel_like(second):
+                return width, first, second
+        return None
 
     def peel(self, box: Box) -> Box | None:
         """The box without the thin text strips along its edges, or None when nothing is peeled."""
