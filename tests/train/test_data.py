@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
 import struct
 import warnings
 import zlib
@@ -268,3 +269,19 @@ def test_a_bad_exclude_list_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text('{"key": "a"}\n{"eval": "b"}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: expected a JSON object with a \"key\""):
         read_exclude(bad)
+
+
+class _NicenessStream(torch.utils.data.IterableDataset):
+    """Yields the scheduling niceness of the process that iterates it."""
+
+    loader_workers = 1
+
+    def __iter__(self):
+        yield torch.tensor(os.nice(0))
+
+
+def test_train_loader_workers_run_at_the_niceness_asked_for():
+    own = os.nice(0)
+    assert [int(n) for n in make_train_loader(_NicenessStream(), worker_nice=7)] == [min(19, own + 7)]
+    assert [int(n) for n in make_train_loader(_NicenessStream())] == [own]
+    assert os.nice(0) == own  # the trainer itself keeps its priority

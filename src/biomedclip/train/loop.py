@@ -259,7 +259,10 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         num_workers=workers,
         start_batch=start_step,
     )
-    batches = TimedLoader(iter(make_train_loader(stream, pin_memory=device.type == "cuda")))
+    cpu = device.type == "cpu"  # the workers share the step's cores: they yield to it
+    batches = TimedLoader(
+        iter(make_train_loader(stream, pin_memory=device.type == "cuda", worker_nice=19 if cpu else 0))
+    )
     if resume_from is not None:  # after the DataLoader drew its worker seeds, as the uninterrupted run did
         if len(state.rng) == info.world_size:
             set_rng_state(state.rng[info.rank])
