@@ -259,10 +259,8 @@ def _train(config: TrainConfig, device: torch.device, info: DistInfo, on_log: Lo
         num_workers=workers,
         start_batch=start_step,
     )
-    cpu = device.type == "cpu"  # the workers share the step's cores: they yield to it
-    batches = TimedLoader(
-        iter(make_train_loader(stream, pin_memory=device.type == "cuda", worker_nice=19 if cpu else 0))
-    )
+    nice = 19 if device.type == "cpu" else 0  # on the CPU the workers share the step's cores: they yield to it
+    batches = TimedLoader(iter(make_train_loader(stream, pin_memory=device.type == "cuda", worker_nice=nice)))
     if resume_from is not None:  # after the DataLoader drew its worker seeds, as the uninterrupted run did
         if len(state.rng) == info.world_size:
             set_rng_state(state.rng[info.rank])
