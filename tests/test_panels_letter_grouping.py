@@ -224,3 +224,48 @@ def test_single_figure_letter_is_read_only_when_asked():
     skipped = split_figure(image, caption, detector=lambda _: whole, reader=reader, single_labels=False)
     assert calls == []
     assert (skipped.compound, skipped.panels[0].label, skipped.panels[0].subcaption) == (False, None, caption)
+
+
+def test_uncited_letters_are_read_only_when_asked():
+    """A two-panel figure whose caption names no panel letter: by default the reader runs and its letters are
+    kept; with ``uncited_labels=False`` (corpus builds, which align by letters) it never runs and the panels keep
+    no label, while a caption that names letters still has them read and aligned."""
+    image = Image.new("RGB", (200, 100), "white")
+    calls = []
+
+    def reader(img, boxes):
+        calls.append(boxes)
+        return [("A", 0.9), ("B", 0.9)]
+
+    two = [((0, 0, 100, 100), 0.9), ((100, 0, 200, 100), 0.9)]
+    plain = "Growth of both strains over ten days."
+    assert [p.label for p in split_figure(image, plain, detector=lambda _: two, reader=reader).panels] == ["A", "B"]
+    assert len(calls) == 1
+    calls.clear()
+    skipped = split_figure(image, plain, detector=lambda _: two, reader=reader, uncited_labels=False)
+    assert calls == []
+    assert [(p.label, p.subcaption) for p in skipped.panels] == [(None, None), (None, None)]
+    cited = split_figure(image, "(A) Growth. (B) Decay.", detector=lambda _: two, reader=reader, uncited_labels=False)
+    assert len(calls) == 1
+    assert [(p.label, p.subcaption) for p in cited.panels] == [("A", "Growth."), ("B", "Decay.")]
+
+
+def test_corpus_splitter_skips_the_reader_for_uncited_letters(monkeypatch, shared_fixtures):
+    """The corpus's splitter runs detection's own letter pass but not the label reader when the caption names no
+    letter: a real four-panel figure without printed letters (where the default splitter does call the reader)
+    is still split, its panels unlabelled."""
+    from biomedclip.corpus.panel_rows import default_splitter
+    from biomedclip.panels import labels
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the label reader ran")
+
+    monkeypatch.setattr(labels, "read_labels", refuse)
+    caption = "Digital gene expression analysis of cells grown with and without the inducer."
+    with Image.open(shared_fixtures / "compound" / "images" / "elife30274_fig2.jpg") as image:
+        figure = image.convert("RGB")
+    with pytest.raises(AssertionError, match="the label reader ran"):
+        split_figure(figure, caption)
+    found = default_splitter(keep_single=False)(figure, caption)
+    assert found.compound and len(found.panels) == 4
+    assert [p.label for p in found.panels] == [None] * 4
