@@ -67,6 +67,7 @@ def test_dev_set_label_accuracy(shared_fixtures):
         (["(a)", "(b)", "(c)"], ["a", "b", "c"]),
         (["A.", "B.", "C.", "D."], ["A", "B", "C", "D"]),
         (["a", "b", "c", "d"], ["a", "b", "c", "d"]),
+        (["G", "H", "I", "J"], ["G", "H", "I", "J"]),  # the bar of this font's I reads as l: it is the figure's I
     ],
 )
 def test_letters_in_an_unseen_font(held_out_font, texts, expected):
@@ -161,6 +162,17 @@ def test_figure_consistency_resolves_repeats_and_case():
         [Reading("c", 0.8, False)],
     ]
     assert _texts(_resolve(candidates)) == ["A", "B", "C"]
+
+
+def test_a_bar_takes_the_figures_letter_not_l_upper():
+    """A bar read as "l" in an upper-case figure is its I (never an L, a different shape), and one read as "I" in
+    a lower-case figure its l; a real L keeps its place beside the I."""
+    upper = [[Reading("H", 0.9, True)], [Reading("l", 0.4, False)], [Reading("J", 0.9, True)]]
+    assert _texts(_resolve(upper)) == ["H", "I", "J"]
+    lower = [[Reading("k", 0.9, True)], [Reading("I", 0.4, False)]]
+    assert _texts(_resolve(lower)) == ["k", "l"]
+    both = [[Reading("l", 0.5, False)], [Reading("L", 0.9, True)]]
+    assert _texts(_resolve(both)) == ["I", "L"]
 
 
 def test_figure_sequence_prefers_its_letters_and_fills_one_gap():

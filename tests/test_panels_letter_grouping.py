@@ -49,6 +49,17 @@ def test_the_figure_case_wins_and_caseless_shapes_take_it():
     assert _texts(heads) == ["a", "b", "c", None]
 
 
+def test_a_bar_is_the_figures_i_or_l_and_casts_no_case_vote():
+    """A plain bar reads as "l" or "I" alike: in an upper-case run it heads as the I after H, in a lower-case
+    run as the l after k; several bars read as "l" do not turn an upper-case figure lower-case."""
+    upper = [[_letter(c)] for c in "ABCDEFGH"] + [[_letter("l", 0.95)], [_letter("J")]]
+    assert _texts(_sequence_heads(upper)[0])[-3:] == ["H", "I", "J"]
+    lower = [[_letter(c)] for c in "abcdefghijk"] + [[_letter("I", 0.95)]]
+    assert _texts(_sequence_heads(lower)[0])[-2:] == ["k", "l"]
+    bars = [[_letter("A", 0.6)], [_letter("l", 0.95)], [_letter("l", 0.95)]]
+    assert _texts(_sequence_heads(bars)[0])[0] == "A"
+
+
 def test_each_letter_goes_to_its_surest_piece_and_a_second_one_is_an_extra():
     letters = [[_letter("A", 0.6)], [_letter("A", 0.9), _letter("B", 0.8, x=200)]]
     heads, extras = _sequence_heads(letters)

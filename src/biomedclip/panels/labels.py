@@ -52,6 +52,9 @@ _BRACKET_BONUS = 1.5
 """A bracket-shaped glyph framing a letter costs the reading at most this factor, however unsure its class."""
 CASELESS = frozenset("COPSUVWXZK")
 """Letters whose upper and lower case differ only in size, which a cut-out glyph does not show."""
+BAR = frozenset("Il")
+"""Upper-case I and lower-case l: one glyph (a plain bar) in most sans-serif type, so read as either; it names
+the figure's ninth letter in an upper-case figure (I) and its twelfth in a lower-case one (l), never L."""
 _UPPER = np.arange(26)
 _LOWER = np.arange(26, 52)
 _DIGITS = np.arange(52, 62)
@@ -196,6 +199,8 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
     else:
         upper = letter[_UPPER[index]] >= letter[_LOWER[index]]
     text = char if upper else char.lower()
+    if text in BAR:  # a bar tells neither its case nor, therefore, its letter
+        case_known = False
     if stop - start == 2:
         digit = probs[start + 1]
         text += str(int(digit[_DIGITS].argmax()))
@@ -286,10 +291,14 @@ def _figure_case(choices: list[Reading | None]) -> bool | None:
 
 
 def _with_case(reading: Reading, upper: bool | None) -> Reading:
-    """The reading in the figure's case (letters of one figure share it), or as read when the figure's is unknown."""
+    """The reading in the figure's case (letters of one figure share it; a bar is its I or l), or as read when the
+    figure's case is unknown."""
     if upper is None:
         return reading
-    first = reading.text[0].upper() if upper else reading.text[0].lower()
+    if reading.text[0] in BAR:
+        first = "I" if upper else "l"
+    else:
+        first = reading.text[0].upper() if upper else reading.text[0].lower()
     return Reading(first + reading.text[1:], reading.score, True, reading.bracketed)
 
 
@@ -324,7 +333,10 @@ def _expected(chosen: list[Reading | None]) -> frozenset[str]:
 def _resolve(candidates: list[list[Reading]]) -> list[Reading | None]:
     """One reading per panel. Sure readings fix the figure's letter sequence and case; a second pass prefers
     that sequence's letters (so a weak "C" beats a stray "T"), and a single panel left out of an otherwise
-    complete sequence gets the one missing letter."""
+    complete sequence gets the one missing letter. Bars take the case the other readings show before the choice,
+    so that they compete as the letter they stand for."""
+    upper = _figure_case([c[0] if c else None for c in candidates])
+    candidates = [[_with_case(r, upper) if r.text[0] in BAR else r for r in c] for c in candidates]
     if len(candidates) == 1:
         bracketed = [[r for r in candidates[0] if r.bracketed or r.score >= _SINGLE_MIN_SCORE]]
         chosen = _pick(bracketed, frozenset(), MIN_SCORE)

@@ -34,7 +34,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from biomedclip.panels.labels import CASELESS, Letter, top_letters
+from biomedclip.panels.labels import BAR, CASELESS, Letter, top_letters
 from biomedclip.panels.types import Box
 
 ANALYSIS_MAX_SIDE = 1000
@@ -758,7 +758,12 @@ def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], l
     figure's case, ``MAX_SEQUENCE_GAP`` unread letters skipped): each letter in turn goes to the piece reading it
     most surely that has none yet; a stray letter past the run (a "T" of a title) heads nothing. Also returned: the
     run's letters read only on pieces that already have a head (two panels in one piece), with their piece."""
-    cased = [(t.text[0].isupper(), t.score) for found in letters for t in found if t.text[0].upper() not in CASELESS]
+    cased = [
+        (t.text[0].isupper(), t.score)
+        for found in letters
+        for t in found
+        if t.text[0].upper() not in CASELESS and t.text[0] not in BAR
+    ]
     upper = sum(s for is_upper, s in cased if is_upper) >= sum(s for is_upper, s in cased if not is_upper)
     heads: list[Letter | None] = [None] * len(letters)
     extras: list[tuple[int, Letter]] = []
@@ -769,7 +774,9 @@ def _sequence_heads(letters: list[list[Letter]]) -> tuple[list[Letter | None], l
             (heads[i] is None, letter.score, i, letter)
             for i, found in enumerate(letters)
             for letter in found
-            if letter.text == wanted or (chr(code) in CASELESS and letter.text.upper() == chr(code))
+            if letter.text == wanted
+            or (chr(code) in CASELESS and letter.text.upper() == chr(code))
+            or (wanted in BAR and letter.text in BAR)
         ]
         if not options:
             missed += 1
