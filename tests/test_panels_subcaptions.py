@@ -335,3 +335,21 @@ def test_random_marker_soup_never_fails_and_returns_exactly_the_requested_labels
 def test_a_cross_reference_to_one_other_panel_stays_with_its_sentence():
     s = split_caption("(A) Western blot of lysates. (B) Quantification. Bands as in (A) were measured. (C) Survival.")
     assert s.parts["B"] == "Quantification. Bands as in (A) were measured."
+
+
+def test_a_leading_marker_keeps_its_sentence_when_it_names_a_later_panel_inline():
+    """ "D Knockdown of X, as well as (E) inhibition of X, reduced Y." (PMC11286954, Fig. 3): the sentence D opens
+    is D's as well as E's; D is not lost to the inline E."""
+    caption = (
+        "USP9x controls PYCR3. A Peptides and their coverage. B Co-immunoprecipitates from (A) on a blot. "
+        "C Ubiquitination assay. D siRNA-mediated knockdown of USP9x, as well as (E) USP9x inhibition with FT709 "
+        "for 48 h reduced PYCR3 protein levels. F USP9x overexpression elevated PYCR3."
+    )
+    split = split_caption(caption)
+    sentence = (
+        "siRNA-mediated knockdown of USP9x, as well as (E) USP9x inhibition with FT709 for 48 h reduced PYCR3 "
+        "protein levels."
+    )
+    assert list(split.parts) == ["A", "B", "C", "D", "E", "F"]
+    assert split.parts["D"] == sentence and split.parts["E"] == sentence
+    assert split.parts["F"] == "USP9x overexpression elevated PYCR3."

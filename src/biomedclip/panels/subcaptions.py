@@ -385,7 +385,10 @@ def _split_segments(
             sentence = text[a:b]
             mentions = _within(inline, a, b)
             named = {label for m in mentions for label in m.labels}
-            if named and named <= orphans:
+            if named and named <= orphans:  # "D Knockdown of X, as well as (E) inhibition of Y, reduced Z."
+                if number == 0:  # the sentence its marker opens is the marker's panels' too
+                    for label in marker.labels:
+                        parts.setdefault(label, []).append(sentence)
                 for label, piece in _inline_pieces(text, a, b, mentions).items():
                     parts.setdefault(label, []).append(piece)
                 continue
