@@ -75,6 +75,18 @@ def test_letters_in_an_unseen_font(held_out_font, texts, expected):
     assert [label for label, _ in read_labels(figure, boxes)] == expected
 
 
+def test_readings_outside_the_allowed_letters_are_dropped(held_out_font):
+    """A clear "X" on the second of two panels is read, unless the letters allowed (the caption's A-C) exclude it;
+    through ``split_figure`` the caption's letters are the ones allowed."""
+    figure, boxes = _panel_figure(["A", "X"], held_out_font)
+    assert [label for label, _ in read_labels(figure, boxes)] == ["A", "X"]
+    assert [label for label, _ in read_labels(figure, boxes, allowed=frozenset("ABC"))] == ["A", None]
+    from biomedclip.panels.pipeline import split_figure
+
+    labels = [p.label for p in split_figure(figure, "Two plots. (A) Growth. (B) Decay. (C) Not shown.").panels]
+    assert labels[0] == "A" and "X" not in labels
+
+
 def test_boxes_in_any_order(held_out_font):
     """Labels come back in the order the boxes were given, whatever that order is."""
     figure, boxes = _panel_figure(["A", "B", "C", "D"], held_out_font)

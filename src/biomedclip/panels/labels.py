@@ -401,12 +401,16 @@ def _order_agreement(chosen: list[Reading | None], boxes: list[Box]) -> int:
 
 
 def read_labels(
-    image: Image.Image, boxes: list[Box], known: list[str | None] | None = None
+    image: Image.Image,
+    boxes: list[Box],
+    known: list[str | None] | None = None,
+    allowed: frozenset[str] = frozenset(),
 ) -> list[tuple[str | None, float]]:
     """The label printed on each panel box with a confidence in (0, 1]; ``(None, 0.0)`` where none is read.
     Boxes are in ``image`` pixels (x1/y1 exclusive), in any order; empty or out-of-image boxes read as None.
     ``known`` may give some boxes' letters, already read elsewhere: those boxes are not read again, and their
-    letters take part in the figure's sequence as sure readings."""
+    letters take part in the figure's sequence as sure readings. ``allowed`` (upper-case letters, say those the
+    caption names) keeps only the readings of those letters: an "I" read on one of three panels A-C is a stroke."""
     if not boxes:
         return []
     if min(image.size) == 0:
@@ -423,6 +427,11 @@ def read_labels(
         _read_box(pixels, box) if letter is None else [Reading(letter, 1.0, True)]
         for box, letter in zip(scaled, known, strict=True)
     ]
+    if allowed:
+        candidates = [
+            [r for r in found if r.text[0].upper() in allowed] if letter is None else found
+            for found, letter in zip(candidates, known, strict=True)
+        ]
     chosen = _resolve(candidates)
     moved = _to_nearest_corner(candidates, scaled)
     if moved != candidates:

@@ -59,7 +59,11 @@ def split_figure(
     read = uncited_labels or bool(named)
     if shared_pass:
         known = [letters.get(tuple(box)) for box, _ in detected]
-        labels = _shared_labels(image, boxes, known, functools.partial(reader, known=known), named) if read else known
+        labels = (
+            _shared_labels(image, boxes, known, functools.partial(reader, known=known, allowed=named), named)
+            if read
+            else known
+        )
     else:
         labels = [label for label, _ in reader(image, boxes)] if read else [None] * len(boxes)
     if len(boxes) == 1:
