@@ -238,9 +238,9 @@ def test_single_figure_letter_is_read_only_when_asked():
 
 
 def test_uncited_letters_are_read_only_when_asked():
-    """A two-panel figure whose caption names no panel letter: by default the reader runs and its letters are
-    kept; with ``uncited_labels=False`` (corpus builds, which align by letters) it never runs and the panels keep
-    no label, while a caption that names letters still has them read and aligned."""
+    """A two-panel figure whose caption names no panel letter: the reader does not run and the panels keep no
+    label, unless ``uncited_labels`` asks for them or there is no caption at all; a caption that names letters
+    has them read and aligned."""
     image = Image.new("RGB", (200, 100), "white")
     calls = []
 
@@ -250,20 +250,21 @@ def test_uncited_letters_are_read_only_when_asked():
 
     two = [((0, 0, 100, 100), 0.9), ((100, 0, 200, 100), 0.9)]
     plain = "Growth of both strains over ten days."
-    assert [p.label for p in split_figure(image, plain, detector=lambda _: two, reader=reader).panels] == ["A", "B"]
-    assert len(calls) == 1
-    calls.clear()
-    skipped = split_figure(image, plain, detector=lambda _: two, reader=reader, uncited_labels=False)
+    skipped = split_figure(image, plain, detector=lambda _: two, reader=reader)
     assert calls == []
     assert [(p.label, p.subcaption) for p in skipped.panels] == [(None, None), (None, None)]
-    cited = split_figure(image, "(A) Growth. (B) Decay.", detector=lambda _: two, reader=reader, uncited_labels=False)
-    assert len(calls) == 1
+    asked = split_figure(image, plain, detector=lambda _: two, reader=reader, uncited_labels=True)
+    assert len(calls) == 1 and [p.label for p in asked.panels] == ["A", "B"]
+    assert [p.label for p in split_figure(image, None, detector=lambda _: two, reader=reader).panels] == ["A", "B"]
+    assert len(calls) == 2
+    cited = split_figure(image, "(A) Growth. (B) Decay.", detector=lambda _: two, reader=reader)
+    assert len(calls) == 3
     assert [(p.label, p.subcaption) for p in cited.panels] == [("A", "Growth."), ("B", "Decay.")]
 
 
 def test_corpus_splitter_skips_the_reader_for_uncited_letters(monkeypatch, shared_fixtures):
     """The corpus's splitter runs detection's own letter pass but not the label reader when the caption names no
-    letter: a real four-panel figure without printed letters (where the default splitter does call the reader)
+    letter: a real four-panel figure without printed letters (where ``uncited_labels=True`` does call the reader)
     is still split, its panels unlabelled."""
     from biomedclip.corpus.panel_rows import default_splitter
     from biomedclip.panels import labels
@@ -276,7 +277,7 @@ def test_corpus_splitter_skips_the_reader_for_uncited_letters(monkeypatch, share
     with Image.open(shared_fixtures / "compound" / "images" / "elife30274_fig2.jpg") as image:
         figure = image.convert("RGB")
     with pytest.raises(AssertionError, match="the label reader ran"):
-        split_figure(figure, caption)
+        split_figure(figure, caption, uncited_labels=True)
     found = default_splitter(keep_single=False)(figure, caption)
     assert found.compound and len(found.panels) == 4
     assert [p.label for p in found.panels] == [None] * 4

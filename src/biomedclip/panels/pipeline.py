@@ -27,16 +27,18 @@ def split_figure(
     detector: Detector | None = None,
     reader: LabelReader | None = None,
     single_labels: bool = True,
-    uncited_labels: bool = True,
+    uncited_labels: bool = False,
 ) -> FigurePanels:
     """Split one figure into panels, each with its box, read letter, own subcaption and detection score.
 
     A single-panel figure gives ``compound=False`` and one panel with the whole caption as its subcaption (or,
     when its printed letter names one part of a caption covering several image files, that part's text).
     With ``single_labels=False`` a single-panel figure's letter is not read (its label is None): for callers
-    that keep only compound figures' panels, the reading would be thrown away. With ``uncited_labels=False`` the
-    label reader does not run for a figure whose caption names no panel letter (nothing can be aligned by what it
-    reads): its panels keep the letters detection read while grouping them, or none.
+    that keep only compound figures' panels, the reading would be thrown away. The label reader runs only where
+    the caption names panel letters (and keeps only those letters), or where there is no caption: a figure whose
+    caption names none keeps the letters detection read while grouping its panels, or none (on such figures, a
+    chemical scheme or charts titled in words, the reader mostly finds atoms and axis words); ``uncited_labels``
+    runs it there too.
     """
     shared_pass = detector is None and reader is None
     subcaptions = split_caption(caption)
@@ -56,7 +58,7 @@ def split_figure(
     boxes = [tuple(int(v) for v in box) for box, _ in detected]
     if len(boxes) == 1 and not single_labels:
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
-    read = uncited_labels or bool(named)
+    read = uncited_labels or bool(named) or caption is None
     if shared_pass:
         known = [letters.get(tuple(box)) for box, _ in detected]
         labels = (
