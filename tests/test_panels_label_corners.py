@@ -88,10 +88,41 @@ def test_known_letters_are_not_read_again_and_join_the_sequence(held_out_font, m
     figure, boxes = _grid(["A", "B", "C"], held_out_font, columns=3)
     read = []
     original = labels._read_box
-    monkeypatch.setattr(labels, "_read_box", lambda gray, box: read.append(box) or original(gray, box))
+    monkeypatch.setattr(labels, "_read_box", lambda gray, box, *rest: read.append(box) or original(gray, box, *rest))
     assert read_labels(figure, boxes, known=["A", "B", None]) == [
         ("A", 1.0),
         ("B", 1.0),
         ("C", pytest.approx(1.0, abs=0.5)),
     ]
     assert read == [boxes[2]]
+
+
+def _photo_figure(shared: Path, font: Path, letters: list[str]) -> tuple[Image.Image, list]:
+    """Real chest radiographs side by side, each with a white letter in its bottom-left corner (as clinical
+    figures print them), nothing along their tops."""
+    photos = sorted((shared / "images" / "chest_xray").rglob("*.png"))[: len(letters)]
+    side = 240
+    figure = Image.new("RGB", (len(letters) * (side + 10) - 10, side), "white")
+    draw = ImageDraw.Draw(figure)
+    face = ImageFont.truetype(str(font), 28)
+    boxes = []
+    for i, (photo, letter) in enumerate(zip(photos, letters, strict=True)):
+        x0 = i * (side + 10)
+        with Image.open(photo) as image:
+            figure.paste(image.convert("RGB").resize((side, side)), (x0, 0))
+        draw.text((x0 + 10, side - 42), letter, font=face, fill="white", stroke_width=1, stroke_fill="white")
+        boxes.append((x0, 0, x0 + side, side))
+    return figure, boxes
+
+
+def test_a_photos_bottom_corner_letter_is_read_when_the_caption_names_it(held_out_font, shared_fixtures):
+    """Letters at the bottom-left of radiographs are read for the letters the caption names (through
+    ``split_figure``, its own letters), never without such letters to look for (a radiograph's corner also holds
+    side markers such as L and R)."""
+    from biomedclip.panels.pipeline import split_figure
+
+    figure, boxes = _photo_figure(shared_fixtures, held_out_font, ["A", "B"])
+    assert [label for label, _ in read_labels(figure, boxes, allowed=frozenset("AB"))] == ["A", "B"]
+    assert not {"A", "B"} & set(_read(figure, boxes))  # without letters to look for, the bottoms are not read
+    found = split_figure(figure, "Chest radiographs. (A) Before treatment. (B) After treatment.")
+    assert [(p.label, p.subcaption) for p in found.panels] == [("A", "Before treatment."), ("B", "After treatment.")]

@@ -43,6 +43,9 @@ _ABOVE_FRACTION = 0.1
 """The band starts this fraction of the box height above the box: letters often sit just over a plot's frame."""
 _LEFT_FRACTION = 0.08
 """The band also reaches this fraction of the box width to its left, where letters stand in the gutter."""
+_WHITE = 235
+_PHOTO_WHITE_SHARE = 0.35
+"""A panel with less than this share of near-white (``_WHITE``) pixels is a photo: its bottom is read too."""
 _TOKEN_GAP = 0.25
 """Glyphs closer than this many glyph heights belong to one token (a word, "(a)", "A1")."""
 _MAX_TOKEN = 4
@@ -213,11 +216,12 @@ def _parse(token: list[Component], probs: np.ndarray) -> Reading | None:
     return Reading(text, score * _BRACKET_BONUS if bracketed else score, case_known, bracketed)
 
 
-def _place_weight(token: list[Component], width: int, band_height: int) -> float:
-    """Prior for a label's place in its panel: near the top, and near the left (or right) edge."""
+def _place_weight(token: list[Component], width: int, band_height: int, bottom: bool = False) -> float:
+    """Prior for a label's place in its panel: near the top (or, read along a photo's bottom, the bottom), and near
+    the left (or right) edge."""
     x0, x1 = min(g.x0 for g in token), max(g.x1 for g in token)
-    y0 = min(g.y0 for g in token)
-    vertical = max(0.2, 1.0 - 1.5 * y0 / band_height)
+    from_edge = band_height - max(g.y1 for g in token) if bottom else min(g.y0 for g in token)
+    vertical = max(0.2, 1.0 - 1.5 * from_edge / band_height)
     side = min(x0, width - x1) / width
     horizontal = max(0.4, 1.0 - 1.2 * side)
     return vertical * horizontal
@@ -233,23 +237,50 @@ def _may_be_label(token: list[Component]) -> bool:
     return thin[0] or thin[1] if len(token) == 3 else thin[0] and thin[1]
 
 
-def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
-    """Candidate readings of one panel's label, best first (empty when nothing parses)."""
+def _read_box(gray: np.ndarray, box: Box, allowed: frozenset[str] = frozenset()) -> list[Reading]:
+    """Candidate readings of one panel's label, best first (empty when nothing parses), of the ``allowed`` letters
+    only if any are given: along its top, or, for a photo with no sure one there and letters to look for, along its
+    bottom too, where clinical images often print them (beside marks such as a radiograph's L and R)."""
     height, width = gray.shape
     x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
     x1, y1 = min(width, int(box[2])), min(height, int(box[3]))
     if x1 - x0 < MIN_GLYPH_HEIGHT or y1 - y0 < MIN_GLYPH_HEIGHT:
         return []
-    above = min(y0, max(8, min(32, round(_ABOVE_FRACTION * (y1 - y0)))))
-    band_height = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0)))) + above
+    weak: list[Reading] = []
+    for bottom in (False, True):
+        if bottom and (not allowed or np.mean(gray[y0:y1, x0:x1] >= _WHITE) >= _PHOTO_WHITE_SHARE):
+            break
+        found = _read_band(gray, (x0, y0, x1, y1), bottom)
+        found = [r for r in found if r.text[0].upper() in allowed] if allowed else found
+        if any(r.score >= MIN_SCORE for r in found):
+            return sorted(found + weak, key=lambda r: -r.score)
+        weak = weak or found
+    return weak
+
+
+def _read_band(gray: np.ndarray, box: Box, bottom: bool) -> list[Reading]:
+    """Readings in the band along a box's top (from a little above it) or bottom (to a little below it), reaching
+    a little left of it; a bottom reading has no place (``where``): corners name boxes by their tops."""
+    height, _ = gray.shape
+    x0, y0, x1, y1 = box
+    margin = max(8, min(32, round(_ABOVE_FRACTION * (y1 - y0))))
+    depth = min(y1 - y0, max(_MIN_BAND, round(_BAND_FRACTION * (y1 - y0))))
+    if bottom:
+        top, below = y1 - depth, min(height - y1, margin)
+        band_height = depth + below
+    else:
+        above = min(y0, margin)
+        top, band_height = y0 - above, depth + above
     left = min(x0, max(8, min(40, round(_LEFT_FRACTION * (x1 - x0)))))
-    band = gray[y0 - above : y0 - above + band_height, x0 - left : x1]
+    band = gray[top : top + band_height, x0 - left : x1]
     band_width = x1 - x0 + left
     max_height = max(MIN_GLYPH_HEIGHT, min(band_height, round(0.4 * min(x1 - x0, y1 - y0)), 160))
     per_level, marks = _glyphs(band, max_height)
-    if y0 - above > 0:  # ink cut by the band's top edge is the tail of text above, not a letter
+    if top > 0:  # ink cut by the band's top edge is the tail of text above (or a photo's content), not a letter
         per_level = [[g for g in glyphs if g.y0 > 0] for glyphs in per_level]
-    if x0 - left > 0:  # likewise ink cut by its left edge
+    if bottom and top + band_height < height:  # likewise ink cut by a bottom band's lower edge
+        per_level = [[g for g in glyphs if g.y1 < band_height] for glyphs in per_level]
+    if x0 - left > 0:  # and by its left edge
         per_level = [[g for g in glyphs if g.x0 > 0] for glyphs in per_level]
     heights = [g.height for glyphs in per_level for g in glyphs]
     if not heights:
@@ -259,7 +290,8 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
     for glyphs in per_level:
         for token in _tokens(glyphs):
             key = tuple((g.x0, g.y0, g.x1, g.y1, g.light) for g in token)
-            if key not in seen and _may_be_label(token) and _place_weight(token, band_width, band_height) >= MIN_SCORE:
+            place = _place_weight(token, band_width, band_height, bottom)
+            if key not in seen and _may_be_label(token) and place >= MIN_SCORE:
                 seen.add(key)
                 tokens.append(token)
     if not tokens:
@@ -274,10 +306,10 @@ def _read_box(gray: np.ndarray, box: Box) -> list[Reading]:
         if reading is None:
             continue
         size = min(1.0, 0.7 + 0.3 * max(g.height for g in token) / typical)
-        score = reading.score * size * _place_weight(token, band_width, band_height)
-        dx, dy = x0 - left, y0 - above
+        score = reading.score * size * _place_weight(token, band_width, band_height, bottom)
+        dx, dy = x0 - left, top
         where = (token[0].x0 + dx, min(g.y0 for g in token) + dy, token[-1].x1 + dx, max(g.y1 for g in token) + dy)
-        readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed, where))
+        readings.append(Reading(reading.text, score, reading.case_known, reading.bracketed, None if bottom else where))
     return sorted(readings, key=lambda r: -r.score)
 
 
@@ -424,14 +456,9 @@ def read_labels(
     known = known or [None] * len(boxes)
     pixels = np.asarray(gray)
     candidates = [
-        _read_box(pixels, box) if letter is None else [Reading(letter, 1.0, True)]
+        _read_box(pixels, box, allowed) if letter is None else [Reading(letter, 1.0, True)]
         for box, letter in zip(scaled, known, strict=True)
     ]
-    if allowed:
-        candidates = [
-            [r for r in found if r.text[0].upper() in allowed] if letter is None else found
-            for found, letter in zip(candidates, known, strict=True)
-        ]
     chosen = _resolve(candidates)
     moved = _to_nearest_corner(candidates, scaled)
     if moved != candidates:
