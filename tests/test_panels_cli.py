@@ -72,11 +72,12 @@ def test_detect_writes_the_contract_rows_and_records_unreadable_images(tmp_path,
     seen = []
     from biomedclip.panels.pipeline import split_figure
 
-    def fake_split_figure(image, caption):
+    def fake_split_figure(image, caption, **options):
         seen.append((image.size, caption))
         return split_figure(
             image,
             caption,
+            **options,
             detector=lambda img: [((0, 0, 50, 60), 0.9), ((50, 0, 100, 60), 0.8)],
             reader=lambda img, boxes: [("A", 0.9), (None, 0.0)],
         )
@@ -117,6 +118,24 @@ def test_detect_writes_the_contract_rows_and_records_unreadable_images(tmp_path,
         ("f2", 2, "image does not decode"),
         ("f3", 3, "image not found"),
     ]
+
+
+def test_detect_reads_uncited_letters_only_when_asked(tmp_path, monkeypatch):
+    """A caption naming no panel letter: the label reader does not run unless --uncited-labels asks for it."""
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (100, 60), "white").save(images / "fig.png")
+    two = [((0, 0, 50, 60), 0.9, None), ((50, 0, 100, 60), 0.8, None)]
+    monkeypatch.setattr("biomedclip.panels.layout.detect_panels_and_letters", lambda image, letters: two)
+    monkeypatch.setattr("biomedclip.panels.labels.read_labels", lambda *args, **kwargs: [("A", 0.9), ("B", 0.9)])
+    captions = _write(tmp_path / "captions.jsonl", [{"id": "f", "image": "fig.png", "caption": "Two plots."}])
+    labels = {}
+    for flags in ((), ("--uncited-labels",)):
+        out = tmp_path / f"out{len(flags)}.jsonl"
+        result = _invoke("panels", "detect", "--images", images, "--captions", captions, "-o", out, *flags)
+        assert result.exit_code == 0, result.output
+        labels[flags] = [p["label"] for p in _read(out)[0]["panels"]]
+    assert labels == {(): [None, None], ("--uncited-labels",): ["A", "B"]}
 
 
 def test_detect_missing_images_folder_is_exit_2(tmp_path):

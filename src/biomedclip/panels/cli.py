@@ -99,7 +99,10 @@ def _convert_rows(
               help='JSONL rows {"id", "image", "caption" (optional)}.')  # fmt: skip
 @click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="JSONL output: one row per figure with its panels.")  # fmt: skip
-def detect(images: Path, captions: Path, out: Path) -> None:
+@click.option("--uncited-labels", is_flag=True,
+              help="Read panel letters also where the caption names none (by default the label reader runs only "
+                   "for captions that name panel letters, and for rows without a caption).")  # fmt: skip
+def detect(images: Path, captions: Path, out: Path, uncited_labels: bool) -> None:
     """Split each figure into panels (boxes, letters, subcaptions); figures that cannot be read are listed in
     OUT.rejected.jsonl with the reason."""
     from PIL import Image, UnidentifiedImageError
@@ -117,7 +120,7 @@ def detect(images: Path, captions: Path, out: Path) -> None:
         except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
             rejected.append({"id": row["id"], "line": number, "image": row["image"], "reason": _reason(error)})
             return None
-        split = split_figure(image, caption)
+        split = split_figure(image, caption, uncited_labels=uncited_labels)
         totals["compound"] += split.compound
         totals["panels"] += len(split.panels)
         return {"id": row["id"], **split.as_dict()}
