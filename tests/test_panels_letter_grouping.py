@@ -260,6 +260,9 @@ def test_uncited_letters_are_read_only_when_asked():
     cited = split_figure(image, "(A) Growth. (B) Decay.", detector=lambda _: two, reader=reader)
     assert len(calls) == 3
     assert [(p.label, p.subcaption) for p in cited.panels] == [("A", "Growth."), ("B", "Decay.")]
+    nested = split_figure(image, "(A1) Growth. (A2) Decay.", detector=lambda _: two,
+                          reader=lambda img, boxes: [("A1", 0.9), ("A2", 0.9)])  # fmt: skip
+    assert [(p.label, p.subcaption) for p in nested.panels] == [("A1", "Growth."), ("A2", "Decay.")]
 
 
 def test_corpus_splitter_skips_the_reader_for_uncited_letters(monkeypatch, shared_fixtures):

@@ -43,6 +43,7 @@ def split_figure(
     shared_pass = detector is None and reader is None
     subcaptions = split_caption(caption)
     named = frozenset(label.upper() for label in subcaptions.parts if len(label) == 1 and label.isalpha())
+    cited = frozenset(label[0].upper() for label in subcaptions.parts if label[:1].isalpha())  # "A1" cites A
     if detector is None:
         from biomedclip.panels.layout import detect_panels_and_letters
 
@@ -58,11 +59,11 @@ def split_figure(
     boxes = [tuple(int(v) for v in box) for box, _ in detected]
     if len(boxes) == 1 and not single_labels:
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
-    read = uncited_labels or bool(named) or caption is None
+    read = uncited_labels or bool(cited) or caption is None
     if shared_pass:
         known = [letters.get(tuple(box)) for box, _ in detected]
         labels = (
-            _shared_labels(image, boxes, known, functools.partial(reader, known=known, allowed=named), named)
+            _shared_labels(image, boxes, known, functools.partial(reader, known=known, allowed=cited), named)
             if read
             else known
         )
