@@ -8,6 +8,7 @@ and may be replaced (tests, other detectors) by functions of the same signatures
 from __future__ import annotations
 
 import functools
+import string
 from collections.abc import Callable
 
 from PIL import Image
@@ -35,7 +36,8 @@ def split_figure(
     when its printed letter names one part of a caption covering several image files, that part's text).
     With ``single_labels=False`` a single-panel figure's letter is not read (its label is None): for callers
     that keep only compound figures' panels, the reading would be thrown away. The label reader runs only where
-    the caption names panel letters (and keeps only those letters), or where there is no caption: a figure whose
+    the caption names panel letters (and keeps only readings of those, or of A onwards as far as there are
+    panels), or where there is no caption: a figure whose
     caption names none keeps the letters detection read while grouping its panels, or none (on such figures, a
     chemical scheme or charts titled in words, the reader mostly finds atoms and axis words); ``uncited_labels``
     runs it there too.
@@ -60,10 +62,12 @@ def split_figure(
     if len(boxes) == 1 and not single_labels:
         return _single(boxes[0], detected[0][1], None, caption, subcaptions)
     read = uncited_labels or bool(cited) or caption is None
+    # the caption's letters, and A onwards as far as there are panels (a letter the caption's wording hid)
+    allowed = cited | frozenset(string.ascii_uppercase[: len(boxes)]) if cited else frozenset()
     if shared_pass:
         known = [letters.get(tuple(box)) for box, _ in detected]
         labels = (
-            _shared_labels(image, boxes, known, functools.partial(reader, known=known, allowed=cited), named)
+            _shared_labels(image, boxes, known, functools.partial(reader, known=known, allowed=allowed), named)
             if read
             else known
         )
