@@ -37,8 +37,8 @@ Splitter = Callable[[Image.Image, str], FigurePanels]
 
 
 def default_splitter(keep_single: bool = True) -> Splitter:
-    """``biomedclip.panels.pipeline.split_figure`` (imported when a build splits panels); without ``keep_single``
-    it does not read the letter of a single-panel figure, whose panel is not kept."""
+    """``biomedclip.panels.pipeline.split_figure`` (imported when a build splits panels); without
+    ``keep_single`` it does not read the letter of a single-panel figure, whose panel is not kept."""
     from biomedclip.panels.pipeline import split_figure
 
     return split_figure if keep_single else functools.partial(split_figure, single_labels=False)

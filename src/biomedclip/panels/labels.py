@@ -246,16 +246,20 @@ def _read_box(gray: np.ndarray, box: Box, allowed: frozenset[str] = frozenset())
     x1, y1 = min(width, int(box[2])), min(height, int(box[3]))
     if x1 - x0 < MIN_GLYPH_HEIGHT or y1 - y0 < MIN_GLYPH_HEIGHT:
         return []
-    weak: list[Reading] = []
-    for bottom in (False, True):
-        if bottom and (not allowed or np.mean(gray[y0:y1, x0:x1] >= _WHITE) >= _PHOTO_WHITE_SHARE):
-            break
+
+    def read(bottom: bool) -> list[Reading]:
         found = _read_band(gray, (x0, y0, x1, y1), bottom)
-        found = [r for r in found if r.text[0].upper() in allowed] if allowed else found
-        if any(r.score >= MIN_SCORE for r in found):
-            return sorted(found + weak, key=lambda r: -r.score)
-        weak = weak or found
-    return weak
+        return [r for r in found if r.text[0].upper() in allowed] if allowed else found
+
+    top = read(bottom=False)
+    if any(r.score >= MIN_SCORE for r in top) or not allowed:
+        return top
+    if np.mean(gray[y0:y1, x0:x1] >= _WHITE) >= _PHOTO_WHITE_SHARE:  # not a photo
+        return top
+    bottom = read(bottom=True)
+    if any(r.score >= MIN_SCORE for r in bottom):
+        return sorted(bottom + top, key=lambda r: -r.score)
+    return top or bottom
 
 
 def _read_band(gray: np.ndarray, box: Box, bottom: bool) -> list[Reading]:

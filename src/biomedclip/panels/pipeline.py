@@ -37,10 +37,9 @@ def split_figure(
     With ``single_labels=False`` a single-panel figure's letter is not read (its label is None): for callers
     that keep only compound figures' panels, the reading would be thrown away. The label reader runs only where
     the caption names panel letters (and keeps only readings of those, or of A onwards as far as there are
-    panels), or where there is no caption: a figure whose
-    caption names none keeps the letters detection read while grouping its panels, or none (on such figures, a
-    chemical scheme or charts titled in words, the reader mostly finds atoms and axis words); ``uncited_labels``
-    runs it there too.
+    panels), or where there is no caption: a figure whose caption names none keeps the letters detection read
+    while grouping its panels, or none (on such figures, a chemical scheme or charts titled in words, the reader
+    mostly finds atoms and axis words); ``uncited_labels`` runs it there too.
     """
     shared_pass = detector is None and reader is None
     subcaptions = split_caption(caption)
