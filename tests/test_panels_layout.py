@@ -118,6 +118,33 @@ def test_single_photo_is_one_box():
     assert [b for b, _ in detect_panels(Image.fromarray(_photo(320, 240, 9)))] == [(0, 0, 320, 240)]
 
 
+@pytest.mark.parametrize("name", ["00015", "00023", "00039", "00040"])
+def test_a_background_path_between_the_cells_of_a_micrograph_is_no_gutter(shared_fixtures: Path, name: str):
+    """Real blood smears (one photo each): straight paths of plasma between the cells are empty of foreground
+    from edge to edge, but not flat like a gutter, so the micrograph stays whole (each was cut in 2-5 before)."""
+    with Image.open(shared_fixtures / "images" / "bccd" / "JPEGImages" / f"BloodImage_{name}.jpg") as image:
+        assert [b for b, _ in detect_panels(image.convert("RGB"))] == [(0, 0, *image.size)]
+
+
+@pytest.mark.parametrize(("amplitude", "gutter"), [(5, True), (6, False)])
+def test_an_empty_band_is_a_gutter_up_to_a_grey_variance_of_25(amplitude, gutter):
+    """Two framed drawings on white with a band between them that the foreground test takes for background (every
+    pixel within 28 levels of white), its rows alternating 255 and 255 - 2a: a gutter when its columns' variance
+    a^2 is at most 25; otherwise nothing divides the drawings."""
+    image = Image.new("RGB", (420, 200), "white")
+    draw = ImageDraw.Draw(image)
+    for x0, y0, x1, y1 in ((10, 10, 199, 189), (220, 25, 409, 174)):
+        draw.rectangle([x0, y0, x1, y1], outline=0, width=2)
+        draw.line([x0 + 10, y1 - 10, x1 - 10, y0 + 10], fill=(200, 30, 30), width=3)
+    canvas = np.asarray(image).copy()
+    canvas[11:190:2, 200:220] = 255 - 2 * amplitude
+    boxes = [b for b, _ in detect_panels(Image.fromarray(canvas))]
+    if gutter:
+        _assert_boxes([(b, 1.0) for b in boxes], [(10, 10, 200, 190), (220, 25, 410, 175)])
+    else:
+        assert boxes == [(0, 0, 420, 200)]
+
+
 @pytest.mark.parametrize(
     "image",
     [

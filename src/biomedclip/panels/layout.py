@@ -1,9 +1,10 @@
 """Panel detection by layout analysis: compound or single, and the box of each panel.
 
-The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background, flat bands of any
-colour, thin divider lines (not grid lines crossed by bars, not the sides of frames), or seams where two abutting
-images meet (brightness jumps along most of a straight line while each side changes little beside it; not a line of
-a lattice, whose edges continue across it, as a heat map's cells). A cut is kept only when both sides look like
+The figure is cut recursively (an XY cut) at the widest gutter: rows or columns of background as flat as a gutter
+(not a path between the cells of a micrograph), flat bands of any colour, thin divider lines (not grid lines
+crossed by bars, not the sides of frames), or seams where two abutting images meet (brightness jumps along most
+of a straight line while each side changes little beside it; not a line of a lattice, whose edges continue across
+it, as a heat map's cells). A cut is kept only when both sides look like
 panels: big enough for the figure (a share of its width and height) and holding more than lines of text, so legends,
 tick labels and titles stay with their plot. Narrow gaps between frame lines of the same extent are facets of one
 plot, not gutters; a framed region is also looked at inside its frame. Strips of text that block every cut (a
@@ -65,6 +66,7 @@ LATTICE_SHARE = 0.2
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
 UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
+GUTTER_VARIANCE = 25  # an empty row or column is a gutter only this flat (a path between cells of a micrograph is not)
 EDGE_VARIANCE = 100  # a row or column just beside a flat-colour gutter varies at least this much (panel content)
 EDGE_PX = 3  # within this many pixels on each side
 PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
@@ -114,8 +116,8 @@ class _Mask:
         x0, y0, x1, y1 = box
         return self.cols[y1, x0:x1] - self.cols[y0, x0:x1]
 
-    def uniform(self, box: Box, axis: int) -> np.ndarray:
-        """Per row (axis 0) or column (axis 1) of ``box``: whether it is one flat colour (a gutter of any colour)."""
+    def variance(self, box: Box, axis: int) -> np.ndarray:
+        """Per row (axis 0) or column (axis 1) of ``box``: the variance of its grey levels."""
         x0, y0, x1, y1 = box
         if axis == 0:
             n = x1 - x0
@@ -126,7 +128,12 @@ class _Mask:
             total = self.col_sums[y1, x0:x1] - self.col_sums[y0, x0:x1]
             squares = self.col_squares[y1, x0:x1] - self.col_squares[y0, x0:x1]
         mean = total / n
-        variance = squares / n - mean * mean
+        return squares / n - mean * mean
+
+    @staticmethod
+    def uniform(variance: np.ndarray) -> np.ndarray:
+        """Per row or column of a box, given their ``variance``: whether it is one flat colour (a gutter of any
+        colour)."""
         flat = variance <= UNIFORM_VARIANCE
         for start, end in _runs(flat):
             before, after = variance[max(0, start - EDGE_PX) : start], variance[end : end + EDGE_PX]
@@ -390,8 +397,9 @@ class _Splitter:
         """Gutters across ``box``: runs of empty rows (axis 0) or columns (axis 1), and thin full-length lines."""
         profile = self.mask.row_profile(box) if axis == 0 else self.mask.col_profile(box)
         span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
-        empty = profile == 0
-        for start, end in _runs(self.mask.uniform(box, axis)):
+        variance = self.mask.variance(box, axis)
+        empty = (profile == 0) & (variance <= GUTTER_VARIANCE)
+        for start, end in _runs(self.mask.uniform(variance)):
             if start > 0 and end < len(profile):
                 thick = end - start > LINE_MAX_PX
                 between_images = min(profile[start - 1], profile[end]) >= SEAM_FILLED * span
