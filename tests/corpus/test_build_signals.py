@@ -136,3 +136,44 @@ def test_a_lock_held_for_a_live_build_is_still_refused(shared_fixtures: Path, tm
         held.flush()
         with pytest.raises(InputError, match="another build is writing to"):
             build([Articles([_article(shared_fixtures, "PMC1")])], out)
+
+
+def _busy(started: str) -> None:
+    Path(started).write_text(str(os.getpid()))
+    time.sleep(3)
+
+
+def test_a_broken_pools_busy_worker_is_stopped_and_its_manager_ends(tmp_path: Path) -> None:
+    """An idle worker killed (kill -9, the OOM killer) while it waits for work, holding the task queue's lock,
+    breaks the pool while another is mid-task. The pool stops that one with SIGTERM, which the build's own SIGTERM
+    handler (inherited by forked workers) turned into an exception the task swallowed: the worker lived on, blocked
+    on the dead one's lock, the old pool's manager thread never ended and the build never exited. Restarting the
+    pool must leave no worker of the old one and no manager thread running."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from biomedclip.corpus.build import _sigterm_exits
+    from biomedclip.corpus.distributed import _Local
+
+    started = tmp_path / "started"
+    with _sigterm_exits():
+        executor = _Local(2)
+        busy = executor.submit(_busy, str(started))
+        deadline = time.monotonic() + 30
+        while not (started.exists() and started.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        manager, workers = executor.pool._executor_manager_thread, list(executor.pool._processes.values())
+        idle = next(worker for worker in workers if worker.pid != int(started.read_text()))
+        time.sleep(0.2)  # the idle worker is waiting for work
+        os.kill(idle.pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            busy.result(timeout=30)
+        executor.restart()
+    try:
+        manager.join(timeout=10)
+        assert not manager.is_alive(), "the broken pool's manager thread is still running"
+        assert not any(worker.is_alive() for worker in workers), "a worker of the broken pool is still alive"
+        assert executor.submit(len, "four").result(timeout=30) == 4  # the new pool works
+    finally:
+        for worker in workers:
+            worker.kill()
+        executor.close()

@@ -5,7 +5,7 @@ itself (``batches.process_batch``); only small ``BatchCounts`` come back. At mos
 in flight, taken lazily from the listing, so the driver's memory stays flat whatever the corpus size.
 A worker process that dies (a decoder's segfault, the OOM killer) costs one article, not the build: the
 batches that were in flight are rerun one article at a time, and the article that kills a worker again is
-recorded as ``worker_crashed``.
+recorded as ``worker_crashed``. The broken pool's other workers are killed, not left to end by themselves.
 
 ``map_units`` runs a phase 2 stage (a picklable function over independent units): on a process pool, or as
 a Ray Data pipeline (``map_batches`` over the units, streamed, results in order). Its pool's processes come
@@ -104,8 +104,12 @@ class _Local:
         return self.pool.submit(fn, *args)
 
     def restart(self) -> None:
+        """A new pool for a broken one, whose surviving workers are killed: one may never end by itself (it
+        swallowed the pool's SIGTERM as the build's SystemExit inside a task, then blocks on the task queue's lock
+        that a killed worker held), and the broken pool's manager thread, and with it the build, would wait for it
+        forever."""
         assert self.pool is not None
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        kill_pool(self.pool)
         self.pool = _pool(self.workers)
 
     def close(self) -> None:
