@@ -21,8 +21,10 @@ from biomedclip.corpus.build import build
 
 from .test_build_reliability import PACKAGE, Articles, _article
 
-DRIVER = (
-    "import sys; from biomedclip.corpus.build import BuildConfig, build; "
+DRIVER = (  # Ctrl-C's handler set as an interactive shell leaves it: a runner started as a background job ignores
+    # SIGINT, and its children inherit that
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from biomedclip.corpus.build import BuildConfig, build; "
     "from biomedclip.corpus.sources import open_source; "
     "build([open_source(sys.argv[1])], sys.argv[2], BuildConfig(batch_articles=1), workers=2)"
 )
