@@ -130,17 +130,6 @@ class _Mask:
         mean = total / n
         return squares / n - mean * mean
 
-    @staticmethod
-    def uniform(variance: np.ndarray) -> np.ndarray:
-        """Per row or column of a box, given their ``variance``: whether it is one flat colour (a gutter of any
-        colour)."""
-        flat = variance <= UNIFORM_VARIANCE
-        for start, end in _runs(flat):
-            before, after = variance[max(0, start - EDGE_PX) : start], variance[end : end + EDGE_PX]
-            if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
-                flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
-        return flat
-
     def flat(self, box: Box) -> bool:
         """Whether the box is one flat colour (its grey levels vary no more than a gutter's): a bar of a colour
         the background test did not take for background, holding nothing."""
@@ -332,6 +321,17 @@ def _clear_lines(extremes: tuple[np.ndarray, ...], colour: np.ndarray) -> int:
     return int(rows.sum() + cols.sum())
 
 
+def _uniform(variance: np.ndarray) -> np.ndarray:
+    """Per row or column of a box, given the ``variance`` of each: whether it is one flat colour (a gutter of any
+    colour)."""
+    flat = variance <= UNIFORM_VARIANCE
+    for start, end in _runs(flat):
+        before, after = variance[max(0, start - EDGE_PX) : start], variance[end : end + EDGE_PX]
+        if any(side.size and side.max() < EDGE_VARIANCE for side in (before, after)):
+            flat[start:end] = False  # fades into its surroundings: a flat area of a photo, not a gutter
+    return flat
+
+
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Half-open index ranges where ``flags`` is true."""
     padded = np.zeros(np.size(flags) + 2, bool)  # false on both ends: every run has a rising and a falling edge
@@ -399,7 +399,7 @@ class _Splitter:
         span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
         variance = self.mask.variance(box, axis)
         empty = (profile == 0) & (variance <= GUTTER_VARIANCE)
-        for start, end in _runs(self.mask.uniform(variance)):
+        for start, end in _runs(_uniform(variance)):
             if start > 0 and end < len(profile):
                 thick = end - start > LINE_MAX_PX
                 between_images = min(profile[start - 1], profile[end]) >= SEAM_FILLED * span
