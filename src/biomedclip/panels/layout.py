@@ -4,12 +4,12 @@ The figure is cut recursively (an XY cut) at the widest gutter: rows or columns 
 (not a path between the cells of a micrograph), flat bands of any colour, thin divider lines (not grid lines
 crossed by bars, not the sides of frames), or seams where two abutting images meet (brightness jumps along most
 of a straight line while each side changes little beside it; not a line of a lattice, whose edges continue across
-it, as a heat map's cells). A cut is kept only when both sides look like
-panels: big enough for the figure (a share of its width and height) and holding more than lines of text, so legends,
-tick labels and titles stay with their plot. Narrow gaps between frame lines of the same extent are facets of one
-plot, not gutters; a framed region is also looked at inside its frame. Strips of text that block every cut (a
-figure-wide title, row headers) are peeled off and given back to the one panel they lie along, or to none; a piece
-of one flat colour (a bar that letterboxes an image) is no panel.
+it, as a heat map's cells). A cut is kept only when both sides look like panels: big enough for the figure (a share
+of its width and height) and holding more than lines of text, so legends, tick labels and titles stay with their
+plot. Narrow gaps between frame lines of the same extent are facets of one plot, not gutters; a framed region is
+also looked at inside its frame. Strips of text that block every cut (a figure-wide title, row headers) are peeled
+off and given back to the one panel they lie along, or to none; a piece of one flat colour (a bar that letterboxes
+an image) is no panel.
 
 Pieces are then grouped by their letters, read once by the glyph model (``labels.top_letters``) along each
 piece's top: letters on a piece's first line or at its left edge that spell the figure's sequence (A, B, C... in
@@ -65,8 +65,8 @@ LATTICE_MIN_CROSSINGS = 3  # this many edges crossing a seam (and this share of 
 LATTICE_SHARE = 0.2
 BORDER_MAJORITY = 0.6  # the border's commonest colour is the background when it covers this share of the border
 MIN_BACKGROUND_SHARE = 0.1  # white or black covers this share of a figure whose border has no majority colour
-UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included)
-GUTTER_VARIANCE = 25  # an empty row or column is a gutter only this flat (a path between cells of a micrograph is not)
+UNIFORM_VARIANCE = 25  # grey-level variance of a row or column of one flat colour (JPEG noise included): a gutter,
+# empty or coloured, is this flat (a path of background between the cells of a micrograph is not)
 EDGE_VARIANCE = 100  # a row or column just beside a flat-colour gutter varies at least this much (panel content)
 EDGE_PX = 3  # within this many pixels on each side
 PHOTO_DENSITY = 0.75  # a piece this full of foreground is a photo or micrograph, a panel on its own
@@ -398,7 +398,7 @@ class _Splitter:
         profile = self.mask.row_profile(box) if axis == 0 else self.mask.col_profile(box)
         span = (box[2] - box[0]) if axis == 0 else (box[3] - box[1])
         variance = self.mask.variance(box, axis)
-        empty = (profile == 0) & (variance <= GUTTER_VARIANCE)
+        empty = (profile == 0) & (variance <= UNIFORM_VARIANCE)
         for start, end in _runs(_uniform(variance)):
             if start > 0 and end < len(profile):
                 thick = end - start > LINE_MAX_PX
